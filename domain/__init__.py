@@ -1,0 +1,5 @@
+"""The business of custops: operation plans and their rules, free of any framework.
+
+Nothing here imports grpc, protobuf, SQLAlchemy or Redis; what the domain
+needs from outside is declared as ports (typing.Protocol) in `ports.py`.
+"""

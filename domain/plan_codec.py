@@ -1,0 +1,229 @@
+"""Plans as plain JSON-able dicts, for storage and for the request log.
+
+Versioned by the `v` key so stored plans survive changes of the model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain import audience as a
+from domain.plan import (
+    Action,
+    BenefitGrant,
+    BenefitKind,
+    BusinessProduct,
+    FrequencyLimit,
+    FrequencyWindow,
+    FrontOffice,
+    GrantBenefits,
+    MessageChannel,
+    MissedFirePolicy,
+    Plan,
+    PlanLimits,
+    PlanSpec,
+    PlanState,
+    PlanTime,
+    QuietHours,
+    QuietHoursPolicy,
+    SendMessage,
+)
+
+FORMAT_VERSION = 1
+
+
+def spec_to_dict(spec: PlanSpec) -> dict[str, Any]:
+    limits = spec.limits
+    quiet = limits.quiet_hours
+    return {
+        "v": FORMAT_VERSION,
+        "display_name": spec.display_name,
+        "description": spec.description,
+        "business_product": spec.business_product.value,
+        "front_office": spec.front_office.value,
+        "time_zone": spec.time_zone,
+        "audience": None if spec.audience is None else rule_to_dict(spec.audience),
+        "time": {
+            "effective": spec.time.effective,
+            "term": spec.time.term,
+            "execution": spec.time.execution,
+            "missed_fire_policy": spec.time.missed_fire_policy.value,
+        },
+        "actions": [_action_to_dict(x) for x in spec.actions],
+        "limits": {
+            "frequency": {
+                "max_times": limits.frequency.max_times,
+                "window": limits.frequency.window.value,
+            },
+            "total_budget": limits.total_budget,
+            "quiet_hours": None
+            if quiet is None
+            else {"start": quiet.start, "end": quiet.end, "policy": quiet.policy.value},
+            "rate_override": limits.rate_override,
+        },
+    }
+
+
+def spec_from_dict(d: dict[str, Any]) -> PlanSpec:
+    if d.get("v") != FORMAT_VERSION:
+        raise ValueError(f"unknown plan format version {d.get('v')!r}")
+    t, lim = d["time"], d["limits"]
+    quiet = lim["quiet_hours"]
+    return PlanSpec(
+        display_name=d["display_name"],
+        description=d["description"],
+        business_product=BusinessProduct(d["business_product"]),
+        front_office=FrontOffice(d["front_office"]),
+        time_zone=d["time_zone"],
+        audience=None if d["audience"] is None else rule_from_dict(d["audience"]),
+        time=PlanTime(
+            effective=t["effective"],
+            term=t["term"],
+            execution=t["execution"],
+            missed_fire_policy=MissedFirePolicy(t["missed_fire_policy"]),
+        ),
+        actions=tuple(_action_from_dict(x) for x in d["actions"]),
+        limits=PlanLimits(
+            frequency=FrequencyLimit(
+                max_times=lim["frequency"]["max_times"],
+                window=FrequencyWindow(lim["frequency"]["window"]),
+            ),
+            total_budget=lim["total_budget"],
+            quiet_hours=None
+            if quiet is None
+            else QuietHours(quiet["start"], quiet["end"], QuietHoursPolicy(quiet["policy"])),
+            rate_override=lim["rate_override"],
+        ),
+    )
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "shop_id": plan.shop_id,
+        "plan_id": plan.plan_id,
+        "spec": spec_to_dict(plan.spec),
+        "state": plan.state.value,
+        "revision": plan.revision,
+        "create_by": plan.create_by,
+        "create_time": plan.create_time.isoformat(),
+        "update_by": plan.update_by,
+        "update_time": plan.update_time.isoformat(),
+        "template_id": plan.template_id,
+        "publish_time": _iso(plan.publish_time),
+        "end_time": _iso(plan.end_time),
+        "next_fire_time": _iso(plan.next_fire_time),
+    }
+
+
+def plan_from_dict(d: dict[str, Any]) -> Plan:
+    return Plan(
+        shop_id=d["shop_id"],
+        plan_id=d["plan_id"],
+        spec=spec_from_dict(d["spec"]),
+        state=PlanState(d["state"]),
+        revision=d["revision"],
+        create_by=d["create_by"],
+        create_time=datetime.fromisoformat(d["create_time"]),
+        update_by=d["update_by"],
+        update_time=datetime.fromisoformat(d["update_time"]),
+        template_id=d["template_id"],
+        publish_time=_from_iso(d["publish_time"]),
+        end_time=_from_iso(d["end_time"]),
+        next_fire_time=_from_iso(d["next_fire_time"]),
+    )
+
+
+def rule_to_dict(rule: a.Rule) -> dict[str, Any]:
+    match rule:
+        case a.Levels(levels):
+            return {"levels": list(levels)}
+        case a.Birthday(scope, days_ahead):
+            return {"birthday": {"scope": scope.value, "days_ahead": days_ahead}}
+        case a.Follower():
+            return {"follower": {}}
+        case a.BrowsedNotBought(days):
+            return {"browsed_not_bought": {"within_days": days}}
+        case a.CartedNotPaid(days):
+            return {"carted_not_paid": {"within_days": days}}
+        case a.Tags(tags, match_all):
+            return {"tags": {"tags": list(tags), "match_all": match_all}}
+        case a.AllOf(rules):
+            return {"all_of": [rule_to_dict(r) for r in rules]}
+        case a.AnyOf(rules):
+            return {"any_of": [rule_to_dict(r) for r in rules]}
+        case a.Not(sub):
+            return {"not": rule_to_dict(sub)}
+        case a.Members(ids):
+            return {"members": list(ids)}
+    raise TypeError(f"unknown rule {rule!r}")
+
+
+def rule_from_dict(d: dict[str, Any]) -> a.Rule:
+    ((kind, body),) = d.items()
+    match kind:
+        case "levels":
+            return a.Levels(tuple(body))
+        case "birthday":
+            return a.Birthday(a.BirthdayScope(body["scope"]), body["days_ahead"])
+        case "follower":
+            return a.Follower()
+        case "browsed_not_bought":
+            return a.BrowsedNotBought(body["within_days"])
+        case "carted_not_paid":
+            return a.CartedNotPaid(body["within_days"])
+        case "tags":
+            return a.Tags(tuple(body["tags"]), body["match_all"])
+        case "all_of":
+            return a.AllOf(tuple(rule_from_dict(r) for r in body))
+        case "any_of":
+            return a.AnyOf(tuple(rule_from_dict(r) for r in body))
+        case "not":
+            return a.Not(rule_from_dict(body))
+        case "members":
+            return a.Members(tuple(body))
+    raise ValueError(f"unknown rule kind {kind!r}")
+
+
+def _action_to_dict(action: Action) -> dict[str, Any]:
+    match action:
+        case GrantBenefits(benefits):
+            return {
+                "grant_benefit": [
+                    {"template_id": b.template_id, "kind": b.kind.value, "quantity": b.quantity}
+                    for b in benefits
+                ]
+            }
+        case SendMessage(channel, template_id, params):
+            return {
+                "send_message": {
+                    "channel": channel.value,
+                    "template_id": template_id,
+                    "params": [list(p) for p in params],
+                }
+            }
+    raise TypeError(f"unknown action {action!r}")
+
+
+def _action_from_dict(d: dict[str, Any]) -> Action:
+    if "grant_benefit" in d:
+        return GrantBenefits(
+            tuple(
+                BenefitGrant(b["template_id"], BenefitKind(b["kind"]), b["quantity"])
+                for b in d["grant_benefit"]
+            )
+        )
+    body = d["send_message"]
+    return SendMessage(
+        MessageChannel(body["channel"]),
+        body["template_id"],
+        tuple((k, v) for k, v in body["params"]),
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)

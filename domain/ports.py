@@ -1,0 +1,101 @@
+"""What the domain needs from outside, as protocols the server implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from domain.audience import Rule
+from domain.plan import BusinessProduct, Plan, PlanState
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, time-zone aware."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlanFilter:
+    state: PlanState | None = None
+    business_product: BusinessProduct | None = None
+
+
+@dataclass(frozen=True)
+class PlanCursor:
+    """Position after the last plan of a page (plans are listed newest first)."""
+
+    create_time: datetime
+    plan_id: str
+
+
+class PlanRepository(Protocol):
+    async def add(self, plan: Plan) -> None: ...
+
+    async def get(self, shop_id: str, plan_id: str) -> Plan | None:
+        """The plan, or None when it does not exist in this shop."""
+        ...
+
+    async def list(
+        self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, limit: int
+    ) -> Sequence[Plan]: ...
+
+    async def save(self, plan: Plan, expected_revision: int) -> None:
+        """Store a changed plan; raise Aborted if its stored revision moved on."""
+        ...
+
+    async def delete(self, shop_id: str, plan_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A side-effecting call's request id, and a fingerprint of what it asked."""
+
+    operation: str
+    request_id: str
+    fingerprint: str
+
+
+class RequestLog(Protocol):
+    """Remembers the outcome of side-effecting calls by request id."""
+
+    async def find(self, shop_id: str, key: RequestKey) -> dict[str, Any] | None:
+        """The first outcome under this key, or None; InvalidArgument if the
+        id was used for a different request."""
+        ...
+
+    async def remember(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over the repositories; commits only when asked."""
+
+    @property
+    def plans(self) -> PlanRepository: ...
+
+    @property
+    def requests(self) -> RequestLog: ...
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def commit(self) -> None:
+        """Commit; raise DuplicateRequest if another call committed the same request key."""
+        ...
+
+
+@dataclass(frozen=True)
+class AudienceSize:
+    count: int
+    exact: bool
+
+
+class AudienceDirectory(Protocol):
+    """The audience system, which owns and evaluates the rules."""
+
+    async def estimate(
+        self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
+    ) -> AudienceSize: ...

@@ -1,0 +1,1 @@
+"""The running custops service: gRPC servicers, use cases, persistence, stubs."""

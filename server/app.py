@@ -1,0 +1,229 @@
+"""The running platform: composes persistence, Redis, the downstream
+channels, the public gRPC server and the embedded stand-ins, and stops them
+in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import redis.asyncio as redis
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+from custops.notify.v1 import notify_pb2, notify_pb2_grpc
+from custops.plan.v1 import plan_pb2, plan_pb2_grpc
+from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.ports import Clock
+from server import redis_store
+from server.clock import SystemClock
+from server.config import Settings
+from server.downstream.audience import GrpcAudienceDirectory
+from server.interceptors import CallInterceptor
+from server.persistence import migrate
+from server.persistence.database import create_engine, is_sqlite, normalize_url
+from server.persistence.unit_of_work import SqlUnitOfWork
+from server.servicers.plan_service import OperationPlanService
+from server.servicers.scenario_service import ScenarioAggregationService
+from server.stubs.services import AudienceStub, BenefitStub, NotificationStub
+from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
+from server.usecases.plans import PlanUseCases
+
+log = logging.getLogger("custops")
+
+PUBLIC_SERVICES = (
+    plan_pb2.DESCRIPTOR.services_by_name["OperationPlanService"].full_name,
+    scenario_pb2.DESCRIPTOR.services_by_name["ScenarioAggregationService"].full_name,
+)
+STUB_SERVICES = (
+    audience_pb2.DESCRIPTOR.services_by_name["AudienceService"].full_name,
+    benefit_pb2.DESCRIPTOR.services_by_name["BenefitService"].full_name,
+    notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+)
+# A generous cap on one message; the hostile-input issue tightens it per field.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class StartupError(Exception):
+    """The platform cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    tracer_provider: TracerProvider | None = None
+
+    port: int = 0
+    stubs_port: int = 0
+    _server: grpc.aio.Server | None = None
+    _stubs: grpc.aio.Server | None = None
+    _health: health.aio.HealthServicer | None = None
+    _engine: AsyncEngine | None = None
+    _redis: redis.Redis | None = None
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            await self._prepare_database()
+            self._redis = await redis_store.connect(s.redis_url)
+        except redis_store.RedisUnavailable as exc:
+            await self.stop(grace=0)
+            raise StartupError(str(exc)) from exc
+        except StartupError:
+            await self.stop(grace=0)
+            raise
+
+        stubs_address = ""
+        if s.stubs == "embedded":
+            self._stubs, self.stubs_port = await _start_stubs(s.stubs_listen)
+            host = s.stubs_listen.rpartition(":")[0]
+            stubs_address = f"{host}:{self.stubs_port}"
+            log.info("downstream stand-ins listening", extra={"address": stubs_address})
+
+        tracer = tracer_of(self.tracer_provider)
+        downstream = [DownstreamInterceptor(tracer, s.downstream_timeout)]
+        audience_channel = grpc.aio.insecure_channel(
+            s.target("audience", stubs_address), interceptors=downstream
+        )
+        self._channels.append(audience_channel)
+
+        assert self._engine is not None
+        engine, clock = self._engine, self.clock
+        plans = PlanUseCases(
+            lambda: SqlUnitOfWork(engine, clock), clock, GrpcAudienceDirectory(audience_channel)
+        )
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if tracer is not None:
+            interceptors.append(TracingServerInterceptor(tracer))
+        interceptors.append(CallInterceptor())
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        # RPCs not built yet fall through to the generated base classes (abstract
+        # to mypy), which the call interceptor answers with UNIMPLEMENTED.
+        plan_service = OperationPlanService(plans)  # type: ignore[abstract]
+        scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
+        plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
+        scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
+        self._health = await _add_health_and_reflection(server, PUBLIC_SERVICES)
+        self.port = _bind(server, s.listen)
+        await server.start()
+        self._server = server
+        log.info(
+            "custops serving",
+            extra={
+                "address": f"{s.listen.rpartition(':')[0]}:{self.port}",
+                "database": make_url(normalize_url(s.database_url)).render_as_string(),
+                "redis": "in-process stand-ins" if self._redis is None else "redis",
+            },
+        )
+
+    async def _prepare_database(self) -> None:
+        url = self.settings.database_url
+        if is_sqlite(url):
+            database = make_url(normalize_url(url)).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        auto = self.settings.auto_migrate
+        try:
+            if auto == "true" or (auto == "auto" and is_sqlite(url)):
+                await migrate.upgrade(url)
+            current = await migrate.current_revision(url)
+        except (OSError, Exception) as exc:
+            if isinstance(exc, StartupError):
+                raise
+            raise StartupError(
+                f"the database at {make_url(normalize_url(url)).render_as_string()} cannot be "
+                f"used: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        head = migrate.head_revision()
+        if current != head:
+            raise StartupError(
+                f"the database schema is at revision {current}, the code needs {head}: "
+                "run `custops migrate` (or set CUSTOPS_AUTO_MIGRATE=true)"
+            )
+        self._engine = create_engine(url)
+
+    async def stop(self, grace: float | None = None, delay: float = 0.0) -> None:
+        """Health NOT_SERVING, wait `delay`, then drain calls for up to `grace` seconds."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        if self._stubs is not None:
+            await self._stubs.stop(grace)
+            self._stubs = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def _start_stubs(listen: str) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # Behaviour comes with the stubs issue; until then every RPC is UNIMPLEMENTED.
+    audience = AudienceStub()  # type: ignore[abstract]
+    benefit = BenefitStub()  # type: ignore[abstract]
+    notification = NotificationStub()  # type: ignore[abstract]
+    audience_pb2_grpc.add_AudienceServiceServicer_to_server(audience, server)
+    benefit_pb2_grpc.add_BenefitServiceServicer_to_server(benefit, server)
+    notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
+    await _add_health_and_reflection(server, STUB_SERVICES)
+    port = _bind(server, listen)
+    await server.start()
+    return server, port
+
+
+async def _add_health_and_reflection(
+    server: grpc.aio.Server, services: tuple[str, ...]
+) -> health.aio.HealthServicer:
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in ("", *services):
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    names = (
+        *services,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    return servicer
+
+
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    try:
+        port: int = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: {exc}; is the port in use?") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {address}; is the port in use?")
+    return port

@@ -1,0 +1,22 @@
+"""What the server knows about the call being served, for the code it calls.
+
+Set by the server interceptor, read by the downstream client interceptor, so
+that the request id and the caller's deadline travel to downstream calls.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+
+request_id: ContextVar[str] = ContextVar("custops_request_id", default="")
+# time.monotonic() at which the caller's deadline expires; None = no deadline.
+deadline: ContextVar[float | None] = ContextVar("custops_deadline", default=None)
+
+
+def remaining(default: float) -> float:
+    """Seconds a downstream call may take: the caller's remaining time, at most `default`."""
+    expires = deadline.get()
+    if expires is None:
+        return default
+    return max(0.0, min(default, expires - time.monotonic()))

@@ -1,0 +1,133 @@
+"""The `custops` command: serve, migrate, stubs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import fields
+
+from server import logs
+from server.app import Platform, StartupError
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("custops")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    defaults = {f.name: f.default for f in fields(Settings)}
+    for name in names:
+        kind = float if isinstance(defaults[name], float) else str
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"env CUSTOPS_{name.upper()} (default: {defaults[name]!r})",
+        )
+
+
+SERVE_FLAGS = (
+    "listen",
+    "database_url",
+    "auto_migrate",
+    "redis_url",
+    "redis_prefix",
+    "stubs",
+    "stubs_listen",
+    "audience_target",
+    "benefit_target",
+    "notification_target",
+    "downstream_timeout",
+    "tracing",
+    "otlp_endpoint",
+    "log_level",
+    "log_format",
+    "shutdown_delay",
+    "shutdown_grace",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="custops",
+        description="custops: customer-operations middle platform (gRPC).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the platform (plan and scenario services, stand-ins embedded by default)",
+        description="Run the platform. Every flag can also be set by its CUSTOPS_* variable.",
+    )
+    _add_setting_flags(serve, SERVE_FLAGS)
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    _add_setting_flags(migrate, ("database_url", "log_level", "log_format"))
+    stubs = commands.add_parser(
+        "stubs", help="run the downstream stand-ins alone (audience, benefit, notification)"
+    )
+    _add_setting_flags(stubs, ("stubs_listen", "log_level", "log_format"))
+    args = parser.parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = Settings.load(**flags)
+    except ConfigError as exc:
+        print(f"custops: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(settings))
+        elif args.command == "migrate":
+            from server.persistence.migrate import upgrade_blocking
+
+            upgrade_blocking(settings.database_url)
+            print("database schema is up to date")
+        else:
+            asyncio.run(_stubs(settings))
+    except StartupError as exc:
+        print(f"custops: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(settings: Settings) -> None:
+    tracer_provider = None
+    if settings.tracing != "off":
+        from server.tracing import make_provider
+
+        tracer_provider = make_provider(settings.tracing, settings.otlp_endpoint, "custops")
+    platform = Platform(settings, tracer_provider=tracer_provider)
+    await platform.start()
+    print(
+        f"custops serving on {settings.listen.rpartition(':')[0]}:{platform.port}"
+        + (f"; stand-ins on port {platform.stubs_port}" if platform.stubs_port else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    await _until_signalled()
+    log.info("shutting down: health NOT_SERVING, draining in-flight calls")
+    await platform.stop(delay=settings.shutdown_delay)
+    log.info("stopped")
+
+
+async def _stubs(settings: Settings) -> None:
+    from server.app import _start_stubs
+
+    server, port = await _start_stubs(settings.stubs_listen)
+    print(f"custops stand-ins serving on port {port}", file=sys.stderr, flush=True)
+    await _until_signalled()
+    await server.stop(settings.shutdown_grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

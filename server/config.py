@@ -1,0 +1,186 @@
+"""Configuration from CUSTOPS_* environment variables and command-line flags.
+
+Every setting has an embedded default that runs on a fresh machine; every
+value is checked at start, and a bad one stops the start with a message that
+says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from server.persistence.database import SUPPORTED_DRIVERS, normalize_url
+
+ENV_PREFIX = "CUSTOPS_"
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # host:port of the public port (plan and scenario services, health, reflection).
+    listen: str = "127.0.0.1:50051"
+    # sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.
+    database_url: str = "sqlite+aiosqlite:///var/custops.db"
+    # Apply migrations at start; "auto" = only for SQLite.
+    auto_migrate: str = "auto"
+    # redis://host:port/db; empty = in-process stand-ins (one process only).
+    redis_url: str = ""
+    # Prefix of every Redis key, so that deployments sharing a Redis never collide.
+    redis_prefix: str = "custops"
+    # "embedded" = stand-ins in this process on their own loopback port;
+    # "external" = call the downstream targets below.
+    stubs: str = "embedded"
+    # host:port of the embedded stand-ins; loopback only.
+    stubs_listen: str = "127.0.0.1:50061"
+    audience_target: str = ""
+    benefit_target: str = ""
+    notification_target: str = ""
+    # Seconds a downstream call may take when the caller set no shorter deadline.
+    downstream_timeout: float = 5.0
+    # off | console | otlp
+    tracing: str = "off"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    log_level: str = "INFO"
+    # json | text
+    log_format: str = "json"
+    # On SIGTERM: seconds health reports NOT_SERVING before the port closes
+    # (so load balancers stop sending), then seconds in-flight calls may finish.
+    shutdown_delay: float = 0.0
+    shutdown_grace: float = 10.0
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Defaults, overridden by CUSTOPS_* variables, overridden by flags."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f.name, raw, f.type)
+        for name, value in flags.items():
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        problems: list[str] = []
+        _address(self.listen, "listen", problems)
+        _address(self.stubs_listen, "stubs_listen", problems, loopback_only=True)
+        if self.stubs == "embedded" and _same_port(self.listen, self.stubs_listen):
+            problems.append(
+                "CUSTOPS_STUBS_LISTEN must differ from CUSTOPS_LISTEN: the downstream "
+                "stand-ins never share the platform's public port"
+            )
+        try:
+            driver = make_url(normalize_url(self.database_url)).drivername
+            if driver not in SUPPORTED_DRIVERS:
+                problems.append(
+                    f"CUSTOPS_DATABASE_URL uses {driver!r}; use sqlite+aiosqlite:///file.db "
+                    "or postgresql+asyncpg://user@host:5432/db"
+                )
+        except ArgumentError:
+            problems.append(
+                f"CUSTOPS_DATABASE_URL {self.database_url!r} is not a database URL; "
+                "e.g. sqlite+aiosqlite:///var/custops.db"
+            )
+        _choice("auto_migrate", self.auto_migrate, ("auto", "true", "false"), problems)
+        _choice("stubs", self.stubs, ("embedded", "external"), problems)
+        _choice("tracing", self.tracing, ("off", "console", "otlp"), problems)
+        _choice("log_format", self.log_format, ("json", "text"), problems)
+        _choice(
+            "log_level", self.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"), problems
+        )
+        if self.stubs == "external":
+            for name in ("audience_target", "benefit_target", "notification_target"):
+                if not getattr(self, name):
+                    problems.append(
+                        f"CUSTOPS_{name.upper()} is required with CUSTOPS_STUBS=external "
+                        "(host:port of that system)"
+                    )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(
+                f"CUSTOPS_REDIS_URL {self.redis_url!r} must start with redis://, rediss:// or "
+                "unix://, e.g. redis://127.0.0.1:6379/0 (or leave it empty for in-process)"
+            )
+        if not self.redis_prefix or ":" in self.redis_prefix:
+            problems.append("CUSTOPS_REDIS_PREFIX must be a non-empty word without ':'")
+        for name in ("downstream_timeout", "shutdown_grace"):
+            if getattr(self, name) <= 0:
+                problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
+        if self.shutdown_delay < 0:
+            problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    def target(self, system: str, stubs_address: str) -> str:
+        """Where to reach a downstream system: the embedded stand-ins or its configured target."""
+        if self.stubs == "embedded":
+            return stubs_address
+        target: str = getattr(self, f"{system}_target")
+        return target
+
+
+def _convert(name: str, raw: str, kind: Any) -> Any:
+    if kind in (float, "float"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"CUSTOPS_{name.upper()}={raw!r} is not a number of seconds, e.g. 10"
+            ) from None
+    return raw
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...], problems: list[str]) -> None:
+    if value not in allowed:
+        problems.append(f"CUSTOPS_{name.upper()}={value!r}: use one of {', '.join(allowed)}")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(address)
+    return host.strip("[]"), int(port)
+
+
+def _address(value: str, name: str, problems: list[str], loopback_only: bool = False) -> None:
+    try:
+        host, port = split_address(value)
+    except ValueError:
+        problems.append(f"CUSTOPS_{name.upper()}={value!r} must be host:port, e.g. 127.0.0.1:50051")
+        return
+    if not 0 <= port <= 65535:
+        problems.append(f"CUSTOPS_{name.upper()}: port {port} is out of range")
+    if loopback_only and not _is_loopback(host):
+        problems.append(
+            f"CUSTOPS_{name.upper()}={value!r}: the downstream stand-ins are unauthenticated "
+            "and listen on loopback only (127.0.0.1, ::1 or localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_port(a: str, b: str) -> bool:
+    try:
+        return split_address(a)[1] == split_address(b)[1] != 0
+    except ValueError:
+        return False

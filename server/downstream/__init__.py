@@ -1,0 +1,1 @@
+"""Adapters implementing the domain's ports over gRPC to the downstream systems."""

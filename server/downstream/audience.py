@@ -1,0 +1,35 @@
+"""domain.ports.AudienceDirectory over custops.audience.v1.AudienceService."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+
+from domain.audience import Rule
+from domain.ports import AudienceSize
+from server.downstream.errors import translate
+from server.mapping.audience import rule_to_proto
+from server.mapping.plan import timestamp
+
+SYSTEM = "audience system"
+
+
+class GrpcAudienceDirectory:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = audience_pb2_grpc.AudienceServiceStub(channel)
+
+    async def estimate(
+        self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
+    ) -> AudienceSize:
+        request = audience_pb2.EstimateAudienceRequest(
+            shop_id=shop_id,
+            rule=rule_to_proto(rule),
+            evaluation=audience_pb2.Evaluation(as_of=timestamp(as_of), time_zone=time_zone),
+        )
+        try:
+            response = await self._stub.EstimateAudience(request)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(SYSTEM, exc) from exc
+        return AudienceSize(count=response.count, exact=response.exact)

@@ -1,0 +1,96 @@
+"""Domain errors -> canonical gRPC status with google.rpc details.
+
+Every error carries one ErrorInfo (reason in UPPER_SNAKE, domain "custops")
+and, for bad input, a BadRequest with one field violation per bad field.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from domain.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    DuplicateRequest,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Unimplemented,
+)
+
+ERROR_DOMAIN = "custops"
+
+_CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Aborted, grpc.StatusCode.ABORTED),
+    (DuplicateRequest, grpc.StatusCode.ABORTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+]
+
+
+def code_of(error: DomainError) -> grpc.StatusCode:
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def rich_status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    *,
+    violations: tuple[tuple[str, str], ...] = (),
+    metadata: dict[str, str] | None = None,
+) -> status_pb2.Status:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    _pack(status, info)
+    if violations:
+        _pack(
+            status,
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in violations
+                ]
+            ),
+        )
+    return status
+
+
+def status_of(error: DomainError, request_id: str) -> status_pb2.Status:
+    violations: tuple[tuple[str, str], ...] = ()
+    if isinstance(error, InvalidArgument):
+        violations = tuple((v.field, v.description) for v in error.violations)
+    return rich_status(
+        code_of(error),
+        error.message,
+        error.reason,
+        violations=violations,
+        metadata={"request_id": request_id},
+    )
+
+
+def internal_status(request_id: str) -> status_pb2.Status:
+    # Never a stack trace to a caller: the request id finds it in the logs.
+    return rich_status(
+        grpc.StatusCode.INTERNAL,
+        f"internal error; the server log has the details under request id {request_id}",
+        "INTERNAL",
+        metadata={"request_id": request_id},
+    )
+
+
+def _pack(status: status_pb2.Status, detail: object) -> None:
+    packed = any_pb2.Any()
+    packed.Pack(detail)  # type: ignore[arg-type]
+    status.details.append(packed)

@@ -1,0 +1,103 @@
+"""The server interceptor every unary call goes through.
+
+It gives the call a request id (the caller's `x-request-id`, or a new one)
+and returns it in trailing metadata, records the caller's deadline for
+downstream calls, turns domain errors into rich statuses (and anything
+unexpected into a bare INTERNAL), and writes one access-log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from domain.errors import DomainError, Unimplemented
+from server import call_context
+from server.errors import internal_status, status_of
+
+REQUEST_ID_KEY = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = logging.getLogger("custops.access")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def wrap_unary(
+    handler: grpc.RpcMethodHandler | None, around: Callable[[Behavior], Behavior]
+) -> grpc.RpcMethodHandler | None:
+    """The handler with its unary-unary behaviour wrapped; streams pass as they are."""
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        around(handler.unary_unary),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        method = details.method
+        incoming = dict(details.invocation_metadata or ())
+        return wrap_unary(handler, lambda inner: self._around(inner, method, incoming))
+
+    def _around(self, inner: Behavior, method: str, incoming: dict[str, Any]) -> Behavior:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            given = incoming.get(REQUEST_ID_KEY, "")
+            request_id = given if _VALID_REQUEST_ID.match(given or "") else uuid.uuid4().hex
+            call_context.request_id.set(request_id)
+            remaining = context.time_remaining()
+            call_context.deadline.set(None if remaining is None else time.monotonic() + remaining)
+            trailing = ((REQUEST_ID_KEY, request_id),)
+            context.set_trailing_metadata(trailing)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                try:
+                    return await inner(request, context)
+                except DomainError as exc:
+                    failure = rpc_status.to_status(status_of(exc, request_id))
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except NotImplementedError:
+                    # The generated base servicer's answer for an RPC not built yet.
+                    missing = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
+                    failure = rpc_status.to_status(status_of(missing, request_id))
+                except Exception:
+                    log.exception("unexpected error in %s", method)
+                    failure = rpc_status.to_status(internal_status(request_id))
+                code = failure.code
+                await context.abort(
+                    failure.code, failure.details, (*failure.trailing_metadata, *trailing)
+                )
+            finally:
+                trace.get_current_span().set_attribute("rpc.grpc.status_code", code.value[0])
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "peer": context.peer(),
+                    },
+                )
+
+        return behavior

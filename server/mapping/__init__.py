@@ -1,0 +1,1 @@
+"""Translation between the protobuf contracts and the domain, both ways."""

@@ -1,0 +1,299 @@
+"""custops.plan.v1 messages <-> domain.plan."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from custops.benefit.v1 import benefit_pb2
+from custops.notify.v1 import notify_pb2
+from custops.plan.v1 import plan_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from domain import plan as d
+from domain.errors import FieldViolation, InvalidArgument, require
+from server.mapping.audience import rule_from_proto, rule_to_proto
+
+E = TypeVar("E", bound=enum.Enum)
+
+BUSINESS_PRODUCTS = {
+    pb.BUSINESS_PRODUCT_UNSPECIFIED: d.BusinessProduct.UNSPECIFIED,
+    pb.BUSINESS_PRODUCT_BIRTHDAY: d.BusinessProduct.BIRTHDAY,
+    pb.BUSINESS_PRODUCT_HOLIDAY: d.BusinessProduct.HOLIDAY,
+    pb.BUSINESS_PRODUCT_MEMBER_DAY: d.BusinessProduct.MEMBER_DAY,
+    pb.BUSINESS_PRODUCT_PRECISE_AUDIENCE: d.BusinessProduct.PRECISE_AUDIENCE,
+    pb.BUSINESS_PRODUCT_INTEREST_AUDIENCE: d.BusinessProduct.INTEREST_AUDIENCE,
+    pb.BUSINESS_PRODUCT_INTERACTIVE_FAN: d.BusinessProduct.INTERACTIVE_FAN,
+}
+FRONT_OFFICES = {
+    pb.FRONT_OFFICE_UNSPECIFIED: d.FrontOffice.UNSPECIFIED,
+    pb.FRONT_OFFICE_MICRO_MALL: d.FrontOffice.MICRO_MALL,
+    pb.FRONT_OFFICE_RETAIL: d.FrontOffice.RETAIL,
+    pb.FRONT_OFFICE_RETAIL_CHAIN: d.FrontOffice.RETAIL_CHAIN,
+}
+PLAN_STATES = {
+    pb.PLAN_STATE_DRAFT: d.PlanState.DRAFT,
+    pb.PLAN_STATE_SCHEDULED: d.PlanState.SCHEDULED,
+    pb.PLAN_STATE_ACTIVE: d.PlanState.ACTIVE,
+    pb.PLAN_STATE_PAUSED: d.PlanState.PAUSED,
+    pb.PLAN_STATE_ENDED: d.PlanState.ENDED,
+}
+BENEFIT_KINDS = {
+    benefit_pb2.BENEFIT_KIND_UNSPECIFIED: d.BenefitKind.UNSPECIFIED,
+    benefit_pb2.BENEFIT_KIND_POINTS: d.BenefitKind.POINTS,
+    benefit_pb2.BENEFIT_KIND_COUPON: d.BenefitKind.COUPON,
+    benefit_pb2.BENEFIT_KIND_FREE_SHIPPING: d.BenefitKind.FREE_SHIPPING,
+    benefit_pb2.BENEFIT_KIND_DISCOUNT: d.BenefitKind.DISCOUNT,
+    benefit_pb2.BENEFIT_KIND_POINTS_MULTIPLIER: d.BenefitKind.POINTS_MULTIPLIER,
+    benefit_pb2.BENEFIT_KIND_GIFT: d.BenefitKind.GIFT,
+    benefit_pb2.BENEFIT_KIND_PAID_CONTENT: d.BenefitKind.PAID_CONTENT,
+    benefit_pb2.BENEFIT_KIND_EXPERIENCE_CARD: d.BenefitKind.EXPERIENCE_CARD,
+    benefit_pb2.BENEFIT_KIND_GROWTH_VALUE: d.BenefitKind.GROWTH_VALUE,
+    benefit_pb2.BENEFIT_KIND_PACKAGE: d.BenefitKind.PACKAGE,
+}
+CHANNELS = {
+    notify_pb2.MESSAGE_CHANNEL_UNSPECIFIED: d.MessageChannel.UNSPECIFIED,
+    notify_pb2.MESSAGE_CHANNEL_SMS: d.MessageChannel.SMS,
+    notify_pb2.MESSAGE_CHANNEL_OFFICIAL_ACCOUNT: d.MessageChannel.OFFICIAL_ACCOUNT,
+    notify_pb2.MESSAGE_CHANNEL_APP_PUSH: d.MessageChannel.APP_PUSH,
+    notify_pb2.MESSAGE_CHANNEL_IN_APP: d.MessageChannel.IN_APP,
+}
+MISSED_FIRE = {
+    pb.MISSED_FIRE_POLICY_UNSPECIFIED: d.MissedFirePolicy.RUN_ONCE,
+    pb.MISSED_FIRE_POLICY_RUN_ONCE: d.MissedFirePolicy.RUN_ONCE,
+    pb.MISSED_FIRE_POLICY_SKIP: d.MissedFirePolicy.SKIP,
+}
+FREQUENCY_WINDOWS = {
+    pb.FREQUENCY_WINDOW_UNSPECIFIED: d.FrequencyWindow.UNSPECIFIED,
+    pb.FREQUENCY_WINDOW_PERIOD: d.FrequencyWindow.PERIOD,
+    pb.FREQUENCY_WINDOW_BIRTHDAY_YEAR: d.FrequencyWindow.BIRTHDAY_YEAR,
+    pb.FREQUENCY_WINDOW_PLAN: d.FrequencyWindow.PLAN,
+}
+QUIET_POLICIES = {
+    pb.QUIET_HOURS_POLICY_UNSPECIFIED: d.QuietHoursPolicy.DEFER,
+    pb.QUIET_HOURS_POLICY_DEFER: d.QuietHoursPolicy.DEFER,
+    pb.QUIET_HOURS_POLICY_DROP: d.QuietHoursPolicy.DROP,
+}
+
+
+class _Violations:
+    """Collects every problem met while reading a message, so that one
+    INVALID_ARGUMENT names them all."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def enum(self, mapping: Mapping[Any, E], value: int, path: str, default: E) -> E:
+        if value in mapping:
+            return mapping[value]
+        self.items.append(FieldViolation(path, f"unknown enum value {value}"))
+        return default
+
+
+def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> d.PlanSpec:
+    """The domain spec of a plan message; InvalidArgument names every bad field.
+
+    With `check=False` only what cannot be represented is refused (unknown
+    enum values, malformed rules); the draft rules are left to the caller."""
+    v = _Violations()
+    audience = None
+    if msg.HasField("audience"):
+        try:
+            audience = rule_from_proto(msg.audience, f"{path}.audience")
+        except InvalidArgument as exc:
+            v.items += exc.violations
+    actions: list[d.Action] = []
+    for i, action in enumerate(msg.actions):
+        where = f"{path}.actions[{i}]"
+        kind = action.WhichOneof("kind")
+        if kind == "grant_benefit":
+            actions.append(
+                d.GrantBenefits(
+                    tuple(
+                        d.BenefitGrant(
+                            b.template_id,
+                            v.enum(
+                                BENEFIT_KINDS,
+                                b.kind,
+                                f"{where}.grant_benefit.benefits[{j}].kind",
+                                d.BenefitKind.UNSPECIFIED,
+                            ),
+                            b.quantity,
+                        )
+                        for j, b in enumerate(action.grant_benefit.benefits)
+                    )
+                )
+            )
+        elif kind == "send_message":
+            m = action.send_message
+            actions.append(
+                d.SendMessage(
+                    v.enum(
+                        CHANNELS,
+                        m.channel,
+                        f"{where}.send_message.channel",
+                        d.MessageChannel.UNSPECIFIED,
+                    ),
+                    m.template_id,
+                    tuple(sorted(m.params.items())),
+                )
+            )
+        else:
+            v.items.append(FieldViolation(where, "must set grant_benefit or send_message"))
+    lim = msg.limits
+    quiet = None
+    if lim.HasField("quiet_hours"):
+        quiet = d.QuietHours(
+            lim.quiet_hours.start,
+            lim.quiet_hours.end,
+            v.enum(
+                QUIET_POLICIES,
+                lim.quiet_hours.policy,
+                f"{path}.limits.quiet_hours.policy",
+                d.QuietHoursPolicy.DEFER,
+            ),
+        )
+    spec = d.PlanSpec(
+        display_name=msg.display_name,
+        description=msg.description,
+        business_product=v.enum(
+            BUSINESS_PRODUCTS,
+            msg.business_product,
+            f"{path}.business_product",
+            d.BusinessProduct.UNSPECIFIED,
+        ),
+        front_office=v.enum(
+            FRONT_OFFICES, msg.front_office, f"{path}.front_office", d.FrontOffice.UNSPECIFIED
+        ),
+        time_zone=msg.time_zone or d.DEFAULT_TIME_ZONE,
+        audience=audience,
+        time=d.PlanTime(
+            effective=msg.time.effective,
+            term=msg.time.term,
+            execution=msg.time.execution,
+            missed_fire_policy=v.enum(
+                MISSED_FIRE,
+                msg.time.missed_fire_policy,
+                f"{path}.time.missed_fire_policy",
+                d.MissedFirePolicy.RUN_ONCE,
+            ),
+        ),
+        actions=tuple(actions),
+        limits=d.PlanLimits(
+            frequency=d.FrequencyLimit(
+                max_times=lim.frequency.max_times,
+                window=v.enum(
+                    FREQUENCY_WINDOWS,
+                    lim.frequency.window,
+                    f"{path}.limits.frequency.window",
+                    d.FrequencyWindow.UNSPECIFIED,
+                ),
+            ),
+            total_budget=lim.total_budget,
+            quiet_hours=quiet,
+            rate_override=lim.rate_override,
+        ),
+    )
+    require(v.items + (d.validate_spec(spec, path) if check else []))
+    return spec
+
+
+def plan_to_proto(plan: d.Plan) -> pb.Plan:
+    spec = plan.spec
+    msg = pb.Plan(
+        name=f"shops/{plan.shop_id}/plans/{plan.plan_id}",
+        plan_id=plan.plan_id,
+        shop_id=plan.shop_id,
+        display_name=spec.display_name,
+        description=spec.description,
+        business_product=_BUSINESS_PRODUCTS_BACK[spec.business_product],
+        front_office=_FRONT_OFFICES_BACK[spec.front_office],
+        time_zone=spec.time_zone,
+        time=pb.PlanTime(
+            effective=spec.time.effective,
+            term=spec.time.term,
+            execution=spec.time.execution,
+            missed_fire_policy=_MISSED_FIRE_BACK[spec.time.missed_fire_policy],
+        ),
+        actions=[_action_to_proto(a) for a in spec.actions],
+        limits=pb.PlanLimits(
+            frequency=pb.FrequencyLimit(
+                max_times=spec.limits.frequency.max_times,
+                window=_FREQUENCY_WINDOWS_BACK[spec.limits.frequency.window],
+            ),
+            total_budget=spec.limits.total_budget,
+            rate_override=spec.limits.rate_override,
+        ),
+        state=_PLAN_STATES_BACK[plan.state],
+        etag=plan.etag,
+        template_id=plan.template_id,
+        create_by=plan.create_by,
+        create_time=timestamp(plan.create_time),
+        update_by=plan.update_by,
+        update_time=timestamp(plan.update_time),
+    )
+    if spec.audience is not None:
+        msg.audience.CopyFrom(rule_to_proto(spec.audience))
+    quiet = spec.limits.quiet_hours
+    if quiet is not None:
+        msg.limits.quiet_hours.CopyFrom(
+            pb.QuietHours(
+                start=quiet.start, end=quiet.end, policy=_QUIET_POLICIES_BACK[quiet.policy]
+            )
+        )
+    for attr in ("publish_time", "end_time", "next_fire_time"):
+        value = getattr(plan, attr)
+        if value is not None:
+            getattr(msg, attr).CopyFrom(timestamp(value))
+    return msg
+
+
+def _action_to_proto(action: d.Action) -> pb.Action:
+    match action:
+        case d.GrantBenefits(benefits):
+            return pb.Action(
+                grant_benefit=pb.GrantBenefitAction(
+                    benefits=[
+                        pb.BenefitGrant(
+                            template_id=b.template_id,
+                            kind=_BENEFIT_KINDS_BACK[b.kind],
+                            quantity=b.quantity,
+                        )
+                        for b in benefits
+                    ]
+                )
+            )
+        case d.SendMessage(channel, template_id, params):
+            return pb.Action(
+                send_message=pb.SendMessageAction(
+                    channel=_CHANNELS_BACK[channel], template_id=template_id, params=dict(params)
+                )
+            )
+    raise TypeError(f"unknown action {action!r}")
+
+
+def timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _back(mapping: Mapping[Any, E]) -> dict[E, Any]:
+    # The highest proto number wins, so an UNSPECIFIED alias never shadows
+    # the explicit value (MISSED_FIRE_POLICY_RUN_ONCE, not ..._UNSPECIFIED).
+    out: dict[E, Any] = {}
+    for number, value in sorted(mapping.items()):
+        out[value] = number
+    return out
+
+
+_BUSINESS_PRODUCTS_BACK = _back(BUSINESS_PRODUCTS)
+_FRONT_OFFICES_BACK = _back(FRONT_OFFICES)
+_PLAN_STATES_BACK = _back(PLAN_STATES)
+_BENEFIT_KINDS_BACK = _back(BENEFIT_KINDS)
+_CHANNELS_BACK = _back(CHANNELS)
+_MISSED_FIRE_BACK = _back(MISSED_FIRE)
+_FREQUENCY_WINDOWS_BACK = _back(FREQUENCY_WINDOWS)
+_QUIET_POLICIES_BACK = _back(QUIET_POLICIES)

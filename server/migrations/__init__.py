@@ -1,0 +1,1 @@
+"""Alembic migrations of the custops schema (apply with `custops migrate`)."""

@@ -1,0 +1,110 @@
+"""Plans in the database, always within one shop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.errors import Aborted
+from domain.plan import Plan, PlanState
+from domain.plan_codec import spec_from_dict, spec_to_dict
+from domain.ports import PlanCursor, PlanFilter
+from server.persistence.tables import plans
+
+
+class SqlPlanRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add(self, plan: Plan) -> None:
+        await self._conn.execute(insert(plans).values(**_row(plan)))
+
+    async def get(self, shop_id: str, plan_id: str) -> Plan | None:
+        result = await self._conn.execute(
+            select(plans).where(plans.c.shop_id == shop_id, plans.c.plan_id == plan_id)
+        )
+        row = result.mappings().first()
+        return None if row is None else _plan(row)
+
+    async def list(
+        self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, limit: int
+    ) -> Sequence[Plan]:
+        query = select(plans).where(plans.c.shop_id == shop_id)
+        if filter.state is not None:
+            query = query.where(plans.c.state == filter.state.value)
+        if filter.business_product is not None:
+            query = query.where(plans.c.business_product == filter.business_product.value)
+        if after is not None:
+            query = query.where(
+                or_(
+                    plans.c.create_time < after.create_time,
+                    and_(plans.c.create_time == after.create_time, plans.c.plan_id < after.plan_id),
+                )
+            )
+        query = query.order_by(plans.c.create_time.desc(), plans.c.plan_id.desc()).limit(limit)
+        result = await self._conn.execute(query)
+        return [_plan(row) for row in result.mappings()]
+
+    async def save(self, plan: Plan, expected_revision: int) -> None:
+        values = _row(plan)
+        del values["shop_id"], values["plan_id"]
+        result = await self._conn.execute(
+            update(plans)
+            .where(
+                plans.c.shop_id == plan.shop_id,
+                plans.c.plan_id == plan.plan_id,
+                plans.c.revision == expected_revision,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise Aborted(
+                f"plan {plan.plan_id} was changed concurrently; get it again and retry",
+                reason="ETAG_MISMATCH",
+            )
+
+    async def delete(self, shop_id: str, plan_id: str) -> None:
+        await self._conn.execute(
+            delete(plans).where(plans.c.shop_id == shop_id, plans.c.plan_id == plan_id)
+        )
+
+
+def _row(plan: Plan) -> dict[str, Any]:
+    return {
+        "shop_id": plan.shop_id,
+        "plan_id": plan.plan_id,
+        "display_name": plan.spec.display_name,
+        "business_product": plan.spec.business_product.value,
+        "state": plan.state.value,
+        "revision": plan.revision,
+        "spec": spec_to_dict(plan.spec),
+        "template_id": plan.template_id,
+        "create_by": plan.create_by,
+        "create_time": plan.create_time,
+        "update_by": plan.update_by,
+        "update_time": plan.update_time,
+        "publish_time": plan.publish_time,
+        "end_time": plan.end_time,
+        "next_fire_time": plan.next_fire_time,
+    }
+
+
+def _plan(row: Any) -> Plan:
+    return Plan(
+        shop_id=row["shop_id"],
+        plan_id=row["plan_id"],
+        spec=spec_from_dict(row["spec"]),
+        state=PlanState(row["state"]),
+        revision=row["revision"],
+        create_by=row["create_by"],
+        create_time=row["create_time"],
+        update_by=row["update_by"],
+        update_time=row["update_time"],
+        template_id=row["template_id"],
+        publish_time=row["publish_time"],
+        end_time=row["end_time"],
+        next_fire_time=row["next_fire_time"],
+    )

@@ -1,0 +1,48 @@
+"""One database transaction over the repositories."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.errors import Unavailable
+from domain.ports import Clock
+from server.persistence.plan_repository import SqlPlanRepository
+from server.persistence.request_log import SqlRequestLog
+
+
+class SqlUnitOfWork:
+    """`async with uow:` opens a transaction; leaving without commit() rolls back."""
+
+    plans: SqlPlanRepository
+    requests: SqlRequestLog
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+        except (OSError, DBAPIError) as exc:
+            if self._conn is not None:
+                await self._conn.close()
+            raise Unavailable(f"the database cannot be reached: {exc.__class__.__name__}") from exc
+        self.plans = SqlPlanRepository(self._conn)
+        self.requests = SqlRequestLog(self._conn, self._clock)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = None
+
+    async def commit(self) -> None:
+        assert self._conn is not None
+        await self._conn.commit()

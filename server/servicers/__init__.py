@@ -1,0 +1,1 @@
+"""Thin servicers: proto in, use case, proto out. One module per service."""

@@ -1,0 +1,186 @@
+"""custops.plan.v1.OperationPlanService: plans for merchants' admins.
+
+RPCs not built yet fall through to the generated base class, which the call
+interceptor answers with UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import grpc
+from custops.plan.v1 import plan_pb2 as pb
+from custops.plan.v1 import plan_pb2_grpc
+
+from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
+from domain.plan import Plan, PlanSpec
+from domain.ports import PlanCursor, PlanFilter
+from server.mapping.plan import BUSINESS_PRODUCTS, PLAN_STATES, plan_to_proto, spec_from_proto
+from server.servicers.requests import (
+    actor,
+    decode_page_token,
+    effective_page_size,
+    encode_page_token,
+    page_size_violations,
+    request_key,
+    shop_id_violations,
+)
+from server.usecases.plans import PlanUseCases
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
+    def __init__(self, plans: PlanUseCases) -> None:
+        self._plans = plans
+
+    async def CreatePlan(
+        self, request: pb.CreatePlanRequest, context: Context
+    ) -> pb.CreatePlanResponse:
+        violations = shop_id_violations(request.shop_id)
+        if not request.HasField("plan"):
+            violations.append(FieldViolation("plan", "required"))
+        spec = _spec_or_violations(request.plan, violations)
+        require(violations)
+        assert spec is not None
+        plan = await self._plans.create(
+            request.shop_id, spec, actor(context), request_key("CreatePlan", request)
+        )
+        return pb.CreatePlanResponse(plan=plan_to_proto(plan))
+
+    async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
+        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        plan = await self._plans.get(request.shop_id, request.plan_id)
+        return pb.GetPlanResponse(plan=plan_to_proto(plan))
+
+    async def ListPlans(
+        self, request: pb.ListPlansRequest, context: Context
+    ) -> pb.ListPlansResponse:
+        violations = shop_id_violations(request.shop_id) + page_size_violations(request.page_size)
+        state = None
+        if request.state:
+            state = PLAN_STATES.get(request.state)
+            if state is None:
+                violations.append(FieldViolation("state", f"unknown plan state {request.state}"))
+        product = None
+        if request.business_product:
+            product = BUSINESS_PRODUCTS.get(request.business_product)
+            if product is None:
+                violations.append(
+                    FieldViolation("business_product", f"unknown value {request.business_product}")
+                )
+        require(violations)
+        scope = f"plans|{request.shop_id}|{request.state}|{request.business_product}"
+        position = decode_page_token(request.page_token, scope)
+        after = None
+        if position is not None:
+            after = PlanCursor(datetime.fromisoformat(position["t"]), position["id"])
+        page = await self._plans.list_page(
+            request.shop_id,
+            PlanFilter(state=state, business_product=product),
+            after,
+            effective_page_size(request.page_size),
+        )
+        token = ""
+        if page.next_cursor is not None:
+            cursor = page.next_cursor
+            token = encode_page_token(
+                {"t": cursor.create_time.isoformat(), "id": cursor.plan_id}, scope
+            )
+        return pb.ListPlansResponse(
+            plans=[plan_to_proto(p) for p in page.plans], next_page_token=token
+        )
+
+    async def UpdatePlan(
+        self, request: pb.UpdatePlanRequest, context: Context
+    ) -> pb.UpdatePlanResponse:
+        violations = shop_id_violations(request.shop_id)
+        if not request.HasField("plan"):
+            violations.append(FieldViolation("plan", "required"))
+        else:
+            violations += _plan_id_violations(request.plan.plan_id, "plan.plan_id")
+        if not request.update_mask.paths:
+            violations.append(
+                FieldViolation(
+                    "update_mask", "required: name the fields to change, e.g. display_name"
+                )
+            )
+        require(violations)
+        paths = list(request.update_mask.paths)
+        changes = _changes(request.plan)
+        plan = await self._plans.update(
+            request.shop_id,
+            request.plan.plan_id,
+            request.plan.etag,
+            changes,
+            paths,
+            actor(context),
+            request_key("UpdatePlan", request),
+        )
+        return pb.UpdatePlanResponse(plan=plan_to_proto(plan))
+
+    async def DeletePlan(
+        self, request: pb.DeletePlanRequest, context: Context
+    ) -> pb.DeletePlanResponse:
+        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        await self._plans.delete(
+            request.shop_id, request.plan_id, request.etag, request_key("DeletePlan", request)
+        )
+        return pb.DeletePlanResponse()
+
+    async def PreviewPlan(
+        self, request: pb.PreviewPlanRequest, context: Context
+    ) -> pb.PreviewPlanResponse:
+        violations = shop_id_violations(request.shop_id)
+        subject = request.WhichOneof("subject")
+        if subject is None:
+            violations.append(FieldViolation("plan_id", "set plan_id or plan"))
+        if request.fire_time_count < 0:
+            violations.append(FieldViolation("fire_time_count", "must be >= 0"))
+        parts = set(request.parts) or {
+            pb.PREVIEW_PART_AUDIENCE_ESTIMATE,
+            pb.PREVIEW_PART_FIRE_TIMES,
+            pb.PREVIEW_PART_INVENTORY,
+        }
+        for i, part in enumerate(request.parts):
+            if part not in pb.PreviewPart.values() or part == pb.PREVIEW_PART_UNSPECIFIED:
+                violations.append(FieldViolation(f"parts[{i}]", f"unknown preview part {part}"))
+        require(violations)
+        later = parts - {pb.PREVIEW_PART_AUDIENCE_ESTIMATE}
+        if later:
+            names = ", ".join(sorted(pb.PreviewPart.Name(p) for p in later))
+            raise Unimplemented(
+                f"preview of {names} is not implemented yet; ask for "
+                "PREVIEW_PART_AUDIENCE_ESTIMATE only"
+            )
+        target: Plan | PlanSpec
+        if subject == "plan_id":
+            target = await self._plans.get(request.shop_id, request.plan_id)
+        else:
+            target = spec_from_proto(request.plan)
+        size = await self._plans.estimate_audience(request.shop_id, target)
+        return pb.PreviewPlanResponse(
+            audience_estimate=pb.AudienceEstimate(count=size.count, exact=size.exact)
+        )
+
+
+def _plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:
+    if not plan_id or len(plan_id) > 64:
+        return [FieldViolation(field, "required, at most 64 characters")]
+    return []
+
+
+def _spec_or_violations(msg: pb.Plan, violations: list[FieldViolation]) -> PlanSpec | None:
+    """The spec, or None with its violations added to the request's others."""
+    try:
+        return spec_from_proto(msg)
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+        return None
+
+
+def _changes(msg: pb.Plan) -> PlanSpec:
+    """The new values of an update. Fields outside the mask may be blank, so
+    the whole spec is checked only once the mask is applied to the stored plan."""
+    return spec_from_proto(msg, check=False)

@@ -1,0 +1,93 @@
+"""Checks and helpers shared by every servicer: shop ids, paging, request ids."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from domain.errors import FieldViolation, InvalidArgument
+from domain.ports import RequestKey
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+ACTOR_KEY = "x-custops-actor"
+_SHOP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def shop_id_violations(shop_id: str) -> list[FieldViolation]:
+    if not _SHOP_ID.match(shop_id):
+        return [FieldViolation("shop_id", "required: 1-64 letters, digits, '_' or '-'")]
+    return []
+
+
+def page_size_violations(page_size: int) -> list[FieldViolation]:
+    if page_size < 0:
+        return [FieldViolation("page_size", f"must be >= 0 (0 = default), got {page_size}")]
+    return []
+
+
+def effective_page_size(page_size: int) -> int:
+    return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def request_key(operation: str, request: Message) -> RequestKey | None:
+    """The idempotency key of a side-effecting request, or None without request_id."""
+    request_id: str = getattr(request, "request_id", "")
+    if not request_id:
+        return None
+    if not _REQUEST_ID.match(request_id):
+        raise InvalidArgument(
+            [FieldViolation("request_id", "1-128 letters, digits or '._:-' (a UUID is fine)")]
+        )
+    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    return RequestKey(operation, request_id, digest)
+
+
+def encode_page_token(position: dict[str, Any], scope: str) -> str:
+    """An opaque token; `scope` binds it to the query's shop and filters."""
+    raw = json.dumps({"p": position, "s": _scope_hash(scope)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, scope: str) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position: dict[str, Any] = data["p"]
+        valid = data["s"] == _scope_hash(scope) and isinstance(position, dict)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "page_token",
+                    "not a token from a previous response to the same query "
+                    "(same shop and filters); start again without it",
+                )
+            ],
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return position
+
+
+def _scope_hash(scope: str) -> str:
+    return hashlib.sha256(scope.encode()).hexdigest()[:16]
+
+
+def actor(context: grpc.aio.ServicerContext) -> str:
+    """Who makes the change, for create_by/update_by. Until authentication
+    lands (issue 9) this is what the caller says in `x-custops-actor`."""
+    for key, value in context.invocation_metadata() or ():
+        if key == ACTOR_KEY and isinstance(value, str) and value:
+            return value[:200]
+    return "anonymous"

@@ -1,0 +1,147 @@
+"""OpenTelemetry tracing: one server span per RPC, one client span per
+downstream call, with the W3C trace context passed on in metadata.
+
+Off by default; `CUSTOPS_TRACING=console|otlp` turns it on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from server import call_context
+from server.interceptors import REQUEST_ID_KEY, Behavior, wrap_unary
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def make_provider(mode: str, otlp_endpoint: str, service_name: str) -> TracerProvider | None:
+    if mode == "off":
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if mode == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    return provider
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        carrier = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        return wrap_unary(handler, lambda inner: self._around(inner, details.method, carrier))
+
+    def _around(self, inner: Behavior, method: str, carrier: dict[str, str]) -> Behavior:
+        service, name = _split(method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = _PROPAGATOR.extract(carrier)
+            with self._tracer.start_as_current_span(
+                method.lstrip("/"),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            ) as span:
+                try:
+                    return await inner(request, context)
+                finally:
+                    code = context.code()
+                    if code not in (None, grpc.StatusCode.OK):
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+
+        return behavior
+
+
+class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Passes the caller's trace context, request id and remaining deadline on
+    to a downstream system, with a client span around the call."""
+
+    def __init__(self, tracer: Tracer | None, default_timeout: float) -> None:
+        self._tracer = tracer
+        self._default_timeout = default_timeout
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        timeout = details.timeout if details.timeout is not None else self._default_timeout
+        timeout = call_context.remaining(timeout)
+        if self._tracer is None:
+            return await self._call(continuation, details, request, timeout)
+        service, name = _split(method)
+        with self._tracer.start_as_current_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        ) as span:
+            try:
+                return await self._call(continuation, details, request, timeout)
+            except grpc.aio.AioRpcError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code().name))
+                span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+                raise
+
+    async def _call(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+        timeout: float,  # noqa: ASYNC109 - the gRPC deadline, passed on, not awaited here
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=otel_context.get_current())
+        for key, value in carrier.items():
+            metadata[key] = value
+        request_id = call_context.request_id.get()
+        if request_id:
+            metadata[REQUEST_ID_KEY] = request_id
+        new_details = grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=timeout,
+            metadata=metadata,
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+        call = await continuation(new_details, request)
+        return await call
+
+
+def tracer_of(provider: TracerProvider | None) -> Tracer | None:
+    return None if provider is None else provider.get_tracer("custops")
+
+
+__all__ = [
+    "DownstreamInterceptor",
+    "TracingServerInterceptor",
+    "make_provider",
+    "trace",
+    "tracer_of",
+]

@@ -1,0 +1,150 @@
+"""Plan use cases: create, read, list, update, delete, preview."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from domain.errors import DuplicateRequest, FailedPrecondition, FieldViolation, NotFound, require
+from domain.plan import Plan, PlanSpec, apply_mask, new_plan, validate_spec
+from domain.plan_codec import plan_from_dict, plan_to_dict
+from domain.ports import (
+    AudienceDirectory,
+    AudienceSize,
+    Clock,
+    PlanCursor,
+    PlanFilter,
+    RequestKey,
+    UnitOfWork,
+)
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    plans: Sequence[Plan]
+    next_cursor: PlanCursor | None
+
+
+class PlanUseCases:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, audience: AudienceDirectory) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._audience = audience
+
+    async def create(
+        self, shop_id: str, spec: PlanSpec, actor: str, key: RequestKey | None
+    ) -> Plan:
+        async def change(uow: UnitOfWork) -> Plan:
+            plan = new_plan(shop_id, _new_id(), spec, actor, self._clock.now())
+            await uow.plans.add(plan)
+            return plan
+
+        return await self._once(shop_id, key, change)
+
+    async def get(self, shop_id: str, plan_id: str) -> Plan:
+        async with self._uow() as uow:
+            return await _existing(uow, shop_id, plan_id)
+
+    async def list_page(
+        self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, page_size: int
+    ) -> PlanPage:
+        async with self._uow() as uow:
+            found = await uow.plans.list(shop_id, filter, after, page_size + 1)
+        page = found[:page_size]
+        more = len(found) > page_size
+        cursor = PlanCursor(page[-1].create_time, page[-1].plan_id) if more else None
+        return PlanPage(page, cursor)
+
+    async def update(
+        self,
+        shop_id: str,
+        plan_id: str,
+        etag: str,
+        changes: PlanSpec,
+        paths: list[str],
+        actor: str,
+        key: RequestKey | None,
+    ) -> Plan:
+        async def change(uow: UnitOfWork) -> Plan:
+            plan = await _existing(uow, shop_id, plan_id)
+            plan.check_etag(etag)
+            updated = plan.updated(apply_mask(plan.spec, changes, paths), actor, self._clock.now())
+            await uow.plans.save(updated, expected_revision=plan.revision)
+            return updated
+
+        return await self._once(shop_id, key, change)
+
+    async def delete(self, shop_id: str, plan_id: str, etag: str, key: RequestKey | None) -> None:
+        async def change(uow: UnitOfWork) -> None:
+            plan = await _existing(uow, shop_id, plan_id)
+            plan.check_etag(etag)
+            plan.check_deletable()
+            await uow.plans.delete(shop_id, plan_id)
+
+        await self._once(shop_id, key, change)
+
+    async def estimate_audience(self, shop_id: str, plan: Plan | PlanSpec) -> AudienceSize:
+        spec = plan.spec if isinstance(plan, Plan) else plan
+        require(validate_spec(spec))
+        if spec.audience is None:
+            raise FailedPrecondition(
+                "the plan has no audience rule yet; set plan.audience to estimate it",
+                reason="AUDIENCE_NOT_SET",
+            )
+        return await self._audience.estimate(
+            shop_id, spec.audience, self._clock.now(), spec.time_zone
+        )
+
+    async def _once(
+        self, shop_id: str, key: RequestKey | None, change: Callable[[UnitOfWork], Awaitable[T]]
+    ) -> T:
+        """Run `change` in one transaction, at most once per request key: a
+        retry returns the outcome of the first call and changes nothing."""
+        for _attempt in range(2):
+            try:
+                async with self._uow() as uow:
+                    if key is not None:
+                        stored = await uow.requests.find(shop_id, key)
+                        if stored is not None:
+                            return cast(T, _outcome_from_dict(stored))
+                    result = await change(uow)
+                    if key is not None:
+                        await uow.requests.remember(shop_id, key, _outcome_to_dict(result))
+                    await uow.commit()
+                    return result
+            except DuplicateRequest:
+                # A concurrent call with the same key won; the next pass finds its outcome.
+                continue
+        raise DuplicateRequest("the request id is being used by a concurrent call; retry")
+
+
+async def _existing(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
+    if not plan_id:
+        require([FieldViolation("plan_id", "required")])
+    plan = await uow.plans.get(shop_id, plan_id)
+    if plan is None:
+        raise NotFound(f"plan {plan_id} not found in shop {shop_id}", reason="PLAN_NOT_FOUND")
+    return plan
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _outcome_to_dict(result: object) -> dict[str, Any]:
+    if result is None:
+        return {"kind": "none"}
+    if isinstance(result, Plan):
+        return {"kind": "plan", "plan": plan_to_dict(result)}
+    raise TypeError(f"cannot remember an outcome of type {type(result).__name__}")
+
+
+def _outcome_from_dict(stored: dict[str, Any]) -> object:
+    if stored["kind"] == "plan":
+        return plan_from_dict(stored["plan"])
+    return None
