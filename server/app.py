@@ -11,17 +11,17 @@ from pathlib import Path
 
 import grpc
 import redis.asyncio as redis
-from custops.audience.v1 import audience_pb2, audience_pb2_grpc
-from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
-from custops.notify.v1 import notify_pb2, notify_pb2_grpc
-from custops.plan.v1 import plan_pb2, plan_pb2_grpc
-from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+from custops.notify.v1 import notify_pb2, notify_pb2_grpc
+from custops.plan.v1 import plan_pb2, plan_pb2_grpc
+from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
 from server import redis_store
 from server.clock import SystemClock

@@ -113,7 +113,7 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
         details: grpc.aio.ClientCallDetails,
         request: Any,
-        timeout: float,  # noqa: ASYNC109 - the gRPC deadline, passed on, not awaited here
+        timeout: float,
     ) -> Any:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         carrier: dict[str, str] = {}

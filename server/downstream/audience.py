@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import grpc
-from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
 from domain.ports import AudienceSize
 from server.downstream.errors import translate

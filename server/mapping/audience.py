@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from custops.audience.v1 import audience_pb2 as pb
-
 from domain import audience as a
 from domain.audience import MAX_RULE_DEPTH
 from domain.errors import FieldViolation, InvalidArgument

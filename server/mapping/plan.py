@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from custops.benefit.v1 import benefit_pb2
 from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from domain import plan as d
 from domain.errors import FieldViolation, InvalidArgument, require
 from server.mapping.audience import rule_from_proto, rule_to_proto
@@ -105,9 +106,12 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
         except InvalidArgument as exc:
             v.items += exc.violations
     actions: list[d.Action] = []
+    positions: list[int] = []  # request index of each action kept
     for i, action in enumerate(msg.actions):
         where = f"{path}.actions[{i}]"
         kind = action.WhichOneof("kind")
+        if kind is not None:
+            positions.append(i)
         if kind == "grant_benefit":
             actions.append(
                 d.GrantBenefits(
@@ -196,8 +200,18 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
             rate_override=lim.rate_override,
         ),
     )
-    require(v.items + (d.validate_spec(spec, path) if check else []))
+    domain_violations = d.validate_spec(spec, path) if check else []
+    require(v.items + [_renumber(x, f"{path}.actions", positions) for x in domain_violations])
     return spec
+
+
+def _renumber(violation: FieldViolation, prefix: str, positions: list[int]) -> FieldViolation:
+    """Name an action by its index in the request, not in the kept actions."""
+    match = re.match(re.escape(prefix) + r"\[(\d+)\](.*)", violation.field)
+    if match is None:
+        return violation
+    index = positions[int(match.group(1))]
+    return FieldViolation(f"{prefix}[{index}]{match.group(2)}", violation.description)
 
 
 def plan_to_proto(plan: d.Plan) -> pb.Plan:

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TypeAlias
 
 import grpc
+
 from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
-
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
 from domain.plan import Plan, PlanSpec
 from domain.ports import PlanCursor, PlanFilter
@@ -39,9 +39,11 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         self, request: pb.CreatePlanRequest, context: Context
     ) -> pb.CreatePlanResponse:
         violations = shop_id_violations(request.shop_id)
-        if not request.HasField("plan"):
+        spec = None
+        if request.HasField("plan"):
+            spec = _spec_or_violations(request.plan, violations)
+        else:
             violations.append(FieldViolation("plan", "required"))
-        spec = _spec_or_violations(request.plan, violations)
         require(violations)
         assert spec is not None
         plan = await self._plans.create(

@@ -1,0 +1,167 @@
+"""CustopsClient (blocking) and AsyncCustopsClient (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from custops.client._errors import CustopsError
+from custops.client._retry import RetryPolicy, is_idempotent
+from custops.plan.v1 import plan_pb2_grpc
+from custops.scenario.v1 import scenario_pb2_grpc
+
+DEFAULT_TIMEOUT = 10.0
+Metadata = Sequence[tuple[str, str]]
+
+
+def _prepare(request: Any) -> None:
+    # A side-effecting call without a request id gets one, written into the
+    # caller's message: retrying it (here, or by sending the same message
+    # again) can never apply it twice.
+    if hasattr(request, "request_id") and not request.request_id:
+        request.request_id = uuid.uuid4().hex
+
+
+class _SyncService:
+    def __init__(self, stub: Any, timeout: float, retry: RetryPolicy, metadata: Metadata) -> None:
+        self._stub, self._timeout, self._retry, self._metadata = stub, timeout, retry, metadata
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        rpc = getattr(self._stub, method)
+
+        def call(request: Any, *, timeout: float | None = None, metadata: Metadata = ()) -> Any:
+            _prepare(request)
+            deadline = time.monotonic() + (timeout or self._timeout)
+            attempts = self._retry.max_attempts if is_idempotent(method, request) else 1
+            for attempt in range(1, attempts + 1):
+                remaining = deadline - time.monotonic()
+                try:
+                    return rpc(
+                        request,
+                        timeout=max(remaining, 0.001),
+                        metadata=(*self._metadata, *metadata),
+                    )
+                except grpc.RpcError as exc:
+                    error = CustopsError.from_rpc_error(exc)
+                    pause = self._retry.backoff(attempt)
+                    if (
+                        error.code not in self._retry.retryable_codes
+                        or attempt == attempts
+                        or time.monotonic() + pause >= deadline
+                    ):
+                        raise error from exc
+                    time.sleep(pause)
+            raise AssertionError("unreachable")
+
+        return call
+
+
+class _AsyncService:
+    def __init__(self, stub: Any, timeout: float, retry: RetryPolicy, metadata: Metadata) -> None:
+        self._stub, self._timeout, self._retry, self._metadata = stub, timeout, retry, metadata
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        rpc = getattr(self._stub, method)
+
+        async def call(
+            request: Any, *, timeout: float | None = None, metadata: Metadata = ()
+        ) -> Any:
+            _prepare(request)
+            deadline = time.monotonic() + (timeout or self._timeout)
+            attempts = self._retry.max_attempts if is_idempotent(method, request) else 1
+            for attempt in range(1, attempts + 1):
+                remaining = deadline - time.monotonic()
+                try:
+                    return await rpc(
+                        request,
+                        timeout=max(remaining, 0.001),
+                        metadata=(*self._metadata, *metadata),
+                    )
+                except grpc.RpcError as exc:
+                    error = CustopsError.from_rpc_error(exc)
+                    pause = self._retry.backoff(attempt)
+                    if (
+                        error.code not in self._retry.retryable_codes
+                        or attempt == attempts
+                        or time.monotonic() + pause >= deadline
+                    ):
+                        raise error from exc
+                    await asyncio.sleep(pause)
+            raise AssertionError("unreachable")
+
+        return call
+
+
+class CustopsClient:
+    """Blocking client. `credentials` = grpc.ssl_channel_credentials(...) for TLS."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        metadata: Metadata = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(target)
+        )
+        retry = retry or RetryPolicy()
+        self.plans = _SyncService(
+            plan_pb2_grpc.OperationPlanServiceStub(self.channel), timeout, retry, metadata
+        )
+        self.scenario = _SyncService(
+            scenario_pb2_grpc.ScenarioAggregationServiceStub(self.channel), timeout, retry, metadata
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CustopsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncCustopsClient:
+    """asyncio client; create it inside a running event loop."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        metadata: Metadata = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.channel = (
+            grpc.aio.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target)
+        )
+        retry = retry or RetryPolicy()
+        self.plans = _AsyncService(
+            plan_pb2_grpc.OperationPlanServiceStub(self.channel), timeout, retry, metadata
+        )
+        self.scenario = _AsyncService(
+            scenario_pb2_grpc.ScenarioAggregationServiceStub(self.channel), timeout, retry, metadata
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncCustopsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install the SDK and the service into it.
+# Usage: scripts/bootstrap.sh [--dev]   (--dev adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv 2>/dev/null || python3 -m venv --without-pip .venv
+if [ ! -x .venv/bin/pip ]; then
+  .venv/bin/python -m ensurepip --upgrade >/dev/null
+fi
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./clients -e ".${extras}"

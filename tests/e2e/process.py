@@ -1,0 +1,61 @@
+"""`custops serve` as a real process, for tests of what only a process shows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+_READY = re.compile(r"custops serving on [^:]+:(\d+)(?:; stand-ins on port (\d+))?")
+
+
+class ServerProcess:
+    def __init__(self, process: asyncio.subprocess.Process, port: int, stubs_port: int) -> None:
+        self.process = process
+        self.port = port
+        self.stubs_port = stubs_port
+        self.output: list[str] = []
+
+    async def wait(self, timeout: float = 30) -> int:
+        stdout, _ = await asyncio.wait_for(self.process.communicate(), timeout)
+        self.output += stdout.decode(errors="replace").splitlines()
+        return self.process.returncode if self.process.returncode is not None else -1
+
+
+async def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `custops serve` with random ports and wait until it says it serves."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
+    environment.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--stubs-listen",
+        "127.0.0.1:0",
+        *args,
+        cwd=cwd,
+        env=environment,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(60):
+        while True:
+            raw = await process.stdout.readline()
+            if not raw:
+                code = await process.wait()
+                raise AssertionError(f"custops exited {code} before serving:\n" + "\n".join(lines))
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            match = _READY.search(line)
+            if match:
+                server = ServerProcess(process, int(match.group(1)), int(match.group(2) or 0))
+                server.output = lines
+                return server

@@ -1,0 +1,103 @@
+"""Health per service, and reflection that lets grpcurl list, describe and call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.app import Platform
+from tests.reflection import ReflectionClient
+
+PUBLIC = {"custops.plan.v1.OperationPlanService", "custops.scenario.v1.ScenarioAggregationService"}
+DOWNSTREAM = {
+    "custops.audience.v1.AudienceService",
+    "custops.benefit.v1.BenefitService",
+    "custops.notify.v1.NotificationService",
+}
+INFRA = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+async def test_health_serving_per_service(platform: Platform) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", *PUBLIC):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() is grpc.StatusCode.NOT_FOUND
+        else:
+            raise AssertionError("an unknown service must not report SERVING")
+
+
+async def test_public_port_lists_only_the_platform(platform: Platform) -> None:
+    def look() -> tuple[list[str], list[str]]:
+        public = ReflectionClient(f"127.0.0.1:{platform.port}")
+        stubs = ReflectionClient(f"127.0.0.1:{platform.stubs_port}")
+        try:
+            return public.list_services(), stubs.list_services()
+        finally:
+            public.close()
+            stubs.close()
+
+    public, stubs = await asyncio.to_thread(look)
+    assert set(public) == PUBLIC | INFRA
+    assert set(stubs) == DOWNSTREAM | INFRA
+    assert platform.port != platform.stubs_port
+
+
+async def test_describe_and_call_with_json(platform: Platform) -> None:
+    def session() -> tuple[str, str, dict[str, object], dict[str, object]]:
+        client = ReflectionClient(f"127.0.0.1:{platform.port}")
+        try:
+            service = client.describe("custops.plan.v1.OperationPlanService")
+            method = client.describe("custops.plan.v1.OperationPlanService.CreatePlan")
+            created = client.call(
+                "custops.plan.v1.OperationPlanService/CreatePlan",
+                json.dumps(
+                    {
+                        "shopId": "grpcurl-shop",
+                        "plan": {
+                            "displayName": "Member day",
+                            "businessProduct": "BUSINESS_PRODUCT_MEMBER_DAY",
+                            "audience": {"levels": {"levels": ["GOLD"]}},
+                        },
+                    }
+                ),
+            )
+            plan_id = created["plan"]["planId"]
+            got = client.call(
+                "custops.plan.v1.OperationPlanService/GetPlan",
+                json.dumps({"shopId": "grpcurl-shop", "planId": plan_id}),
+            )
+            return service, method, created, got
+        finally:
+            client.close()
+
+    service, method, created, got = await asyncio.to_thread(session)
+    assert "rpc CreatePlan ( .custops.plan.v1.CreatePlanRequest )" in service
+    assert "rpc ListPlanRuns" in service
+    assert method.startswith("rpc CreatePlan")
+    assert got == created
+    assert got["plan"]["businessProduct"] == "BUSINESS_PRODUCT_MEMBER_DAY"  # type: ignore[index]
+    assert got["plan"]["audience"] == {"levels": {"levels": ["GOLD"]}}  # type: ignore[index]
+
+
+async def test_request_id_is_returned_in_trailing_metadata(platform: Platform) -> None:
+    from custops.plan.v1 import plan_pb2, plan_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as channel:
+        stub = plan_pb2_grpc.OperationPlanServiceStub(channel)
+        call = stub.ListPlans(
+            plan_pb2.ListPlansRequest(shop_id="s1"), metadata=(("x-request-id", "abc-123"),)
+        )
+        await call
+        trailing = dict(await call.trailing_metadata())
+        assert trailing["x-request-id"] == "abc-123"
+        call = stub.ListPlans(plan_pb2.ListPlansRequest(shop_id="s1"))
+        await call
+        assert len(dict(await call.trailing_metadata())["x-request-id"]) == 32

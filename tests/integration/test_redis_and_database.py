@@ -1,0 +1,80 @@
+"""Start-up against the real Redis and PostgreSQL, and what happens when they
+are missing or behind."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from custops.client import AsyncCustopsClient
+from custops.plan.v1 import plan_pb2 as pb
+from server.app import Platform, StartupError
+from server.persistence import migrate
+from tests.integration.conftest import settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.redis
+async def test_serves_with_real_redis(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    platform = Platform(
+        settings(
+            f"sqlite+aiosqlite:///{tmp_path}/r.db", redis_url=redis_url, redis_prefix=redis_prefix
+        )
+    )
+    await platform.start()
+    try:
+        assert platform._redis is not None
+        assert await platform._redis.ping()
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            await client.plans.ListPlans(pb.ListPlansRequest(shop_id="s1"))
+    finally:
+        await platform.stop(grace=1)
+    assert platform._redis is None  # closed on stop
+
+
+async def test_unreachable_redis_refuses_to_start(tmp_path: Path) -> None:
+    platform = Platform(
+        settings(
+            f"sqlite+aiosqlite:///{tmp_path}/r.db", redis_url=f"redis://127.0.0.1:{free_port()}/0"
+        )
+    )
+    with pytest.raises(StartupError, match=r"Redis at redis://127\.0\.0\.1:\d+/0 cannot"):
+        await platform.start()
+
+
+@pytest.mark.postgres
+async def test_postgres_needs_migrate_unless_told(postgres_url: str) -> None:
+    # A database of its own: the session database is already migrated.
+    import asyncpg
+
+    from tests.conftest import POSTGRES_ADMIN_DSN
+
+    name = postgres_url.rsplit("/", 1)[1] + "_fresh"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        with pytest.raises(StartupError, match="run `custops migrate`"):
+            await Platform(settings(url, auto_migrate="auto")).start()
+        await migrate.upgrade(url)
+        assert await migrate.current_revision(url) == migrate.head_revision()
+        platform = Platform(settings(url, auto_migrate="auto"))
+        await platform.start()
+        await platform.stop(grace=1)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_unreachable_database_refuses_to_start() -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(StartupError, match="cannot be used"):
+        await Platform(settings(url)).start()

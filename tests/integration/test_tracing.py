@@ -1,0 +1,91 @@
+"""One server span per RPC; downstream calls are child spans of the same
+trace, and the trace context and deadline travel with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from custops.audience.v1 import audience_pb2
+from custops.client import AsyncCustopsClient
+from custops.plan.v1 import plan_pb2 as pb
+from server.app import Platform
+from tests.integration.conftest import settings
+from tests.integration.fakes import FakeAudience, serve
+
+
+async def test_server_and_downstream_spans_share_the_trace(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fake = FakeAudience(count=1234)  # type: ignore[abstract]
+    fake_server, fake_port = await serve(fake)
+    target = f"127.0.0.1:{fake_port}"
+    platform = Platform(
+        settings(
+            f"sqlite+aiosqlite:///{tmp_path}/t.db",
+            stubs="external",
+            audience_target=target,
+            benefit_target=target,
+            notification_target=target,
+            downstream_timeout=30.0,
+        ),
+        tracer_provider=provider,
+    )
+    await platform.start()
+    try:
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            created = await client.plans.CreatePlan(
+                pb.CreatePlanRequest(
+                    shop_id="s1",
+                    plan=pb.Plan(
+                        display_name="gold members",
+                        audience=audience_pb2.AudienceRule(
+                            levels=audience_pb2.LevelCondition(levels=["GOLD"])
+                        ),
+                    ),
+                )
+            )
+            await client.plans.GetPlan(
+                pb.GetPlanRequest(shop_id="s1", plan_id=created.plan.plan_id)
+            )
+            preview = await client.plans.PreviewPlan(
+                pb.PreviewPlanRequest(
+                    shop_id="s1",
+                    plan_id=created.plan.plan_id,
+                    parts=[pb.PREVIEW_PART_AUDIENCE_ESTIMATE],
+                ),
+                timeout=3,
+            )
+    finally:
+        await platform.stop(grace=1)
+        await fake_server.stop(None)
+
+    assert preview.audience_estimate.count == 1234
+    spans = exporter.get_finished_spans()
+    servers = [s for s in spans if s.kind is SpanKind.SERVER]
+    clients = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in servers] == [
+        "custops.plan.v1.OperationPlanService/CreatePlan",
+        "custops.plan.v1.OperationPlanService/GetPlan",
+        "custops.plan.v1.OperationPlanService/PreviewPlan",
+    ]
+    assert [s.name for s in clients] == ["custops.audience.v1.AudienceService/EstimateAudience"]
+    preview_span, downstream = servers[2], clients[0]
+    assert downstream.context.trace_id == preview_span.context.trace_id
+    assert downstream.parent is not None
+    assert downstream.parent.span_id == preview_span.context.span_id
+    assert len({s.context.trace_id for s in servers}) == 3  # one trace per incoming call
+
+    # The audience system received the same trace and the caller's request id...
+    traceparent = fake.metadata[0]["traceparent"]
+    assert f"{downstream.context.trace_id:032x}" in traceparent
+    assert fake.metadata[0]["x-request-id"]
+    # ...and the caller's 3-second deadline, not the 30-second default
+    # (gRPC rounds the wire timeout up, hence the margin).
+    remaining = fake.remaining[0]
+    assert remaining is not None and remaining <= 3.5

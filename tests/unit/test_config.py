@@ -1,0 +1,50 @@
+"""Configuration is checked at start, with messages that say how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import ConfigError, Settings
+
+
+def test_defaults_run_on_a_fresh_machine() -> None:
+    s = Settings.load(env={})
+    assert s.database_url.startswith("sqlite+aiosqlite:///")
+    assert s.redis_url == "" and s.stubs == "embedded"
+
+
+def test_environment_then_flags() -> None:
+    s = Settings.load(
+        env={"CUSTOPS_LISTEN": "0.0.0.0:7000", "CUSTOPS_SHUTDOWN_GRACE": "3"},
+        listen="127.0.0.1:7001",
+    )
+    assert s.listen == "127.0.0.1:7001" and s.shutdown_grace == 3.0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUSTOPS_LISTEN": "50051"}, "CUSTOPS_LISTEN='50051' must be host:port"),
+        ({"CUSTOPS_STUBS_LISTEN": "0.0.0.0:50061"}, "loopback only"),
+        ({"CUSTOPS_STUBS_LISTEN": "127.0.0.1:50051"}, "never share the platform's public port"),
+        ({"CUSTOPS_DATABASE_URL": "mysql://x/y"}, "use sqlite+aiosqlite"),
+        ({"CUSTOPS_DATABASE_URL": "not a url"}, "is not a database URL"),
+        ({"CUSTOPS_REDIS_URL": "127.0.0.1:6379"}, "must start with redis://"),
+        ({"CUSTOPS_TRACING": "jaeger"}, "use one of off, console, otlp"),
+        ({"CUSTOPS_STUBS": "external"}, "CUSTOPS_AUDIENCE_TARGET is required"),
+        ({"CUSTOPS_SHUTDOWN_GRACE": "soon"}, "is not a number of seconds"),
+        ({"CUSTOPS_DOWNSTREAM_TIMEOUT": "0"}, "must be > 0 seconds"),
+    ],
+)
+def test_bad_settings_are_explained(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.load(env=env)
+    assert message in str(err.value)
+
+
+def test_all_problems_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.load(
+            env={"CUSTOPS_LISTEN": "x", "CUSTOPS_TRACING": "y", "CUSTOPS_LOG_FORMAT": "z"}
+        )
+    assert str(err.value).count("\n  - ") == 3
