@@ -72,16 +72,20 @@ class Platform:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     async def start(self) -> None:
-        s = self.settings
+        """Start everything, or nothing: a failure stops what had started."""
         try:
-            await self._prepare_database()
-            self._redis = await redis_store.connect(s.redis_url)
-        except redis_store.RedisUnavailable as exc:
-            await self.stop(grace=0)
-            raise StartupError(str(exc)) from exc
-        except StartupError:
+            await self._start()
+        except BaseException:
             await self.stop(grace=0)
             raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        await self._prepare_database()
+        try:
+            self._redis = await redis_store.connect(s.redis_url)
+        except redis_store.RedisUnavailable as exc:
+            raise StartupError(str(exc)) from exc
 
         stubs_address = ""
         if s.stubs == "embedded":
