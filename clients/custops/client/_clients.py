@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from custops.client._errors import CustopsError
-from custops.client._retry import RetryPolicy, is_idempotent
+from custops.client._retry import Attempts, RetryPolicy
 from custops.plan.v1 import plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2_grpc
 
@@ -36,27 +36,18 @@ class _SyncService:
 
         def call(request: Any, *, timeout: float | None = None, metadata: Metadata = ()) -> Any:
             _prepare(request)
-            deadline = time.monotonic() + (timeout or self._timeout)
-            attempts = self._retry.max_attempts if is_idempotent(method, request) else 1
-            for attempt in range(1, attempts + 1):
-                remaining = deadline - time.monotonic()
+            attempts = Attempts(self._retry, method, request, timeout or self._timeout)
+            while True:
                 try:
                     return rpc(
-                        request,
-                        timeout=max(remaining, 0.001),
-                        metadata=(*self._metadata, *metadata),
+                        request, timeout=attempts.timeout(), metadata=(*self._metadata, *metadata)
                     )
                 except grpc.RpcError as exc:
                     error = CustopsError.from_rpc_error(exc)
-                    pause = self._retry.backoff(attempt)
-                    if (
-                        error.code not in self._retry.retryable_codes
-                        or attempt == attempts
-                        or time.monotonic() + pause >= deadline
-                    ):
+                    pause = attempts.pause_before_retry(error.code)
+                    if pause is None:
                         raise error from exc
                     time.sleep(pause)
-            raise AssertionError("unreachable")
 
         return call
 
@@ -72,27 +63,18 @@ class _AsyncService:
             request: Any, *, timeout: float | None = None, metadata: Metadata = ()
         ) -> Any:
             _prepare(request)
-            deadline = time.monotonic() + (timeout or self._timeout)
-            attempts = self._retry.max_attempts if is_idempotent(method, request) else 1
-            for attempt in range(1, attempts + 1):
-                remaining = deadline - time.monotonic()
+            attempts = Attempts(self._retry, method, request, timeout or self._timeout)
+            while True:
                 try:
                     return await rpc(
-                        request,
-                        timeout=max(remaining, 0.001),
-                        metadata=(*self._metadata, *metadata),
+                        request, timeout=attempts.timeout(), metadata=(*self._metadata, *metadata)
                     )
                 except grpc.RpcError as exc:
                     error = CustopsError.from_rpc_error(exc)
-                    pause = self._retry.backoff(attempt)
-                    if (
-                        error.code not in self._retry.retryable_codes
-                        or attempt == attempts
-                        or time.monotonic() + pause >= deadline
-                    ):
+                    pause = attempts.pause_before_retry(error.code)
+                    if pause is None:
                         raise error from exc
                     await asyncio.sleep(pause)
-            raise AssertionError("unreachable")
 
         return call
 

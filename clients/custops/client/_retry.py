@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -37,3 +38,27 @@ def is_idempotent(method: str, request: object) -> bool:
     if method.startswith(_IDEMPOTENT_PREFIXES):
         return True
     return bool(getattr(request, "request_id", ""))
+
+
+class Attempts:
+    """The attempts of one call: the deadline they share and when to give up."""
+
+    def __init__(self, policy: RetryPolicy, method: str, request: object, timeout: float) -> None:
+        self._policy = policy
+        self._deadline = time.monotonic() + timeout
+        self._limit = policy.max_attempts if is_idempotent(method, request) else 1
+        self._made = 0
+
+    def timeout(self) -> float:
+        """Seconds the next attempt may take (what is left of the call's deadline)."""
+        self._made += 1
+        return max(self._deadline - time.monotonic(), 0.001)
+
+    def pause_before_retry(self, code: grpc.StatusCode) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if code not in self._policy.retryable_codes or self._made >= self._limit:
+            return None
+        pause = self._policy.backoff(self._made)
+        if time.monotonic() + pause >= self._deadline:
+            return None
+        return pause
