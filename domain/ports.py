@@ -80,7 +80,9 @@ class UnitOfWork(Protocol):
 
     async def __aenter__(self) -> UnitOfWork: ...
 
-    async def __aexit__(self, *exc: object) -> None: ...
+    async def __aexit__(self, kind: object, error: object, tb: object) -> None:
+        """Roll back what was not committed; turn a lost database into Unavailable."""
+        ...
 
     async def commit(self) -> None:
         """Commit; raise DuplicateRequest if another call committed the same request key."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Unavailable
@@ -34,14 +34,22 @@ class SqlUnitOfWork:
         self.requests = SqlRequestLog(self._conn, self._clock)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, kind: object, error: object, tb: object) -> None:
         assert self._conn is not None
         try:
             if self._conn.in_transaction():
                 await self._conn.rollback()
+        except DBAPIError:
+            pass  # the connection is gone; the error below says so
         finally:
             await self._conn.close()
             self._conn = None
+        if isinstance(error, OperationalError | InterfaceError):
+            # Lost connection, server shutting down, SQLite busy: the caller
+            # may retry; it is not the request's fault.
+            raise Unavailable(
+                f"the database failed during the call ({error.__class__.__name__}); retry"
+            ) from error
 
     async def commit(self) -> None:
         assert self._conn is not None

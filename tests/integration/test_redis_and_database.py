@@ -78,3 +78,35 @@ async def test_unreachable_database_refuses_to_start() -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
     with pytest.raises(StartupError, match="cannot be used"):
         await Platform(settings(url)).start()
+
+
+@pytest.mark.postgres
+async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> None:
+    """PostgreSQL restarts or an admin kills backends: the next call reconnects."""
+    import asyncpg
+
+    from tests.conftest import POSTGRES_ADMIN_DSN
+
+    platform = Platform(settings(postgres_url))
+    await platform.start()
+    try:
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            created = await client.plans.CreatePlan(
+                pb.CreatePlanRequest(shop_id="s-drop", plan=pb.Plan(display_name="before"))
+            )
+            admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    postgres_url.rsplit("/", 1)[1],
+                )
+            finally:
+                await admin.close()
+            assert killed >= 1
+            got = await client.plans.GetPlan(
+                pb.GetPlanRequest(shop_id="s-drop", plan_id=created.plan.plan_id)
+            )
+            assert got.plan.display_name == "before"
+    finally:
+        await platform.stop(grace=1)
