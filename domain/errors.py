@@ -81,3 +81,15 @@ class Unimplemented(DomainError):
     """Not built yet: answered as UNIMPLEMENTED, never with a fake value."""
 
     reason = "NOT_IMPLEMENTED"
+
+
+class DeadlineExceeded(DomainError):
+    """The call's deadline passed before a system it depends on answered."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(DomainError):
+    """A quota or capacity is used up for now; retry later, slower."""
+
+    reason = "RESOURCE_EXHAUSTED"

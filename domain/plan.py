@@ -9,15 +9,16 @@ the lifecycle's rules.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
 from domain.audience import Rule, validate_rule
 from domain.errors import Aborted, FailedPrecondition, FieldViolation, require
+from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 
-DEFAULT_TIME_ZONE = "Asia/Shanghai"
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 2000
 MAX_EXPRESSION_LENGTH = 200
@@ -160,19 +161,27 @@ class PlanSpec:
     limits: PlanLimits = PlanLimits()
 
 
-# Field-mask paths a merchant may change on a draft, and the spec attribute
-# each one replaces.
-UPDATABLE_FIELDS: dict[str, str] = {
-    "display_name": "display_name",
-    "description": "description",
-    "business_product": "business_product",
-    "front_office": "front_office",
-    "time_zone": "time_zone",
-    "audience": "audience",
-    "time": "time",
-    "actions": "actions",
-    "limits": "limits",
-}
+# Field-mask paths a merchant may change on a draft: the plan's parts, and
+# the parts of its time and limits one by one (e.g. "limits.total_budget").
+UPDATABLE_FIELDS: tuple[str, ...] = (
+    "display_name",
+    "description",
+    "business_product",
+    "front_office",
+    "time_zone",
+    "audience",
+    "time",
+    "time.effective",
+    "time.term",
+    "time.execution",
+    "time.missed_fire_policy",
+    "actions",
+    "limits",
+    "limits.frequency",
+    "limits.total_budget",
+    "limits.quiet_hours",
+    "limits.rate_override",
+)
 
 
 @dataclass(frozen=True)
@@ -259,11 +268,20 @@ def apply_mask(spec: PlanSpec, changes: PlanSpec, paths: list[str]) -> PlanSpec:
                 )
             )
     require(violations)
-    updated = replace(
-        spec, **{UPDATABLE_FIELDS[p]: getattr(changes, UPDATABLE_FIELDS[p]) for p in paths}
-    )
+    updated = spec
+    for path in paths:
+        updated = _copy_path(updated, changes, path.split("."))
     require(validate_spec(updated))
     return updated
+
+
+def _copy_path(target: Any, source: Any, parts: list[str]) -> Any:
+    """`target` with the attribute at `parts` taken from `source`."""
+    head, rest = parts[0], parts[1:]
+    value = getattr(source, head)
+    if rest:
+        value = _copy_path(getattr(target, head), value, rest)
+    return replace(target, **{head: value})
 
 
 def validate_spec(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
@@ -296,11 +314,10 @@ def validate_spec(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
 
 
 def _time_zone(zone: str, path: str) -> list[FieldViolation]:
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not is_time_zone(zone):
+        shown = zone if len(zone) <= 40 else zone[:40] + "..."
         return [
-            FieldViolation(path, f"must be an IANA time zone such as Asia/Shanghai, got {zone!r}")
+            FieldViolation(path, f"must be an IANA time zone such as Asia/Shanghai, got {shown!r}")
         ]
     return []
 
@@ -348,8 +365,10 @@ def _limits(limits: PlanLimits, path: str) -> list[FieldViolation]:
         out.append(FieldViolation(f"{path}.frequency.window", "required when max_times is set"))
     if limits.total_budget < 0:
         out.append(FieldViolation(f"{path}.total_budget", "must be >= 0 (0 = no budget)"))
-    if limits.rate_override < 0:
-        out.append(FieldViolation(f"{path}.rate_override", "must be >= 0 (0 = downstream's rate)"))
+    if not math.isfinite(limits.rate_override) or limits.rate_override < 0:
+        out.append(
+            FieldViolation(f"{path}.rate_override", "must be a number >= 0 (0 = downstream's rate)")
+        )
     quiet = limits.quiet_hours
     if quiet is not None:
         for attr in ("start", "end"):

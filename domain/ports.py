@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.audience import Rule
-from domain.plan import BusinessProduct, Plan, PlanState
+from domain.plan import BusinessProduct, FrontOffice, Plan, PlanState
 
 
 class Clock(Protocol):
@@ -21,6 +21,9 @@ class Clock(Protocol):
 class PlanFilter:
     state: PlanState | None = None
     business_product: BusinessProduct | None = None
+    front_office: FrontOffice | None = None
+    # Case-insensitive substring of the display name; "" = any.
+    name_contains: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ class PlanRepository(Protocol):
         """Store a changed plan; raise Aborted if its stored revision moved on."""
         ...
 
-    async def delete(self, shop_id: str, plan_id: str) -> None: ...
+    async def delete(self, plan: Plan) -> None:
+        """Delete a draft as it was read; raise Aborted if it changed since."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,14 @@ class RequestLog(Protocol):
         id was used for a different request."""
         ...
 
-    async def remember(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None: ...
+    async def reserve(self, shop_id: str, key: RequestKey) -> None:
+        """Claim the key before the change; raise DuplicateRequest if a
+        concurrent call holds it (it waits for that call to finish first)."""
+        ...
+
+    async def complete(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None:
+        """Store the outcome under a key this transaction reserved."""
+        ...
 
 
 class UnitOfWork(Protocol):

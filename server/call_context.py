@@ -10,6 +10,12 @@ import time
 from contextvars import ContextVar
 
 request_id: ContextVar[str] = ContextVar("custops_request_id", default="")
+# The caller's W3C trace headers, passed on as they are when tracing is off,
+# so a trace that runs through this service is not cut here.
+trace_headers: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
+    "custops_trace_headers", default=()
+)
+TRACE_HEADER_KEYS = ("traceparent", "tracestate")
 # time.monotonic() at which the caller's deadline expires; None = no deadline.
 deadline: ContextVar[float | None] = ContextVar("custops_deadline", default=None)
 

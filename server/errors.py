@@ -13,11 +13,13 @@ from google.rpc import error_details_pb2, status_pb2
 from domain.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     DuplicateRequest,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
     Unimplemented,
 )
@@ -33,6 +35,8 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (DuplicateRequest, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 

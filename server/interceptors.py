@@ -14,15 +14,18 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from domain.errors import DomainError, Unimplemented
+from domain.errors import DomainError, FieldViolation, InvalidArgument, Unimplemented
 from server import call_context
 from server.errors import internal_status, status_of
+from server.message_checks import nul_violations
 
 REQUEST_ID_KEY = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -32,16 +35,40 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def wrap_unary(
-    handler: grpc.RpcMethodHandler | None, around: Callable[[Behavior], Behavior]
+    handler: grpc.RpcMethodHandler | None,
+    around: Callable[[Behavior], Behavior],
+    deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler | None:
-    """The handler with its unary-unary behaviour wrapped; streams pass as they are."""
+    """The handler with its unary-unary behaviour wrapped (and its request
+    deserializer, when given); streams pass as they are."""
     if handler is None or handler.unary_unary is None:
         return handler
     return grpc.unary_unary_rpc_method_handler(
         around(handler.unary_unary),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """Bytes that did not parse as the method's request message."""
+
+    problem: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    # grpc answers a deserializer's exception with UNKNOWN and the exception's
+    # text; handing the failure to the behaviour lets it answer INVALID_ARGUMENT.
+    def parse(data: bytes) -> Any:
+        if deserialize is None:
+            return data
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return MalformedRequest(exc.__class__.__name__)
+
+    return parse
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -53,13 +80,23 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         method = details.method
         incoming = dict(details.invocation_metadata or ())
-        return wrap_unary(handler, lambda inner: self._around(inner, method, incoming))
+        deserializer = None if handler is None else _tolerant(handler.request_deserializer)
+        return wrap_unary(
+            handler, lambda inner: self._around(inner, method, incoming), deserializer
+        )
 
     def _around(self, inner: Behavior, method: str, incoming: dict[str, Any]) -> Behavior:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             given = incoming.get(REQUEST_ID_KEY, "")
             request_id = given if _VALID_REQUEST_ID.match(given or "") else uuid.uuid4().hex
             call_context.request_id.set(request_id)
+            call_context.trace_headers.set(
+                tuple(
+                    (key, incoming[key])
+                    for key in call_context.TRACE_HEADER_KEYS
+                    if isinstance(incoming.get(key), str)
+                )
+            )
             remaining = context.time_remaining()
             call_context.deadline.set(None if remaining is None else time.monotonic() + remaining)
             trailing = ((REQUEST_ID_KEY, request_id),)
@@ -68,6 +105,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.OK
             try:
                 try:
+                    if isinstance(request, MalformedRequest):
+                        raise InvalidArgument(
+                            [FieldViolation("request", "is not a valid protobuf message")],
+                            reason="MALFORMED_REQUEST",
+                        )
+                    problems = nul_violations(request) if isinstance(request, Message) else []
+                    if problems:
+                        raise InvalidArgument(problems)
                     return await inner(request, context)
                 except DomainError as exc:
                     failure = rpc_status.to_status(status_of(exc, request_id))

@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -24,16 +24,23 @@ from server.interceptors import REQUEST_ID_KEY, Behavior, wrap_unary
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def make_provider(mode: str, otlp_endpoint: str, service_name: str) -> TracerProvider | None:
+def make_exporter(mode: str, otlp_endpoint: str) -> SpanExporter | None:
+    """The exporter CUSTOPS_TRACING asks for: none, the console, or OTLP/gRPC."""
     if mode == "off":
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if mode == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    return OTLPSpanExporter(endpoint=otlp_endpoint)
+
+
+def make_provider(mode: str, otlp_endpoint: str, service_name: str) -> TracerProvider | None:
+    exporter = make_exporter(mode, otlp_endpoint)
+    if exporter is None:
+        return None
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 
@@ -117,7 +124,10 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
     ) -> Any:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=otel_context.get_current())
+        if self._tracer is None:
+            carrier.update(call_context.trace_headers.get())
+        else:
+            _PROPAGATOR.inject(carrier, context=otel_context.get_current())
         for key, value in carrier.items():
             metadata[key] = value
         request_id = call_context.request_id.get()
@@ -141,6 +151,7 @@ def tracer_of(provider: TracerProvider | None) -> Tracer | None:
 __all__ = [
     "DownstreamInterceptor",
     "TracingServerInterceptor",
+    "make_exporter",
     "make_provider",
     "trace",
     "tracer_of",

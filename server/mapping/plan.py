@@ -15,6 +15,7 @@ from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from domain import plan as d
 from domain.errors import FieldViolation, InvalidArgument, require
+from domain.zones import DEFAULT_TIME_ZONE
 from server.mapping.audience import rule_from_proto, rule_to_proto
 
 E = TypeVar("E", bound=enum.Enum)
@@ -171,7 +172,7 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
         front_office=v.enum(
             FRONT_OFFICES, msg.front_office, f"{path}.front_office", d.FrontOffice.UNSPECIFIED
         ),
-        time_zone=msg.time_zone or d.DEFAULT_TIME_ZONE,
+        time_zone=msg.time_zone or DEFAULT_TIME_ZONE,
         audience=audience,
         time=d.PlanTime(
             effective=msg.time.effective,

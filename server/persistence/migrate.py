@@ -24,9 +24,9 @@ def _config(url: str) -> Config:
     return config
 
 
-def upgrade_blocking(url: str) -> None:
-    """Bring the schema to the latest revision (runs its own event loop)."""
-    command.upgrade(_config(url), "head")
+def upgrade_blocking(url: str, revision: str = "head") -> None:
+    """Bring the schema to a revision, the latest by default (runs its own event loop)."""
+    command.upgrade(_config(url), revision)
 
 
 async def upgrade(url: str) -> None:

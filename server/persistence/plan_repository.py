@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import Aborted
@@ -37,6 +37,14 @@ class SqlPlanRepository:
             query = query.where(plans.c.state == filter.state.value)
         if filter.business_product is not None:
             query = query.where(plans.c.business_product == filter.business_product.value)
+        if filter.front_office is not None:
+            query = query.where(plans.c.front_office == filter.front_office.value)
+        if filter.name_contains:
+            query = query.where(
+                func.lower(plans.c.display_name).contains(
+                    filter.name_contains.lower(), autoescape=True
+                )
+            )
         if after is not None:
             query = query.where(
                 or_(
@@ -66,10 +74,22 @@ class SqlPlanRepository:
                 reason="ETAG_MISMATCH",
             )
 
-    async def delete(self, shop_id: str, plan_id: str) -> None:
-        await self._conn.execute(
-            delete(plans).where(plans.c.shop_id == shop_id, plans.c.plan_id == plan_id)
+    async def delete(self, plan: Plan) -> None:
+        # The revision and state in the WHERE clause make a concurrent update
+        # or publish win over a delete decided on what was read before it.
+        result = await self._conn.execute(
+            delete(plans).where(
+                plans.c.shop_id == plan.shop_id,
+                plans.c.plan_id == plan.plan_id,
+                plans.c.revision == plan.revision,
+                plans.c.state == PlanState.DRAFT.value,
+            )
         )
+        if result.rowcount != 1:
+            raise Aborted(
+                f"plan {plan.plan_id} was changed concurrently; get it again and retry",
+                reason="ETAG_MISMATCH",
+            )
 
 
 def _row(plan: Plan) -> dict[str, Any]:
@@ -78,6 +98,7 @@ def _row(plan: Plan) -> dict[str, Any]:
         "plan_id": plan.plan_id,
         "display_name": plan.spec.display_name,
         "business_product": plan.spec.business_product.value,
+        "front_office": plan.spec.front_office.value,
         "state": plan.state.value,
         "revision": plan.revision,
         "spec": spec_to_dict(plan.spec),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,7 +44,7 @@ class SqlRequestLog:
         outcome: dict[str, Any] = row.outcome
         return outcome
 
-    async def remember(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None:
+    async def reserve(self, shop_id: str, key: RequestKey) -> None:
         now: datetime = self._clock.now()
         try:
             await self._conn.execute(
@@ -53,10 +53,21 @@ class SqlRequestLog:
                     operation=key.operation,
                     request_id=key.request_id,
                     fingerprint=key.fingerprint,
-                    outcome=outcome,
+                    outcome={"kind": "pending"},
                     create_time=now,
                 )
             )
         except IntegrityError as exc:
             # A concurrent call with the same request id committed first.
             raise DuplicateRequest("another call with this request id finished first") from exc
+
+    async def complete(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None:
+        await self._conn.execute(
+            update(requests)
+            .where(
+                requests.c.shop_id == shop_id,
+                requests.c.operation == key.operation,
+                requests.c.request_id == key.request_id,
+            )
+            .values(outcome=outcome)
+        )

@@ -52,6 +52,7 @@ plans = Table(
     Column("plan_id", String(64), nullable=False),
     Column("display_name", String(200), nullable=False),
     Column("business_product", String(32), nullable=False),
+    Column("front_office", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("revision", BigInteger, nullable=False),
     # The merchant's plan (audience, time, actions, limits) as domain.plan_codec writes it.
@@ -67,6 +68,7 @@ plans = Table(
     PrimaryKeyConstraint("shop_id", "plan_id", name="pk_plans"),
     # Lists are per shop, newest first.
     Index("ix_plans_shop_created", "shop_id", "create_time", "plan_id"),
+    Index("ix_plans_shop_front_office", "shop_id", "front_office"),
 )
 
 # Outcomes of side-effecting calls by request id (AIP-155): a retry returns

@@ -6,17 +6,24 @@ interceptor answers with UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 
 from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
-from domain.plan import Plan, PlanSpec
+from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import PlanCursor, PlanFilter
-from server.mapping.plan import BUSINESS_PRODUCTS, PLAN_STATES, plan_to_proto, spec_from_proto
+from server.mapping.plan import (
+    BUSINESS_PRODUCTS,
+    FRONT_OFFICES,
+    PLAN_STATES,
+    plan_to_proto,
+    spec_from_proto,
+)
 from server.servicers.requests import (
     actor,
     decode_page_token,
@@ -29,6 +36,7 @@ from server.servicers.requests import (
 from server.usecases.plans import PlanUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
+_PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
@@ -72,15 +80,38 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 violations.append(
                     FieldViolation("business_product", f"unknown value {request.business_product}")
                 )
+        front_office = None
+        if request.front_office:
+            front_office = FRONT_OFFICES.get(request.front_office)
+            if front_office is None:
+                violations.append(
+                    FieldViolation("front_office", f"unknown value {request.front_office}")
+                )
+        if len(request.display_name_contains) > MAX_NAME_LENGTH:
+            violations.append(
+                FieldViolation("display_name_contains", f"at most {MAX_NAME_LENGTH} characters")
+            )
         require(violations)
-        scope = f"plans|{request.shop_id}|{request.state}|{request.business_product}"
-        position = decode_page_token(request.page_token, scope)
-        after = None
-        if position is not None:
-            after = PlanCursor(datetime.fromisoformat(position["t"]), position["id"])
+        scope = "|".join(
+            str(part)
+            for part in (
+                "plans",
+                request.shop_id,
+                request.state,
+                request.business_product,
+                request.front_office,
+                request.display_name_contains,
+            )
+        )
+        after = decode_page_token(request.page_token, scope, _plan_cursor)
         page = await self._plans.list_page(
             request.shop_id,
-            PlanFilter(state=state, business_product=product),
+            PlanFilter(
+                state=state,
+                business_product=product,
+                front_office=front_office,
+                name_contains=request.display_name_contains,
+            ),
             after,
             effective_page_size(request.page_size),
         )
@@ -149,6 +180,11 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             if part not in pb.PreviewPart.values() or part == pb.PREVIEW_PART_UNSPECIFIED:
                 violations.append(FieldViolation(f"parts[{i}]", f"unknown preview part {part}"))
         require(violations)
+        target: Plan | PlanSpec
+        if subject == "plan_id":
+            target = await self._plans.get(request.shop_id, request.plan_id)
+        else:
+            target = spec_from_proto(request.plan)
         later = parts - {pb.PREVIEW_PART_AUDIENCE_ESTIMATE}
         if later:
             names = ", ".join(sorted(pb.PreviewPart.Name(p) for p in later))
@@ -156,20 +192,23 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 f"preview of {names} is not implemented yet; ask for "
                 "PREVIEW_PART_AUDIENCE_ESTIMATE only"
             )
-        target: Plan | PlanSpec
-        if subject == "plan_id":
-            target = await self._plans.get(request.shop_id, request.plan_id)
-        else:
-            target = spec_from_proto(request.plan)
         size = await self._plans.estimate_audience(request.shop_id, target)
         return pb.PreviewPlanResponse(
             audience_estimate=pb.AudienceEstimate(count=size.count, exact=size.exact)
         )
 
 
+def _plan_cursor(position: dict[str, Any]) -> PlanCursor:
+    after = datetime.fromisoformat(position["t"])
+    plan_id = position["id"]
+    if after.tzinfo is None or not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
+        raise ValueError("not a plan position")
+    return PlanCursor(after, plan_id)
+
+
 def _plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:
-    if not plan_id or len(plan_id) > 64:
-        return [FieldViolation(field, "required, at most 64 characters")]
+    if not _PLAN_ID.match(plan_id):
+        return [FieldViolation(field, "required: 1-64 letters, digits, '_' or '-'")]
     return []
 
 

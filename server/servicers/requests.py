@@ -6,13 +6,16 @@ import base64
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from domain.errors import FieldViolation, InvalidArgument
 from domain.ports import RequestKey
+
+P = TypeVar("P")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -56,28 +59,28 @@ def encode_page_token(position: dict[str, Any], scope: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str, scope: str) -> dict[str, Any] | None:
+def decode_page_token(token: str, scope: str, read: Callable[[dict[str, Any]], P]) -> P | None:
+    """The position in a token, converted by `read`; a token that is not
+    ours, is for another query, or does not convert is INVALID_ARGUMENT."""
     if not token:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position: dict[str, Any] = data["p"]
-        valid = data["s"] == _scope_hash(scope) and isinstance(position, dict)
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    "page_token",
-                    "not a token from a previous response to the same query "
-                    "(same shop and filters); start again without it",
-                )
-            ],
-            reason="INVALID_PAGE_TOKEN",
-        )
-    return position
+        if data["s"] == _scope_hash(scope) and isinstance(data["p"], dict):
+            return read(data["p"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    raise InvalidArgument(
+        [
+            FieldViolation(
+                "page_token",
+                "not a token from a previous response to the same query "
+                "(same shop and filters); start again without it",
+            )
+        ],
+        reason="INVALID_PAGE_TOKEN",
+    )
 
 
 def _scope_hash(scope: str) -> str:

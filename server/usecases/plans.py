@@ -84,7 +84,7 @@ class PlanUseCases:
             plan = await _existing(uow, shop_id, plan_id)
             plan.check_etag(etag)
             plan.check_deletable()
-            await uow.plans.delete(shop_id, plan_id)
+            await uow.plans.delete(plan)
 
         await self._once(shop_id, key, change)
 
@@ -112,9 +112,12 @@ class PlanUseCases:
                         stored = await uow.requests.find(shop_id, key)
                         if stored is not None:
                             return cast(T, _outcome_from_dict(stored))
+                        # Claimed before the change, so a concurrent retry
+                        # waits here and then replays this call's outcome.
+                        await uow.requests.reserve(shop_id, key)
                     result = await change(uow)
                     if key is not None:
-                        await uow.requests.remember(shop_id, key, _outcome_to_dict(result))
+                        await uow.requests.complete(shop_id, key, _outcome_to_dict(result))
                     await uow.commit()
                     return result
             except DuplicateRequest:

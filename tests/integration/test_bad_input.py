@@ -158,7 +158,9 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
         (
             "plans",
             "PreviewPlan",
-            pb.PreviewPlanRequest(shop_id="s1", plan_id="p", parts=[pb.PREVIEW_PART_FIRE_TIMES]),
+            pb.PreviewPlanRequest(
+                shop_id="s1", plan=pb.Plan(display_name="x"), parts=[pb.PREVIEW_PART_FIRE_TIMES]
+            ),
         ),
     ],
 )

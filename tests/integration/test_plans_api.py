@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -267,3 +268,94 @@ async def test_delete_draft(client: AsyncCustopsClient) -> None:
         await client.plans.GetPlan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
     assert err.value.code is grpc.StatusCode.NOT_FOUND
     assert err.value.reason == "PLAN_NOT_FOUND"
+
+
+async def test_update_racing_delete_never_loses_the_update(client: AsyncCustopsClient) -> None:
+    for round_ in range(5):
+        s = shop()
+        plan = (
+            await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        ).plan
+        update = client.plans.UpdatePlan(
+            pb.UpdatePlanRequest(
+                shop_id=s,
+                plan=pb.Plan(plan_id=plan.plan_id, etag=plan.etag, display_name=f"new {round_}"),
+                update_mask=FieldMask(paths=["display_name"]),
+            )
+        )
+        delete = client.plans.DeletePlan(
+            pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id, etag=plan.etag)
+        )
+        outcomes = await asyncio.gather(update, delete, return_exceptions=True)
+        ok = [not isinstance(o, BaseException) for o in outcomes]
+        assert ok.count(True) == 1, outcomes  # exactly one of them wins
+        listed = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s))
+        if ok[0]:
+            assert [p.display_name for p in listed.plans] == [f"new {round_}"]
+        else:
+            assert list(listed.plans) == []
+
+
+async def test_concurrent_retries_of_update_and_delete_replay(client: AsyncCustopsClient) -> None:
+    s = shop()
+    plan = (
+        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+    ).plan
+    update = pb.UpdatePlanRequest(
+        shop_id=s,
+        plan=pb.Plan(plan_id=plan.plan_id, etag=plan.etag, display_name="once"),
+        update_mask=FieldMask(paths=["display_name"]),
+        request_id="upd-1",
+    )
+    results = await asyncio.gather(*(client.plans.UpdatePlan(update) for _ in range(4)))
+    assert {r.plan.etag for r in results} == {results[0].plan.etag}
+    assert all(r.plan.display_name == "once" for r in results)
+
+    delete = pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id, request_id="del-1")
+    await asyncio.gather(*(client.plans.DeletePlan(delete) for _ in range(4)))
+    await client.plans.DeletePlan(delete)  # a late retry is answered like the first
+    with pytest.raises(CustopsError) as err:
+        await client.plans.GetPlan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
+    assert err.value.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_filters_by_front_office_and_name(client: AsyncCustopsClient) -> None:
+    s = shop()
+    for name, office in (
+        ("Spring 100% sale", pb.FRONT_OFFICE_RETAIL),
+        ("spring_members", pb.FRONT_OFFICE_MICRO_MALL),
+        ("Autumn", pb.FRONT_OFFICE_RETAIL),
+    ):
+        plan = birthday_plan(name)
+        plan.front_office = office
+        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=plan))
+
+    async def names(**filters: Any) -> list[str]:
+        page = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s, **filters))
+        return sorted(p.display_name for p in page.plans)
+
+    assert await names(front_office=pb.FRONT_OFFICE_RETAIL) == ["Autumn", "Spring 100% sale"]
+    assert await names(display_name_contains="SPRING") == ["Spring 100% sale", "spring_members"]
+    # LIKE wildcards are plain characters here.
+    assert await names(display_name_contains="100%") == ["Spring 100% sale"]
+    assert await names(display_name_contains="g_m") == ["spring_members"]
+
+
+async def test_update_of_one_limit_keeps_the_others(client: AsyncCustopsClient) -> None:
+    s = shop()
+    plan = (
+        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+    ).plan
+    changed = (
+        await client.plans.UpdatePlan(
+            pb.UpdatePlanRequest(
+                shop_id=s,
+                plan=pb.Plan(plan_id=plan.plan_id, limits=pb.PlanLimits(total_budget=99)),
+                update_mask=FieldMask(paths=["limits.total_budget"]),
+            )
+        )
+    ).plan
+    assert changed.limits.total_budget == 99
+    assert changed.limits.quiet_hours == plan.limits.quiet_hours
+    assert changed.limits.frequency == plan.limits.frequency
+    assert changed.limits.rate_override == plan.limits.rate_override

@@ -110,3 +110,26 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
             assert got.plan.display_name == "before"
     finally:
         await platform.stop(grace=1)
+
+
+async def test_migration_0002_fills_front_office_from_stored_plans(tmp_path: Path) -> None:
+    """A database at 0001 with a plan in it upgrades without losing the plan's front office."""
+    import asyncio
+    import json
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    await asyncio.to_thread(migrate.upgrade_blocking, url, "0001")
+    spec = {"front_office": "retail", "display_name": "old plan"}
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute(
+            "insert into plans (shop_id, plan_id, display_name, business_product, state, revision,"
+            " spec, template_id, create_by, create_time, update_by, update_time)"
+            " values ('s', 'p', 'old plan', 'unspecified', 'draft', 1, ?, '', 'u',"
+            " '2026-01-01 00:00:00', 'u', '2026-01-01 00:00:00')",
+            (json.dumps(spec),),
+        )
+    await migrate.upgrade(url)
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        (office,) = db.execute("select front_office from plans").fetchone()
+    assert office == "retail"

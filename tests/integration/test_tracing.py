@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from custops.audience.v1 import audience_pb2
-from custops.client import AsyncCustopsClient
+from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from tests.integration.conftest import settings
@@ -89,3 +90,87 @@ async def test_server_and_downstream_spans_share_the_trace(tmp_path: Path) -> No
     # (gRPC rounds the wire timeout up, hence the margin).
     remaining = fake.remaining[0]
     assert remaining is not None and remaining <= 3.5
+
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
+
+
+async def _preview_with_caller_trace(platform: Platform) -> None:
+    async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+        await client.plans.PreviewPlan(
+            pb.PreviewPlanRequest(
+                shop_id="s1",
+                plan=pb.Plan(
+                    display_name="followers",
+                    audience=audience_pb2.AudienceRule(follower=audience_pb2.FollowerCondition()),
+                ),
+                parts=[pb.PREVIEW_PART_AUDIENCE_ESTIMATE],
+            ),
+            metadata=(("traceparent", CALLER_TRACEPARENT),),
+        )
+
+
+async def _platform_with_fake(
+    tmp_path: Path, provider: TracerProvider | None
+) -> tuple[Platform, FakeAudience, object]:
+    fake = FakeAudience()  # type: ignore[abstract]
+    fake_server, fake_port = await serve(fake)
+    target = f"127.0.0.1:{fake_port}"
+    platform = Platform(
+        settings(
+            f"sqlite+aiosqlite:///{tmp_path}/t.db",
+            stubs="external",
+            audience_target=target,
+            benefit_target=target,
+            notification_target=target,
+        ),
+        tracer_provider=provider,
+    )
+    await platform.start()
+    return platform, fake, fake_server
+
+
+async def test_the_callers_trace_is_continued(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    platform, fake, fake_server = await _platform_with_fake(tmp_path, provider)
+    try:
+        await _preview_with_caller_trace(platform)
+    finally:
+        await platform.stop(grace=1)
+        await fake_server.stop(None)  # type: ignore[attr-defined]
+    server_span = next(s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER)
+    assert f"{server_span.context.trace_id:032x}" == CALLER_TRACE
+    assert CALLER_TRACE in fake.metadata[0]["traceparent"]
+
+
+async def test_with_tracing_off_the_callers_trace_still_reaches_downstream(
+    tmp_path: Path,
+) -> None:
+    platform, fake, fake_server = await _platform_with_fake(tmp_path, None)
+    try:
+        await _preview_with_caller_trace(platform)
+    finally:
+        await platform.stop(grace=1)
+        await fake_server.stop(None)  # type: ignore[attr-defined]
+    assert fake.metadata[0]["traceparent"] == CALLER_TRACEPARENT
+
+
+async def test_failed_calls_mark_their_span(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    platform, _, fake_server = await _platform_with_fake(tmp_path, provider)
+    try:
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            with pytest.raises(CustopsError):
+                await client.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id="missing"))
+    finally:
+        await platform.stop(grace=1)
+        await fake_server.stop(None)  # type: ignore[attr-defined]
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["rpc.grpc.status_code"] == 5  # NOT_FOUND

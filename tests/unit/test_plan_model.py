@@ -153,3 +153,28 @@ specs = st.builds(
 def test_stored_plans_read_back_equal(spec: d.PlanSpec) -> None:
     plan = d.Plan("s", "p", spec, d.PlanState.DRAFT, 3, "u", NOW, "v", NOW, "t")
     assert plan_from_dict(plan_to_dict(plan)) == plan
+
+
+def test_nested_mask_paths_change_one_part() -> None:
+    spec = d.PlanSpec(
+        display_name="x",
+        time=d.PlanTime(effective="e", term="t", execution="x"),
+        limits=d.PlanLimits(total_budget=5, rate_override=2.0),
+    )
+    changes = d.PlanSpec(
+        display_name="", time=d.PlanTime(term="new term"), limits=d.PlanLimits(total_budget=7)
+    )
+    updated = d.apply_mask(spec, changes, ["time.term", "limits.total_budget"])
+    assert updated.time == d.PlanTime(effective="e", term="new term", execution="x")
+    assert updated.limits == d.PlanLimits(total_budget=7, rate_override=2.0)
+    assert updated.display_name == "x"
+
+
+def test_non_finite_rates_and_unknown_zones_are_refused() -> None:
+    spec = d.PlanSpec(
+        display_name="x", time_zone="America", limits=d.PlanLimits(rate_override=float("nan"))
+    )
+    assert {v.field for v in d.validate_spec(spec)} == {
+        "plan.time_zone",
+        "plan.limits.rate_override",
+    }

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from server.tracing import make_provider
+from server.tracing import make_exporter, make_provider
 
 
-def test_off_means_no_provider() -> None:
+def test_off_means_no_tracing() -> None:
+    assert make_exporter("off", "") is None
     assert make_provider("off", "", "custops") is None
 
 
-def test_console_and_otlp_make_providers() -> None:
-    for mode in ("console", "otlp"):
-        provider = make_provider(mode, "http://127.0.0.1:4317", "custops")
-        assert isinstance(provider, TracerProvider)
-        assert provider.resource.attributes["service.name"] == "custops"
-        provider.shutdown()
+def test_console_and_otlp_pick_their_exporters() -> None:
+    assert isinstance(make_exporter("console", ""), ConsoleSpanExporter)
+    otlp = make_exporter("otlp", "http://127.0.0.1:4317")
+    assert isinstance(otlp, OTLPSpanExporter)
+    otlp.shutdown()
+    provider = make_provider("console", "", "custops")
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "custops"
+    provider.shutdown()

@@ -221,6 +221,28 @@ RUN_STATE_CANCELLED: RunState.ValueType  # 6
 RUN_STATE_FAILED: RunState.ValueType  # 7
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
+class _RunKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RunKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RUN_KIND_UNSPECIFIED: _RunKind.ValueType  # 0
+    RUN_KIND_DELIVERY: _RunKind.ValueType  # 1
+    """Acts on the plan's audience for one fire time."""
+    RUN_KIND_RECOVERY: _RunKind.ValueType  # 2
+    """Takes back the unused benefits of an ended plan."""
+
+class RunKind(_RunKind, metaclass=_RunKindEnumTypeWrapper):
+    """What a run does."""
+
+RUN_KIND_UNSPECIFIED: RunKind.ValueType  # 0
+RUN_KIND_DELIVERY: RunKind.ValueType  # 1
+"""Acts on the plan's audience for one fire time."""
+RUN_KIND_RECOVERY: RunKind.ValueType  # 2
+"""Takes back the unused benefits of an ended plan."""
+Global___RunKind: _TypeAlias = RunKind  # noqa: Y015
+
 class _RunTrigger:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -716,6 +738,8 @@ class ListPlansRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     BUSINESS_PRODUCT_FIELD_NUMBER: _builtins.int
+    FRONT_OFFICE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_CONTAINS_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     page_size: _builtins.int
     """0 means the default (50); capped at 500; negative is invalid."""
@@ -725,6 +749,10 @@ class ListPlansRequest(_message.Message):
     """Only plans in this state, when set."""
     business_product: Global___BusinessProduct.ValueType
     """Only plans of this business product, when set."""
+    front_office: Global___FrontOffice.ValueType
+    """Only plans for this front office, when set."""
+    display_name_contains: _builtins.str
+    """Only plans whose display name contains this text (case-insensitive)."""
     def __init__(
         self,
         *,
@@ -733,10 +761,12 @@ class ListPlansRequest(_message.Message):
         page_token: _builtins.str = ...,
         state: Global___PlanState.ValueType = ...,
         business_product: Global___BusinessProduct.ValueType = ...,
+        front_office: Global___FrontOffice.ValueType = ...,
+        display_name_contains: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "page_size", b"page_size", "page_token", b"page_token", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name_contains", b"display_name_contains", "front_office", b"front_office", "page_size", b"page_size", "page_token", b"page_token", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -782,7 +812,9 @@ class UpdatePlanRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change, e.g. "display_name,limits.total_budget"."""
+        """The fields to change: a plan part ("audience", "limits") or a part of
+        its time or limits ("time.term", "limits.total_budget").
+        """
 
     def __init__(
         self,
@@ -1049,8 +1081,13 @@ class EndPlanResponse(_message.Message):
 
     PLAN_FIELD_NUMBER: _builtins.int
     RECOVERED_COUNT_FIELD_NUMBER: _builtins.int
+    RECOVERY_RUN_ID_FIELD_NUMBER: _builtins.int
     recovered_count: _builtins.int
-    """Benefit instances taken back, when requested."""
+    """Benefit instances taken back by the time the call returned."""
+    recovery_run_id: _builtins.str
+    """The run that takes back the rest, throttled and resumable, when the
+    plan granted more than one call can recover.
+    """
     @_builtins.property
     def plan(self) -> Global___Plan: ...
     def __init__(
@@ -1058,10 +1095,11 @@ class EndPlanResponse(_message.Message):
         *,
         plan: Global___Plan | None = ...,
         recovered_count: _builtins.int = ...,
+        recovery_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "recovered_count", b"recovered_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "recovered_count", b"recovered_count", "recovery_run_id", b"recovery_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1168,28 +1206,61 @@ class InventoryCheck(_message.Message):
 Global___InventoryCheck: _TypeAlias = InventoryCheck  # noqa: Y015
 
 @_typing.final
+class PreviewWarning(_message.Message):
+    """Something a merchant should know before publishing (not an error)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The plan field it concerns, e.g. "limits.total_budget"."""
+    reason: _builtins.str
+    """UPPER_SNAKE, e.g. BUDGET_BELOW_AUDIENCE."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewWarning: _TypeAlias = PreviewWarning  # noqa: Y015
+
+@_typing.final
 class PreviewPlanResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AUDIENCE_ESTIMATE_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     INVENTORY_CHECKS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def audience_estimate(self) -> Global___AudienceEstimate: ...
     @_builtins.property
     def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
     @_builtins.property
     def inventory_checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryCheck]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreviewWarning]: ...
     def __init__(
         self,
         *,
         audience_estimate: Global___AudienceEstimate | None = ...,
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         inventory_checks: _abc.Iterable[Global___InventoryCheck] | None = ...,
+        warnings: _abc.Iterable[Global___PreviewWarning] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1544,6 +1615,7 @@ class PlanRun(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"shops/{shop_id}/plans/{plan_id}/runs/{run_id}"."""
     run_id: _builtins.str
@@ -1551,6 +1623,7 @@ class PlanRun(_message.Message):
     shop_id: _builtins.str
     state: Global___RunState.ValueType
     trigger: Global___RunTrigger.ValueType
+    kind: Global___RunKind.ValueType
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1575,10 +1648,11 @@ class PlanRun(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___RunKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "run_id", b"run_id", "shop_id", b"shop_id", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "kind", b"kind", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "run_id", b"run_id", "shop_id", b"shop_id", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1957,12 +2031,23 @@ class ThrottleSetting(_message.Message):
     BURST_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_BY_FIELD_NUMBER: _builtins.int
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     downstream: Global___Downstream.ValueType
     rate_per_second: _builtins.float
     """Items per second (members paged, grants, messages); > 0."""
     burst: _builtins.int
     """Largest burst; >= 1."""
     update_by: _builtins.str
+    shop_id: _builtins.str
+    """Empty for the platform-wide bucket; a shop id for that shop's share."""
+    effective_rate_per_second: _builtins.float
+    """Output only: the rate in force now, which may be below
+    `rate_per_second` while the downstream pushes back.
+    """
+    etag: _builtins.str
+    """Output only; send it back on updates to detect concurrent changes."""
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -1975,10 +2060,13 @@ class ThrottleSetting(_message.Message):
         burst: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         update_by: _builtins.str = ...,
+        shop_id: _builtins.str = ...,
+        effective_rate_per_second: _builtins.float = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "downstream", b"downstream", "rate_per_second", b"rate_per_second", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "downstream", b"downstream", "effective_rate_per_second", b"effective_rate_per_second", "etag", b"etag", "rate_per_second", b"rate_per_second", "shop_id", b"shop_id", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1988,12 +2076,17 @@ Global___ThrottleSetting: _TypeAlias = ThrottleSetting  # noqa: Y015
 class GetThrottleSettingsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    """Empty for the platform-wide settings; a shop id adds that shop's."""
     def __init__(
         self,
+        *,
+        shop_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shop_id", b"shop_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2025,18 +2118,26 @@ class UpdateThrottleSettingRequest(_message.Message):
 
     SETTING_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
-    def setting(self) -> Global___ThrottleSetting: ...
+    def setting(self) -> Global___ThrottleSetting:
+        """The setting with `downstream` (and `shop_id`, `etag`) and the new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, e.g. "rate_per_second"; empty means rate and burst."""
+
     def __init__(
         self,
         *,
         setting: Global___ThrottleSetting | None = ...,
         request_id: _builtins.str = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["setting", b"setting", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "setting", b"setting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "setting", b"setting", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
