@@ -17,11 +17,11 @@ from typing import Any
 
 from domain.audience import Rule, validate_rule
 from domain.errors import Aborted, FailedPrecondition, FieldViolation, require
+from domain.term.expression import violations as term_violations
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 2000
-MAX_EXPRESSION_LENGTH = 200
 MAX_ACTIONS = 20
 MAX_BENEFITS_PER_ACTION = 20
 MAX_PARAMS = 50
@@ -301,10 +301,11 @@ def validate_spec(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
         out += validate_rule(spec.audience, f"{path}.audience")
     for attr in ("effective", "term", "execution"):
         value = getattr(spec.time, attr)
-        if len(value) > MAX_EXPRESSION_LENGTH:
-            out.append(
-                FieldViolation(f"{path}.time.{attr}", f"at most {MAX_EXPRESSION_LENGTH} characters")
-            )
+        if value:
+            out += [
+                FieldViolation(f"{path}.time.{attr}.{v.field}", v.description)
+                for v in term_violations(value)
+            ]
     if len(spec.actions) > MAX_ACTIONS:
         out.append(FieldViolation(f"{path}.actions", f"at most {MAX_ACTIONS} actions"))
     for i, action in enumerate(spec.actions):

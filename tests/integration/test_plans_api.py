@@ -47,7 +47,7 @@ def birthday_plan(name: str = "Birthday gift") -> pb.Plan:
         time=pb.PlanTime(
             effective="* * * * * * * 1",
             term="0-0 0-0 0-0 1-31 1-12 * 2026-2027 2",
-            execution="0 0 9 * * ? * 11",
+            execution="0 0 9 * * ? * 31",
             missed_fire_policy=pb.MISSED_FIRE_POLICY_SKIP,
         ),
         actions=[

@@ -19,6 +19,10 @@ settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+NOW_EXPR = "* * * * * * * 1"
+DAILY_9 = "0 0 9 * * * * 31"
+TERM_2026 = "0-0 0-0 0-0 1-31 1-12 * 2026-2026 2"
+TERM_2027 = "0-0 0-0 0-0 1-31 1-12 * 2027-2027 2"
 
 
 def test_every_violation_is_reported_at_once() -> None:
@@ -130,9 +134,9 @@ specs = st.builds(
     audience=st.none() | rules,
     time=st.builds(
         d.PlanTime,
-        st.text(max_size=30),
-        st.text(max_size=30),
-        st.text(max_size=30),
+        st.sampled_from(["", NOW_EXPR]),
+        st.sampled_from(["", TERM_2026, TERM_2027]),
+        st.sampled_from(["", DAILY_9, "* * * * * 1,3 * 32"]),
         st.sampled_from(d.MissedFirePolicy),
     ),
     actions=st.lists(actions, max_size=3).map(tuple),
@@ -158,14 +162,14 @@ def test_stored_plans_read_back_equal(spec: d.PlanSpec) -> None:
 def test_nested_mask_paths_change_one_part() -> None:
     spec = d.PlanSpec(
         display_name="x",
-        time=d.PlanTime(effective="e", term="t", execution="x"),
+        time=d.PlanTime(effective=NOW_EXPR, term=TERM_2026, execution=DAILY_9),
         limits=d.PlanLimits(total_budget=5, rate_override=2.0),
     )
     changes = d.PlanSpec(
-        display_name="", time=d.PlanTime(term="new term"), limits=d.PlanLimits(total_budget=7)
+        display_name="", time=d.PlanTime(term=TERM_2027), limits=d.PlanLimits(total_budget=7)
     )
     updated = d.apply_mask(spec, changes, ["time.term", "limits.total_budget"])
-    assert updated.time == d.PlanTime(effective="e", term="new term", execution="x")
+    assert updated.time == d.PlanTime(effective=NOW_EXPR, term=TERM_2027, execution=DAILY_9)
     assert updated.limits == d.PlanLimits(total_budget=7, rate_override=2.0)
     assert updated.display_name == "x"
 

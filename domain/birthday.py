@@ -1,0 +1,39 @@
+"""Whose birthday a date matches: the rules the audience system applies for
+birthday rules, and the birthday term types (41-43) fire by.
+
+- 29 February, in a year without it, is celebrated on 28 February.
+- Day: the run date (plus the days ahead) is the member's birthday this year.
+- Week: the Monday-Sunday week of the run date (plus the days ahead)
+  contains the member's birthday (its occurrence in that week's year or
+  years, so a week across New Year counts both).
+- Month: the run date (plus the days ahead) is in the birthday's month.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+
+from domain.audience import BirthdayScope
+
+
+def occurrence(month: int, day: int, year: int) -> date:
+    """The member's birthday in `year`."""
+    if month == 2 and day == 29 and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return date(year, month, day)
+
+
+def matches(
+    scope: BirthdayScope, month: int, day: int, run_date: date, days_ahead: int = 0
+) -> bool:
+    target = run_date + timedelta(days=days_ahead)
+    if scope is BirthdayScope.MONTH:
+        return target.month == month
+    if scope is BirthdayScope.DAY:
+        return occurrence(month, day, target.year) == target
+    monday = target - timedelta(days=target.weekday())
+    sunday = monday + timedelta(days=6)
+    return any(
+        monday <= occurrence(month, day, year) <= sunday for year in {monday.year, sunday.year}
+    )

@@ -1,0 +1,176 @@
+"""The fields of a term expression and their grammar.
+
+A field is `*`, `?` (no specific value: day-of-month / day-of-week), or a
+comma-separated list of items: `v`, `a-b`, `a/step`, `a-b/step`, `*/step`,
+and `L` (the last day of the month, day-of-month only). Month and weekday
+names (JAN..DEC, MON..SUN) are accepted and written back as numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from domain.errors import FieldViolation
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()  # names[i] stands for low + i
+
+
+SECOND = Spec("second", 0, 59)
+MINUTE = Spec("minute", 0, 59)
+HOUR = Spec("hour", 0, 23)
+DAY_OF_MONTH = Spec("day-of-month", 1, 31)
+MONTH = Spec(
+    "month",
+    1,
+    12,
+    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"),
+)
+# Day-of-week 1 is Monday and 7 is Sunday (the seed's numbering, not Quartz's).
+DAY_OF_WEEK = Spec("day-of-week", 1, 7, ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"))
+YEAR = Spec("year", 1970, 2199)
+SPECS = (SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK, YEAR)
+LAST = -1  # the value of `L`
+
+
+@dataclass(frozen=True)
+class Item:
+    """`start`, `start-end`, or either with `/step`; `start == LAST` is `L`."""
+
+    start: int
+    end: int
+    step: int = 1
+    is_range: bool = False  # written as a-b (even a-a), not a single value
+
+    def format(self) -> str:
+        if self.start == LAST:
+            return "L"
+        text = f"{self.start}-{self.end}" if self.is_range else str(self.start)
+        return f"{text}/{self.step}" if self.step != 1 else text
+
+    def values(self) -> range:
+        return range(self.start, self.end + 1, self.step)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A parsed field. `any` is `*` (or `?`); otherwise `items` (never empty)."""
+
+    spec: Spec
+    any: bool = False
+    items: tuple[Item, ...] = ()
+    position: int = 0  # 1-based field number, for messages
+    column: int = 0  # 1-based character where the field starts
+    star_step: int = 0  # `*/n`: every n-th value of the whole range
+
+    def format(self) -> str:
+        if self.star_step:
+            return f"*/{self.star_step}"
+        if self.any:
+            return "*"
+        return ",".join(item.format() for item in self.items)
+
+    @property
+    def single(self) -> int | None:
+        """The value of a field written as one plain value, else None."""
+        if len(self.items) == 1 and not self.items[0].is_range and self.items[0].step == 1:
+            return self.items[0].start
+        return None
+
+    def values(self) -> frozenset[int]:
+        """Every value the field allows (LAST included as -1)."""
+        if self.any:
+            return frozenset(range(self.spec.low, self.spec.high + 1))
+        if self.star_step:
+            return frozenset(range(self.spec.low, self.spec.high + 1, self.star_step))
+        out: set[int] = set()
+        for item in self.items:
+            out.update([LAST] if item.start == LAST else item.values())
+        return frozenset(out)
+
+    def where(self) -> str:
+        return f"field {self.position} at character {self.column}"
+
+
+class FieldError(Exception):
+    def __init__(self, violation: FieldViolation) -> None:
+        super().__init__(violation.description)
+        self.violation = violation
+
+
+Fail = Callable[[str], FieldError]
+
+
+def parse_field(text: str, spec: Spec, position: int, column: int) -> Field:
+    """One field, or FieldError naming the field, its position and what was expected."""
+    where = f"field {position} at character {column}"
+
+    def fail(message: str) -> FieldError:
+        return FieldError(FieldViolation(spec.name, f"{message} ({where})"))
+
+    if text in ("*", "?"):
+        if text == "?" and spec not in (DAY_OF_MONTH, DAY_OF_WEEK):
+            raise fail(f"{spec.name}: '?' is only for day-of-month and day-of-week")
+        return Field(spec, any=True, position=position, column=column)
+    if text.startswith("*/"):
+        step = _number(text[2:], spec, fail, what="step")
+        if step < 1 or step > spec.high - spec.low + 1:
+            raise fail(f"{spec.name} step */{step}: must be 1-{spec.high - spec.low + 1}")
+        return Field(spec, position=position, column=column, star_step=step)
+    items = []
+    for part in text.split(","):
+        if not part:
+            raise fail(f"{spec.name} {text!r}: empty item in the list")
+        items.append(_item(part, spec, fail))
+    # Sorted, with L (the last day) after the numbered days.
+    unique = tuple(
+        sorted(set(items), key=lambda i: (i.start == LAST, i.start, i.end, i.step, i.is_range))
+    )
+    return Field(spec, items=unique, position=position, column=column)
+
+
+def _item(part: str, spec: Spec, fail: Fail) -> Item:
+    body, _, step_text = part.partition("/")
+    step = 1
+    if step_text or part.endswith("/"):
+        step = _number(step_text, spec, fail, what="step")
+        if step < 1:
+            raise fail(f"{spec.name} {part}: the step must be at least 1")
+    if body.upper() == "L":
+        if spec is not DAY_OF_MONTH:
+            raise fail(f"{spec.name} {part}: 'L' (last day) is only for day-of-month")
+        if step != 1:
+            raise fail(f"{spec.name} {part}: 'L' takes no step")
+        return Item(LAST, LAST)
+    start_text, dash, end_text = body.partition("-")
+    start = _value(start_text, spec, fail, part)
+    end = _value(end_text, spec, fail, part) if dash else start
+    return Item(start, end, step, is_range=bool(dash))
+
+
+def _value(text: str, spec: Spec, fail: Fail, part: str) -> int:
+    upper = text.upper()
+    if spec.names and upper in spec.names:
+        return spec.low + spec.names.index(upper)
+    if not text.isdigit():
+        expected = f"a number {spec.low}-{spec.high}"
+        if spec.names:
+            expected += f" or a name {spec.names[0]}-{spec.names[-1]}"
+        raise fail(f"{spec.name} {part}: {text!r} is not {expected}")
+    value = int(text)
+    if not spec.low <= value <= spec.high:
+        kind = "range" if "-" in part else "value"
+        raise fail(f"{spec.name} {kind} {part}: {value} is out of {spec.low}-{spec.high}")
+    return value
+
+
+def _number(text: str, spec: Spec, fail: Fail, what: str) -> int:
+    if not text.isdigit() or len(text) > 4:
+        raise fail(f"{spec.name}: {what} {text!r} is not a whole number")
+    return int(text)
