@@ -119,7 +119,7 @@ class Platform:
         )
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
-        plan_service = OperationPlanService(plans)  # type: ignore[abstract]
+        plan_service = OperationPlanService(plans, clock)  # type: ignore[abstract]
         scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)

@@ -9,6 +9,7 @@ it fire next" in a given IANA zone, and describes itself in English and
 Chinese. docs/term-expressions.md has the type codes and the rules.
 """
 
+from domain.term import schedule
 from domain.term.describe import describe
 from domain.term.expression import TermExpression, TermExpressionError, canonical, parse
 from domain.term.kinds import TermKind
@@ -25,5 +26,6 @@ __all__ = [
     "is_active",
     "next_fire_times",
     "parse",
+    "schedule",
     "windows",
 ]

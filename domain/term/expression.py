@@ -18,6 +18,8 @@ from domain.errors import FieldViolation, InvalidArgument
 from domain.term.fields import (
     DAY_OF_MONTH,
     DAY_OF_WEEK,
+    DAYS_AHEAD,
+    DELAY_DAYS,
     HOUR,
     LAST,
     MINUTE,
@@ -27,6 +29,7 @@ from domain.term.fields import (
     YEAR,
     Field,
     FieldError,
+    Spec,
     parse_field,
 )
 from domain.term.kinds import TermKind
@@ -164,7 +167,7 @@ def parse(text: str) -> TermExpression:
     violations: list[FieldViolation] = []
     kind = _kind(tokens[7], columns[7], violations)
     fields: list[Field] = []
-    for i, spec in enumerate(SPECS):
+    for i, spec in enumerate(_specs(kind)):
         try:
             fields.append(parse_field(tokens[i], spec, i + 1, columns[i]))
         except FieldError as exc:
@@ -196,6 +199,14 @@ def _tokens(text: str) -> tuple[list[str], list[int]]:
     """The whitespace-separated fields and the 1-based column of each."""
     found = list(re.finditer(r"\S+", text))
     return [m.group() for m in found], [m.start() + 1 for m in found]
+
+
+def _specs(kind: TermKind | None) -> tuple[Spec, ...]:
+    if kind is TermKind.DELAY:
+        return (*SPECS[:3], DELAY_DAYS, *SPECS[4:])
+    if kind is not None and kind.is_birthday:
+        return (*SPECS[:3], DAYS_AHEAD, *SPECS[4:])
+    return SPECS
 
 
 def _kind(token: str, column: int, violations: list[FieldViolation]) -> TermKind | None:
@@ -321,7 +332,7 @@ def _meaning(e: TermExpression) -> list[FieldViolation]:
         else:  # birthday
             must_be_any(e.month, e.day_of_week)
             f = e.day_of_month
-            if not f.any and (f.single is None or f.single > 31):
+            if not f.any and f.single is None:
                 out.append(
                     FieldViolation(
                         "day-of-month",

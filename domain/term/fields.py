@@ -36,6 +36,10 @@ MONTH = Spec(
 DAY_OF_WEEK = Spec("day-of-week", 1, 7, ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"))
 YEAR = Spec("year", 1970, 2199)
 SPECS = (SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK, YEAR)
+# For a delay (type 3) the day-of-month field counts days; for the birthday
+# types (41-43) it counts the days ahead.
+DELAY_DAYS = Spec("day-of-month", 0, 3650)
+DAYS_AHEAD = Spec("day-of-month", 0, 31)
 LAST = -1  # the value of `L`
 
 

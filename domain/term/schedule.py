@@ -7,8 +7,9 @@ impossible expression yields few or no windows, never an endless search.
 
 Wall times a zone skips (clocks spring forward) are moved forward by the
 length of the gap; wall times a zone repeats (clocks fall back) mean their
-first occurrence. A window whose start and end both fall in one skipped
-hour is empty and does not open that day.
+first occurrence. A window's start and end are converted each on its own,
+so a window that becomes empty (02:00-03:00 on the night the clocks skip
+that hour) does not open that day.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ interceptor answers with UNIMPLEMENTED.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import grpc
@@ -16,13 +16,15 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
 from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
-from domain.ports import PlanCursor, PlanFilter
+from domain.ports import Clock, PlanCursor, PlanFilter
+from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from server.mapping.plan import (
     BUSINESS_PRODUCTS,
     FRONT_OFFICES,
     PLAN_STATES,
     plan_to_proto,
     spec_from_proto,
+    timestamp,
 )
 from server.servicers.requests import (
     actor,
@@ -34,14 +36,16 @@ from server.servicers.requests import (
     shop_id_violations,
 )
 from server.usecases.plans import PlanUseCases
+from server.usecases.terms import explain
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
-    def __init__(self, plans: PlanUseCases) -> None:
+    def __init__(self, plans: PlanUseCases, clock: Clock) -> None:
         self._plans = plans
+        self._clock = clock
 
     async def CreatePlan(
         self, request: pb.CreatePlanRequest, context: Context
@@ -185,17 +189,66 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             target = await self._plans.get(request.shop_id, request.plan_id)
         else:
             target = spec_from_proto(request.plan)
-        later = parts - {pb.PREVIEW_PART_AUDIENCE_ESTIMATE}
-        if later:
-            names = ", ".join(sorted(pb.PreviewPart.Name(p) for p in later))
+        if pb.PREVIEW_PART_INVENTORY in parts:
             raise Unimplemented(
-                f"preview of {names} is not implemented yet; ask for "
-                "PREVIEW_PART_AUDIENCE_ESTIMATE only"
+                "preview of PREVIEW_PART_INVENTORY is not implemented yet; ask for "
+                "PREVIEW_PART_AUDIENCE_ESTIMATE and PREVIEW_PART_FIRE_TIMES"
             )
-        size = await self._plans.estimate_audience(request.shop_id, target)
-        return pb.PreviewPlanResponse(
-            audience_estimate=pb.AudienceEstimate(count=size.count, exact=size.exact)
+        response = pb.PreviewPlanResponse()
+        if pb.PREVIEW_PART_FIRE_TIMES in parts:
+            count = min(request.fire_time_count or 5, 50)
+            response.next_fire_times.extend(
+                timestamp(t) for t in self._plans.fire_times(target, count)
+            )
+        if pb.PREVIEW_PART_AUDIENCE_ESTIMATE in parts:
+            size = await self._plans.estimate_audience(request.shop_id, target)
+            response.audience_estimate.CopyFrom(
+                pb.AudienceEstimate(count=size.count, exact=size.exact)
+            )
+        return response
+
+    async def ExplainTermExpression(
+        self, request: pb.ExplainTermExpressionRequest, context: Context
+    ) -> pb.ExplainTermExpressionResponse:
+        violations = shop_id_violations(request.shop_id)
+        if not request.expression.strip():
+            violations.append(
+                FieldViolation("expression", "required, e.g. '* 20-30 8-20 * * ? 31'")
+            )
+        zone = request.time_zone or DEFAULT_TIME_ZONE
+        if not is_time_zone(zone):
+            violations.append(
+                FieldViolation("time_zone", "must be an IANA time zone such as Asia/Shanghai")
+            )
+        if request.count < 0:
+            violations.append(FieldViolation("count", "must be >= 0 (0 = 5)"))
+        require(violations)
+        start = (
+            request.from_time.ToDatetime(UTC)
+            if request.HasField("from_time")
+            else self._clock.now()
         )
+        anchor = request.anchor_time.ToDatetime(UTC) if request.HasField("anchor_time") else start
+        answer = explain(request.expression, zone, start, anchor, min(request.count or 5, 50))
+        response = pb.ExplainTermExpressionResponse(
+            valid=answer.valid,
+            violations=[
+                pb.TermViolation(field=v.field, description=v.description)
+                for v in answer.violations
+            ],
+            normalized=answer.normalized,
+            description=answer.description_en,
+            description_zh=answer.description_zh,
+            next_fire_times=[timestamp(t) for t in answer.fire_times],
+        )
+        if answer.kind is not None:
+            response.type_code = answer.kind.value
+            response.type_name = answer.kind.label
+        for window in answer.windows:
+            shown = response.next_windows.add(start=timestamp(window.start))
+            if window.end is not None:
+                shown.end.CopyFrom(timestamp(window.end))
+        return response
 
 
 def _plan_cursor(position: dict[str, Any]) -> PlanCursor:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from domain import plan_schedule
 from domain.errors import DuplicateRequest, FailedPrecondition, FieldViolation, NotFound, require
 from domain.plan import Plan, PlanSpec, apply_mask, new_plan, validate_spec
 from domain.plan_codec import plan_from_dict, plan_to_dict
@@ -99,6 +101,19 @@ class PlanUseCases:
         return await self._audience.estimate(
             shop_id, spec.audience, self._clock.now(), spec.time_zone
         )
+
+    def fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
+        """The next fire times of a plan, as if it were published now."""
+        spec = plan.spec if isinstance(plan, Plan) else plan
+        require(validate_spec(spec))
+        if not spec.time.execution:
+            raise FailedPrecondition(
+                "the plan has no execution time yet; set plan.time.execution",
+                reason="EXECUTION_TIME_NOT_SET",
+            )
+        now = self._clock.now()
+        anchor = plan.publish_time if isinstance(plan, Plan) and plan.publish_time else now
+        return plan_schedule.next_fire_times(spec.time, spec.time_zone, now, count, anchor)
 
     async def _once(
         self, shop_id: str, key: RequestKey | None, change: Callable[[UnitOfWork], Awaitable[T]]

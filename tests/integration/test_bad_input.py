@@ -90,6 +90,22 @@ CASES = [
     ),
     ("DeletePlan", pb.DeletePlanRequest(shop_id=""), {"shop_id", "plan_id"}),
     (
+        "ExplainTermExpression",
+        pb.ExplainTermExpressionRequest(expression=" ", time_zone="Mars/Base", count=-1),
+        {"shop_id", "expression", "time_zone", "count"},
+    ),
+    (
+        "CreatePlan",
+        pb.CreatePlanRequest(
+            shop_id="s1",
+            plan=pb.Plan(
+                display_name="x",
+                time=pb.PlanTime(execution="* * 8-25 * * ? 31", term="* * * * * * * 99"),
+            ),
+        ),
+        {"plan.time.execution.hour", "plan.time.term.type"},
+    ),
+    (
         "PreviewPlan",
         pb.PreviewPlanRequest(shop_id="s1", fire_time_count=-1),
         {"plan_id", "fire_time_count"},
@@ -154,12 +170,11 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
     [
         ("plans", "PublishPlan", pb.PublishPlanRequest(shop_id="s1", plan_id="p")),
         ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
-        ("plans", "ExplainTermExpression", pb.ExplainTermExpressionRequest(expression="* * *")),
         (
             "plans",
             "PreviewPlan",
             pb.PreviewPlanRequest(
-                shop_id="s1", plan=pb.Plan(display_name="x"), parts=[pb.PREVIEW_PART_FIRE_TIMES]
+                shop_id="s1", plan=pb.Plan(display_name="x"), parts=[pb.PREVIEW_PART_INVENTORY]
             ),
         ),
     ],

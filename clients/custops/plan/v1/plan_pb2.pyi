@@ -1458,6 +1458,7 @@ class ExplainTermExpressionRequest(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     FROM_TIME_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    ANCHOR_TIME_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     expression: _builtins.str
     time_zone: _builtins.str
@@ -1466,7 +1467,15 @@ class ExplainTermExpressionRequest(_message.Message):
     """Number of windows and fire times to list; 0 means 5, capped at 50."""
     @_builtins.property
     def from_time(self) -> _timestamp_pb2.Timestamp:
-        """Start listing windows and fire times from here; unset means now."""
+        """List the windows open at or after this instant, and the fire times at
+        or after it; unset means now.
+        """
+
+    @_builtins.property
+    def anchor_time(self) -> _timestamp_pb2.Timestamp:
+        """What "immediately" and "after a delay" (types 1 and 3) count from, e.g.
+        the publish time; unset means `from_time`.
+        """
 
     def __init__(
         self,
@@ -1476,14 +1485,43 @@ class ExplainTermExpressionRequest(_message.Message):
         time_zone: _builtins.str = ...,
         from_time: _timestamp_pb2.Timestamp | None = ...,
         count: _builtins.int = ...,
+        anchor_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["from_time", b"from_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anchor_time", b"anchor_time", "from_time", b"from_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "expression", b"expression", "from_time", b"from_time", "shop_id", b"shop_id", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anchor_time", b"anchor_time", "count", b"count", "expression", b"expression", "from_time", b"from_time", "shop_id", b"shop_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainTermExpressionRequest: _TypeAlias = ExplainTermExpressionRequest  # noqa: Y015
+
+@_typing.final
+class TermViolation(_message.Message):
+    """One problem of an expression."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The term field: second, minute, hour, day-of-month, month, day-of-week,
+    year, type, or expression for the whole.
+    """
+    description: _builtins.str
+    """What is wrong, where, and what was expected."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TermViolation: _TypeAlias = TermViolation  # noqa: Y015
 
 @_typing.final
 class ExplainTermExpressionResponse(_message.Message):
@@ -1495,17 +1533,30 @@ class ExplainTermExpressionResponse(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     NEXT_WINDOWS_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_ZH_FIELD_NUMBER: _builtins.int
     normalized: _builtins.str
-    """The expression in its normalized form."""
+    """The canonical form: eight fields, `?` as `*`, names as numbers."""
     type_code: _builtins.int
-    """The trailing type code and its name, e.g. 31 "daily window"."""
+    """The trailing type code and its name, e.g. 31 "daily"."""
     type_name: _builtins.str
     description: _builtins.str
-    """The meaning in words."""
+    """The meaning in English."""
+    valid: _builtins.bool
+    """False when the expression does not parse or means nothing; then
+    `violations` says why and the other fields are empty.
+    """
+    description_zh: _builtins.str
+    """The meaning in Chinese."""
     @_builtins.property
-    def next_windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeWindow]: ...
+    def next_windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeWindow]:
+        """Windows [start, end); an unset end never closes."""
+
     @_builtins.property
     def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___TermViolation]: ...
     def __init__(
         self,
         *,
@@ -1515,10 +1566,13 @@ class ExplainTermExpressionResponse(_message.Message):
         description: _builtins.str = ...,
         next_windows: _abc.Iterable[Global___TimeWindow] | None = ...,
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        valid: _builtins.bool = ...,
+        violations: _abc.Iterable[Global___TermViolation] | None = ...,
+        description_zh: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "next_fire_times", b"next_fire_times", "next_windows", b"next_windows", "normalized", b"normalized", "type_code", b"type_code", "type_name", b"type_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "description_zh", b"description_zh", "next_fire_times", b"next_fire_times", "next_windows", b"next_windows", "normalized", b"normalized", "type_code", b"type_code", "type_name", b"type_name", "valid", b"valid", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
