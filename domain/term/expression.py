@@ -211,7 +211,7 @@ def _specs(kind: TermKind | None) -> tuple[Spec, ...]:
 
 def _kind(token: str, column: int, violations: list[FieldViolation]) -> TermKind | None:
     codes = ", ".join(str(k.value) for k in sorted(TermKind, key=lambda k: k.value))
-    if token.isdigit() and len(token) <= 3:
+    if token.isascii() and token.isdigit() and len(token) <= 3:
         try:
             return TermKind(int(token))
         except ValueError:

@@ -162,7 +162,7 @@ def _value(text: str, spec: Spec, fail: Fail, part: str) -> int:
     upper = text.upper()
     if spec.names and upper in spec.names:
         return spec.low + spec.names.index(upper)
-    if not text.isdigit():
+    if not _digits(text):
         expected = f"a number {spec.low}-{spec.high}"
         if spec.names:
             expected += f" or a name {spec.names[0]}-{spec.names[-1]}"
@@ -175,6 +175,11 @@ def _value(text: str, spec: Spec, fail: Fail, part: str) -> int:
 
 
 def _number(text: str, spec: Spec, fail: Fail, what: str) -> int:
-    if not text.isdigit() or len(text) > 4:
+    if not _digits(text) or len(text) > 4:
         raise fail(f"{spec.name}: {what} {text!r} is not a whole number")
     return int(text)
+
+
+def _digits(text: str) -> bool:
+    # ASCII only: str.isdigit() also accepts "²" and "٣", which int() refuses or misreads.
+    return text.isascii() and text.isdigit()
