@@ -21,7 +21,7 @@ from pathlib import Path
 from croniter import croniter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from domain import term  # noqa: E402
+from domain import term
 
 START = datetime(2026, 11, 24, 7, 13, tzinfo=UTC)
 FIRES = 100
@@ -63,11 +63,11 @@ def main() -> int:
             print(f"{name}: fire times differ from croniter's", file=sys.stderr)
             return 1
         rows = [
-            ("parse", lambda: term.parse(ours), lambda: croniter(theirs, START), 2000),
+            ("parse", lambda o=ours: term.parse(o), lambda t=theirs: croniter(t, START), 2000),
             (
                 f"next {FIRES} fires",
-                lambda: term.next_fire_times(expression, START, "UTC", FIRES),
-                lambda: cron_fires(theirs),
+                lambda e=expression: term.next_fire_times(e, START, "UTC", FIRES),
+                lambda t=theirs: cron_fires(t),
                 20,
             ),
         ]
