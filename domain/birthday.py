@@ -12,9 +12,11 @@ birthday rules, and the birthday term types (41-43) fire by.
 from __future__ import annotations
 
 import calendar
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from domain.audience import BirthdayScope
+from domain.term.kinds import TermKind
+from domain.zones import zone as zone_of
 
 
 def occurrence(month: int, day: int, year: int) -> date:
@@ -37,3 +39,23 @@ def matches(
     return any(
         monday <= occurrence(month, day, year) <= sunday for year in {monday.year, sunday.year}
     )
+
+
+def run_matches(
+    scope: BirthdayScope, month: int, day: int, run_time: datetime, zone: str, days_ahead: int = 0
+) -> bool:
+    """Whether a birthday plan's run at `run_time` is for this birthday: the
+    run's date is its local date in the plan's zone."""
+    return matches(scope, month, day, run_time.astimezone(zone_of(zone)).date(), days_ahead)
+
+
+def scope_of(kind: TermKind) -> BirthdayScope:
+    """The birthday scope a birthday term type (41, 42, 43) runs for."""
+    scopes = {
+        TermKind.BIRTHDAY_DAY: BirthdayScope.DAY,
+        TermKind.BIRTHDAY_WEEK: BirthdayScope.WEEK,
+        TermKind.BIRTHDAY_MONTH: BirthdayScope.MONTH,
+    }
+    if kind not in scopes:
+        raise ValueError(f"type {kind.value} is not a birthday type")
+    return scopes[kind]

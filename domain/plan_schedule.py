@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from domain import term
 from domain.plan import PlanTime
 
-_BATCH = 50
-_MAX_BATCHES = 40  # bounded: at most 2000 candidate fire times are looked at
+_TICK = timedelta(microseconds=1)
+_MAX_TERM_WINDOWS = 400  # bounded: a plan's term is looked at window by window
 
 
 def next_fire_times(
@@ -27,31 +27,27 @@ def next_fire_times(
     if not time.execution or count <= 0:
         return []
     execution = term.parse(time.execution)
-    effective_from = anchor
+    horizon = after + term.schedule.HORIZON
+    cursor = after
     if time.effective:
-        first = term.windows(
-            term.parse(time.effective),
-            anchor,
-            anchor + term.schedule.HORIZON,
-            zone,
-            anchor,
-            limit=1,
-        )
+        effective = term.parse(time.effective)
+        first = term.windows(effective, anchor, horizon, zone, anchor, limit=1)
         if not first:
             return []
-        effective_from = first[0].start
-    operation = term.parse(time.term) if time.term else None
+        cursor = max(cursor, first[0].start - _TICK)
+    if not time.term:
+        return term.next_fire_times(execution, cursor, zone, count, anchor)
 
+    # Walk the term's windows and ask for fire times inside each, so a
+    # fine-grained execution time never scans the gaps between them.
     fires: list[datetime] = []
-    cursor = max(after, effective_from - timedelta(microseconds=1))
-    for _ in range(_MAX_BATCHES):
-        batch = term.next_fire_times(execution, cursor, zone, _BATCH, anchor)
-        for fire in batch:
-            if operation is None or term.is_active(operation, fire, zone, anchor):
-                fires.append(fire)
-                if len(fires) == count:
-                    return fires
-        if len(batch) < _BATCH:
+    operation = term.parse(time.term)
+    for window in term.windows(operation, cursor, horizon, zone, anchor, limit=_MAX_TERM_WINDOWS):
+        start = max(cursor, window.start - _TICK)
+        for fire in term.next_fire_times(execution, start, zone, count - len(fires), anchor):
+            if window.end is not None and fire >= window.end:
+                break
+            fires.append(fire)
+        if len(fires) >= count:
             break
-        cursor = batch[-1]
-    return fires
+    return fires[:count]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from domain.term.expression import DAY_SECONDS, DayWindow, TermExpression
 from domain.term.fields import LAST, Field
 from domain.term.kinds import TermKind
@@ -50,6 +52,8 @@ def _days(e: TermExpression, zh: bool) -> str:
         if zh:
             parts = [f"{v}日" for v in values] + (["最后一天"] if last else [])
             return "每月" + "、".join(parts)
+        if not values:
+            return "on the last day of every month"
         parts = [str(v) for v in values] + (["the last day"] if last else [])
         noun = "day" if len(values) == 1 and not last else "days"
         return f"on {noun} {_join(parts)} of every month"
@@ -71,8 +75,19 @@ def _window(w: DayWindow, zh: bool) -> str:
 def _limits(e: TermExpression, zh: bool) -> str:
     months = [] if e.month.any else sorted(e.month.values())
     years = "" if e.year.any else _field_text(e.year)
+    if len(years) > 40:  # a long stepped list: say the pattern instead
+        values = sorted(e.year.values())
+        gaps = {b - a for a, b in itertools.pairwise(values)}
+        first, last = values[0], values[-1]
+        if len(gaps) == 1:
+            step = gaps.pop()
+            years = f"{first}-{last}, 每{step}年" if zh else f"every {step} years of {first}-{last}"
+        else:
+            years = f"{len(values)}个指定年份" if zh else f"{len(values)} chosen years"
     if zh:
-        return (f"{years}年" if years else "") + "、".join(f"{m}月" for m in months)
+        return (f"{years}年" if years and years[-1].isdigit() else years) + "、".join(
+            f"{m}月" for m in months
+        )
     named = _join([_MONTHS_EN[m - 1] for m in months])
     if named and years:
         return f"in {named} {years}"
@@ -93,7 +108,9 @@ def _birthday(e: TermExpression, zh: bool) -> str:
         TermKind.BIRTHDAY_WEEK: "whose birthday falls in that week",
         TermKind.BIRTHDAY_MONTH: "whose birthday falls in that month",
     }[e.kind]
-    return f", for members {scope}" + (f", {ahead} days ahead" if ahead else "")
+    return f", for members {scope}" + (
+        f", {ahead} day{'s' if ahead != 1 else ''} ahead" if ahead else ""
+    )
 
 
 def _delay(e: TermExpression, zh: bool) -> str:
@@ -139,7 +156,15 @@ def _cron(e: TermExpression, zh: bool) -> str:
 
 
 def _field_text(f: Field) -> str:
-    return f.format().replace(",", ", ")
+    """The values of a field as runs: "2024, 2026-2028"."""
+    values = sorted(f.values())
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _clock(seconds: int) -> str:

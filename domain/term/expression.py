@@ -168,8 +168,12 @@ def parse(text: str) -> TermExpression:
     kind = _kind(tokens[7], columns[7], violations)
     fields: list[Field] = []
     for i, spec in enumerate(_specs(kind)):
+        # Fixed periods, and the time of day of windows, take start-end pairs.
+        start_end = kind is TermKind.FIXED_PERIOD or (
+            kind is not None and kind.has_daily_window and i < 3
+        )
         try:
-            fields.append(parse_field(tokens[i], spec, i + 1, columns[i]))
+            fields.append(parse_field(tokens[i], spec, i + 1, columns[i], start_end=start_end))
         except FieldError as exc:
             violations.append(exc.violation)
             fields.append(Field(spec, any=True, position=i + 1, column=columns[i]))
@@ -368,31 +372,25 @@ def _time_of_day(e: TermExpression) -> list[FieldViolation]:
 
 
 def _days_exist(e: TermExpression) -> list[FieldViolation]:
-    """A day-of-month set that no allowed month has (31 February) never fires."""
+    """A day-of-month set that no allowed month of an allowed year has (31
+    February, or 29 February in 2100 only) never fires."""
     days = e.day_of_month.values()
     if e.day_of_month.any or LAST in days:
         return []
-    longest = {
-        1: 31,
-        2: 29,
-        3: 31,
-        4: 30,
-        5: 31,
-        6: 30,
-        7: 31,
-        8: 31,
-        9: 30,
-        10: 31,
-        11: 30,
-        12: 31,
-    }
-    if any(day <= longest[month] for month in e.month.values() for day in days):
+    leap = any(calendar.isleap(year) for year in e.year.values())
+    if any(
+        day <= (29 if month == 2 and leap else calendar.monthrange(2001, month)[1])
+        for month in e.month.values()
+        for day in days
+    ):
         return []
     return [
         FieldViolation(
             "day-of-month",
             f"day-of-month {e.day_of_month.format()} never occurs in month "
-            f"{e.month.format()} ({e.day_of_month.where()})",
+            f"{e.month.format()}"
+            + ("" if e.year.any else f" of year {e.year.format()}")
+            + f" ({e.day_of_month.where()})",
         )
     ]
 

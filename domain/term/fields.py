@@ -55,8 +55,16 @@ class Item:
     def format(self) -> str:
         if self.start == LAST:
             return "L"
-        text = f"{self.start}-{self.end}" if self.is_range else str(self.start)
-        return f"{text}/{self.step}" if self.step != 1 else text
+        if self.step != 1:
+            # `a/n` runs to the field's top, as in Quartz; `a-b/n` stops at b.
+            return (
+                f"{self.start}-{self.end}/{self.step}"
+                if self.is_range
+                else f"{self.start}/{self.step}"
+            )
+        if self.is_range and self.end != self.start:
+            return f"{self.start}-{self.end}"
+        return str(self.start)
 
     def values(self) -> range:
         return range(self.start, self.end + 1, self.step)
@@ -111,8 +119,14 @@ class FieldError(Exception):
 Fail = Callable[[str], FieldError]
 
 
-def parse_field(text: str, spec: Spec, position: int, column: int) -> Field:
-    """One field, or FieldError naming the field, its position and what was expected."""
+def parse_field(
+    text: str, spec: Spec, position: int, column: int, *, start_end: bool = False
+) -> Field:
+    """One field, or FieldError naming the field, its position and what was expected.
+
+    With `start_end`, `a-b` is a start and an end (a window or a period) and
+    may run backwards (22-6 overnight, 30-2 across months); otherwise it is
+    a set of values and must run forwards."""
     where = f"field {position} at character {column}"
 
     def fail(message: str) -> FieldError:
@@ -131,7 +145,13 @@ def parse_field(text: str, spec: Spec, position: int, column: int) -> Field:
     for part in text.split(","):
         if not part:
             raise fail(f"{spec.name} {text!r}: empty item in the list")
-        items.append(_item(part, spec, fail))
+        item = _item(part, spec, fail)
+        if not start_end and item.end < item.start and item.start != LAST:
+            raise fail(
+                f"{spec.name} range {part}: {item.start} is after {item.end}; "
+                f"write it as {item.end}-{item.start} or as a list"
+            )
+        items.append(item)
     # Sorted, with L (the last day) after the numbered days.
     unique = tuple(
         sorted(set(items), key=lambda i: (i.start == LAST, i.start, i.end, i.step, i.is_range))
@@ -155,7 +175,10 @@ def _item(part: str, spec: Spec, fail: Fail) -> Item:
     start_text, dash, end_text = body.partition("-")
     start = _value(start_text, spec, fail, part)
     end = _value(end_text, spec, fail, part) if dash else start
-    return Item(start, end, step, is_range=bool(dash))
+    if step != 1 and not dash:
+        end = spec.high  # `a/n`: from a to the top of the field, every n (Quartz)
+    # `a-a` is the value a: one form, so that lists deduplicate and round-trip.
+    return Item(start, end, step, is_range=bool(dash) and (start != end or step != 1))
 
 
 def _value(text: str, spec: Spec, fail: Fail, part: str) -> int:

@@ -59,7 +59,7 @@ def windows(
     """The windows intersecting [start, end), in order, at most `limit`."""
     _check_aware(start, end, anchor)
     found: list[Window] = []
-    for window in _walk(e, start - timedelta(days=2), zone_of(zone), anchor, until=end):
+    for window in _walk(e, start, zone_of(zone), anchor, until=end):
         if window.start >= end:
             break
         if window.end is None or window.end > start:
@@ -70,7 +70,8 @@ def windows(
 
 
 def is_active(e: TermExpression, at: datetime, zone: str, anchor: datetime | None = None) -> bool:
-    return bool(windows(e, at, at + timedelta(seconds=1), zone, anchor, limit=1))
+    nearby = windows(e, at, _plus(at, timedelta(microseconds=1)), zone, anchor, limit=2)
+    return any(w.contains(at) for w in nearby)
 
 
 def next_fire_times(
@@ -85,7 +86,7 @@ def next_fire_times(
     fires: list[datetime] = []
     if count <= 0:
         return fires
-    for window in _walk(e, after - timedelta(days=2), zone_of(zone), anchor, until=after + HORIZON):
+    for window in _walk(e, after, zone_of(zone), anchor, until=_plus(after, HORIZON)):
         if window.start > after:
             fires.append(window.start)
             if len(fires) >= count:
@@ -96,12 +97,15 @@ def next_fire_times(
 def _walk(
     e: TermExpression, since: datetime, zone: ZoneInfo, anchor: datetime | None, until: datetime
 ) -> Iterator[Window]:
-    """Windows in order of start, from about `since` to `until` at the latest."""
+    """Windows in order of start, from those still open at `since` (and a
+    few before) to `until` at the latest."""
     kind = e.kind
+    # A cron window lasts a second; a daily one may have opened the day before.
+    since = _plus(since, -timedelta(seconds=1) if kind is TermKind.CRON else -timedelta(days=2))
     if kind in (TermKind.IMMEDIATE, TermKind.DELAY):
         if anchor is None:
             raise AnchorRequired(f"type {kind.value} ({kind.label}) needs an anchor instant")
-        yield Window(anchor + (e.delay if kind is TermKind.DELAY else timedelta()), None)
+        yield Window(_plus(anchor, e.delay if kind is TermKind.DELAY else timedelta()), None)
     elif kind is TermKind.FIXED_PERIOD:
         first, last = e.period
         yield Window(_utc(first, zone), _utc(last, zone))
@@ -114,10 +118,13 @@ def _walk(
 def _daily(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -> Iterator[Window]:
     span = e.day_window
     day = since.astimezone(zone).date()
-    last = until.astimezone(zone).date() + timedelta(days=1)
+    last = until.astimezone(zone).date()
     if not e.year.any:
-        last = min(last, date(max(e.year.values()), 12, 31))
-        day = max(day, date(min(e.year.values()), 1, 1) - timedelta(days=1))
+        years = e.year.values()
+        if not years:
+            return
+        last = min(last, date(max(years), 12, 31))
+        day = max(day, date(min(years), 1, 1) - timedelta(days=1))
     while day <= last:
         if matches_day(e, day):
             midnight = datetime.combine(day, time())
@@ -133,6 +140,7 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
     # croniter walks naive wall times; _utc gives them the documented DST meaning.
     cursor = since.astimezone(zone).replace(tzinfo=None)
     it = croniter(_cron_text(e), cursor)
+    previous: datetime | None = None
     for _ in range(_MAX_CRON_STEPS):
         local: datetime = it.get_next(datetime)
         if years is not None and local.year not in years:
@@ -144,6 +152,11 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
         start = _utc(local, zone)
         if start > until:
             return
+        if previous is not None and start <= previous:
+            # Wall times moved past a skipped hour land on instants already
+            # given (02:30 and 03:30 are both 03:30): each instant fires once.
+            continue
+        previous = start
         yield Window(start, start + timedelta(seconds=1))
 
 
@@ -168,6 +181,17 @@ def _utc(wall: datetime, zone: ZoneInfo) -> datetime:
     # fold=0: a repeated wall time is its first occurrence; a skipped one
     # gets the offset before the gap, which lands it after the gap.
     return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=3)
+_LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=3)
+
+
+def _plus(instant: datetime, delta: timedelta) -> datetime:
+    """`instant + delta`, kept inside the range datetime can hold."""
+    if delta >= timedelta(0):
+        return instant + delta if instant <= _LATEST - delta else _LATEST
+    return instant + delta if instant >= _EARLIEST - delta else _EARLIEST
 
 
 def _check_aware(*instants: datetime | None) -> None:

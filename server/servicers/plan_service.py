@@ -40,6 +40,9 @@ from server.usecases.terms import explain
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The years a term expression can name.
+_EARLIEST = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
+_LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
@@ -222,6 +225,12 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             )
         if request.count < 0:
             violations.append(FieldViolation("count", "must be >= 0 (0 = 5)"))
+        for name in ("from_time", "anchor_time"):
+            # Compared as seconds: a Timestamp can hold more than datetime can.
+            if request.HasField(name) and not (
+                _EARLIEST <= getattr(request, name).seconds < _LATEST
+            ):
+                violations.append(FieldViolation(name, "must be between 1970 and 2199"))
         require(violations)
         start = (
             request.from_time.ToDatetime(UTC)

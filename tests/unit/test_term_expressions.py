@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -293,3 +294,98 @@ def test_canonical_form() -> None:
     assert term.canonical("0 0 9 ? * WED,MON * 32") == "0 0 9 * * 1,3 * 32"
     assert term.canonical("* * * L,15,1 * * 33") == "* * * 1,15,L * * * 33"
     assert term.canonical("0 0 0 24-25 4 * 2019 2") == FIXED
+
+
+# Found in review: cron across DST, reversed ranges, steps, fractions, limits.
+
+LORD_HOWE = "Australia/Lord_Howe"  # moves its clocks by 30 minutes
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "after"),
+    [
+        ("0 */15 * * * ? * 30", NEW_YORK, datetime(2026, 3, 8, 6, 20, tzinfo=UTC)),
+        ("0 */10 2 * * ? * 30", LORD_HOWE, datetime(2026, 10, 3, 14, 0, tzinfo=UTC)),
+        ("0 */15 * * * ? * 30", NEW_YORK, datetime(2026, 11, 1, 4, 20, tzinfo=UTC)),
+    ],
+)
+def test_cron_fire_times_stay_increasing_across_dst(text: str, zone: str, after: datetime) -> None:
+    fires = term.next_fire_times(term.parse(text), after, zone, 12)
+    assert len(fires) == 12
+    assert all(a < b for a, b in itertools.pairwise(fires))
+    assert fires[0] > after
+
+
+def test_reversed_set_ranges_are_refused_but_windows_and_periods_may_run_backwards() -> None:
+    for text in ("0 0 9 * * 1 2030-2020 32", "* * * * * FRI-MON * 32", "0 0 9 * DEC-JAN * * 31"):
+        with pytest.raises(term.TermExpressionError) as err:
+            term.parse(text)
+        assert "is after" in err.value.violations[0].description
+    assert term.parse("0 0 22-6 * * * * 31").day_window.end > 86_400
+    assert term.parse("0-0 0-0 0-0 30-2 12-1 * 2026-2027 2").kind is term.TermKind.FIXED_PERIOD
+
+
+def test_a_start_with_a_step_runs_to_the_top_of_the_field_for_every_type() -> None:
+    monthly = term.parse("0 0 10 1/7 * * * 33")
+    cron = term.parse("0 0 10 1/7 * ? * 30")
+    after = local(2026, 11, 30)
+    days = [f.astimezone(SH).day for f in term.next_fire_times(monthly, after, SHANGHAI, 5)]
+    assert days == [1, 8, 15, 22, 29]
+    assert term.next_fire_times(cron, after, SHANGHAI, 5) == term.next_fire_times(
+        monthly, after, SHANGHAI, 5
+    )
+    assert monthly.format() == "0 0 10 1/7 * * * 33"
+
+
+def test_activity_is_exact_below_a_second() -> None:
+    before_nine = datetime(2026, 11, 24, 8, 59, 59, 500_000, tzinfo=UTC)
+    assert not active("0 0 9 * * * * 31", before_nine, zone="UTC")
+    assert active("0 0 9 * * * * 31", before_nine + timedelta(seconds=0.5), zone="UTC")
+    assert not active(DAILY, local(2026, 11, 24, 8, 19, 59) + timedelta(microseconds=500_000))
+
+
+def test_29_february_in_a_year_without_it_is_refused() -> None:
+    with pytest.raises(term.TermExpressionError) as err:
+        term.parse("0 0 0 29 2 * 2100 33")
+    assert "never occurs in month 2 of year 2100" in err.value.violations[0].description
+    assert term.parse("0 0 0 29 2 * 2100-2104 33")
+
+
+def test_descriptions_read_well() -> None:
+    assert term.describe(term.parse("0 0 10 L * * * 33")) == (
+        "on the last day of every month at 10:00"
+    )
+    assert term.describe(term.parse("0 0 9 1 * * * 41")).endswith(", 1 day ahead")
+    assert term.describe(term.parse("* * * * * * 2026,2028-2030 31")) == (
+        "every day in 2026, 2028-2030"
+    )
+    assert "every 2 years" in term.describe(term.parse("* * * * * * */2 31"))
+
+
+def test_canonical_single_value_ranges() -> None:
+    assert term.canonical("0 20-20 8 * * ? * 31") == "0 20 8 * * * * 31"
+
+
+def test_extreme_instants_do_not_overflow() -> None:
+    e = term.parse("0 0 0 10 * * * 3")
+    latest = datetime.max.replace(tzinfo=UTC)
+    assert term.next_fire_times(e, latest - timedelta(days=1), "UTC", 1, anchor=latest) == []
+    assert term.windows(
+        term.parse(DAILY), datetime.min.replace(tzinfo=UTC), local(1970, 1, 2), "UTC"
+    )
+
+
+# A birthday plan's run decides whose birthday it is, in the plan's zone.
+
+
+def test_birthday_runs_match_by_local_date_and_days_ahead() -> None:
+    from domain.birthday import run_matches, scope_of
+
+    e = term.parse("0 0 9 1 * * * 41")  # daily 09:00, one day ahead
+    run = term.next_fire_times(e, local(2027, 2, 27, 0), SHANGHAI, 1)[0]  # 27 Feb 09:00
+    scope = scope_of(e.kind)
+    assert run_matches(scope, 2, 28, run, SHANGHAI, e.days_ahead)
+    assert run_matches(scope, 2, 29, run, SHANGHAI, e.days_ahead)  # 2027 has no 29 Feb
+    assert not run_matches(scope, 2, 27, run, SHANGHAI, e.days_ahead)
+    # The same instant is still 26 February in New York: another date, other birthdays.
+    assert run_matches(scope, 2, 27, run, NEW_YORK, e.days_ahead)

@@ -53,6 +53,10 @@ PIECES = st.sampled_from(
         "-5",
         ",,",
         "L/2",
+        "5-1",
+        "DEC-JAN",
+        "FRI-MON",
+        "2030-2020",
         "1/0",
     ]
 )

@@ -43,6 +43,8 @@ def item_set(low: int, high: int, names: list[str] | None = None) -> st.SearchSt
     one = st.one_of(
         st.integers(low, high).map(str),
         ordered_range(low, high),
+        value_or_range(low, high),  # sometimes backwards: refused for sets
+        st.tuples(st.integers(low, high), st.integers(1, 5)).map(lambda p: f"{p[0]}/{p[1]}"),
         st.tuples(ordered_range(low, high), st.integers(1, 5)).map(lambda p: f"{p[0]}/{p[1]}"),
         *([st.sampled_from(names)] if names else []),
     )
