@@ -17,9 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from custops.audience.v1 import audience_pb2, audience_pb2_grpc
-from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
-from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
@@ -33,7 +30,7 @@ from server.persistence.database import create_engine, is_sqlite, normalize_url
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
-from server.stubs.services import AudienceStub, BenefitStub, NotificationStub
+from server.stubs.app import StubOptions, Stubs
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
 from server.usecases.plans import PlanUseCases
 
@@ -42,11 +39,6 @@ log = logging.getLogger("custops")
 PUBLIC_SERVICES = (
     plan_pb2.DESCRIPTOR.services_by_name["OperationPlanService"].full_name,
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioAggregationService"].full_name,
-)
-STUB_SERVICES = (
-    audience_pb2.DESCRIPTOR.services_by_name["AudienceService"].full_name,
-    benefit_pb2.DESCRIPTOR.services_by_name["BenefitService"].full_name,
-    notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
 )
 # A generous cap on one message; the hostile-input issue tightens it per field.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -65,7 +57,7 @@ class Platform:
     port: int = 0
     stubs_port: int = 0
     _server: grpc.aio.Server | None = None
-    _stubs: grpc.aio.Server | None = None
+    _stubs: Stubs | None = None
     _health: health.aio.HealthServicer | None = None
     _engine: AsyncEngine | None = None
     _redis: redis.Redis | None = None
@@ -89,7 +81,11 @@ class Platform:
 
         stubs_address = ""
         if s.stubs == "embedded":
-            self._stubs, self.stubs_port = await _start_stubs(s.stubs_listen)
+            self._stubs = Stubs(StubOptions(seed=s.stubs_seed, population=s.stubs_population))
+            try:
+                self.stubs_port = await self._stubs.start(s.stubs_listen)
+            except RuntimeError as exc:
+                raise StartupError(f"{exc}; is the port in use?") from exc
             host = s.stubs_listen.rpartition(":")[0]
             stubs_address = f"{host}:{self.stubs_port}"
             log.info("downstream stand-ins listening", extra={"address": stubs_address})
@@ -190,21 +186,6 @@ class Platform:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-async def _start_stubs(listen: str) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    # Behaviour comes with the stubs issue; until then every RPC is UNIMPLEMENTED.
-    audience = AudienceStub()  # type: ignore[abstract]
-    benefit = BenefitStub()  # type: ignore[abstract]
-    notification = NotificationStub()  # type: ignore[abstract]
-    audience_pb2_grpc.add_AudienceServiceServicer_to_server(audience, server)
-    benefit_pb2_grpc.add_BenefitServiceServicer_to_server(benefit, server)
-    notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
-    await _add_health_and_reflection(server, STUB_SERVICES)
-    port = _bind(server, listen)
-    await server.start()
-    return server, port
 
 
 async def _add_health_and_reflection(

@@ -12,6 +12,7 @@ from dataclasses import fields
 from server import logs
 from server.app import Platform, StartupError
 from server.config import ConfigError, Settings
+from server.stubs.app import SYSTEMS, StubOptions, Stubs
 
 log = logging.getLogger("custops")
 
@@ -19,7 +20,8 @@ log = logging.getLogger("custops")
 def _add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     defaults = {f.name: f.default for f in fields(Settings)}
     for name in names:
-        kind = float if isinstance(defaults[name], float) else str
+        default = defaults[name]
+        kind = type(default) if isinstance(default, int | float) else str
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
@@ -37,6 +39,8 @@ SERVE_FLAGS = (
     "redis_prefix",
     "stubs",
     "stubs_listen",
+    "stubs_population",
+    "stubs_seed",
     "audience_target",
     "benefit_target",
     "notification_target",
@@ -67,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     stubs = commands.add_parser(
         "stubs", help="run the downstream stand-ins alone (audience, benefit, notification)"
     )
-    _add_setting_flags(stubs, ("stubs_listen", "log_level", "log_format"))
+    _add_setting_flags(
+        stubs, ("stubs_listen", "stubs_population", "stubs_seed", "log_level", "log_format")
+    )
+    stubs.add_argument(
+        "--only",
+        choices=SYSTEMS,
+        action="append",
+        help="run only this stand-in (repeatable; default: all three on one port)",
+    )
     args = parser.parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "only")}
     try:
         settings = Settings.load(**flags)
     except ConfigError as exc:
@@ -85,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             upgrade_blocking(settings.database_url)
             print("database schema is up to date")
         else:
-            asyncio.run(_stubs(settings))
+            asyncio.run(_stubs(settings, tuple(args.only or SYSTEMS)))
     except StartupError as exc:
         print(f"custops: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -120,13 +132,21 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-async def _stubs(settings: Settings) -> None:
-    from server.app import _start_stubs
-
-    server, port = await _start_stubs(settings.stubs_listen)
-    print(f"custops stand-ins serving on port {port}", file=sys.stderr, flush=True)
+async def _stubs(settings: Settings, systems: tuple[str, ...]) -> None:
+    stubs = Stubs(
+        StubOptions(seed=settings.stubs_seed, population=settings.stubs_population, systems=systems)
+    )
+    try:
+        port = await stubs.start(settings.stubs_listen)
+    except RuntimeError as exc:
+        raise StartupError(f"{exc}; is the port in use?") from exc
+    print(
+        f"custops stand-ins ({', '.join(systems)}) serving on port {port}",
+        file=sys.stderr,
+        flush=True,
+    )
     await _until_signalled()
-    await server.stop(settings.shutdown_grace)
+    await stubs.stop(settings.shutdown_grace)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ class Settings:
     stubs: str = "embedded"
     # host:port of the embedded stand-ins; loopback only.
     stubs_listen: str = "127.0.0.1:50061"
+    # The embedded stand-ins' synthetic population: members per shop, and seed.
+    stubs_population: int = 100_000
+    stubs_seed: int = 1
     audience_target: str = ""
     benefit_target: str = ""
     notification_target: str = ""
@@ -119,6 +122,8 @@ class Settings:
         for name in ("downstream_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
+        if not 0 <= self.stubs_population <= 100_000_000:
+            problems.append("CUSTOPS_STUBS_POPULATION must be 0-100000000 members per shop")
         if self.shutdown_delay < 0:
             problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
         if problems:
@@ -133,6 +138,11 @@ class Settings:
 
 
 def _convert(name: str, raw: str, kind: Any) -> Any:
+    if kind in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"CUSTOPS_{name.upper()}={raw!r} is not a whole number") from None
     if kind in (float, "float"):
         try:
             return float(raw)

@@ -1,14 +1,9 @@
-"""The three downstream stand-ins, one class each."""
+"""The benefit and notification stand-ins (behaviour to come; UNIMPLEMENTED)."""
 
 from __future__ import annotations
 
-from custops.audience.v1 import audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2_grpc
-
-
-class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
-    pass
 
 
 class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):

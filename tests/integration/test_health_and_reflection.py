@@ -16,6 +16,7 @@ DOWNSTREAM = {
     "custops.audience.v1.AudienceService",
     "custops.benefit.v1.BenefitService",
     "custops.notify.v1.NotificationService",
+    "custops.stubadmin.v1.StubAdminService",
 }
 INFRA = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 

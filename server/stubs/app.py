@@ -1,0 +1,84 @@
+"""The stand-ins' own gRPC server: audience, benefit and notification (all
+three, or one), with health, reflection and StubAdminService, on loopback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+from custops.notify.v1 import notify_pb2, notify_pb2_grpc
+from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
+from server.stubs.admin import StubAdmin
+from server.stubs.audience import AudienceStub
+from server.stubs.population import Population
+from server.stubs.pressure import Pressure
+from server.stubs.services import BenefitStub, NotificationStub
+
+SYSTEMS = ("audience", "benefit", "notification")
+
+
+@dataclass(frozen=True)
+class StubOptions:
+    seed: int = 1
+    population: int = 100_000
+    # Event times of the population lie before this; None = today 00:00 UTC.
+    epoch: datetime | None = None
+    systems: tuple[str, ...] = SYSTEMS
+
+
+def _service_name(descriptor: object, name: str) -> str:
+    return descriptor.services_by_name[name].full_name  # type: ignore[attr-defined,no-any-return]
+
+
+class Stubs:
+    def __init__(self, options: StubOptions) -> None:
+        self.options = options
+        self.pressures = {name: Pressure(name, options.seed) for name in options.systems}
+        epoch = options.epoch or datetime.now(UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        self.population = Population(options.seed, options.population, epoch)
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self, listen: str) -> int:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        names = [_service_name(stubadmin_pb2.DESCRIPTOR, "StubAdminService")]
+        if "audience" in self.pressures:
+            stub = AudienceStub(self.population, self.pressures["audience"])
+            audience_pb2_grpc.add_AudienceServiceServicer_to_server(stub, server)
+            names.append(_service_name(audience_pb2.DESCRIPTOR, "AudienceService"))
+        if "benefit" in self.pressures:
+            benefit = BenefitStub()  # type: ignore[abstract]
+            benefit_pb2_grpc.add_BenefitServiceServicer_to_server(benefit, server)
+            names.append(_service_name(benefit_pb2.DESCRIPTOR, "BenefitService"))
+        if "notification" in self.pressures:
+            notification = NotificationStub()  # type: ignore[abstract]
+            notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
+            names.append(_service_name(notify_pb2.DESCRIPTOR, "NotificationService"))
+        stubadmin_pb2_grpc.add_StubAdminServiceServicer_to_server(StubAdmin(self.pressures), server)
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        for name in ("", *names):
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (*names, _service_name(health_pb2.DESCRIPTOR, "Health"), reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {listen}")
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def stop(self, grace: float | None) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None

@@ -1,0 +1,261 @@
+"""The audience system's stand-in: a synthetic population and rule evaluation.
+
+- Estimate: exact up to `exact_limit` members, above it a deterministic
+  sample, labelled `exact=false`.
+- Paging: members in index order (stable), by an opaque cursor that holds
+  the position and the evaluation instant, so a caller that crashed resumes
+  from its last cursor and gets the same members. A page scans at most
+  `scan_budget` members, so it may hold fewer than page_size (or none) and
+  still have a next page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from custops.audience.v1 import audience_pb2 as pb
+from custops.audience.v1 import audience_pb2_grpc
+from domain import audience as a
+from domain.errors import InvalidArgument
+from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
+from domain.zones import zone as zone_of
+from server.mapping.audience import rule_from_proto
+from server.stubs.audience_rules import Moment, evaluate, listed_members
+from server.stubs.population import Member, Population
+from server.stubs.pressure import MAX_BATCH, Pressure
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_IDS = 1000
+SAMPLE = 20_000
+
+
+class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
+    def __init__(
+        self,
+        population: Population,
+        pressure: Pressure,
+        exact_limit: int = 200_000,
+        scan_budget: int = 200_000,
+    ) -> None:
+        self.population = population
+        self.pressure = pressure
+        self.exact_limit = exact_limit
+        self.scan_budget = scan_budget
+
+    async def EstimateAudience(
+        self, request: pb.EstimateAudienceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EstimateAudienceResponse:
+        rule, moment = await _parse(request.rule, request.evaluation, context)
+        await self.pressure.admit(context, 1)
+        count, exact = self._estimate(request.shop_id, rule, moment)
+        self.pressure.item_succeeded()
+        await self.pressure.deliver(context)
+        return pb.EstimateAudienceResponse(count=count, exact=exact)
+
+    def _estimate(self, shop_id: str, rule: a.Rule, moment: Moment) -> tuple[int, bool]:
+        listed = listed_members(rule)
+        size = self.population.size
+        if listed is not None:
+            return len(self._matching_ids(shop_id, rule, moment, listed)), True
+        base = self.population.base(shop_id)
+        if size <= self.exact_limit:
+            hits = sum(
+                evaluate(rule, self.population.member(shop_id, i, base), moment)
+                for i in range(size)
+            )
+            return hits, True
+        # Evenly spaced members stand for the whole population.
+        step = size / SAMPLE
+        hits = sum(
+            evaluate(rule, self.population.member(shop_id, int(k * step), base), moment)
+            for k in range(SAMPLE)
+        )
+        return round(hits * size / SAMPLE), False
+
+    async def ListAudienceMembers(
+        self, request: pb.ListAudienceMembersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAudienceMembersResponse:
+        if request.page_size < 0 or request.page_size > MAX_BATCH:
+            await _invalid(context, "page_size", f"must be 0-{MAX_BATCH} (0 = {DEFAULT_PAGE_SIZE})")
+        shards = max(request.shard_count, 1)
+        if not 0 <= request.shard_index < shards:
+            await _invalid(context, "shard_index", f"must be 0-{shards - 1}")
+        rule, moment = await _parse(request.rule, request.evaluation, context)
+        fingerprint = _fingerprint(request)
+        start, end = _shard(self.population.size, request.shard_index, shards)
+        position = start
+        if request.page_token:
+            cursor = _read_cursor(request.page_token)
+            if cursor is None or cursor["f"] != fingerprint:
+                await _invalid(
+                    context, "page_token", "not a cursor of this rule, evaluation and shard"
+                )
+            assert cursor is not None
+            position = int(cursor["i"])
+            if not start <= position <= end:
+                await _invalid(context, "page_token", "the cursor is outside this shard")
+            moment = Moment(
+                datetime.fromtimestamp(cursor["t"], UTC), datetime.fromisoformat(cursor["d"]).date()
+            )
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        await self.pressure.admit(context, page_size)
+        members, position = self._page(request.shop_id, rule, moment, position, end, page_size)
+        self.pressure.item_succeeded(len(members))
+        token = ""
+        if position < end:
+            token = _write_cursor(
+                {
+                    "f": fingerprint,
+                    "i": position,
+                    "t": moment.at.timestamp(),
+                    "d": moment.local_date.isoformat(),
+                }
+            )
+        await self.pressure.deliver(context)
+        return pb.ListAudienceMembersResponse(member_ids=members, next_page_token=token)
+
+    def _page(
+        self, shop_id: str, rule: a.Rule, moment: Moment, position: int, end: int, page_size: int
+    ) -> tuple[list[str], int]:
+        listed = listed_members(rule)
+        if listed is not None:
+            # A precise audience: only its members, in index order.
+            ids = self._matching_ids(shop_id, rule, moment, listed)
+            indexes = sorted(i for i in map(self.population.index_of, ids) if i is not None)
+            chosen = [i for i in indexes if position <= i < end][:page_size]
+            next_position = chosen[-1] + 1 if len(chosen) == page_size else end
+            return [self.population.member_id(i) for i in chosen], next_position
+        base = self.population.base(shop_id)
+        found: list[str] = []
+        budget_end = min(end, position + self.scan_budget)
+        while position < budget_end and len(found) < page_size:
+            member = self.population.member(shop_id, position, base)
+            if evaluate(rule, member, moment):
+                found.append(member.member_id)
+            position += 1
+        return found, position
+
+    def _matching_ids(
+        self, shop_id: str, rule: a.Rule, moment: Moment, ids: tuple[str, ...]
+    ) -> list[str]:
+        out = []
+        for member in self._known(shop_id, ids):
+            if evaluate(rule, member, moment):
+                out.append(member.member_id)
+        return out
+
+    def _known(self, shop_id: str, ids: Any) -> list[Member]:
+        base = self.population.base(shop_id)
+        indexes = (self.population.index_of(i) for i in dict.fromkeys(ids))
+        return [self.population.member(shop_id, i, base) for i in indexes if i is not None]
+
+    async def MatchMembers(
+        self, request: pb.MatchMembersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MatchMembersResponse:
+        if len(request.member_ids) > MAX_IDS:
+            await _invalid(context, "member_ids", f"at most {MAX_IDS} per call")
+        rule, moment = await _parse(request.rule, request.evaluation, context)
+        await self.pressure.admit(context, max(len(request.member_ids), 1))
+        matched = set(self._matching_ids(request.shop_id, rule, moment, tuple(request.member_ids)))
+        unknown = [i for i in request.member_ids if self.population.index_of(i) is None]
+        self.pressure.item_succeeded(len(request.member_ids))
+        await self.pressure.deliver(context)
+        return pb.MatchMembersResponse(
+            matched_member_ids=[i for i in dict.fromkeys(request.member_ids) if i in matched],
+            unknown_member_ids=unknown,
+        )
+
+    async def BatchGetMemberProfiles(
+        self, request: pb.BatchGetMemberProfilesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetMemberProfilesResponse:
+        if len(request.member_ids) > MAX_IDS:
+            await _invalid(context, "member_ids", f"at most {MAX_IDS} per call")
+        await self.pressure.admit(context, max(len(request.member_ids), 1))
+        members = self._known(request.shop_id, request.member_ids)
+        unknown = [i for i in request.member_ids if self.population.index_of(i) is None]
+        self.pressure.item_succeeded(len(members))
+        await self.pressure.deliver(context)
+        return pb.BatchGetMemberProfilesResponse(
+            profiles=[_profile(request.shop_id, m) for m in members], unknown_member_ids=unknown
+        )
+
+
+def _profile(shop_id: str, m: Member) -> pb.MemberProfile:
+    profile = pb.MemberProfile(
+        member_id=m.member_id,
+        shop_id=shop_id,
+        level=m.level,
+        birthday=pb.Date(year=m.birth_year, month=m.birth_month, day=m.birth_day),
+        follower=m.follower,
+        tags=sorted(m.tags),
+        join_time=_ts(m.join_time),
+        display_name=f"Member {m.index}",
+    )
+    for name in ("last_browse", "last_order", "last_cart"):
+        value = getattr(m, name)
+        if value is not None:
+            getattr(profile, f"{name}_time").CopyFrom(_ts(value))
+    return profile
+
+
+async def _parse(
+    rule: pb.AudienceRule, evaluation: pb.Evaluation, context: grpc.aio.ServicerContext
+) -> tuple[a.Rule, Moment]:
+    try:
+        parsed = rule_from_proto(rule, "rule")
+    except InvalidArgument as exc:
+        await _invalid(context, exc.violations[0].field, exc.violations[0].description)
+        raise
+    zone = evaluation.time_zone or DEFAULT_TIME_ZONE
+    if not is_time_zone(zone):
+        await _invalid(context, "evaluation.time_zone", "must be an IANA time zone")
+    at = evaluation.as_of.ToDatetime(UTC) if evaluation.HasField("as_of") else datetime.now(UTC)
+    return parsed, Moment(at, at.astimezone(zone_of(zone)).date())
+
+
+async def _invalid(context: grpc.aio.ServicerContext, field: str, description: str) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {description}")
+
+
+def _fingerprint(request: pb.ListAudienceMembersRequest) -> str:
+    """What a cursor belongs to: shop, rule, zone and shard (not the page)."""
+    key = pb.ListAudienceMembersRequest(
+        shop_id=request.shop_id,
+        rule=request.rule,
+        evaluation=pb.Evaluation(time_zone=request.evaluation.time_zone),
+        shard_count=request.shard_count,
+        shard_index=request.shard_index,
+    )
+    return hashlib.sha256(key.SerializeToString(deterministic=True)).hexdigest()[:24]
+
+
+def _shard(size: int, index: int, count: int) -> tuple[int, int]:
+    return size * index // count, size * (index + 1) // count
+
+
+def _write_cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def _read_cursor(token: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if isinstance(data, dict) and {"f", "i", "t", "d"} <= data.keys():
+            int(data["i"]), float(data["t"]), datetime.fromisoformat(data["d"])
+            return data
+    except (ValueError, TypeError):
+        pass
+    return None
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

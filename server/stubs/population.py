@@ -1,0 +1,111 @@
+"""A deterministic synthetic population of members, generated from their index.
+
+Nothing is stored: member `i` of a shop is computed from (seed, shop, i)
+with a splitmix64 stream, so ten million members cost no memory and the
+same settings give the same people every time. Event times are placed
+before the population's epoch (by default the start of the current UTC day).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+_MASK = (1 << 64) - 1
+LEVELS = ("V0", "V1", "V2", "V3", "V4", "V5")
+_LEVEL_WEIGHTS = (40, 25, 15, 10, 7, 3)  # percent
+TAGS = ("beauty", "baby", "sports", "digital", "food", "fashion", "home", "books")
+_ID_PREFIX = "m"
+_ID_DIGITS = 8
+# Day-of-year in a leap year, so that 29 February is somebody's birthday.
+_LEAP_YEAR_DAYS = [date(2000, 1, 1) + timedelta(days=i) for i in range(366)]
+
+
+def _mix(x: int) -> int:
+    """splitmix64: one well-spread 64-bit number from another."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    index: int
+    member_id: str
+    level: str
+    birth_year: int
+    birth_month: int
+    birth_day: int
+    follower: bool
+    last_browse: datetime | None
+    last_order: datetime | None
+    last_cart: datetime | None
+    tags: frozenset[str]
+    join_time: datetime
+
+
+class Population:
+    def __init__(self, seed: int, size: int, epoch: datetime) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.seed = seed
+        self.size = size
+        self.epoch = epoch
+
+    def _base(self, shop_id: str) -> int:
+        digest = hashlib.blake2b(f"{self.seed}:{shop_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    def member_id(self, index: int) -> str:
+        return f"{_ID_PREFIX}{index:0{_ID_DIGITS}d}"
+
+    def index_of(self, member_id: str) -> int | None:
+        """The index of an id of this population, or None."""
+        digits = member_id[len(_ID_PREFIX) :]
+        if (
+            not member_id.startswith(_ID_PREFIX)
+            or len(digits) < _ID_DIGITS
+            or not (digits.isascii() and digits.isdigit())
+        ):
+            return None
+        index = int(digits)
+        return index if index < self.size and self.member_id(index) == member_id else None
+
+    def member(self, shop_id: str, index: int, base: int | None = None) -> Member:
+        """Member `index` of a shop (pass `base` when generating many)."""
+        r = _mix((self._base(shop_id) if base is None else base) ^ (index * 0xD1B54A32D192ED03))
+        a, b, c, d = r, _mix(r), _mix(r ^ 0x5555), _mix(r ^ 0xAAAA)
+        roll = a % 100
+        level = LEVELS[-1]
+        for code, weight in zip(LEVELS, _LEVEL_WEIGHTS, strict=True):
+            if roll < weight:
+                level = code
+                break
+            roll -= weight
+        birthday = _LEAP_YEAR_DAYS[(a >> 8) % 366]
+        birth_year = 1960 + (a >> 20) % 46
+        if birthday.month == 2 and birthday.day == 29:
+            birth_year -= birth_year % 4  # a leap year for the 29 February-born
+        return Member(
+            index=index,
+            member_id=self.member_id(index),
+            level=level,
+            birth_year=birth_year,
+            birth_month=birthday.month,
+            birth_day=birthday.day,
+            follower=(b % 100) < 35,
+            last_browse=self._before((b >> 8) % 100 < 70, (b >> 16) % (90 * 86_400)),
+            last_order=self._before((c % 100) < 50, (c >> 8) % (180 * 86_400)),
+            last_cart=self._before((c >> 40) % 100 < 40, (d >> 8) % (60 * 86_400)),
+            # Each tag with a one-in-five chance, from its own byte of `d`.
+            tags=frozenset(t for i, t in enumerate(TAGS) if ((d >> (8 * i)) & 0xFF) % 5 == 0),
+            join_time=self.epoch - timedelta(seconds=(d >> 4) % (1500 * 86_400)),
+        )
+
+    def base(self, shop_id: str) -> int:
+        return self._base(shop_id)
+
+    def _before(self, present: bool, seconds: int) -> datetime | None:
+        return self.epoch - timedelta(seconds=seconds) if present else None
