@@ -1,0 +1,295 @@
+"""The audience stand-in through gRPC, on a known population of 3000."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from custops.audience.v1 import audience_pb2 as pb
+from custops.stubadmin.v1 import stubadmin_pb2 as admin
+from domain.birthday import occurrence
+from tests.integration.stubs_fixture import EPOCH, POPULATION, StubClients, stubs
+
+__all__ = ["stubs"]
+AS_OF = EPOCH + timedelta(hours=6)  # 14:00 in Shanghai on 2026-11-24
+
+
+def evaluation(at: datetime = AS_OF, zone: str = "Asia/Shanghai") -> pb.Evaluation:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return pb.Evaluation(as_of=stamp, time_zone=zone)
+
+
+async def everyone(s: StubClients) -> list[pb.MemberProfile]:
+    ids = [f"m{i:08d}" for i in range(POPULATION)]
+    profiles: list[pb.MemberProfile] = []
+    for start in range(0, POPULATION, 1000):
+        reply = await s.audience.BatchGetMemberProfiles(
+            pb.BatchGetMemberProfilesRequest(shop_id="s1", member_ids=ids[start : start + 1000])
+        )
+        profiles += reply.profiles
+    return profiles
+
+
+async def page_all(
+    s: StubClients, rule: pb.AudienceRule, size: int = 250, **extra: int
+) -> list[str]:
+    ids: list[str] = []
+    token = ""
+    for _ in range(1000):
+        reply = await s.audience.ListAudienceMembers(
+            pb.ListAudienceMembersRequest(
+                shop_id="s1",
+                rule=rule,
+                evaluation=evaluation(),
+                page_size=size,
+                page_token=token,
+                **extra,
+            )
+        )
+        ids += reply.member_ids
+        token = reply.next_page_token
+        if not token:
+            return ids
+    raise AssertionError("paging did not end")
+
+
+def _seen(profile: pb.MemberProfile, field: str) -> datetime | None:
+    present = profile.HasField(field)  # type: ignore[arg-type]
+    return getattr(profile, field).ToDatetime(UTC) if present else None
+
+
+RULES: dict[str, tuple[pb.AudienceRule, Callable[[pb.MemberProfile], bool]]] = {
+    "gold": (
+        pb.AudienceRule(levels=pb.LevelCondition(levels=["V4", "V5"])),
+        lambda p: p.level in ("V4", "V5"),
+    ),
+    "birthday month, 7 days ahead": (
+        pb.AudienceRule(birthday=pb.BirthdayCondition(scope=pb.BIRTHDAY_SCOPE_MONTH, days_ahead=7)),
+        lambda p: p.birthday.month == 12,  # 2026-11-24 + 7 days is in December
+    ),
+    "birthday today": (
+        pb.AudienceRule(birthday=pb.BirthdayCondition(scope=pb.BIRTHDAY_SCOPE_DAY)),
+        lambda p: occurrence(p.birthday.month, p.birthday.day, 2026) == date(2026, 11, 24),
+    ),
+    "followers browsing without buying": (
+        pb.AudienceRule(
+            all_of=pb.RuleList(
+                rules=[
+                    pb.AudienceRule(follower=pb.FollowerCondition()),
+                    pb.AudienceRule(
+                        browsed_not_bought=pb.BrowsedNotBoughtCondition(within_days=30)
+                    ),
+                ]
+            )
+        ),
+        lambda p: (
+            p.follower
+            and _seen(p, "last_browse_time") is not None
+            and AS_OF - timedelta(days=30) <= _seen(p, "last_browse_time") <= AS_OF  # type: ignore[operator]
+            and not (
+                _seen(p, "last_order_time") is not None
+                and _seen(p, "last_order_time") >= _seen(p, "last_browse_time")  # type: ignore[operator]
+            )
+        ),
+    ),
+    "not tagged baby or sports": (
+        pb.AudienceRule(negate=pb.AudienceRule(tags=pb.TagCondition(tags=["baby", "sports"]))),
+        lambda p: not ({"baby", "sports"} & set(p.tags)),
+    ),
+    "tagged food and books, or V5": (
+        pb.AudienceRule(
+            any_of=pb.RuleList(
+                rules=[
+                    pb.AudienceRule(
+                        tags=pb.TagCondition(tags=["food", "books"], match=pb.TAG_MATCH_ALL)
+                    ),
+                    pb.AudienceRule(levels=pb.LevelCondition(levels=["V5"])),
+                ]
+            )
+        ),
+        lambda p: {"food", "books"} <= set(p.tags) or p.level == "V5",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RULES))
+async def test_rules_select_exactly_the_matching_members(stubs: StubClients, name: str) -> None:
+    rule, predicate = RULES[name]
+    expected = [p.member_id for p in await everyone(stubs) if predicate(p)]
+    assert expected, "the known population should hold members for every rule"
+    assert await page_all(stubs, rule) == expected
+    estimate = await stubs.audience.EstimateAudience(
+        pb.EstimateAudienceRequest(shop_id="s1", rule=rule, evaluation=evaluation())
+    )
+    assert (estimate.count, estimate.exact) == (len(expected), True)
+    sample = [f"m{i:08d}" for i in range(0, POPULATION, 7)] + ["m99999999", "nobody"]
+    match = await stubs.audience.MatchMembers(
+        pb.MatchMembersRequest(shop_id="s1", rule=rule, evaluation=evaluation(), member_ids=sample)
+    )
+    assert list(match.matched_member_ids) == [i for i in sample if i in set(expected)]
+    assert list(match.unknown_member_ids) == ["m99999999", "nobody"]
+
+
+async def test_population_has_29_february_birthdays_and_is_per_shop(stubs: StubClients) -> None:
+    profiles = await everyone(stubs)
+    assert any(p.birthday.month == 2 and p.birthday.day == 29 for p in profiles)
+    other = await stubs.audience.BatchGetMemberProfiles(
+        pb.BatchGetMemberProfilesRequest(shop_id="s2", member_ids=["m00000000"])
+    )
+    again = await stubs.audience.BatchGetMemberProfiles(
+        pb.BatchGetMemberProfilesRequest(shop_id="s1", member_ids=["m00000000"])
+    )
+    assert again.profiles[0] == profiles[0]
+    assert other.profiles[0] != profiles[0]
+
+
+async def test_cursor_is_stable_resumable_and_sharded(stubs: StubClients) -> None:
+    rule = pb.AudienceRule(negate=pb.AudienceRule(levels=pb.LevelCondition(levels=["V0"])))
+    whole = await page_all(stubs, rule, size=100)
+    assert whole == await page_all(stubs, rule, size=100)  # same rule, same instant, same order
+    assert whole == await page_all(stubs, rule, size=777)
+    # A caller that crashed after the second page resumes from its cursor.
+    first = await stubs.audience.ListAudienceMembers(
+        pb.ListAudienceMembersRequest(
+            shop_id="s1", rule=rule, evaluation=evaluation(), page_size=100
+        )
+    )
+    second = await stubs.audience.ListAudienceMembers(
+        pb.ListAudienceMembersRequest(
+            shop_id="s1",
+            rule=rule,
+            evaluation=evaluation(),
+            page_size=100,
+            page_token=first.next_page_token,
+        )
+    )
+    rest: list[str] = []
+    token = second.next_page_token
+    while token:
+        page = await stubs.audience.ListAudienceMembers(
+            pb.ListAudienceMembersRequest(
+                shop_id="s1",
+                rule=rule,
+                evaluation=pb.Evaluation(time_zone="Asia/Shanghai"),
+                page_size=100,
+                page_token=token,
+            )
+        )
+        rest += page.member_ids
+        token = page.next_page_token
+    assert [*first.member_ids, *second.member_ids, *rest] == whole
+    # Shards are disjoint and together make the whole audience.
+    shards = [await page_all(stubs, rule, size=300, shard_count=3, shard_index=i) for i in range(3)]
+    assert [member for shard in shards for member in shard] == whole
+    # A cursor does not fit another rule.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.ListAudienceMembers(
+            pb.ListAudienceMembersRequest(
+                shop_id="s1",
+                rule=pb.AudienceRule(follower=pb.FollowerCondition()),
+                evaluation=evaluation(),
+                page_token=first.next_page_token,
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_large_populations_are_estimated_and_labelled(stubs: StubClients) -> None:
+    from server.stubs.app import StubOptions, Stubs
+
+    big = Stubs(StubOptions(seed=7, population=10_000_000, epoch=EPOCH))
+    port = await big.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            from custops.audience.v1 import audience_pb2_grpc
+
+            audience = audience_pb2_grpc.AudienceServiceStub(channel)
+            rule = pb.AudienceRule(levels=pb.LevelCondition(levels=["V5"]))
+            estimate = await audience.EstimateAudience(
+                pb.EstimateAudienceRequest(shop_id="s1", rule=rule, evaluation=evaluation())
+            )
+            assert not estimate.exact
+            assert 200_000 < estimate.count < 400_000  # about 3% of ten million
+            last = await audience.BatchGetMemberProfiles(
+                pb.BatchGetMemberProfilesRequest(shop_id="s1", member_ids=["m09999999"])
+            )
+            assert last.profiles[0].member_id == "m09999999"
+    finally:
+        await big.stop(None)
+
+
+async def _set(stubs: StubClients, paths: list[str], **values: object) -> None:
+    settings = admin.StubSettings(system=admin.STUB_SYSTEM_AUDIENCE, **values)  # type: ignore[arg-type]
+    await stubs.admin.UpdateStubSettings(
+        admin.UpdateStubSettingsRequest(settings=settings, update_mask=FieldMask(paths=paths))
+    )
+
+
+async def test_capacity_refuses_what_exceeds_the_bucket(stubs: StubClients) -> None:
+    await _set(stubs, ["capacity.items_per_second"], capacity=admin.Capacity(items_per_second=1))
+    rule = pb.AudienceRule(follower=pb.FollowerCondition())
+    request = pb.ListAudienceMembersRequest(
+        shop_id="s1", rule=rule, evaluation=evaluation(), page_size=5000
+    )
+    await stubs.audience.ListAudienceMembers(request)  # the burst covers one largest batch
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.ListAudienceMembers(request)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    counters = await stubs.admin.GetStubCounters(
+        admin.GetStubCountersRequest(system=admin.STUB_SYSTEM_AUDIENCE)
+    )
+    assert counters.counters.rejected_for_capacity == 1
+
+
+async def test_faults_on_demand(stubs: StubClients) -> None:
+    request = pb.EstimateAudienceRequest(
+        shop_id="s1", rule=pb.AudienceRule(follower=pb.FollowerCondition()), evaluation=evaluation()
+    )
+    await _set(stubs, ["faults.error_rate"], faults=admin.Faults(error_rate=1.0))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.EstimateAudience(request)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+
+    await _set(
+        stubs, ["faults.error_rate", "faults.timeout_rate"], faults=admin.Faults(timeout_rate=1.0)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.EstimateAudience(request, timeout=0.3)
+    assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    await _set(
+        stubs,
+        ["faults.timeout_rate", "faults.latency_min", "faults.latency_max"],
+        faults=admin.Faults(
+            latency_min=Duration(nanos=200_000_000), latency_max=Duration(nanos=300_000_000)
+        ),
+    )
+    started = asyncio.get_running_loop().time()
+    await stubs.audience.EstimateAudience(request)
+    assert asyncio.get_running_loop().time() - started >= 0.2  # never shorter than the latency
+
+    counters = (
+        await stubs.admin.GetStubCounters(
+            admin.GetStubCountersRequest(system=admin.STUB_SYSTEM_AUDIENCE)
+        )
+    ).counters
+    assert (counters.injected_errors, counters.timeouts, counters.succeeded) == (1, 1, 1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.admin.UpdateStubSettings(
+            admin.UpdateStubSettingsRequest(
+                settings=admin.StubSettings(
+                    system=admin.STUB_SYSTEM_AUDIENCE, faults=admin.Faults(error_rate=2)
+                ),
+                update_mask=FieldMask(paths=["faults.error_rate"]),
+            )
+        )
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
