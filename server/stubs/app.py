@@ -14,11 +14,15 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
+from domain.ports import Clock
+from server.clock import SystemClock
 from server.stubs.admin import StubAdmin
 from server.stubs.audience import AudienceStub
+from server.stubs.benefit import BenefitStub
+from server.stubs.benefit_book import BenefitBook
 from server.stubs.population import Population
 from server.stubs.pressure import Pressure
-from server.stubs.services import BenefitStub, NotificationStub
+from server.stubs.services import NotificationStub
 
 SYSTEMS = ("audience", "benefit", "notification")
 
@@ -37,8 +41,10 @@ def _service_name(descriptor: object, name: str) -> str:
 
 
 class Stubs:
-    def __init__(self, options: StubOptions) -> None:
+    def __init__(self, options: StubOptions, clock: Clock | None = None) -> None:
         self.options = options
+        self.clock = clock or SystemClock()
+        self.benefits = BenefitBook(self.clock)
         self.pressures = {name: Pressure(name, options.seed) for name in options.systems}
         epoch = options.epoch or datetime.now(UTC).replace(
             hour=0, minute=0, second=0, microsecond=0
@@ -55,7 +61,7 @@ class Stubs:
             audience_pb2_grpc.add_AudienceServiceServicer_to_server(stub, server)
             names.append(_service_name(audience_pb2.DESCRIPTOR, "AudienceService"))
         if "benefit" in self.pressures:
-            benefit = BenefitStub()  # type: ignore[abstract]
+            benefit = BenefitStub(self.benefits, self.pressures["benefit"])
             benefit_pb2_grpc.add_BenefitServiceServicer_to_server(benefit, server)
             names.append(_service_name(benefit_pb2.DESCRIPTOR, "BenefitService"))
         if "notification" in self.pressures:

@@ -7,6 +7,7 @@ members, and their life (used, replenished, recovered, expired).
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -941,3 +942,99 @@ class ListBenefitInstancesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBenefitInstancesResponse: _TypeAlias = ListBenefitInstancesResponse  # noqa: Y015
+
+@_typing.final
+class CreateBenefitTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    @_builtins.property
+    def template(self) -> Global___BenefitTemplate:
+        """The template; `template_id` is chosen by the caller, `version` is set to 1."""
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        template: Global___BenefitTemplate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shop_id", b"shop_id", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBenefitTemplateRequest: _TypeAlias = CreateBenefitTemplateRequest  # noqa: Y015
+
+@_typing.final
+class CreateBenefitTemplateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___BenefitTemplate: ...
+    def __init__(
+        self,
+        *,
+        template: Global___BenefitTemplate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBenefitTemplateResponse: _TypeAlias = CreateBenefitTemplateResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBenefitTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    @_builtins.property
+    def template(self) -> Global___BenefitTemplate:
+        """The template with `template_id` and the new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """e.g. "components,validity_days"; "inventory" sets the stock."""
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        template: Global___BenefitTemplate | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shop_id", b"shop_id", "template", b"template", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBenefitTemplateRequest: _TypeAlias = UpdateBenefitTemplateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBenefitTemplateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___BenefitTemplate: ...
+    def __init__(
+        self,
+        *,
+        template: Global___BenefitTemplate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBenefitTemplateResponse: _TypeAlias = UpdateBenefitTemplateResponse  # noqa: Y015

@@ -78,6 +78,16 @@ class BenefitServiceStub:
                 request_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesRequest.SerializeToString,
                 response_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesResponse.FromString,
                 _registered_method=True)
+        self.CreateBenefitTemplate = channel.unary_unary(
+                '/custops.benefit.v1.BenefitService/CreateBenefitTemplate',
+                request_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateRequest.SerializeToString,
+                response_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateResponse.FromString,
+                _registered_method=True)
+        self.UpdateBenefitTemplate = channel.unary_unary(
+                '/custops.benefit.v1.BenefitService/UpdateBenefitTemplate',
+                request_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateRequest.SerializeToString,
+                response_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateResponse.FromString,
+                _registered_method=True)
 
 
 class BenefitServiceServicer:
@@ -143,6 +153,20 @@ class BenefitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBenefitTemplate(self, request, context):
+        """Creates a shop's own benefit template (version 1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBenefitTemplate(self, request, context):
+        """Changes a template: makes a new version; instances keep theirs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BenefitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +209,16 @@ def add_BenefitServiceServicer_to_server(servicer, server):
                     servicer.ListBenefitInstances,
                     request_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesRequest.FromString,
                     response_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesResponse.SerializeToString,
+            ),
+            'CreateBenefitTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBenefitTemplate,
+                    request_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateRequest.FromString,
+                    response_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateResponse.SerializeToString,
+            ),
+            'UpdateBenefitTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBenefitTemplate,
+                    request_deserializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateRequest.FromString,
+                    response_serializer=custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +441,60 @@ class BenefitService:
             '/custops.benefit.v1.BenefitService/ListBenefitInstances',
             custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesRequest.SerializeToString,
             custops_dot_benefit_dot_v1_dot_benefit__pb2.ListBenefitInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBenefitTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.benefit.v1.BenefitService/CreateBenefitTemplate',
+            custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateRequest.SerializeToString,
+            custops_dot_benefit_dot_v1_dot_benefit__pb2.CreateBenefitTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBenefitTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.benefit.v1.BenefitService/UpdateBenefitTemplate',
+            custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateRequest.SerializeToString,
+            custops_dot_benefit_dot_v1_dot_benefit__pb2.UpdateBenefitTemplateResponse.FromString,
             options,
             channel_credentials,
             insecure,

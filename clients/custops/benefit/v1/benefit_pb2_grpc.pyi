@@ -55,6 +55,10 @@ class BenefitServiceStub:
     """Gets the remaining inventory of benefit templates."""
     ListBenefitInstances: _grpc.UnaryUnaryMultiCallable[_benefit_pb2.ListBenefitInstancesRequest, _benefit_pb2.ListBenefitInstancesResponse]
     """Lists the benefit instances of a member."""
+    CreateBenefitTemplate: _grpc.UnaryUnaryMultiCallable[_benefit_pb2.CreateBenefitTemplateRequest, _benefit_pb2.CreateBenefitTemplateResponse]
+    """Creates a shop's own benefit template (version 1)."""
+    UpdateBenefitTemplate: _grpc.UnaryUnaryMultiCallable[_benefit_pb2.UpdateBenefitTemplateRequest, _benefit_pb2.UpdateBenefitTemplateResponse]
+    """Changes a template: makes a new version; instances keep theirs."""
 
 @_typing.type_check_only
 class BenefitServiceAsyncStub(BenefitServiceStub):
@@ -81,6 +85,10 @@ class BenefitServiceAsyncStub(BenefitServiceStub):
     """Gets the remaining inventory of benefit templates."""
     ListBenefitInstances: _aio.UnaryUnaryMultiCallable[_benefit_pb2.ListBenefitInstancesRequest, _benefit_pb2.ListBenefitInstancesResponse]  # type: ignore[assignment]
     """Lists the benefit instances of a member."""
+    CreateBenefitTemplate: _aio.UnaryUnaryMultiCallable[_benefit_pb2.CreateBenefitTemplateRequest, _benefit_pb2.CreateBenefitTemplateResponse]  # type: ignore[assignment]
+    """Creates a shop's own benefit template (version 1)."""
+    UpdateBenefitTemplate: _aio.UnaryUnaryMultiCallable[_benefit_pb2.UpdateBenefitTemplateRequest, _benefit_pb2.UpdateBenefitTemplateResponse]  # type: ignore[assignment]
+    """Changes a template: makes a new version; instances keep theirs."""
 
 class BenefitServiceServicer(metaclass=_abc_1.ABCMeta):
     """BenefitService grants and manages benefits. It is another team's system;
@@ -152,5 +160,21 @@ class BenefitServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_benefit_pb2.ListBenefitInstancesResponse, _abc.Awaitable[_benefit_pb2.ListBenefitInstancesResponse]]:
         """Lists the benefit instances of a member."""
+
+    @_abc_1.abstractmethod
+    def CreateBenefitTemplate(
+        self,
+        request: _benefit_pb2.CreateBenefitTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefit_pb2.CreateBenefitTemplateResponse, _abc.Awaitable[_benefit_pb2.CreateBenefitTemplateResponse]]:
+        """Creates a shop's own benefit template (version 1)."""
+
+    @_abc_1.abstractmethod
+    def UpdateBenefitTemplate(
+        self,
+        request: _benefit_pb2.UpdateBenefitTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_benefit_pb2.UpdateBenefitTemplateResponse, _abc.Awaitable[_benefit_pb2.UpdateBenefitTemplateResponse]]:
+        """Changes a template: makes a new version; instances keep theirs."""
 
 def add_BenefitServiceServicer_to_server(servicer: BenefitServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

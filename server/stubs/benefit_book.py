@@ -1,0 +1,314 @@
+"""The benefit platform stand-in's state: templates (versioned), inventory,
+instances and idempotency keys, in memory.
+
+Every operation runs to its end without awaiting, so on one event loop it
+is atomic: concurrent duplicates of a key see the first one's result, and
+stock is checked and taken in one step, never below zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from custops.benefit.v1 import benefit_pb2 as pb
+from domain.ports import Clock
+from server.stubs.benefit_catalog import PRESETS
+
+_MAX_EXPANSION = 1000  # instances one grant may make (quantity x parts x deliveries)
+
+
+class ItemError(Exception):
+    def __init__(self, reason: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.failure = pb.ItemFailure(reason=reason, message=message, retryable=retryable)
+
+
+@dataclass
+class _Keyed:
+    """The first outcome stored under an idempotency key, and what it was for."""
+
+    what: bytes
+    result: pb.GrantResult | pb.RecoverResult | pb.BenefitInstance
+
+
+@dataclass
+class BenefitBook:
+    clock: Clock
+    templates: dict[tuple[str, str], list[pb.BenefitTemplate]] = field(default_factory=dict)
+    stock: dict[tuple[str, str], int] = field(default_factory=dict)
+    instances: dict[str, pb.BenefitInstance] = field(default_factory=dict)
+    keys: dict[tuple[str, str, str], _Keyed] = field(default_factory=dict)
+    grants_by_key: dict[tuple[str, str], int] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        for preset in PRESETS:
+            self.templates[("", preset.template_id)] = [preset]
+            self.stock[("", preset.template_id)] = preset.inventory
+
+    # Templates.
+
+    def template(self, shop_id: str, template_id: str, version: int = 0) -> pb.BenefitTemplate:
+        versions = self.templates.get((shop_id, template_id)) or self.templates.get(
+            ("", template_id)
+        )
+        if not versions:
+            raise ItemError("TEMPLATE_NOT_FOUND", f"no benefit template {template_id!r}")
+        if version == 0:
+            found = versions[-1]
+        elif 0 < version <= len(versions):
+            found = versions[version - 1]
+        else:
+            raise ItemError("VERSION_NOT_FOUND", f"template {template_id} has no version {version}")
+        shown = pb.BenefitTemplate()
+        shown.CopyFrom(found)
+        owner = shop_id if (shop_id, template_id) in self.templates else ""
+        shown.inventory = self.stock.get((owner, template_id), 0)
+        return shown
+
+    def all_templates(self, shop_id: str, include_presets: bool) -> list[pb.BenefitTemplate]:
+        return [
+            self.template(shop, template_id)
+            for (shop, template_id) in sorted(self.templates)
+            if shop == shop_id or (include_presets and shop == "")
+        ]
+
+    def create_template(self, shop_id: str, template: pb.BenefitTemplate) -> pb.BenefitTemplate:
+        key = (shop_id, template.template_id)
+        if not template.template_id or key in self.templates:
+            raise ItemError(
+                "TEMPLATE_EXISTS", f"template {template.template_id!r} exists or is blank"
+            )
+        stored = pb.BenefitTemplate()
+        stored.CopyFrom(template)
+        stored.shop_id, stored.version = shop_id, 1
+        self._check_template(shop_id, stored)
+        self.templates[key] = [stored]
+        self.stock[key] = stored.inventory
+        return self.template(shop_id, stored.template_id)
+
+    def update_template(
+        self, shop_id: str, template: pb.BenefitTemplate, paths: list[str]
+    ) -> pb.BenefitTemplate:
+        key = (shop_id, template.template_id)
+        if key not in self.templates:
+            raise ItemError(
+                "TEMPLATE_NOT_FOUND", f"shop {shop_id} has no template {template.template_id!r}"
+            )
+        new = pb.BenefitTemplate()
+        new.CopyFrom(self.templates[key][-1])
+        for path in paths:
+            if path == "inventory":
+                self.stock[key] = template.inventory
+                continue
+            if path not in pb.BenefitTemplate.DESCRIPTOR.fields_by_name or path in (
+                "template_id",
+                "shop_id",
+                "version",
+            ):
+                raise ItemError("BAD_UPDATE_MASK", f"cannot update {path!r}")
+            new.ClearField(path)  # type: ignore[arg-type]
+            value = getattr(template, path)
+            if path == "components":
+                new.components.extend(value)
+            elif hasattr(value, "CopyFrom"):
+                getattr(new, path).CopyFrom(value)
+            else:
+                setattr(new, path, value)
+        if any(p != "inventory" for p in paths):
+            new.version += 1
+            self._check_template(shop_id, new)
+            self.templates[key].append(new)
+        return self.template(shop_id, template.template_id)
+
+    def _check_template(self, shop_id: str, t: pb.BenefitTemplate) -> None:
+        if t.kind == pb.BENEFIT_KIND_UNSPECIFIED or t.validity_days < 0 or t.inventory < 0:
+            raise ItemError("BAD_TEMPLATE", "kind required; validity and inventory >= 0")
+        if t.kind == pb.BENEFIT_KIND_PACKAGE:
+            if not t.components:
+                raise ItemError("BAD_TEMPLATE", "a package needs components")
+            for part in t.components:
+                if self.template(shop_id, part.template_id).kind == pb.BENEFIT_KIND_PACKAGE:
+                    raise ItemError("BAD_TEMPLATE", "packages do not nest")
+
+    # Grants.
+
+    def grant(self, shop_id: str, item: pb.GrantItem) -> pb.GrantResult:
+        what = item.SerializeToString(deterministic=True)
+        key = (shop_id, "grant", item.idempotency_key)
+        if not item.idempotency_key:
+            raise ItemError("IDEMPOTENCY_KEY_REQUIRED", "every grant needs an idempotency key")
+        kept = self.keys.get(key)
+        if kept is not None:
+            if kept.what != what:
+                raise ItemError("IDEMPOTENCY_KEY_REUSED", "the key was used for another grant")
+            first = pb.GrantResult()
+            first.CopyFrom(kept.result)  # type: ignore[arg-type]
+            first.status = pb.ITEM_STATUS_DUPLICATE
+            return first
+        if not item.member_id or item.quantity < 1:
+            raise ItemError("INVALID_ITEM", "member_id is required and quantity must be >= 1")
+        template = self.template(shop_id, item.template_id)
+        parts = (
+            [(self.template(shop_id, c.template_id), c.quantity) for c in template.components]
+            if template.kind == pb.BENEFIT_KIND_PACKAGE
+            else [(template, 1)]
+        )
+        needs: dict[tuple[str, str], int] = {}
+        count = 0
+        for part, per in parts:
+            owner = shop_id if (shop_id, part.template_id) in self.templates else ""
+            needs[(owner, part.template_id)] = (
+                needs.get((owner, part.template_id), 0) + per * item.quantity
+            )
+            count += per * item.quantity * max(part.periodicity.count, 1)
+        if count > _MAX_EXPANSION:
+            raise ItemError("TOO_MANY_INSTANCES", f"one grant may make at most {_MAX_EXPANSION}")
+        for stock_key, need in needs.items():
+            unlimited = self.template(shop_id, stock_key[1]).unlimited
+            if not unlimited and self.stock.get(stock_key, 0) < need:
+                raise ItemError(
+                    "OUT_OF_STOCK", f"template {stock_key[1]} has too little stock left"
+                )
+        for stock_key, need in needs.items():
+            if not self.template(shop_id, stock_key[1]).unlimited:
+                self.stock[stock_key] -= need
+        now = self.clock.now()
+        made = []
+        for part, per in parts:
+            for _ in range(per * item.quantity):
+                for k in range(max(part.periodicity.count, 1)):
+                    made.append(self._instance(shop_id, item, part, now, k))
+        result = pb.GrantResult(
+            idempotency_key=item.idempotency_key, status=pb.ITEM_STATUS_SUCCEEDED, instances=made
+        )
+        self.keys[key] = _Keyed(what, result)
+        member_key = (shop_id, item.idempotency_key)
+        self.grants_by_key[member_key] = self.grants_by_key.get(member_key, 0) + 1
+        return result
+
+    def _instance(
+        self, shop_id: str, item: pb.GrantItem, part: pb.BenefitTemplate, now: datetime, k: int
+    ) -> pb.BenefitInstance:
+        start = now + timedelta(days=k * part.periodicity.interval_days)
+        instance = pb.BenefitInstance(
+            instance_id=f"bi-{next(self._ids):010d}",
+            shop_id=shop_id,
+            member_id=item.member_id,
+            template_id=part.template_id,
+            template_version=part.version,
+            kind=part.kind,
+            quantity=1,
+            state=pb.BENEFIT_STATE_UNUSED,
+            valid_from=_ts(start),
+            valid_until=_ts(start + timedelta(days=part.validity_days or 3650)),
+            grant_time=_ts(now),
+            source=item.source,
+            idempotency_key=item.idempotency_key,
+            period_index=k,
+            display_name=part.display_name,
+        )
+        self.instances[instance.instance_id] = instance
+        return self.shown(instance)
+
+    # The life of an instance.
+
+    def shown(self, instance: pb.BenefitInstance) -> pb.BenefitInstance:
+        """A copy, EXPIRED when its validity has passed unused."""
+        copy = pb.BenefitInstance()
+        copy.CopyFrom(instance)
+        if (
+            copy.state == pb.BENEFIT_STATE_UNUSED
+            and self.clock.now() >= copy.valid_until.ToDatetime(self.clock.now().tzinfo)
+        ):
+            copy.state = pb.BENEFIT_STATE_EXPIRED
+        return copy
+
+    def _owned(self, shop_id: str, instance_id: str) -> pb.BenefitInstance:
+        found = self.instances.get(instance_id)
+        if found is None or found.shop_id != shop_id:
+            raise ItemError("INSTANCE_NOT_FOUND", f"no benefit instance {instance_id!r}")
+        return found
+
+    def _once(
+        self, shop_id: str, op: str, key: str, what: bytes
+    ) -> tuple[tuple[str, str, str], _Keyed | None]:
+        if not key:
+            raise ItemError("IDEMPOTENCY_KEY_REQUIRED", "an idempotency key is required")
+        stored = self.keys.get((shop_id, op, key))
+        if stored is not None and stored.what != what:
+            raise ItemError("IDEMPOTENCY_KEY_REUSED", "the key was used for another request")
+        return (shop_id, op, key), stored
+
+    def recover(self, shop_id: str, item: pb.RecoverItem) -> pb.RecoverResult:
+        key, stored = self._once(
+            shop_id, "recover", item.idempotency_key, item.instance_id.encode()
+        )
+        if stored is not None:
+            first = pb.RecoverResult()
+            first.CopyFrom(stored.result)  # type: ignore[arg-type]
+            first.status = pb.ITEM_STATUS_DUPLICATE
+            return first
+        instance = self._owned(shop_id, item.instance_id)
+        if self.shown(instance).state != pb.BENEFIT_STATE_UNUSED:
+            raise ItemError("NOT_UNUSED", "only an unused, unexpired benefit can be taken back")
+        instance.state = pb.BENEFIT_STATE_RECOVERED
+        result = pb.RecoverResult(
+            idempotency_key=item.idempotency_key,
+            status=pb.ITEM_STATUS_SUCCEEDED,
+            instance=self.shown(instance),
+        )
+        self.keys[key] = _Keyed(item.instance_id.encode(), result)
+        return result
+
+    def mark_used(
+        self, shop_id: str, instance_id: str, order_id: str, key: str
+    ) -> tuple[pb.BenefitInstance, bool]:
+        what = f"{instance_id}|{order_id}".encode()
+        stored_key, stored = self._once(shop_id, "use", key, what)
+        if stored is not None:
+            return self.shown(self.instances[instance_id]), True
+        instance = self._owned(shop_id, instance_id)
+        if not order_id:
+            raise ItemError("ORDER_REQUIRED", "order_id is required")
+        if self.shown(instance).state != pb.BENEFIT_STATE_UNUSED:
+            raise ItemError("NOT_UNUSED", "the benefit is not unused (used, expired or taken back)")
+        instance.state, instance.order_id = pb.BENEFIT_STATE_USED, order_id
+        instance.use_time.CopyFrom(_ts(self.clock.now()))
+        self.keys[stored_key] = _Keyed(what, instance)
+        return self.shown(instance), False
+
+    def replenish(
+        self, shop_id: str, instance_id: str, order_id: str, key: str
+    ) -> tuple[pb.BenefitInstance, bool]:
+        what = f"{instance_id}|{order_id}".encode()
+        stored_key, stored = self._once(shop_id, "replenish", key, what)
+        if stored is not None:
+            return self.shown(self.instances[instance_id]), True
+        instance = self._owned(shop_id, instance_id)
+        if instance.state != pb.BENEFIT_STATE_USED or instance.order_id != order_id:
+            raise ItemError("NOT_USED_BY_ORDER", f"the benefit was not used by order {order_id!r}")
+        if self.clock.now() >= instance.valid_until.ToDatetime(self.clock.now().tzinfo):
+            raise ItemError("EXPIRED", "the benefit has expired; it cannot be given back")
+        instance.state = pb.BENEFIT_STATE_UNUSED
+        instance.order_id = ""
+        instance.ClearField("use_time")
+        self.keys[stored_key] = _Keyed(what, instance)
+        return self.shown(instance), False
+
+    def member_instances(self, shop_id: str, member_id: str) -> list[pb.BenefitInstance]:
+        return [
+            self.shown(i)
+            for i in self.instances.values()
+            if i.shop_id == shop_id and (not member_id or i.member_id == member_id)
+        ]
+
+
+def _ts(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
