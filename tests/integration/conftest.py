@@ -48,3 +48,9 @@ async def client(platform: Platform) -> AsyncIterator[AsyncCustopsClient]:
         f"127.0.0.1:{platform.port}", timeout=10, retry=RetryPolicy(max_attempts=1)
     ) as c:
         yield c
+
+
+# The stand-ins on a random port (tests/integration/stubs_fixture.py).
+from tests.integration.stubs_fixture import clock, stubs  # noqa: E402
+
+__all__ = ["clock", "stubs"]

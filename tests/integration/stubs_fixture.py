@@ -28,9 +28,24 @@ class StubClients:
     admin: stubadmin_pb2_grpc.StubAdminServiceStub
 
 
+class SteppingClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+
 @pytest.fixture
-async def stubs() -> AsyncIterator[StubClients]:
-    running = Stubs(StubOptions(seed=7, population=POPULATION, epoch=EPOCH))
+def clock() -> SteppingClock:
+    return SteppingClock(EPOCH)
+
+
+@pytest.fixture
+async def stubs(clock: SteppingClock) -> AsyncIterator[StubClients]:
+    running = Stubs(StubOptions(seed=7, population=POPULATION, epoch=EPOCH), clock)
     port = await running.start("127.0.0.1:0")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield StubClients(

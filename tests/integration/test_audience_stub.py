@@ -15,9 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from custops.audience.v1 import audience_pb2 as pb
 from custops.stubadmin.v1 import stubadmin_pb2 as admin
 from domain.birthday import occurrence
-from tests.integration.stubs_fixture import EPOCH, POPULATION, StubClients, stubs
+from tests.integration.stubs_fixture import EPOCH, POPULATION, StubClients
 
-__all__ = ["stubs"]
 AS_OF = EPOCH + timedelta(hours=6)  # 14:00 in Shanghai on 2026-11-24
 
 
