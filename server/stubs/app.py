@@ -20,9 +20,9 @@ from server.stubs.admin import StubAdmin
 from server.stubs.audience import AudienceStub
 from server.stubs.benefit import BenefitStub
 from server.stubs.benefit_book import BenefitBook
+from server.stubs.notify import NotificationStub
 from server.stubs.population import Population
 from server.stubs.pressure import Pressure
-from server.stubs.services import NotificationStub
 
 SYSTEMS = ("audience", "benefit", "notification")
 
@@ -50,6 +50,7 @@ class Stubs:
             hour=0, minute=0, second=0, microsecond=0
         )
         self.population = Population(options.seed, options.population, epoch)
+        self.notifications: NotificationStub | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
@@ -65,7 +66,10 @@ class Stubs:
             benefit_pb2_grpc.add_BenefitServiceServicer_to_server(benefit, server)
             names.append(_service_name(benefit_pb2.DESCRIPTOR, "BenefitService"))
         if "notification" in self.pressures:
-            notification = NotificationStub()  # type: ignore[abstract]
+            notification = NotificationStub(
+                self.population, self.pressures["notification"], self.clock
+            )
+            self.notifications = notification
             notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
             names.append(_service_name(notify_pb2.DESCRIPTOR, "NotificationService"))
         stubadmin_pb2_grpc.add_StubAdminServiceServicer_to_server(StubAdmin(self.pressures), server)
