@@ -13,6 +13,7 @@ from server import logs
 from server.app import Platform, StartupError
 from server.config import ConfigError, Settings
 from server.stubs.app import SYSTEMS, StubOptions, Stubs
+from server.stubs.pressure import CapacitySettings, FaultSettings
 
 log = logging.getLogger("custops")
 
@@ -75,13 +76,33 @@ def main(argv: list[str] | None = None) -> int:
         stubs, ("stubs_listen", "stubs_population", "stubs_seed", "log_level", "log_format")
     )
     stubs.add_argument(
+        "--capacity", type=float, default=0.0, help="items per second (0 = unlimited)"
+    )
+    stubs.add_argument("--error-rate", type=float, default=0.0, help="share answered UNAVAILABLE")
+    stubs.add_argument(
+        "--lost-response-rate", type=float, default=0.0, help="share applied, then UNAVAILABLE"
+    )
+    stubs.add_argument("--timeout-rate", type=float, default=0.0, help="share left to time out")
+    stubs.add_argument(
+        "--latency-ms", type=float, nargs=2, default=(0.0, 0.0), metavar=("MIN", "MAX")
+    )
+    stubs.add_argument(
         "--only",
         choices=SYSTEMS,
         action="append",
         help="run only this stand-in (repeatable; default: all three on one port)",
     )
     args = parser.parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "only")}
+    own = (
+        "command",
+        "only",
+        "capacity",
+        "error_rate",
+        "lost_response_rate",
+        "timeout_rate",
+        "latency_ms",
+    )
+    flags = {k: v for k, v in vars(args).items() if k not in own}
     try:
         settings = Settings.load(**flags)
     except ConfigError as exc:
@@ -97,7 +118,20 @@ def main(argv: list[str] | None = None) -> int:
             upgrade_blocking(settings.database_url)
             print("database schema is up to date")
         else:
-            asyncio.run(_stubs(settings, tuple(args.only or SYSTEMS)))
+            rates = (args.error_rate, args.lost_response_rate, args.timeout_rate)
+            low, high = args.latency_ms
+            if not all(0 <= r <= 1 for r in rates) or not 0 <= low <= high or args.capacity < 0:
+                print(
+                    "custops: rates must be 0-1, latency 0 <= MIN <= MAX, capacity >= 0",
+                    file=sys.stderr,
+                )
+                return 2
+            faults = FaultSettings(*rates, low / 1000, high / 1000)
+            asyncio.run(
+                _stubs(
+                    settings, tuple(args.only or SYSTEMS), CapacitySettings(args.capacity), faults
+                )
+            )
     except StartupError as exc:
         print(f"custops: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -132,10 +166,17 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-async def _stubs(settings: Settings, systems: tuple[str, ...]) -> None:
+async def _stubs(
+    settings: Settings,
+    systems: tuple[str, ...],
+    capacity: CapacitySettings,
+    faults: FaultSettings,
+) -> None:
     stubs = Stubs(
         StubOptions(seed=settings.stubs_seed, population=settings.stubs_population, systems=systems)
     )
+    for pressure in stubs.pressures.values():
+        pressure.configure(CapacitySettings(capacity.items_per_second), faults)
     try:
         port = await stubs.start(settings.stubs_listen)
     except RuntimeError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,59 @@ def test_occupied_port_is_reported(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+async def test_standalone_stand_ins_one_system_with_faults(tmp_path: Path) -> None:
+    """`custops stubs --only audience` serves that stand-in alone, with the faults asked for."""
+    import asyncio
+    import re
+
+    from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
+    from tests.reflection import ReflectionClient
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
+    environment["PYTHONPATH"] = str(ROOT)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        "stubs",
+        "--only",
+        "audience",
+        "--stubs-listen",
+        "127.0.0.1:0",
+        "--stubs-population",
+        "1000",
+        "--error-rate",
+        "0.25",
+        cwd=tmp_path,
+        env=environment,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                line = (await process.stdout.readline()).decode()
+                assert line, "custops stubs exited before serving"
+                found = re.search(r"serving on port (\d+)", line)
+                if found:
+                    port = int(found.group(1))
+                    break
+        services = await asyncio.to_thread(
+            lambda: ReflectionClient(f"127.0.0.1:{port}").list_services()
+        )
+        assert "custops.audience.v1.AudienceService" in services
+        assert "custops.benefit.v1.BenefitService" not in services
+        import grpc
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            settings = await stubadmin_pb2_grpc.StubAdminServiceStub(channel).GetStubSettings(
+                stubadmin_pb2.GetStubSettingsRequest(system=stubadmin_pb2.STUB_SYSTEM_AUDIENCE)
+            )
+        assert settings.settings.faults.error_rate == 0.25
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
