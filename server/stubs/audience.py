@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -54,7 +55,9 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
     ) -> pb.EstimateAudienceResponse:
         rule, moment = await _parse(request.rule, request.evaluation, context)
         await self.pressure.admit(context, 1)
-        count, exact = self._estimate(request.shop_id, rule, moment)
+        # Scans run in a thread: embedded in `custops serve`, a long scan
+        # must not stall the platform's event loop.
+        count, exact = await asyncio.to_thread(self._estimate, request.shop_id, rule, moment)
         self.pressure.item_succeeded()
         await self.pressure.deliver(context)
         return pb.EstimateAudienceResponse(count=count, exact=exact)
@@ -106,7 +109,9 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
             )
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         await self.pressure.admit(context, page_size)
-        members, position = self._page(request.shop_id, rule, moment, position, end, page_size)
+        members, position = await asyncio.to_thread(
+            self._page, request.shop_id, rule, moment, position, end, page_size
+        )
         self.pressure.item_succeeded(len(members))
         token = ""
         if position < end:
