@@ -35,6 +35,8 @@ def rule_from_proto(msg: pb.AudienceRule, path: str, depth: int = 1) -> a.Rule:
         case "carted_not_paid":
             return a.CartedNotPaid(msg.carted_not_paid.within_days)
         case "tags":
+            if msg.tags.match not in (pb.TAG_MATCH_UNSPECIFIED, pb.TAG_MATCH_ANY, pb.TAG_MATCH_ALL):
+                raise _invalid(f"{path}.tags.match", "must be ANY or ALL")
             return a.Tags(tuple(msg.tags.tags), msg.tags.match == pb.TAG_MATCH_ALL)
         case "all_of":
             return a.AllOf(_rules(msg.all_of, f"{path}.all_of", depth))

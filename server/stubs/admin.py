@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
@@ -76,8 +78,13 @@ class StubAdmin(stubadmin_pb2_grpc.StubAdminServiceServicer):
         low, high = f.latency_min.ToTimedelta(), f.latency_max.ToTimedelta()
         if low.total_seconds() < 0 or high < low or high.total_seconds() > 60:
             problems.append("faults.latency_min <= latency_max <= 60s, both >= 0")
-        if c.items_per_second < 0 or c.burst < 0:
-            problems.append("capacity values must be >= 0")
+        if not math.isfinite(c.items_per_second) or c.items_per_second < 0 or c.burst < 0:
+            problems.append("capacity values must be finite and >= 0")
+        if not all(
+            math.isfinite(getattr(f, n))
+            for n in ("error_rate", "lost_response_rate", "timeout_rate")
+        ):
+            problems.append("fault rates must be finite")
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         pressure.configure(

@@ -24,7 +24,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from custops.audience.v1 import audience_pb2 as pb
 from custops.audience.v1 import audience_pb2_grpc
 from domain import audience as a
-from domain.errors import InvalidArgument
+from domain.audience import validate_rule
+from domain.errors import InvalidArgument, require
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from domain.zones import zone as zone_of
 from server.mapping.audience import rule_from_proto
@@ -33,6 +34,9 @@ from server.stubs.population import Member, Population
 from server.stubs.pressure import MAX_BATCH, Pressure
 
 DEFAULT_PAGE_SIZE = 1000
+# The instants an evaluation may name (as in term expressions).
+_EARLIEST = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
+_LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
 MAX_IDS = 1000
 SAMPLE = 20_000
 
@@ -215,12 +219,17 @@ async def _parse(
 ) -> tuple[a.Rule, Moment]:
     try:
         parsed = rule_from_proto(rule, "rule")
+        require(validate_rule(parsed, "rule"))
     except InvalidArgument as exc:
         await _invalid(context, exc.violations[0].field, exc.violations[0].description)
         raise
     zone = evaluation.time_zone or DEFAULT_TIME_ZONE
     if not is_time_zone(zone):
         await _invalid(context, "evaluation.time_zone", "must be an IANA time zone")
+    if evaluation.HasField("as_of") and not (
+        _EARLIEST <= evaluation.as_of.seconds < _LATEST and 0 <= evaluation.as_of.nanos < 10**9
+    ):
+        await _invalid(context, "evaluation.as_of", "must be between 1970 and 2199")
     at = evaluation.as_of.ToDatetime(UTC) if evaluation.HasField("as_of") else datetime.now(UTC)
     return parsed, Moment(at, at.astimezone(zone_of(zone)).date())
 
@@ -253,9 +262,12 @@ def _read_cursor(token: str) -> dict[str, Any] | None:
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         if isinstance(data, dict) and {"f", "i", "t", "d"} <= data.keys():
-            int(data["i"]), float(data["t"]), datetime.fromisoformat(data["d"])
+            at = float(data["t"])
+            if not (isinstance(data["i"], int) and _EARLIEST <= at < _LATEST):
+                return None
+            datetime.fromisoformat(data["d"])
             return data
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         pass
     return None
 

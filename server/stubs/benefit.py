@@ -7,6 +7,7 @@ unknown template, reused key) fails with its reason and the others go on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
 import grpc
@@ -128,7 +129,9 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
             for t in self.book.all_templates(request.shop_id, request.include_presets)
             if not request.kind or t.kind == request.kind
         ]
-        page, token = await _page(context, found, request.page_size, request.page_token)
+        page, token = await _page(
+            context, found, lambda t: t.template_id, request.page_size, request.page_token
+        )
         return pb.ListBenefitTemplatesResponse(templates=page, next_page_token=token)
 
     async def GetBenefitTemplate(
@@ -174,7 +177,9 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
             if (not request.state or i.state == request.state)
             and (not request.source or i.source == request.source)
         ]
-        page, token = await _page(context, found, request.page_size, request.page_token)
+        page, token = await _page(
+            context, found, lambda i: i.instance_id, request.page_size, request.page_token
+        )
         return pb.ListBenefitInstancesResponse(instances=page, next_page_token=token)
 
     def _count(self, status: int) -> None:
@@ -201,10 +206,17 @@ async def _refuse(
     await context.abort(code, f"{exc.failure.reason}: {exc.failure.message}")
 
 
-async def _page(context: Context, items: list[T], size: int, token: str) -> tuple[list[T], str]:
+async def _page(
+    context: Context, items: list[T], key: Callable[[T], str], size: int, token: str
+) -> tuple[list[T], str]:
+    """A keyset page: the items whose key follows the token (the last key of
+    the previous page), so items changing between pages are neither skipped
+    nor repeated."""
     if size < 0:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
+    if token and not (token.isascii() and token.isprintable() and len(token) <= 128):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token of ours")
     size = min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    start = int(token) if token.isascii() and token.isdigit() else 0
-    end = start + size
-    return items[start:end], (str(end) if end < len(items) else "")
+    after = sorted((i for i in items if key(i) > token), key=key)
+    page = after[:size]
+    return page, (key(page[-1]) if len(after) > size else "")

@@ -9,6 +9,7 @@ stock is checked and taken in one step, never below zero.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from domain.ports import Clock
 from server.stubs.benefit_catalog import PRESETS
 
 _MAX_EXPANSION = 1000  # instances one grant may make (quantity x parts x deliveries)
+_MAX_DAYS = 3650
 
 
 class ItemError(Exception):
@@ -99,18 +101,17 @@ class BenefitBook:
             raise ItemError(
                 "TEMPLATE_NOT_FOUND", f"shop {shop_id} has no template {template.template_id!r}"
             )
+        fields = pb.BenefitTemplate.DESCRIPTOR.fields_by_name
+        for path in paths:
+            if path not in fields or path in ("template_id", "shop_id", "version"):
+                raise ItemError("BAD_UPDATE_MASK", f"cannot update {path!r}")
+        if "inventory" in paths and template.inventory < 0:
+            raise ItemError("BAD_TEMPLATE", "inventory must be >= 0")
         new = pb.BenefitTemplate()
         new.CopyFrom(self.templates[key][-1])
         for path in paths:
             if path == "inventory":
-                self.stock[key] = template.inventory
                 continue
-            if path not in pb.BenefitTemplate.DESCRIPTOR.fields_by_name or path in (
-                "template_id",
-                "shop_id",
-                "version",
-            ):
-                raise ItemError("BAD_UPDATE_MASK", f"cannot update {path!r}")
             new.ClearField(path)  # type: ignore[arg-type]
             value = getattr(template, path)
             if path == "components":
@@ -123,17 +124,39 @@ class BenefitBook:
             new.version += 1
             self._check_template(shop_id, new)
             self.templates[key].append(new)
+        if "inventory" in paths:
+            self.stock[key] = template.inventory
         return self.template(shop_id, template.template_id)
 
     def _check_template(self, shop_id: str, t: pb.BenefitTemplate) -> None:
-        if t.kind == pb.BENEFIT_KIND_UNSPECIFIED or t.validity_days < 0 or t.inventory < 0:
-            raise ItemError("BAD_TEMPLATE", "kind required; validity and inventory >= 0")
+        kinds = set(pb.BenefitKind.values()) - {pb.BENEFIT_KIND_UNSPECIFIED}
+        if t.kind not in kinds:
+            raise ItemError("BAD_TEMPLATE", "kind must be one of the benefit kinds")
+        if not 0 <= t.validity_days <= _MAX_DAYS or t.inventory < 0:
+            raise ItemError("BAD_TEMPLATE", f"validity 0-{_MAX_DAYS} days; inventory >= 0")
+        p = t.periodicity
+        if not (0 <= p.count <= 120 and 0 <= p.interval_days <= _MAX_DAYS):
+            raise ItemError(
+                "BAD_TEMPLATE", f"periodicity: count 0-120, interval 0-{_MAX_DAYS} days"
+            )
         if t.kind == pb.BENEFIT_KIND_PACKAGE:
             if not t.components:
                 raise ItemError("BAD_TEMPLATE", "a package needs components")
             for part in t.components:
-                if self.template(shop_id, part.template_id).kind == pb.BENEFIT_KIND_PACKAGE:
+                if part.quantity < 1 or part.quantity > _MAX_EXPANSION:
+                    raise ItemError("BAD_TEMPLATE", "component quantities must be 1-1000")
+                if part.template_id == t.template_id or (
+                    self.template(shop_id, part.template_id).kind == pb.BENEFIT_KIND_PACKAGE
+                ):
                     raise ItemError("BAD_TEMPLATE", "packages do not nest")
+            # Nor may a template become a package while a package contains it.
+            for (owner, other), versions in self.templates.items():
+                if (
+                    owner == shop_id
+                    and other != t.template_id
+                    and any(c.template_id == t.template_id for c in versions[-1].components)
+                ):
+                    raise ItemError("BAD_TEMPLATE", f"package {other} contains this template")
 
     # Grants.
 
@@ -166,7 +189,7 @@ class BenefitBook:
                 needs.get((owner, part.template_id), 0) + per * item.quantity
             )
             count += per * item.quantity * max(part.periodicity.count, 1)
-        if count > _MAX_EXPANSION:
+        if item.quantity > _MAX_EXPANSION or count > _MAX_EXPANSION:
             raise ItemError("TOO_MANY_INSTANCES", f"one grant may make at most {_MAX_EXPANSION}")
         for stock_key, need in needs.items():
             unlimited = self.template(shop_id, stock_key[1]).unlimited
@@ -174,15 +197,21 @@ class BenefitBook:
                 raise ItemError(
                     "OUT_OF_STOCK", f"template {stock_key[1]} has too little stock left"
                 )
+        # Everything that can fail happens before anything changes: the
+        # instances are made first, then stock, instances and key are kept.
+        now = self.clock.now()
+        made = [
+            self._instance(shop_id, item, part, now, k)
+            for part, per in parts
+            for _ in range(per * item.quantity)
+            for k in range(max(part.periodicity.count, 1))
+        ]
         for stock_key, need in needs.items():
             if not self.template(shop_id, stock_key[1]).unlimited:
                 self.stock[stock_key] -= need
-        now = self.clock.now()
-        made = []
-        for part, per in parts:
-            for _ in range(per * item.quantity):
-                for k in range(max(part.periodicity.count, 1)):
-                    made.append(self._instance(shop_id, item, part, now, k))
+        for instance in made:
+            self.instances[instance.instance_id] = instance
+        made = [self.shown(i) for i in made]
         result = pb.GrantResult(
             idempotency_key=item.idempotency_key, status=pb.ITEM_STATUS_SUCCEEDED, instances=made
         )
@@ -212,8 +241,7 @@ class BenefitBook:
             period_index=k,
             display_name=part.display_name,
         )
-        self.instances[instance.instance_id] = instance
-        return self.shown(instance)
+        return instance
 
     # The life of an instance.
 
@@ -268,11 +296,13 @@ class BenefitBook:
     def mark_used(
         self, shop_id: str, instance_id: str, order_id: str, key: str
     ) -> tuple[pb.BenefitInstance, bool]:
-        what = f"{instance_id}|{order_id}".encode()
+        what = json.dumps([instance_id, order_id]).encode()
         stored_key, stored = self._once(shop_id, "use", key, what)
         if stored is not None:
-            return self.shown(self.instances[instance_id]), True
+            return self.shown(stored.result), True  # type: ignore[arg-type]
         instance = self._owned(shop_id, instance_id)
+        if instance.valid_from.ToDatetime(self.clock.now().tzinfo) > self.clock.now():
+            raise ItemError("NOT_YET_VALID", "this delivery of the benefit is not valid yet")
         if not order_id:
             raise ItemError("ORDER_REQUIRED", "order_id is required")
         if self.shown(instance).state != pb.BENEFIT_STATE_UNUSED:
@@ -285,10 +315,10 @@ class BenefitBook:
     def replenish(
         self, shop_id: str, instance_id: str, order_id: str, key: str
     ) -> tuple[pb.BenefitInstance, bool]:
-        what = f"{instance_id}|{order_id}".encode()
+        what = json.dumps([instance_id, order_id]).encode()
         stored_key, stored = self._once(shop_id, "replenish", key, what)
         if stored is not None:
-            return self.shown(self.instances[instance_id]), True
+            return self.shown(stored.result), True  # type: ignore[arg-type]
         instance = self._owned(shop_id, instance_id)
         if instance.state != pb.BENEFIT_STATE_USED or instance.order_id != order_id:
             raise ItemError("NOT_USED_BY_ORDER", f"the benefit was not used by order {order_id!r}")

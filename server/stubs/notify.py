@@ -117,13 +117,19 @@ class NotificationStub(notify_pb2_grpc.NotificationServiceServicer):
         if request.page_size < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
         await self.pressure.admit(context, 1)
-        sent = list(reversed(self.outbox.by_member.get((request.shop_id, request.member_id), [])))
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         token = request.page_token
-        start = int(token) if token.isascii() and token.isdigit() else 0
-        end = start + size
+        if token and not (token.startswith("msg-") and token[4:].isascii() and token[4:].isdigit()):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token of ours")
+        # Newest first; the token is the last message id of the previous page.
+        sent = [
+            m
+            for m in reversed(self.outbox.by_member.get((request.shop_id, request.member_id), []))
+            if not token or m.message_id < token
+        ]
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = sent[:size]
         return pb.ListSentMessagesResponse(
-            messages=sent[start:end], next_page_token=str(end) if end < len(sent) else ""
+            messages=page, next_page_token=page[-1].message_id if len(sent) > size else ""
         )
 
 

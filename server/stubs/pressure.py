@@ -85,10 +85,12 @@ class Pressure:
         self._random = random.Random(f"{seed}:{system}")
 
     def configure(self, capacity: CapacitySettings, faults: FaultSettings) -> None:
-        self.capacity = capacity
         self.faults = faults
-        self._bucket = Bucket(capacity.items_per_second, capacity.burst)
-        self.capacity.burst = self._bucket.burst
+        if capacity != self.capacity:
+            # A new bucket only when the capacity changes: changing faults
+            # mid-run must not hand out a fresh burst.
+            self._bucket = Bucket(capacity.items_per_second, capacity.burst)
+            self.capacity = CapacitySettings(capacity.items_per_second, self._bucket.burst)
 
     def reset_counters(self) -> None:
         self.counters = Counters()
