@@ -7,8 +7,8 @@ unknown template, reused key) fails with its reason and the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -22,6 +22,7 @@ MAX_PAGE_SIZE = 500
 
 Context: TypeAlias = grpc.aio.ServicerContext
 T = TypeVar("T")
+R = TypeVar("R", pb.GrantResult, pb.RecoverResult)
 
 
 class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
@@ -32,45 +33,23 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
     async def BatchGrantBenefits(
         self, request: pb.BatchGrantBenefitsRequest, context: Context
     ) -> pb.BatchGrantBenefitsResponse:
-        await _batch_size(context, len(request.items))
-        await self.pressure.admit(context, len(request.items))
-        results = []
-        for item in request.items:
-            try:
-                result = self.book.grant(request.shop_id, item)
-            except ItemError as exc:
-                self.pressure.item_failed(exc.failure.reason)
-                result = pb.GrantResult(
-                    idempotency_key=item.idempotency_key,
-                    status=pb.ITEM_STATUS_FAILED,
-                    failure=exc.failure,
-                )
-            else:
-                self._count(result.status)
-            results.append(result)
-        await self.pressure.deliver(context)
+        results = await self._per_item(
+            context,
+            request.items,
+            lambda item: self.book.grant(request.shop_id, item),
+            pb.GrantResult,
+        )
         return pb.BatchGrantBenefitsResponse(results=results)
 
     async def BatchRecoverBenefits(
         self, request: pb.BatchRecoverBenefitsRequest, context: Context
     ) -> pb.BatchRecoverBenefitsResponse:
-        await _batch_size(context, len(request.items))
-        await self.pressure.admit(context, len(request.items))
-        results = []
-        for item in request.items:
-            try:
-                result = self.book.recover(request.shop_id, item)
-            except ItemError as exc:
-                self.pressure.item_failed(exc.failure.reason)
-                result = pb.RecoverResult(
-                    idempotency_key=item.idempotency_key,
-                    status=pb.ITEM_STATUS_FAILED,
-                    failure=exc.failure,
-                )
-            else:
-                self._count(result.status)
-            results.append(result)
-        await self.pressure.deliver(context)
+        results = await self._per_item(
+            context,
+            request.items,
+            lambda item: self.book.recover(request.shop_id, item),
+            pb.RecoverResult,
+        )
         return pb.BatchRecoverBenefitsResponse(results=results)
 
     async def MarkBenefitUsed(
@@ -181,6 +160,34 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
             context, found, lambda i: i.instance_id, request.page_size, request.page_token
         )
         return pb.ListBenefitInstancesResponse(instances=page, next_page_token=token)
+
+    async def _per_item(
+        self,
+        context: Context,
+        items: Sequence[Any],
+        do: Callable[[Any], R],
+        result: Callable[..., R],
+    ) -> list[R]:
+        """Each item of a batch on its own: one that cannot be done fails with
+        its reason and the others go on."""
+        await _batch_size(context, len(items))
+        await self.pressure.admit(context, len(items))
+        results = []
+        for item in items:
+            try:
+                outcome = do(item)
+            except ItemError as exc:
+                self.pressure.item_failed(exc.failure.reason)
+                outcome = result(
+                    idempotency_key=item.idempotency_key,
+                    status=pb.ITEM_STATUS_FAILED,
+                    failure=exc.failure,
+                )
+            else:
+                self._count(outcome.status)
+            results.append(outcome)
+        await self.pressure.deliver(context)
+        return results
 
     def _count(self, status: int) -> None:
         if status == pb.ITEM_STATUS_DUPLICATE:
