@@ -48,9 +48,20 @@ class AlreadyExists(DomainError):
 
 
 class FailedPrecondition(DomainError):
-    """The resource is in the wrong state for this call."""
+    """The resource is in the wrong state for this call; `violations` name
+    what about it must change first (e.g. the fields a draft still lacks)."""
 
     reason = "FAILED_PRECONDITION"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: Iterable[FieldViolation] = (),
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.violations = tuple(violations)
 
 
 class Aborted(DomainError):

@@ -75,13 +75,27 @@ def status_of(error: DomainError, request_id: str) -> status_pb2.Status:
     violations: tuple[tuple[str, str], ...] = ()
     if isinstance(error, InvalidArgument):
         violations = tuple((v.field, v.description) for v in error.violations)
-    return rich_status(
+    status = rich_status(
         code_of(error),
         error.message,
         error.reason,
         violations=violations,
         metadata={"request_id": request_id},
     )
+    if isinstance(error, FailedPrecondition) and error.violations:
+        # What about the resource must change first (google.rpc.PreconditionFailure).
+        _pack(
+            status,
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=error.reason, subject=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            ),
+        )
+    return status
 
 
 def internal_status(request_id: str) -> status_pb2.Status:

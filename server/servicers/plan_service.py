@@ -7,6 +7,7 @@ interceptor answers with UNIMPLEMENTED.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -14,6 +15,7 @@ import grpc
 
 from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
+from domain import lifecycle
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
 from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
@@ -168,6 +170,52 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.shop_id, request.plan_id, request.etag, request_key("DeletePlan", request)
         )
         return pb.DeletePlanResponse()
+
+    async def PublishPlan(
+        self, request: pb.PublishPlanRequest, context: Context
+    ) -> pb.PublishPlanResponse:
+        plan = await self._step(request, context, lifecycle.publish, "PublishPlan")
+        return pb.PublishPlanResponse(plan=plan_to_proto(plan))
+
+    async def PausePlan(
+        self, request: pb.PausePlanRequest, context: Context
+    ) -> pb.PausePlanResponse:
+        plan = await self._step(request, context, lifecycle.pause, "PausePlan")
+        return pb.PausePlanResponse(plan=plan_to_proto(plan))
+
+    async def ResumePlan(
+        self, request: pb.ResumePlanRequest, context: Context
+    ) -> pb.ResumePlanResponse:
+        plan = await self._step(request, context, lifecycle.resume, "ResumePlan")
+        return pb.ResumePlanResponse(plan=plan_to_proto(plan))
+
+    async def EndPlan(self, request: pb.EndPlanRequest, context: Context) -> pb.EndPlanResponse:
+        if len(request.reason) > 500:
+            require([FieldViolation("reason", "at most 500 characters")])
+        plan = await self._step(request, context, lifecycle.end, "EndPlan")
+        # No run can have granted anything yet (runs come with the execution
+        # engine), so there is nothing unused to take back: 0 is the truth.
+        return pb.EndPlanResponse(plan=plan_to_proto(plan), recovered_count=0)
+
+    async def _step(
+        self,
+        request: pb.PublishPlanRequest
+        | pb.PausePlanRequest
+        | pb.ResumePlanRequest
+        | pb.EndPlanRequest,
+        context: Context,
+        action: Callable[[Plan, str, datetime], Plan],
+        operation: str,
+    ) -> Plan:
+        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        return await self._plans.transition(
+            request.shop_id,
+            request.plan_id,
+            request.etag,
+            action,
+            actor(context),
+            request_key(operation, request),
+        )
 
     async def PreviewPlan(
         self, request: pb.PreviewPlanRequest, context: Context

@@ -102,6 +102,26 @@ class PlanUseCases:
             shop_id, spec.audience, self._clock.now(), spec.time_zone
         )
 
+    async def transition(
+        self,
+        shop_id: str,
+        plan_id: str,
+        etag: str,
+        action: Callable[[Plan, str, datetime], Plan],
+        actor: str,
+        key: RequestKey | None,
+    ) -> Plan:
+        """Publish, pause, resume or end: one lifecycle step, etag-checked."""
+
+        async def change(uow: UnitOfWork) -> Plan:
+            plan = await _existing(uow, shop_id, plan_id)
+            plan.check_etag(etag)
+            moved = action(plan, actor, self._clock.now())
+            await uow.plans.save(moved, expected_revision=plan.revision)
+            return moved
+
+        return await self._once(shop_id, key, change)
+
     def fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""
         spec = plan.spec if isinstance(plan, Plan) else plan

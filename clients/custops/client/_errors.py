@@ -71,6 +71,12 @@ class CustopsError(Exception):
                     reason = info.reason
                     metadata = dict(info.metadata)
                     request_id = request_id or metadata.get("request_id", "")
+                elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                    failure = error_details_pb2.PreconditionFailure()
+                    detail.Unpack(failure)
+                    violations += [
+                        FieldViolation(v.subject, v.description) for v in failure.violations
+                    ]
                 elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                     bad = error_details_pb2.BadRequest()
                     detail.Unpack(bad)
