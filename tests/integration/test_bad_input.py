@@ -168,7 +168,8 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
 @pytest.mark.parametrize(
     ("service", "method", "request_message"),
     [
-        ("plans", "PublishPlan", pb.PublishPlanRequest(shop_id="s1", plan_id="p")),
+        ("plans", "ListPlanTemplates", pb.ListPlanTemplatesRequest(shop_id="s1")),
+        ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
         ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
         (
             "plans",
