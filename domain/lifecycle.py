@@ -10,7 +10,7 @@ and `expire`.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain import plan_schedule, term
 from domain.errors import FailedPrecondition, FieldViolation
@@ -74,10 +74,12 @@ def publish(plan: Plan, by: str, now: datetime) -> Plan:
                 reason="TERM_OVER",
                 violations=[FieldViolation("plan.time.term", "has no window from now on")],
             )
-    state = PlanState.ACTIVE
-    if time.effective and not term.is_active(term.parse(time.effective), now, zone, now):
-        state = PlanState.SCHEDULED
-    fires = plan_schedule.next_fire_times(time, zone, now, 1, now)
+    # Active when in effect and inside its term now; otherwise waiting for them.
+    in_effect = not time.effective or term.is_active(term.parse(time.effective), now, zone, now)
+    in_term = not time.term or term.is_active(term.parse(time.term), now, zone, now)
+    state = PlanState.ACTIVE if in_effect and in_term else PlanState.SCHEDULED
+    # At or after now: an immediate execution fires at the publish instant.
+    fires = plan_schedule.next_fire_times(time, zone, now - timedelta(microseconds=1), 1, now)
     return replace(
         plan,
         state=state,

@@ -35,6 +35,17 @@ def next_fire_times(
         if not first:
             return []
         cursor = max(cursor, first[0].start - _TICK)
+    if execution.kind is term.TermKind.IMMEDIATE:
+        # "Immediately" fires once, as soon as the plan may act: in effect
+        # and inside its term.
+        start = cursor + _TICK
+        if time.term:
+            opening = term.windows(term.parse(time.term), start, horizon, zone, anchor, limit=1)
+            if not opening:
+                return []
+            start = max(start, opening[0].start)
+        once = max(start, anchor)
+        return [once] if once > after else []
     if not time.term:
         return term.next_fire_times(execution, cursor, zone, count, anchor)
 

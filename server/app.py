@@ -28,6 +28,7 @@ from server.interceptors import CallInterceptor
 from server.persistence import migrate
 from server.persistence.database import create_engine, is_sqlite, normalize_url
 from server.persistence.unit_of_work import SqlUnitOfWork
+from server.products.catalog import TemplateError, load_catalog
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.stubs.app import StubOptions, Stubs
@@ -99,8 +100,16 @@ class Platform:
 
         assert self._engine is not None
         engine, clock = self._engine, self.clock
+        folders = [Path(s.product_templates)] if s.product_templates else []
+        try:
+            catalog = load_catalog(*folders)
+        except TemplateError as exc:
+            raise StartupError(f"a business-product template is unusable: {exc}") from exc
         plans = PlanUseCases(
-            lambda: SqlUnitOfWork(engine, clock), clock, GrpcAudienceDirectory(audience_channel)
+            lambda: SqlUnitOfWork(engine, clock),
+            clock,
+            GrpcAudienceDirectory(audience_channel),
+            catalog,
         )
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:

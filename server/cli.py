@@ -42,6 +42,7 @@ SERVE_FLAGS = (
     "stubs_listen",
     "stubs_population",
     "stubs_seed",
+    "product_templates",
     "audience_target",
     "benefit_target",
     "notification_target",

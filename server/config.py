@@ -11,6 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -42,6 +43,8 @@ class Settings:
     stubs: str = "embedded"
     # host:port of the embedded stand-ins; loopback only.
     stubs_listen: str = "127.0.0.1:50061"
+    # A folder of extra business-product templates (*.toml) beside the built-in ones.
+    product_templates: str = ""
     # The embedded stand-ins' synthetic population: members per shop, and seed.
     stubs_population: int = 100_000
     stubs_seed: int = 1
@@ -124,6 +127,11 @@ class Settings:
                 problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
         if not 0 <= self.stubs_population <= 100_000_000:
             problems.append("CUSTOPS_STUBS_POPULATION must be 0-100000000 members per shop")
+        if self.product_templates and not Path(self.product_templates).is_dir():
+            problems.append(
+                f"CUSTOPS_PRODUCT_TEMPLATES={self.product_templates!r} is not a folder "
+                "of *.toml templates"
+            )
         if self.shutdown_delay < 0:
             problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
         if problems:

@@ -216,11 +216,24 @@ def _renumber(violation: FieldViolation, prefix: str, positions: list[int]) -> F
 
 
 def plan_to_proto(plan: d.Plan) -> pb.Plan:
-    spec = plan.spec
+    msg = spec_to_proto(plan.spec)
+    msg.name = f"shops/{plan.shop_id}/plans/{plan.plan_id}"
+    msg.plan_id, msg.shop_id = plan.plan_id, plan.shop_id
+    msg.state = _PLAN_STATES_BACK[plan.state]
+    msg.etag, msg.template_id = plan.etag, plan.template_id
+    msg.create_by, msg.update_by = plan.create_by, plan.update_by
+    msg.create_time.CopyFrom(timestamp(plan.create_time))
+    msg.update_time.CopyFrom(timestamp(plan.update_time))
+    for attr in ("publish_time", "end_time", "next_fire_time"):
+        value = getattr(plan, attr)
+        if value is not None:
+            getattr(msg, attr).CopyFrom(timestamp(value))
+    return msg
+
+
+def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
+    """The merchant-written part of a plan (no identity, state or times)."""
     msg = pb.Plan(
-        name=f"shops/{plan.shop_id}/plans/{plan.plan_id}",
-        plan_id=plan.plan_id,
-        shop_id=plan.shop_id,
         display_name=spec.display_name,
         description=spec.description,
         business_product=_BUSINESS_PRODUCTS_BACK[spec.business_product],
@@ -241,13 +254,6 @@ def plan_to_proto(plan: d.Plan) -> pb.Plan:
             total_budget=spec.limits.total_budget,
             rate_override=spec.limits.rate_override,
         ),
-        state=_PLAN_STATES_BACK[plan.state],
-        etag=plan.etag,
-        template_id=plan.template_id,
-        create_by=plan.create_by,
-        create_time=timestamp(plan.create_time),
-        update_by=plan.update_by,
-        update_time=timestamp(plan.update_time),
     )
     if spec.audience is not None:
         msg.audience.CopyFrom(rule_to_proto(spec.audience))
@@ -258,11 +264,15 @@ def plan_to_proto(plan: d.Plan) -> pb.Plan:
                 start=quiet.start, end=quiet.end, policy=_QUIET_POLICIES_BACK[quiet.policy]
             )
         )
-    for attr in ("publish_time", "end_time", "next_fire_time"):
-        value = getattr(plan, attr)
-        if value is not None:
-            getattr(msg, attr).CopyFrom(timestamp(value))
     return msg
+
+
+def front_office_to_proto(office: d.FrontOffice) -> int:
+    return int(_FRONT_OFFICES_BACK[office])
+
+
+def business_product_to_proto(product: d.BusinessProduct) -> int:
+    return int(_BUSINESS_PRODUCTS_BACK[product])
 
 
 def _action_to_proto(action: d.Action) -> pb.Action:

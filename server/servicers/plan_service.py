@@ -19,13 +19,17 @@ from domain import lifecycle
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
 from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
+from domain.products import ProductTemplate
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from server.mapping.plan import (
     BUSINESS_PRODUCTS,
     FRONT_OFFICES,
     PLAN_STATES,
+    business_product_to_proto,
+    front_office_to_proto,
     plan_to_proto,
     spec_from_proto,
+    spec_to_proto,
     timestamp,
 )
 from server.servicers.requests import (
@@ -217,6 +221,51 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request_key(operation, request),
         )
 
+    async def ListPlanTemplates(
+        self, request: pb.ListPlanTemplatesRequest, context: Context
+    ) -> pb.ListPlanTemplatesResponse:
+        violations = shop_id_violations(request.shop_id) + page_size_violations(request.page_size)
+        product = (
+            BUSINESS_PRODUCTS.get(request.business_product) if request.business_product else None
+        )
+        office = FRONT_OFFICES.get(request.front_office) if request.front_office else None
+        if request.business_product and product is None:
+            violations.append(FieldViolation("business_product", "unknown value"))
+        if request.front_office and office is None:
+            violations.append(FieldViolation("front_office", "unknown value"))
+        require(violations)
+        scope = f"templates|{request.business_product}|{request.front_office}"
+        after = decode_page_token(request.page_token, scope, lambda p: str(p["id"]))
+        found = [
+            t
+            for t in self._plans.templates(product, office)
+            if after is None or t.template_id > after
+        ]
+        size = effective_page_size(request.page_size)
+        page = found[:size]
+        token = encode_page_token({"id": page[-1].template_id}, scope) if len(found) > size else ""
+        return pb.ListPlanTemplatesResponse(
+            templates=[_template_to_proto(t) for t in page], next_page_token=token
+        )
+
+    async def CreatePlanFromTemplate(
+        self, request: pb.CreatePlanFromTemplateRequest, context: Context
+    ) -> pb.CreatePlanFromTemplateResponse:
+        violations = shop_id_violations(request.shop_id)
+        if not request.template_id:
+            violations.append(FieldViolation("template_id", "required"))
+        require(violations)
+        overrides = spec_from_proto(request.overrides, "overrides", check=False)
+        plan = await self._plans.create_from_template(
+            request.shop_id,
+            request.template_id,
+            overrides,
+            list(request.override_mask.paths),
+            actor(context),
+            request_key("CreatePlanFromTemplate", request),
+        )
+        return pb.CreatePlanFromTemplateResponse(plan=plan_to_proto(plan))
+
     async def PreviewPlan(
         self, request: pb.PreviewPlanRequest, context: Context
     ) -> pb.PreviewPlanResponse:
@@ -306,6 +355,18 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             if window.end is not None:
                 shown.end.CopyFrom(timestamp(window.end))
         return response
+
+
+def _template_to_proto(t: ProductTemplate) -> pb.PlanTemplate:
+    return pb.PlanTemplate(
+        template_id=t.template_id,
+        business_product=business_product_to_proto(t.preset.business_product),  # type: ignore[arg-type]
+        display_name=t.display_name,
+        description=t.description,
+        preset=spec_to_proto(t.preset),
+        editable_fields=t.editable_fields,
+        front_offices=sorted(front_office_to_proto(f) for f in t.front_offices),  # type: ignore[misc]
+    )
 
 
 def _plan_cursor(position: dict[str, Any]) -> PlanCursor:

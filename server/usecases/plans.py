@@ -10,7 +10,15 @@ from typing import Any, TypeVar, cast
 
 from domain import plan_schedule
 from domain.errors import DuplicateRequest, FailedPrecondition, FieldViolation, NotFound, require
-from domain.plan import Plan, PlanSpec, apply_mask, new_plan, validate_spec
+from domain.plan import (
+    BusinessProduct,
+    FrontOffice,
+    Plan,
+    PlanSpec,
+    apply_mask,
+    new_plan,
+    validate_spec,
+)
 from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.ports import (
     AudienceDirectory,
@@ -21,6 +29,7 @@ from domain.ports import (
     RequestKey,
     UnitOfWork,
 )
+from domain.products import ProductTemplate, variation_violations
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 T = TypeVar("T")
@@ -33,10 +42,52 @@ class PlanPage:
 
 
 class PlanUseCases:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, audience: AudienceDirectory) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        audience: AudienceDirectory,
+        catalog: dict[str, ProductTemplate] | None = None,
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._audience = audience
+        self._catalog = catalog or {}
+
+    def templates(
+        self, product: BusinessProduct | None, office: FrontOffice | None
+    ) -> list[ProductTemplate]:
+        return [
+            t
+            for _, t in sorted(self._catalog.items())
+            if (product is None or t.preset.business_product is product)
+            and (office is None or office in t.front_offices)
+        ]
+
+    def template(self, template_id: str) -> ProductTemplate:
+        found = self._catalog.get(template_id)
+        if found is None:
+            raise NotFound(f"no plan template {template_id!r}", reason="TEMPLATE_NOT_FOUND")
+        return found
+
+    async def create_from_template(
+        self,
+        shop_id: str,
+        template_id: str,
+        overrides: PlanSpec,
+        paths: list[str],
+        actor: str,
+        key: RequestKey | None,
+    ) -> Plan:
+        template = self.template(template_id)
+        spec = _override(template, template.preset, overrides, paths, "override_mask")
+
+        async def change(uow: UnitOfWork) -> Plan:
+            plan = new_plan(shop_id, _new_id(), spec, actor, self._clock.now(), template_id)
+            await uow.plans.add(plan)
+            return plan
+
+        return await self._once(shop_id, key, change)
 
     async def create(
         self, shop_id: str, spec: PlanSpec, actor: str, key: RequestKey | None
@@ -75,7 +126,13 @@ class PlanUseCases:
         async def change(uow: UnitOfWork) -> Plan:
             plan = await _existing(uow, shop_id, plan_id)
             plan.check_etag(etag)
-            updated = plan.updated(apply_mask(plan.spec, changes, paths), actor, self._clock.now())
+            if plan.template_id:
+                spec = _override(
+                    self.template(plan.template_id), plan.spec, changes, paths, "update_mask"
+                )
+            else:
+                spec = apply_mask(plan.spec, changes, paths)
+            updated = plan.updated(spec, actor, self._clock.now())
             await uow.plans.save(updated, expected_revision=plan.revision)
             return updated
 
@@ -159,6 +216,26 @@ class PlanUseCases:
                 # A concurrent call with the same key won; the next pass finds its outcome.
                 continue
         raise DuplicateRequest("the request id is being used by a concurrent call; retry")
+
+
+def _override(
+    template: ProductTemplate, spec: PlanSpec, changes: PlanSpec, paths: list[str], mask: str
+) -> PlanSpec:
+    """`spec` with the masked fields from `changes`, within what the product allows."""
+    locked = [
+        FieldViolation(
+            f"{mask}.paths[{i}]",
+            f"template {template.template_id} does not let {path!r} change; "
+            f"editable: {', '.join(template.editable_fields)}",
+        )
+        for i, path in enumerate(paths)
+        if path not in template.editable_fields
+        and not any(path.startswith(f"{e}.") for e in template.editable_fields)
+    ]
+    require(locked)
+    updated = apply_mask(spec, changes, paths) if paths else spec
+    require(variation_violations(template, updated))
+    return updated
 
 
 async def _existing(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:

@@ -168,7 +168,7 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
 @pytest.mark.parametrize(
     ("service", "method", "request_message"),
     [
-        ("plans", "ListPlanTemplates", pb.ListPlanTemplatesRequest(shop_id="s1")),
+        ("plans", "GetPlanStatistics", pb.GetPlanStatisticsRequest(shop_id="s1", plan_id="p")),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
         ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
         (

@@ -1,0 +1,1 @@
+"""The business products' template files, and their loader."""

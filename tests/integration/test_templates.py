@@ -1,0 +1,228 @@
+"""The six business products as templates, and a seventh from a folder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from custops.audience.v1 import audience_pb2
+from custops.client import AsyncCustopsClient, CustopsError
+from custops.plan.v1 import plan_pb2 as pb
+from server.app import Platform, StartupError
+from tests.integration.conftest import settings
+from tests.integration.stubs_fixture import SteppingClock
+
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+SIX = [
+    "birthday",
+    "holiday",
+    "interactive_fan",
+    "interest_audience",
+    "member_day",
+    "precise_audience",
+]
+
+
+@pytest.fixture
+async def tc(database_url: str) -> AsyncIterator[AsyncCustopsClient]:
+    platform = Platform(settings(database_url), clock=SteppingClock(NOW))
+    await platform.start()
+    async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+        yield client
+    await platform.stop(grace=1)
+
+
+async def test_the_six_products_are_listed(tc: AsyncCustopsClient) -> None:
+    listed = await tc.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1"))
+    assert [t.template_id for t in listed.templates] == SIX
+    assert {pb.BusinessProduct.Name(t.business_product) for t in listed.templates} == {
+        f"BUSINESS_PRODUCT_{n.upper()}" for n in SIX
+    }
+    retail = await tc.plans.ListPlanTemplates(
+        pb.ListPlanTemplatesRequest(shop_id="s1", front_office=pb.FRONT_OFFICE_RETAIL)
+    )
+    assert "interactive_fan" not in [t.template_id for t in retail.templates]
+    first = await tc.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4))
+    rest = await tc.plans.ListPlanTemplates(
+        pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4, page_token=first.next_page_token)
+    )
+    assert [t.template_id for t in [*first.templates, *rest.templates]] == SIX
+
+
+@pytest.mark.parametrize("template_id", SIX)
+async def test_each_template_makes_a_publishable_plan_from_its_defaults(
+    tc: AsyncCustopsClient, template_id: str
+) -> None:
+    plan = (
+        await tc.plans.CreatePlanFromTemplate(
+            pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id=template_id)
+        )
+    ).plan
+    assert plan.template_id == template_id and plan.state == pb.PLAN_STATE_DRAFT
+    published = (
+        await tc.plans.PublishPlan(
+            pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id, etag=plan.etag)
+        )
+    ).plan
+    assert published.state in (pb.PLAN_STATE_ACTIVE, pb.PLAN_STATE_SCHEDULED)
+    assert published.HasField("next_fire_time")
+
+
+WEEKLY = "0 0 10 * * 1 * 32"
+REFUSED: dict[str, tuple[str, pb.Plan]] = {
+    "birthday": ("time.execution", pb.Plan(time=pb.PlanTime(execution=WEEKLY))),
+    "holiday": ("time.execution", pb.Plan(time=pb.PlanTime(execution=WEEKLY))),
+    "member_day": ("time.execution", pb.Plan(time=pb.PlanTime(execution="0 0 9 * * * * 31"))),
+    "precise_audience": (
+        "audience",
+        pb.Plan(audience=audience_pb2.AudienceRule(follower=audience_pb2.FollowerCondition())),
+    ),
+    "interest_audience": (
+        "audience",
+        pb.Plan(
+            audience=audience_pb2.AudienceRule(
+                birthday=audience_pb2.BirthdayCondition(scope=audience_pb2.BIRTHDAY_SCOPE_DAY)
+            )
+        ),
+    ),
+    "interactive_fan": (
+        "audience",
+        pb.Plan(
+            audience=audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=["V5"]))
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("template_id", SIX)
+async def test_each_template_refuses_a_variation_it_does_not_allow(
+    tc: AsyncCustopsClient, template_id: str
+) -> None:
+    path, overrides = REFUSED[template_id]
+    with pytest.raises(CustopsError) as err:
+        await tc.plans.CreatePlanFromTemplate(
+            pb.CreatePlanFromTemplateRequest(
+                shop_id="s1",
+                template_id=template_id,
+                overrides=overrides,
+                override_mask=FieldMask(paths=[path]),
+            )
+        )
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in err.value.field_violations] == [f"plan.{path}"]
+    assert template_id in err.value.field_violations[0].description
+
+
+async def test_locked_fields_and_updates_keep_to_the_template(tc: AsyncCustopsClient) -> None:
+    with pytest.raises(CustopsError) as err:
+        await tc.plans.CreatePlanFromTemplate(
+            pb.CreatePlanFromTemplateRequest(
+                shop_id="s1",
+                template_id="birthday",
+                overrides=pb.Plan(business_product=pb.BUSINESS_PRODUCT_HOLIDAY),
+                override_mask=FieldMask(paths=["business_product"]),
+            )
+        )
+    assert [v.field for v in err.value.field_violations] == ["override_mask.paths[0]"]
+    plan = (
+        await tc.plans.CreatePlanFromTemplate(
+            pb.CreatePlanFromTemplateRequest(
+                shop_id="s1",
+                template_id="birthday",
+                overrides=pb.Plan(
+                    display_name="3 days early", time=pb.PlanTime(execution="0 0 10 3 * * * 41")
+                ),
+                override_mask=FieldMask(paths=["display_name", "time.execution"]),
+            )
+        )
+    ).plan
+    assert plan.display_name == "3 days early" and plan.time.execution == "0 0 10 3 * * * 41"
+    with pytest.raises(CustopsError) as err:
+        await tc.plans.UpdatePlan(
+            pb.UpdatePlanRequest(
+                shop_id="s1",
+                plan=pb.Plan(plan_id=plan.plan_id, time=pb.PlanTime(execution=WEEKLY)),
+                update_mask=FieldMask(paths=["time.execution"]),
+            )
+        )
+    assert [v.field for v in err.value.field_violations] == ["plan.time.execution"]
+    with pytest.raises(CustopsError) as err:
+        await tc.plans.CreatePlanFromTemplate(
+            pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id="no-such-product")
+        )
+    assert err.value.code is grpc.StatusCode.NOT_FOUND
+
+
+SEVENTH = """
+id = "shop_anniversary"
+display_name = "Shop anniversary"
+description = "A gift for every member during the shop's anniversary week."
+front_offices = ["retail", "retail_chain"]
+editable = ["display_name", "time.term", "actions"]
+
+[allowed]
+effective = ["immediately"]
+term = ["fixed_period"]
+execution = ["immediately"]
+audience = ["levels"]
+actions = ["grant_benefit"]
+
+[preset]
+display_name = "Happy anniversary"
+business_product = "holiday"
+front_office = "retail"
+audience = { levels = ["V0", "V1", "V2", "V3", "V4", "V5"] }
+
+[preset.time]
+effective = "* * * * * * * 1"
+term = "0-0 0-0 0-0 1-7 3-3 * 2027-2027 2"
+execution = "* * * * * * * 1"
+
+[[preset.actions]]
+grant_benefit = [{ template_id = "gift-mug", kind = "gift", quantity = 1 }]
+"""
+
+
+async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url: str) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "shop_anniversary.toml").write_text(SEVENTH, encoding="utf-8")
+    platform = Platform(
+        settings(database_url, product_templates=str(folder)), clock=SteppingClock(NOW)
+    )
+    await platform.start()
+    try:
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            listed = await client.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1"))
+            assert "shop_anniversary" in [t.template_id for t in listed.templates]
+            plan = (
+                await client.plans.CreatePlanFromTemplate(
+                    pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id="shop_anniversary")
+                )
+            ).plan
+            assert plan.front_office == pb.FRONT_OFFICE_RETAIL
+            published = await client.plans.PublishPlan(
+                pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id)
+            )
+            assert published.plan.state == pb.PLAN_STATE_SCHEDULED  # the term starts in 2027
+            # "Immediately" fires once, when the term opens: 2027-03-01 00:00 in Shanghai.
+            opens = published.plan.next_fire_time.ToDatetime(UTC)
+            assert opens == datetime(2027, 2, 28, 16, 0, tzinfo=UTC)
+    finally:
+        await platform.stop(grace=1)
+
+
+async def test_a_broken_template_file_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(
+        SEVENTH.replace('"levels"]', '"horoscope"]'), encoding="utf-8"
+    )
+    platform = Platform(
+        settings(f"sqlite+aiosqlite:///{tmp_path}/t.db", product_templates=str(tmp_path))
+    )
+    with pytest.raises(StartupError, match=r"bad\.toml: unknown component audience: horoscope"):
+        await platform.start()
