@@ -113,3 +113,70 @@ def end(plan: Plan, by: str, now: datetime) -> Plan:
 
 def _moved(plan: Plan, state: PlanState, by: str, now: datetime) -> Plan:
     return replace(plan, state=state, revision=plan.revision + 1, update_by=by, update_time=now)
+
+
+# What a published plan (scheduled, active or paused) may still change: what
+# cannot alter who was or will be acted on, or how. Its audience, its
+# execution time and its actions are fixed once members may have been acted
+# on; to change them, end the plan and create a new one.
+SAFE_WHEN_PUBLISHED = (
+    "display_name",
+    "description",
+    "limits.rate_override",
+    "limits.quiet_hours",
+    "limits.total_budget",  # raised, or 0 for no budget; never lowered
+    "time.term",  # a fixed period extended: starting no later, ending no earlier
+)
+
+
+def check_safe_change(plan: Plan, new: PlanSpec, paths: list[str]) -> None:
+    if plan.state is PlanState.DRAFT:
+        return
+    problems = [
+        FieldViolation(
+            f"update_mask.paths[{i}]",
+            f"a {plan.state.value} plan can change only {', '.join(SAFE_WHEN_PUBLISHED)}; "
+            "end it and create a new plan to change the rest",
+        )
+        for i, path in enumerate(paths)
+        if path not in SAFE_WHEN_PUBLISHED
+    ]
+    old_budget, new_budget = plan.spec.limits.total_budget, new.limits.total_budget
+    if (
+        "limits.total_budget" in paths
+        and new_budget != 0
+        and (old_budget == 0 or new_budget < old_budget)
+    ):
+        problems.append(
+            FieldViolation(
+                "plan.limits.total_budget", f"may only be raised from {old_budget or 'no budget'}"
+            )
+        )
+    if "time.term" in paths and not _extends(plan.spec.time.term, new.time.term):
+        problems.append(
+            FieldViolation(
+                "plan.time.term",
+                "of a published plan may only be extended: a fixed period (type 2) starting "
+                "no later and ending no earlier than the current one",
+            )
+        )
+    if problems:
+        raise FailedPrecondition(
+            f"plan {plan.plan_id} is {plan.state.value}: "
+            + "; ".join(f"{v.field} {v.description}" for v in problems),
+            reason="UNSAFE_CHANGE",
+            violations=problems,
+        )
+
+
+def _extends(old: str, new: str) -> bool:
+    if not old or not new:
+        return False
+    before, after = term.parse(old), term.parse(new)
+    if (
+        before.kind is not term.TermKind.FIXED_PERIOD
+        or after.kind is not term.TermKind.FIXED_PERIOD
+    ):
+        return False
+    (old_start, old_end), (new_start, new_end) = before.period, after.period
+    return new_start <= old_start and new_end >= old_end

@@ -214,9 +214,11 @@ class Plan:
             )
 
     def updated(self, spec: PlanSpec, by: str, at: datetime) -> Plan:
-        if self.state is not PlanState.DRAFT:
+        """The plan with a new spec; which changes a published plan allows is
+        lifecycle.check_safe_change's to say."""
+        if self.state is PlanState.ENDED:
             raise FailedPrecondition(
-                f"plan {self.plan_id} is {self.state.value}; only drafts can be edited",
+                f"plan {self.plan_id} has ended; it can no longer change",
                 reason="PLAN_NOT_EDITABLE",
             )
         return replace(self, spec=spec, revision=self.revision + 1, update_by=by, update_time=at)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from domain import plan_schedule
+from domain import lifecycle, plan_schedule
 from domain.errors import DuplicateRequest, FailedPrecondition, FieldViolation, NotFound, require
 from domain.plan import (
     BusinessProduct,
@@ -132,6 +132,7 @@ class PlanUseCases:
                 )
             else:
                 spec = apply_mask(plan.spec, changes, paths)
+            lifecycle.check_safe_change(plan, spec, paths)
             updated = plan.updated(spec, actor, self._clock.now())
             await uow.plans.save(updated, expected_revision=plan.revision)
             return updated

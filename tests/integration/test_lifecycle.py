@@ -144,20 +144,51 @@ async def test_a_term_that_is_over_cannot_be_published(lc: AsyncCustopsClient) -
     assert err.value.reason == "TERM_OVER"
 
 
-async def test_published_plans_are_neither_edited_nor_deleted(lc: AsyncCustopsClient) -> None:
+async def _update(client: AsyncCustopsClient, plan_id: str, plan: pb.Plan, *paths: str) -> pb.Plan:
+    plan.plan_id = plan_id
+    reply = await client.plans.UpdatePlan(
+        pb.UpdatePlanRequest(shop_id="s1", plan=plan, update_mask=FieldMask(paths=list(paths)))
+    )
+    updated: pb.Plan = reply.plan
+    return updated
+
+
+async def test_published_plans_change_only_safely_and_are_never_deleted(
+    lc: AsyncCustopsClient,
+) -> None:
     active = await _in_state(lc, "ACTIVE")
     with pytest.raises(CustopsError) as err:
         await lc.plans.DeletePlan(pb.DeletePlanRequest(shop_id="s1", plan_id=active.plan_id))
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    renamed = await _update(lc, active.plan_id, pb.Plan(display_name="renamed"), "display_name")
+    assert renamed.display_name == "renamed" and renamed.etag != active.etag
+    raised = await _update(
+        lc,
+        active.plan_id,
+        pb.Plan(limits=pb.PlanLimits(total_budget=20_000)),
+        "limits.total_budget",
+    )
+    assert raised.limits.total_budget == 20_000
+    longer = "0-0 0-0 0-0 1-31 1-12 * 2026-2028 2"
+    extended = await _update(
+        lc, active.plan_id, pb.Plan(time=pb.PlanTime(term=longer)), "time.term"
+    )
+    assert extended.time.term == longer
+    unsafe = [
+        (pb.Plan(audience=active.audience), "audience"),
+        (pb.Plan(time=pb.PlanTime(execution="0 0 8 * * * * 31")), "time.execution"),
+        (pb.Plan(limits=pb.PlanLimits(total_budget=5)), "limits.total_budget"),
+        (pb.Plan(time=pb.PlanTime(term="0-0 0-0 0-0 1-31 1-12 * 2026-2026 2")), "time.term"),
+    ]
+    for changes, path in unsafe:
+        with pytest.raises(CustopsError) as err:
+            await _update(lc, active.plan_id, changes, path)
+        assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION, path
+        assert err.value.reason == "UNSAFE_CHANGE"
+    ended = await step(lc, "End", extended)
     with pytest.raises(CustopsError) as err:
-        await lc.plans.UpdatePlan(
-            pb.UpdatePlanRequest(
-                shop_id="s1",
-                plan=pb.Plan(plan_id=active.plan_id, display_name="new"),
-                update_mask=FieldMask(paths=["display_name"]),
-            )
-        )
-    assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
+        await _update(lc, ended.plan_id, pb.Plan(display_name="late"), "display_name")
+    assert err.value.reason == "PLAN_NOT_EDITABLE"
 
 
 async def test_etags_request_ids_and_shops(lc: AsyncCustopsClient) -> None:

@@ -82,13 +82,23 @@ def test_unknown_mask_paths_are_refused() -> None:
     ]
 
 
-def test_published_plans_are_neither_edited_nor_deleted() -> None:
+def test_published_plans_change_only_safely_and_are_never_deleted() -> None:
+    from domain.lifecycle import check_safe_change
+
     plan = d.new_plan("s", "p", d.PlanSpec(display_name="x"), "u", NOW)
     published = d.Plan(**{**plan.__dict__, "state": d.PlanState.ACTIVE})
-    with pytest.raises(FailedPrecondition):
-        published.updated(plan.spec, "u", NOW)
+    check_safe_change(published, plan.spec, ["display_name", "limits.rate_override"])
+    with pytest.raises(FailedPrecondition) as err:
+        check_safe_change(published, plan.spec, ["audience", "actions"])
+    assert [v.field for v in err.value.violations] == [
+        "update_mask.paths[0]",
+        "update_mask.paths[1]",
+    ]
     with pytest.raises(FailedPrecondition):
         published.check_deletable()
+    ended = d.Plan(**{**plan.__dict__, "state": d.PlanState.ENDED})
+    with pytest.raises(FailedPrecondition):
+        ended.updated(plan.spec, "u", NOW)
 
 
 codes = st.text(alphabet="ABCXYZ0123", min_size=1, max_size=6)
