@@ -113,3 +113,16 @@ class AudienceDirectory(Protocol):
     async def estimate(
         self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
     ) -> AudienceSize: ...
+
+
+@dataclass(frozen=True)
+class Stock:
+    template_id: str
+    available: int
+    unlimited: bool
+
+
+class BenefitCatalog(Protocol):
+    """The benefit platform, as far as planning needs it."""
+
+    async def inventory(self, shop_id: str, template_ids: Sequence[str]) -> list[Stock]: ...

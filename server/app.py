@@ -24,6 +24,7 @@ from server import redis_store
 from server.clock import SystemClock
 from server.config import Settings
 from server.downstream.audience import GrpcAudienceDirectory
+from server.downstream.benefit import GrpcBenefitCatalog
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
 from server.persistence.database import create_engine, is_sqlite, normalize_url
@@ -96,7 +97,10 @@ class Platform:
         audience_channel = grpc.aio.insecure_channel(
             s.target("audience", stubs_address), interceptors=downstream
         )
-        self._channels.append(audience_channel)
+        benefit_channel = grpc.aio.insecure_channel(
+            s.target("benefit", stubs_address), interceptors=downstream
+        )
+        self._channels += [audience_channel, benefit_channel]
 
         assert self._engine is not None
         engine, clock = self._engine, self.clock
@@ -110,6 +114,7 @@ class Platform:
             clock,
             GrpcAudienceDirectory(audience_channel),
             catalog,
+            GrpcBenefitCatalog(benefit_channel),
         )
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:

@@ -16,7 +16,7 @@ import grpc
 from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
 from domain import lifecycle
-from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
+from domain.errors import FieldViolation, InvalidArgument, require
 from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
 from domain.products import ProductTemplate
@@ -289,21 +289,37 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             target = await self._plans.get(request.shop_id, request.plan_id)
         else:
             target = spec_from_proto(request.plan)
-        if pb.PREVIEW_PART_INVENTORY in parts:
-            raise Unimplemented(
-                "preview of PREVIEW_PART_INVENTORY is not implemented yet; ask for "
-                "PREVIEW_PART_AUDIENCE_ESTIMATE and PREVIEW_PART_FIRE_TIMES"
-            )
-        response = pb.PreviewPlanResponse()
-        if pb.PREVIEW_PART_FIRE_TIMES in parts:
-            count = min(request.fire_time_count or 5, 50)
-            response.next_fire_times.extend(
-                timestamp(t) for t in self._plans.fire_times(target, count)
-            )
-        if pb.PREVIEW_PART_AUDIENCE_ESTIMATE in parts:
-            size = await self._plans.estimate_audience(request.shop_id, target)
+        names = {
+            pb.PREVIEW_PART_AUDIENCE_ESTIMATE: "audience",
+            pb.PREVIEW_PART_FIRE_TIMES: "fire_times",
+            pb.PREVIEW_PART_INVENTORY: "inventory",
+        }
+        seen = await self._plans.preview(
+            request.shop_id,
+            target,
+            {names[p] for p in parts},
+            min(request.fire_time_count or 5, 50),
+        )
+        response = pb.PreviewPlanResponse(
+            next_fire_times=[timestamp(t) for t in seen.fire_times],
+            inventory_checks=[
+                pb.InventoryCheck(
+                    template_id=c.template_id,
+                    required=c.required,
+                    available=c.available,
+                    unlimited=c.unlimited,
+                    sufficient=c.sufficient,
+                )
+                for c in seen.inventory
+            ],
+            warnings=[
+                pb.PreviewWarning(field=w.field, reason=w.reason, message=w.message)
+                for w in seen.warnings
+            ],
+        )
+        if seen.audience is not None:
             response.audience_estimate.CopyFrom(
-                pb.AudienceEstimate(count=size.count, exact=size.exact)
+                pb.AudienceEstimate(count=seen.audience.count, exact=seen.audience.exact)
             )
         return response
 

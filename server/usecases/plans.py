@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from domain import lifecycle, plan_schedule
-from domain.errors import DuplicateRequest, FailedPrecondition, FieldViolation, NotFound, require
+from domain import lifecycle, plan_schedule, preview
+from domain.errors import (
+    DuplicateRequest,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    Unavailable,
+    require,
+)
 from domain.plan import (
     BusinessProduct,
     FrontOffice,
@@ -23,6 +30,7 @@ from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.ports import (
     AudienceDirectory,
     AudienceSize,
+    BenefitCatalog,
     Clock,
     PlanCursor,
     PlanFilter,
@@ -48,11 +56,13 @@ class PlanUseCases:
         clock: Clock,
         audience: AudienceDirectory,
         catalog: dict[str, ProductTemplate] | None = None,
+        benefits: BenefitCatalog | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._audience = audience
         self._catalog = catalog or {}
+        self._benefits = benefits
 
     def templates(
         self, product: BusinessProduct | None, office: FrontOffice | None
@@ -179,6 +189,30 @@ class PlanUseCases:
             return moved
 
         return await self._once(shop_id, key, change)
+
+    async def preview(
+        self, shop_id: str, plan: Plan | PlanSpec, parts: set[str], count: int
+    ) -> preview.Preview:
+        """The parts asked for ("audience", "fire_times", "inventory") and the
+        warnings they give rise to."""
+        spec = plan.spec if isinstance(plan, Plan) else plan
+        fires = tuple(self.fire_times(plan, count)) if "fire_times" in parts else None
+        audience = None
+        checks: tuple[preview.InventoryCheck, ...] = ()
+        if parts & {"audience", "inventory"}:
+            audience = await self.estimate_audience(shop_id, plan)
+        if "inventory" in parts and audience is not None:
+            if self._benefits is None:
+                raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
+            units = preview.units_per_member(spec)
+            stock = await self._benefits.inventory(shop_id, sorted(units))
+            checks = tuple(preview.inventory_checks(spec, audience, stock))
+        return preview.Preview(
+            audience=audience,
+            fire_times=fires or (),
+            inventory=checks,
+            warnings=tuple(preview.warnings(spec, audience, fires, checks)),
+        )
 
     def fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""

@@ -171,13 +171,6 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
         ("plans", "GetPlanStatistics", pb.GetPlanStatisticsRequest(shop_id="s1", plan_id="p")),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
         ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
-        (
-            "plans",
-            "PreviewPlan",
-            pb.PreviewPlanRequest(
-                shop_id="s1", plan=pb.Plan(display_name="x"), parts=[pb.PREVIEW_PART_INVENTORY]
-            ),
-        ),
     ],
 )
 async def test_not_built_yet_is_unimplemented(

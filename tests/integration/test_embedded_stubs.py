@@ -38,3 +38,63 @@ async def test_preview_estimates_through_the_embedded_audience_stand_in(tmp_path
     assert gold.exact and everyone.exact
     assert everyone.count == 2000
     assert 0 < gold.count < everyone.count
+
+
+async def test_preview_checks_inventory_and_warns(tmp_path: Path) -> None:
+    import grpc
+
+    from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+
+    platform = Platform(settings(f"sqlite+aiosqlite:///{tmp_path}/e.db", stubs_population=2000))
+    await platform.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.stubs_port}") as channel:
+            await benefit_pb2_grpc.BenefitServiceStub(channel).CreateBenefitTemplate(
+                benefit_pb2.CreateBenefitTemplateRequest(
+                    shop_id="s1",
+                    template=benefit_pb2.BenefitTemplate(
+                        template_id="scarce", kind=benefit_pb2.BENEFIT_KIND_GIFT, inventory=5
+                    ),
+                )
+            )
+        plan = pb.Plan(
+            display_name="gold gifts",
+            audience=audience_pb2.AudienceRule(
+                levels=audience_pb2.LevelCondition(levels=["V4", "V5"])
+            ),
+            time=pb.PlanTime(execution="0 0 10 * * * 2020 31"),  # never again
+            actions=[
+                pb.Action(
+                    grant_benefit=pb.GrantBenefitAction(
+                        benefits=[
+                            pb.BenefitGrant(
+                                template_id="coupon-10-off-100",
+                                kind=benefit_pb2.BENEFIT_KIND_COUPON,
+                                quantity=2,
+                            ),
+                            pb.BenefitGrant(
+                                template_id="scarce", kind=benefit_pb2.BENEFIT_KIND_GIFT, quantity=1
+                            ),
+                        ]
+                    )
+                )
+            ],
+            limits=pb.PlanLimits(total_budget=30),
+        )
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            seen = await client.plans.PreviewPlan(pb.PreviewPlanRequest(shop_id="s1", plan=plan))
+    finally:
+        await platform.stop(grace=1)
+    members = seen.audience_estimate.count
+    assert members > 10
+    checks = {c.template_id: c for c in seen.inventory_checks}
+    assert checks["coupon-10-off-100"].required == 2 * members
+    assert checks["coupon-10-off-100"].sufficient
+    assert (checks["scarce"].required, checks["scarce"].available) == (members, 5)
+    assert not checks["scarce"].sufficient
+    assert {w.reason for w in seen.warnings} == {
+        "INVENTORY_SHORT",
+        "BUDGET_BELOW_AUDIENCE",
+        "NO_FIRE_TIMES",
+    }
+    assert list(seen.next_fire_times) == []
