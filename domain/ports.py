@@ -126,3 +126,9 @@ class BenefitCatalog(Protocol):
     """The benefit platform, as far as planning needs it."""
 
     async def inventory(self, shop_id: str, template_ids: Sequence[str]) -> list[Stock]: ...
+
+    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> int:
+        """Take back (回收) the unused benefits granted under `source`, at most
+        `limit`; the number taken back (idempotent: already taken back ones
+        are not counted again)."""
+        ...

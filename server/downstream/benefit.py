@@ -26,3 +26,39 @@ class GrpcBenefitCatalog:
         except grpc.aio.AioRpcError as exc:
             raise translate(SYSTEM, exc) from exc
         return [Stock(i.template_id, i.available, i.unlimited) for i in response.inventories]
+
+    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> int:
+        recovered = 0
+        while recovered < limit:
+            try:
+                page = await self._stub.ListBenefitInstances(
+                    benefit_pb2.ListBenefitInstancesRequest(
+                        shop_id=shop_id,
+                        source=source,
+                        state=benefit_pb2.BENEFIT_STATE_UNUSED,
+                        page_size=min(500, limit - recovered),
+                    )
+                )
+                if not page.instances:
+                    return recovered
+                reply = await self._stub.BatchRecoverBenefits(
+                    benefit_pb2.BatchRecoverBenefitsRequest(
+                        shop_id=shop_id,
+                        items=[
+                            benefit_pb2.RecoverItem(
+                                # One key per instance: a retried end recovers nothing twice.
+                                idempotency_key=f"recover/{source}/{i.instance_id}",
+                                instance_id=i.instance_id,
+                                reason=reason,
+                            )
+                            for i in page.instances
+                        ],
+                    )
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise translate(SYSTEM, exc) from exc
+            done = sum(r.status == benefit_pb2.ITEM_STATUS_SUCCEEDED for r in reply.results)
+            if done == 0:
+                return recovered  # what is left cannot be taken back (expired meanwhile)
+            recovered += done
+        return recovered

@@ -196,10 +196,17 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def EndPlan(self, request: pb.EndPlanRequest, context: Context) -> pb.EndPlanResponse:
         if len(request.reason) > 500:
             require([FieldViolation("reason", "at most 500 characters")])
-        plan = await self._step(request, context, lifecycle.end, "EndPlan")
-        # No run can have granted anything yet (runs come with the execution
-        # engine), so there is nothing unused to take back: 0 is the truth.
-        return pb.EndPlanResponse(plan=plan_to_proto(plan), recovered_count=0)
+        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        plan, recovered = await self._plans.end(
+            request.shop_id,
+            request.plan_id,
+            request.etag,
+            actor(context),
+            request_key("EndPlan", request),
+            request.recover_unused_benefits,
+            request.reason,
+        )
+        return pb.EndPlanResponse(plan=plan_to_proto(plan), recovered_count=recovered)
 
     async def _step(
         self,

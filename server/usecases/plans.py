@@ -40,6 +40,16 @@ from domain.ports import (
 from domain.products import ProductTemplate, variation_violations
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+# Benefits taken back within an EndPlan call; a larger recovery becomes a
+# throttled recovery run once the execution engine exists.
+RECOVER_IN_CALL = 10_000
+
+
+def grant_source(plan_id: str) -> str:
+    """The `source` every grant of a plan carries at the benefit platform."""
+    return f"plans/{plan_id}"
+
+
 T = TypeVar("T")
 
 
@@ -213,6 +223,27 @@ class PlanUseCases:
             inventory=checks,
             warnings=tuple(preview.warnings(spec, audience, fires, checks)),
         )
+
+    async def end(
+        self,
+        shop_id: str,
+        plan_id: str,
+        etag: str,
+        actor: str,
+        key: RequestKey | None,
+        recover: bool,
+        reason: str,
+    ) -> tuple[Plan, int]:
+        """End a plan and, when asked, take back the unused benefits it granted."""
+        plan = await self.transition(shop_id, plan_id, etag, lifecycle.end, actor, key)
+        if not recover:
+            return plan, 0
+        if self._benefits is None:
+            raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
+        taken = await self._benefits.recover_unused(
+            shop_id, grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
+        )
+        return plan, taken
 
     def fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""

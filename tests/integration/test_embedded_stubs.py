@@ -98,3 +98,70 @@ async def test_preview_checks_inventory_and_warns(tmp_path: Path) -> None:
         "NO_FIRE_TIMES",
     }
     assert list(seen.next_fire_times) == []
+
+
+async def test_ending_a_plan_takes_back_its_unused_benefits(tmp_path: Path) -> None:
+    import grpc
+
+    from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+    from tests.integration.test_plans_api import birthday_plan
+
+    platform = Platform(settings(f"sqlite+aiosqlite:///{tmp_path}/e.db", stubs_population=2000))
+    await platform.start()
+    try:
+        async with (
+            AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client,
+            grpc.aio.insecure_channel(f"127.0.0.1:{platform.stubs_port}") as channel,
+        ):
+            draft = birthday_plan()
+            draft.time.term = ""
+            plan = (
+                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=draft))
+            ).plan
+            plan = (
+                await client.plans.PublishPlan(
+                    pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id)
+                )
+            ).plan
+            # What a run would have granted (runs come with the execution engine).
+            benefits = benefit_pb2_grpc.BenefitServiceStub(channel)
+            granted = await benefits.BatchGrantBenefits(
+                benefit_pb2.BatchGrantBenefitsRequest(
+                    shop_id="s1",
+                    items=[
+                        benefit_pb2.GrantItem(
+                            idempotency_key=f"run-1/m{i:08d}",
+                            member_id=f"m{i:08d}",
+                            template_id="coupon-10-off-100",
+                            quantity=1,
+                            source=f"plans/{plan.plan_id}",
+                        )
+                        for i in range(3)
+                    ],
+                )
+            )
+            used = granted.results[0].instances[0]
+            await benefits.MarkBenefitUsed(
+                benefit_pb2.MarkBenefitUsedRequest(
+                    shop_id="s1", instance_id=used.instance_id, order_id="o1", idempotency_key="u"
+                )
+            )
+            ended = await client.plans.EndPlan(
+                pb.EndPlanRequest(
+                    shop_id="s1",
+                    plan_id=plan.plan_id,
+                    recover_unused_benefits=True,
+                    reason="mistake",
+                )
+            )
+            left = await benefits.ListBenefitInstances(
+                benefit_pb2.ListBenefitInstancesRequest(
+                    shop_id="s1", source=f"plans/{plan.plan_id}"
+                )
+            )
+    finally:
+        await platform.stop(grace=1)
+    assert ended.plan.state == pb.PLAN_STATE_ENDED
+    assert ended.recovered_count == 2
+    states = sorted(benefit_pb2.BenefitState.Name(i.state) for i in left.instances)
+    assert states == ["BENEFIT_STATE_RECOVERED", "BENEFIT_STATE_RECOVERED", "BENEFIT_STATE_USED"]
