@@ -169,6 +169,15 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
     ("service", "method", "request_message"),
     [
         ("plans", "GetPlanStatistics", pb.GetPlanStatisticsRequest(shop_id="s1", plan_id="p")),
+        ("plans", "ListPlanRuns", pb.ListPlanRunsRequest(shop_id="s1", plan_id="p")),
+        ("plans", "GetPlanRun", pb.GetPlanRunRequest(shop_id="s1", plan_id="p", run_id="r")),
+        ("plans", "CancelPlanRun", pb.CancelPlanRunRequest(shop_id="s1", plan_id="p", run_id="r")),
+        (
+            "plans",
+            "RetryFailedItems",
+            pb.RetryFailedItemsRequest(shop_id="s1", plan_id="p", run_id="r"),
+        ),
+        ("plans", "UpdateThrottleSetting", pb.UpdateThrottleSettingRequest()),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
         ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
     ],
