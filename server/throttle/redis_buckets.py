@@ -1,0 +1,131 @@
+"""Token buckets in Redis, shared by every replica.
+
+Each decision is one Lua script, so check-and-take is atomic however many
+processes ask at once; it reads the clock with Redis `TIME` (or, for Redis
+services that forbid TIME in scripts, and for tests, a time passed in),
+works in integer microseconds, clamps time that runs backwards, and keeps
+the state in one hash with a PEXPIRE. Settings (rate, capacity) and the
+adaptive factor live in a second hash that every replica reads on every
+decision, so a changed rate is in force at once everywhere.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from server.throttle.buckets import (
+    BACKOFF,
+    MIN_FACTOR,
+    RECOVERY_STEP,
+    BucketSettings,
+    BucketUnavailable,
+    Decision,
+)
+
+# A bucket's state outlives a week of silence; after that it starts full.
+STATE_TTL_MS = 7 * 24 * 3600 * 1000
+
+_TAKE = """
+local now
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[2])
+end
+local s = redis.call('HMGET', KEYS[2], 'rate', 'capacity', 'factor')
+local rate = tonumber(s[1]) or tonumber(ARGV[3])
+local capacity = tonumber(s[2]) or tonumber(ARGV[4])
+local factor = tonumber(s[3]) or 1
+local st = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local level = tonumber(st[1]) or capacity
+local stamp = tonumber(st[2]) or now
+local elapsed = now - stamp
+if elapsed < 0 then elapsed = 0 end
+level = math.min(capacity, level + elapsed * rate * factor / 1000000)
+local want = math.min(tonumber(ARGV[1]), capacity)
+local granted = 0
+local wait = 0
+if level >= want then
+  level = level - want
+  granted = want
+else
+  local r = rate * factor
+  if r <= 0 then wait = -1 else wait = math.ceil((want - level) / r * 1000000) end
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', level),
+           'stamp', string.format('%.0f', math.max(stamp, now)))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return {granted, wait}
+"""
+
+_ADAPT = """
+local f = tonumber(redis.call('HGET', KEYS[1], 'factor')) or 1
+if ARGV[1] == 'down' then
+  f = math.max(tonumber(ARGV[2]), f * tonumber(ARGV[3]))
+else
+  f = math.min(1, f + tonumber(ARGV[4]))
+end
+redis.call('HSET', KEYS[1], 'factor', string.format('%.6f', f))
+return string.format('%.6f', f)
+"""
+
+
+class RedisBuckets:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        defaults: dict[str, BucketSettings],
+        use_time: bool = True,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._defaults = defaults
+        self._use_time = use_time
+        self._take = client.register_script(_TAKE)
+        self._adapt = client.register_script(_ADAPT)
+
+    def _keys(self, name: str) -> tuple[str, str]:
+        base = f"{self._prefix}:bucket:{name}"
+        return base, f"{base}:settings"
+
+    async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+        default = self._defaults.get(name, BucketSettings(0.0, 1))
+        if now_us is None and not self._use_time:
+            raise ValueError("this store forbids TIME in scripts: pass now_us")
+        args = [
+            tokens,
+            "" if now_us is None else now_us,
+            default.rate,
+            default.capacity,
+            STATE_TTL_MS,
+        ]
+        try:
+            granted, wait = await self._take(keys=list(self._keys(name)), args=args)
+        except (RedisError, OSError) as exc:
+            raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
+        return Decision(int(granted), int(wait))
+
+    async def configure(self, name: str, settings: BucketSettings) -> None:
+        await self._redis.hset(
+            self._keys(name)[1], mapping={"rate": settings.rate, "capacity": settings.capacity}
+        )
+
+    async def settings(self, name: str) -> tuple[BucketSettings, float]:
+        stored = await self._redis.hgetall(self._keys(name)[1])
+        default = self._defaults.get(name, BucketSettings(0.0, 1))
+        rate = float(stored.get(b"rate", default.rate))
+        capacity = int(float(stored.get(b"capacity", default.capacity)))
+        return BucketSettings(rate, capacity), float(stored.get(b"factor", 1.0))
+
+    async def penalize(self, name: str) -> float:
+        return await self._adjust(name, "down")
+
+    async def reward(self, name: str) -> float:
+        return await self._adjust(name, "up")
+
+    async def _adjust(self, name: str, way: str) -> float:
+        args: list[str | float] = [way, MIN_FACTOR, BACKOFF, RECOVERY_STEP]
+        return float(await self._adapt(keys=[self._keys(name)[1]], args=args))
