@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,12 @@ from server.products.catalog import TemplateError, load_catalog
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.stubs.app import StubOptions, Stubs
+from server.throttle.buckets import Buckets, LocalBuckets
+from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
 from server.usecases.plans import PlanUseCases
+from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
+from server.usecases.throttle import ThrottleUseCases
 
 log = logging.getLogger("custops")
 
@@ -64,6 +69,7 @@ class Platform:
     _engine: AsyncEngine | None = None
     _redis: redis.Redis | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
+    buckets: Buckets | None = None
 
     async def start(self) -> None:
         """Start everything, or nothing: a failure stops what had started."""
@@ -129,7 +135,13 @@ class Platform:
         )
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
-        plan_service = OperationPlanService(plans, clock)  # type: ignore[abstract]
+        self.buckets = (
+            LocalBuckets(dict(THROTTLE_DEFAULTS), clock_us=lambda: int(time.time() * 1_000_000))
+            if self._redis is None
+            else RedisBuckets(self._redis, s.redis_prefix, dict(THROTTLE_DEFAULTS))
+        )
+        throttle = ThrottleUseCases(self.buckets, clock.now)
+        plan_service = OperationPlanService(plans, clock, throttle)  # type: ignore[abstract]
         scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)

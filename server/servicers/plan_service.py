@@ -43,6 +43,7 @@ from server.servicers.requests import (
 )
 from server.usecases.plans import PlanUseCases
 from server.usecases.terms import explain
+from server.usecases.throttle import Throttle, ThrottleUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -52,9 +53,39 @@ _LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
-    def __init__(self, plans: PlanUseCases, clock: Clock) -> None:
+    def __init__(self, plans: PlanUseCases, clock: Clock, throttle: ThrottleUseCases) -> None:
         self._plans = plans
         self._clock = clock
+        self._throttle = throttle
+
+    async def GetThrottleSettings(
+        self, request: pb.GetThrottleSettingsRequest, context: Context
+    ) -> pb.GetThrottleSettingsResponse:
+        if request.shop_id:
+            require(shop_id_violations(request.shop_id))
+        found = await self._throttle.get(request.shop_id)
+        return pb.GetThrottleSettingsResponse(settings=[_throttle_to_proto(t) for t in found])
+
+    async def UpdateThrottleSetting(
+        self, request: pb.UpdateThrottleSettingRequest, context: Context
+    ) -> pb.UpdateThrottleSettingResponse:
+        new = request.setting
+        violations = shop_id_violations(new.shop_id) if new.shop_id else []
+        paths = list(request.update_mask.paths) or ["rate_per_second", "burst"]
+        violations += [
+            FieldViolation(f"update_mask.paths[{i}]", "rate_per_second or burst")
+            for i, p in enumerate(paths)
+            if p not in ("rate_per_second", "burst")
+        ]
+        require(violations)
+        changed = await self._throttle.update(
+            _DOWNSTREAMS.get(new.downstream, ""),
+            new.shop_id,
+            new.rate_per_second if "rate_per_second" in paths else None,
+            int(new.burst) if "burst" in paths else None,
+            new.etag,
+        )
+        return pb.UpdateThrottleSettingResponse(setting=_throttle_to_proto(changed))
 
     async def CreatePlan(
         self, request: pb.CreatePlanRequest, context: Context
@@ -378,6 +409,25 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             if window.end is not None:
                 shown.end.CopyFrom(timestamp(window.end))
         return response
+
+
+_DOWNSTREAMS = {
+    pb.DOWNSTREAM_AUDIENCE: "audience",
+    pb.DOWNSTREAM_BENEFIT: "benefit",
+    pb.DOWNSTREAM_NOTIFICATION: "notification",
+}
+_DOWNSTREAMS_BACK = {name: number for number, name in _DOWNSTREAMS.items()}
+
+
+def _throttle_to_proto(t: Throttle) -> pb.ThrottleSetting:
+    return pb.ThrottleSetting(
+        downstream=_DOWNSTREAMS_BACK[t.downstream],
+        rate_per_second=t.settings.rate,
+        burst=t.settings.capacity,
+        shop_id=t.shop_id,
+        effective_rate_per_second=t.effective_rate,
+        etag=t.etag,
+    )
 
 
 def _template_to_proto(t: ProductTemplate) -> pb.PlanTemplate:

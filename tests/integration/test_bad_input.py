@@ -177,9 +177,7 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
             "RetryFailedItems",
             pb.RetryFailedItemsRequest(shop_id="s1", plan_id="p", run_id="r"),
         ),
-        ("plans", "UpdateThrottleSetting", pb.UpdateThrottleSettingRequest()),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
-        ("plans", "GetThrottleSettings", pb.GetThrottleSettingsRequest()),
     ],
 )
 async def test_not_built_yet_is_unimplemented(

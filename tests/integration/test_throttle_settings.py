@@ -1,0 +1,96 @@
+"""Throttle settings through the server: in process, and shared through Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from custops.client import AsyncCustopsClient, CustopsError
+from custops.plan.v1 import plan_pb2 as pb
+from server.app import Platform
+from tests.integration.conftest import settings
+
+
+async def _exercise(client: AsyncCustopsClient) -> None:
+    listed = (await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())).settings
+    by = {pb.Downstream.Name(s.downstream): s for s in listed}
+    assert set(by) == {"DOWNSTREAM_AUDIENCE", "DOWNSTREAM_BENEFIT", "DOWNSTREAM_NOTIFICATION"}
+    benefit = by["DOWNSTREAM_BENEFIT"]
+    assert benefit.effective_rate_per_second == benefit.rate_per_second > 0
+    changed = (
+        await client.plans.UpdateThrottleSetting(
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(
+                    downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=250, etag=benefit.etag
+                ),
+                update_mask=FieldMask(paths=["rate_per_second"]),
+            )
+        )
+    ).setting
+    assert (changed.rate_per_second, changed.burst) == (250, benefit.burst)
+    with pytest.raises(CustopsError) as err:  # the etag read before the change is stale now
+        await client.plans.UpdateThrottleSetting(
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(
+                    downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=1, etag=benefit.etag
+                ),
+                update_mask=FieldMask(paths=["rate_per_second"]),
+            )
+        )
+    assert err.value.code is grpc.StatusCode.ABORTED
+    with pytest.raises(CustopsError) as err:
+        await client.plans.UpdateThrottleSetting(
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(rate_per_second=-1, burst=0),
+            )
+        )
+    assert {v.field for v in err.value.field_violations} == {
+        "setting.downstream",
+        "setting.rate_per_second",
+        "setting.burst",
+    }
+
+
+async def test_throttle_settings_in_process(tmp_path: Path) -> None:
+    platform = Platform(settings(f"sqlite+aiosqlite:///{tmp_path}/t.db"))
+    await platform.start()
+    try:
+        async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+            await _exercise(client)
+    finally:
+        await platform.stop(grace=1)
+
+
+@pytest.mark.redis
+async def test_a_rate_set_on_one_replica_holds_on_another(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    replicas = [
+        Platform(
+            settings(
+                f"sqlite+aiosqlite:///{tmp_path}/r{i}.db",
+                redis_url=redis_url,
+                redis_prefix=redis_prefix,
+            )
+        )
+        for i in range(2)
+    ]
+    for replica in replicas:
+        await replica.start()
+    try:
+        async with (
+            AsyncCustopsClient(f"127.0.0.1:{replicas[0].port}") as first,
+            AsyncCustopsClient(f"127.0.0.1:{replicas[1].port}") as second,
+        ):
+            await _exercise(first)
+            seen = (
+                await second.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+            ).settings
+            benefit = next(s for s in seen if s.downstream == pb.DOWNSTREAM_BENEFIT)
+            assert benefit.rate_per_second == 250
+    finally:
+        for replica in replicas:
+            await replica.stop(grace=1)
