@@ -12,11 +12,14 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -83,4 +86,54 @@ requests = Table(
     Column("outcome", JSON, nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("shop_id", "operation", "request_id", name="pk_requests"),
+)
+
+
+# The task engine (server/engine): jobs split into shards, and items that
+# failed, waiting for a retry or dead-lettered.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("due_time", UtcDateTime(), nullable=False),
+    Column("total", BigInteger, nullable=False, default=0),
+    Column("done", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+    UniqueConstraint("kind", "key", name="uq_jobs_kind_key"),
+    Index("ix_jobs_state_due", "state", "due_time"),
+)
+
+shards = Table(
+    "shards",
+    metadata,
+    Column("job_id", String(64), nullable=False),
+    Column("shard_index", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("cursor", Text, nullable=False),
+    Column("done", BigInteger, nullable=False, default=0),
+    Column("lease_owner", String(64), nullable=False, default=""),
+    Column("lease_until", UtcDateTime()),
+    Column("fencing", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("job_id", "shard_index", name="pk_shards"),
+    Index("ix_shards_state_lease", "state", "lease_until"),
+)
+
+item_failures = Table(
+    "item_failures",
+    metadata,
+    Column("job_id", String(64), nullable=False),
+    Column("item_key", String(200), nullable=False),
+    Column("item", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("next_retry_time", UtcDateTime()),
+    PrimaryKeyConstraint("job_id", "item_key", name="pk_item_failures"),
+    Index("ix_item_failures_retry", "state", "next_retry_time"),
 )

@@ -1,0 +1,53 @@
+"""What a job kind provides to the engine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work; `key` is stable, so executors can be idempotent by it."""
+
+    key: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    RETRY = (
+        "retry"  # may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED)
+    )
+    FAILED = "failed"  # never will; recorded with its reason at once
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    key: str
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    next_cursor: str | None  # None: the shard has no more items
+
+
+class JobKind(Protocol):
+    name: str
+    # The token bucket each batch takes one token per item from; None = none.
+    bucket: str | None
+    batch_size: int
+
+    def split(self, payload: dict[str, Any]) -> list[str]:
+        """The first cursor of each shard."""
+        ...
+
+    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page: ...
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        """One result per item; an exception fails the batch for a retry as a whole."""
+        ...

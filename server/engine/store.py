@@ -1,0 +1,257 @@
+"""The engine's state in the database: jobs, shard leases, failures."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.persistence.database import is_sqlite
+from server.persistence.tables import item_failures, jobs, shards
+
+PENDING, RUNNING, DONE = "pending", "running", "done"
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    shard_index: int
+    cursor: str
+    fencing: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    item_key: str
+    item: dict[str, Any]
+    state: str  # retrying | failed | dead
+    attempts: int
+    reason: str
+    next_retry_time: datetime | None
+
+
+class EngineStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sqlite = is_sqlite(str(engine.url))
+
+    async def create_job(
+        self,
+        kind: str,
+        key: str,
+        payload: dict[str, Any],
+        cursors: list[str],
+        due: datetime,
+        now: datetime,
+    ) -> str:
+        """The job's id; a job is made at most once per (kind, key)."""
+        job_id = uuid.uuid4().hex
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(jobs).values(
+                        job_id=job_id,
+                        kind=kind,
+                        key=key,
+                        state=PENDING,
+                        payload=payload,
+                        due_time=due,
+                        total=0,
+                        done=0,
+                        failed=0,
+                        create_time=now,
+                        update_time=now,
+                    )
+                )
+                await conn.execute(
+                    insert(shards),
+                    [
+                        {
+                            "job_id": job_id,
+                            "shard_index": i,
+                            "state": PENDING,
+                            "cursor": c,
+                            "done": 0,
+                            "lease_owner": "",
+                            "lease_until": None,
+                            "fencing": 0,
+                        }
+                        for i, c in enumerate(cursors)
+                    ],
+                )
+        except IntegrityError:
+            async with self._engine.connect() as conn:
+                found = await conn.scalar(
+                    select(jobs.c.job_id).where(jobs.c.kind == kind, jobs.c.key == key)
+                )
+            if found is None:
+                raise
+            return str(found)
+        return job_id
+
+    async def claim(self, owner: str, now: datetime, lease: timedelta) -> Lease | None:
+        """Lease one shard that is free (never leased, or its lease ran out)."""
+        free = and_(
+            shards.c.state != DONE,
+            or_(shards.c.lease_owner == "", shards.c.lease_until < now),
+        )
+        query = (
+            select(
+                shards.c.job_id,
+                shards.c.shard_index,
+                shards.c.cursor,
+                shards.c.fencing,
+                jobs.c.kind,
+                jobs.c.payload,
+            )
+            .join(jobs, jobs.c.job_id == shards.c.job_id)
+            .where(free, jobs.c.state.in_([PENDING, RUNNING]), jobs.c.due_time <= now)
+            .order_by(jobs.c.due_time, shards.c.job_id, shards.c.shard_index)
+            .limit(1)
+        )
+        if not self._sqlite:
+            query = query.with_for_update(skip_locked=True, of=shards)
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            result = await conn.execute(
+                update(shards)
+                .where(
+                    shards.c.job_id == row.job_id,
+                    shards.c.shard_index == row.shard_index,
+                    shards.c.fencing == row.fencing,
+                )
+                .values(
+                    state=RUNNING,
+                    lease_owner=owner,
+                    lease_until=now + lease,
+                    fencing=shards.c.fencing + 1,
+                )
+            )
+            if result.rowcount != 1:
+                return None  # another worker won it
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == row.job_id, jobs.c.state == PENDING)
+                .values(state=RUNNING, update_time=now)
+            )
+        return Lease(
+            row.job_id, row.kind, row.payload, row.shard_index, row.cursor, row.fencing + 1
+        )
+
+    async def commit(
+        self,
+        lease: Lease,
+        cursor: str | None,
+        done: int,
+        failures: list[Failure],
+        now: datetime,
+        extend: timedelta,
+    ) -> bool:
+        """Record a batch's progress; False when the lease was lost (fenced out)."""
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(
+                update(shards)
+                .where(
+                    shards.c.job_id == lease.job_id,
+                    shards.c.shard_index == lease.shard_index,
+                    shards.c.fencing == lease.fencing,
+                )
+                .values(
+                    cursor=cursor if cursor is not None else lease.cursor,
+                    done=shards.c.done + done,
+                    state=DONE if cursor is None else RUNNING,
+                    lease_until=now + extend,
+                )
+            )
+            if moved.rowcount != 1:
+                return False
+            for f in failures:
+                await self._failure(conn, lease.job_id, f)
+            failed = sum(1 for f in failures if f.state in ("failed", "dead"))
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == lease.job_id)
+                .values(done=jobs.c.done + done, failed=jobs.c.failed + failed, update_time=now)
+            )
+            if cursor is None:
+                left = await conn.scalar(
+                    select(func.count())
+                    .select_from(shards)
+                    .where(shards.c.job_id == lease.job_id, shards.c.state != DONE)
+                )
+                if left == 0:
+                    waiting = await conn.scalar(
+                        select(func.count())
+                        .select_from(item_failures)
+                        .where(
+                            item_failures.c.job_id == lease.job_id,
+                            item_failures.c.state == "retrying",
+                        )
+                    )
+                    if not waiting:
+                        await self._finish(conn, lease.job_id, now)
+        return True
+
+    async def _failure(self, conn: Any, job_id: str, f: Failure) -> None:
+        values = {
+            "state": f.state,
+            "attempts": f.attempts,
+            "reason": f.reason[:200],
+            "next_retry_time": f.next_retry_time,
+            "item": f.item,
+        }
+        changed = await conn.execute(
+            update(item_failures)
+            .where(item_failures.c.job_id == job_id, item_failures.c.item_key == f.item_key)
+            .values(**values)
+        )
+        if changed.rowcount == 0:
+            await conn.execute(
+                insert(item_failures).values(job_id=job_id, item_key=f.item_key, **values)
+            )
+
+    async def _finish(self, conn: Any, job_id: str, now: datetime) -> None:
+        failed = await conn.scalar(select(jobs.c.failed).where(jobs.c.job_id == job_id))
+        state = "completed_with_failures" if failed else "succeeded"
+        await conn.execute(
+            update(jobs).where(jobs.c.job_id == job_id).values(state=state, update_time=now)
+        )
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(jobs).where(jobs.c.job_id == job_id))).mappings().first()
+            )
+        if row is None:
+            raise KeyError(job_id)
+        return dict(row)
+
+    async def failures(self, job_id: str) -> list[Failure]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(item_failures)
+                    .where(item_failures.c.job_id == job_id)
+                    .order_by(item_failures.c.item_key)
+                )
+            ).mappings()
+            return [
+                Failure(
+                    r["item_key"],
+                    r["item"],
+                    r["state"],
+                    r["attempts"],
+                    r["reason"],
+                    r["next_retry_time"],
+                )
+                for r in rows
+            ]

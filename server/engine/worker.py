@@ -1,0 +1,116 @@
+"""A worker: leases shards and runs them load -> execute -> record, batch by batch."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from server.engine.kinds import Item, JobKind, Outcome
+from server.engine.store import EngineStore, Failure, Lease
+from server.throttle.buckets import Buckets, acquire
+
+FAULT_ENV = "CUSTOPS_FAULT_POINT"
+MAX_ATTEMPTS = 5
+BASE_BACKOFF = timedelta(seconds=1)
+MAX_BACKOFF = timedelta(minutes=10)
+
+
+def fault_point(name: str) -> None:
+    """Die here, at once and uncleanly, when CUSTOPS_FAULT_POINT names this point:
+    crash tests hit the exact moment instead of hoping a random kill does."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def backoff(attempts: int, rng: random.Random) -> timedelta:
+    """Exponential with full jitter: at most 1 s, 2 s, 4 s, ... capped at 10 min."""
+    ceiling = min(MAX_BACKOFF, BASE_BACKOFF * (2 ** max(attempts - 1, 0)))
+    return timedelta(seconds=rng.uniform(0, ceiling.total_seconds()))
+
+
+class Worker:
+    def __init__(
+        self,
+        store: EngineStore,
+        kinds: dict[str, JobKind],
+        clock: Callable[[], datetime],
+        buckets: Buckets | None = None,
+        lease: timedelta = timedelta(seconds=30),
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.kinds = kinds
+        self.clock = clock
+        self.buckets = buckets
+        self.lease = lease
+        self.owner = owner or uuid.uuid4().hex[:12]
+        self._rng = random.Random()
+
+    async def run_once(self) -> bool:
+        """Take one shard and run it to its end (or until its lease is lost).
+        False when there was nothing to do."""
+        lease = await self.store.claim(self.owner, self.clock(), self.lease)
+        if lease is None:
+            return False
+        await self._run(lease)
+        return True
+
+    async def drain(self, max_shards: int = 1_000_000) -> int:
+        """Run shards until none is left; how many were run."""
+        ran = 0
+        while ran < max_shards and await self.run_once():
+            ran += 1
+        return ran
+
+    async def _run(self, lease: Lease) -> None:
+        kind = self.kinds[lease.kind]
+        cursor = lease.cursor
+        while True:
+            page = await kind.load(lease.payload, cursor, kind.batch_size)
+            failures: list[Failure] = []
+            done = 0
+            if page.items:
+                if self.buckets is not None and kind.bucket:
+                    await acquire(self.buckets, kind.bucket, len(page.items))
+                done, failures = await self._execute(kind, lease.payload, page.items)
+                fault_point("after_execute")
+            if not await self.store.commit(
+                lease, page.next_cursor, done, failures, self.clock(), self.lease
+            ):
+                return  # fenced out: another worker owns the shard now
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+            lease = Lease(
+                lease.job_id, lease.kind, lease.payload, lease.shard_index, cursor, lease.fencing
+            )
+
+    async def _execute(
+        self, kind: JobKind, payload: dict[str, object], items: list[Item]
+    ) -> tuple[int, list[Failure]]:
+        try:
+            results = {r.key: r for r in await kind.execute(payload, items)}
+        except Exception as exc:  # the whole batch: every item retries on its own later
+            reason = f"{exc.__class__.__name__}: {exc}"
+            return 0, [self._retry(item, 1, reason) for item in items]
+        done, failures = 0, []
+        for item in items:
+            result = results.get(item.key)
+            if result is not None and result.outcome is Outcome.DONE:
+                done += 1
+            elif result is not None and result.outcome is Outcome.FAILED:
+                failures.append(Failure(item.key, item.data, "failed", 1, result.reason, None))
+            else:
+                reason = result.reason if result is not None else "NO_RESULT"
+                failures.append(self._retry(item, 1, reason))
+        return done, failures
+
+    def _retry(self, item: Item, attempts: int, reason: str) -> Failure:
+        if attempts >= MAX_ATTEMPTS:
+            return Failure(item.key, item.data, "dead", attempts, reason, None)
+        when = self.clock() + backoff(attempts, self._rng)
+        return Failure(item.key, item.data, "retrying", attempts, reason, when)

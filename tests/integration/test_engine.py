@@ -1,0 +1,124 @@
+"""The task engine with a job kind that has nothing to do with plans."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from server.engine.kinds import Item, ItemResult, Outcome, Page
+from server.engine.store import EngineStore
+from server.engine.worker import Worker
+from server.persistence import migrate
+from server.persistence.database import create_engine
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+class Numbers:
+    """Items 0..n-1 in `shards` ranges; the executor counts each item's effects
+    and is idempotent by item key, as real downstreams are."""
+
+    name: str = "numbers"
+    bucket: str | None = None
+    batch_size: int = 1000
+
+    def __init__(self, fail_every: int = 0, permanent_every: int = 0) -> None:
+        self.effects: Counter[str] = Counter()
+        self.fail_every = fail_every
+        self.permanent_every = permanent_every
+
+    def split(self, payload: dict[str, Any]) -> list[str]:
+        n, shards = payload["n"], payload["shards"]
+        return [f"{n * i // shards}:{n * (i + 1) // shards}" for i in range(shards)]
+
+    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
+        start, end = map(int, cursor.split(":"))
+        stop = min(end, start + limit)
+        items = [Item(f"n{i}", {"i": i}) for i in range(start, stop)]
+        return Page(items, f"{stop}:{end}" if stop < end else None)
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        out = []
+        for item in items:
+            i = item.data["i"]
+            if self.permanent_every and i % self.permanent_every == 0:
+                out.append(ItemResult(item.key, Outcome.FAILED, "INVALID_ITEM"))
+            elif self.fail_every and i % self.fail_every == 0:
+                out.append(ItemResult(item.key, Outcome.RETRY, "UNAVAILABLE"))
+            else:
+                self.effects[item.key] += 1
+                out.append(ItemResult(item.key, Outcome.DONE))
+        return out
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EngineStore]:
+    await migrate.upgrade(database_url)
+    engine = create_engine(database_url)
+    yield EngineStore(engine)
+    await engine.dispose()
+
+
+async def test_a_hundred_thousand_items_each_exactly_once(
+    store: EngineStore, database_url: str
+) -> None:
+    kind = Numbers()
+    payload = {"n": 100_000, "shards": 4}
+    job = await store.create_job(
+        "numbers", f"all-{database_url[-8:]}", payload, kind.split(payload), NOW, NOW
+    )
+    worker = Worker(store, {"numbers": kind}, clock=lambda: NOW)
+    assert await worker.drain() == 4
+    assert len(kind.effects) == 100_000 and set(kind.effects.values()) == {1}
+    state = await store.job(job)
+    assert (state["state"], state["done"], state["failed"]) == ("succeeded", 100_000, 0)
+
+
+async def test_a_job_is_made_once_per_kind_and_key(store: EngineStore) -> None:
+    payload = {"n": 10, "shards": 1}
+    first = await store.create_job("numbers", "same", payload, ["0:10"], NOW, NOW)
+    again = await store.create_job("numbers", "same", payload, ["0:10"], NOW, NOW)
+    assert first == again
+
+
+async def test_failures_are_per_item(store: EngineStore) -> None:
+    kind = Numbers(fail_every=7, permanent_every=100)
+    payload = {"n": 1000, "shards": 2}
+    job = await store.create_job("numbers", "failing", payload, kind.split(payload), NOW, NOW)
+    await Worker(store, {"numbers": kind}, clock=lambda: NOW).drain()
+    failures = {f.item_key: f for f in await store.failures(job)}
+    permanent = {f"n{i}" for i in range(0, 1000, 100)}
+    retrying = {f"n{i}" for i in range(0, 1000, 7)} - permanent
+    assert {k for k, f in failures.items() if f.state == "failed"} == permanent
+    assert {k for k, f in failures.items() if f.state == "retrying"} == retrying
+    assert all(
+        f.next_retry_time and f.next_retry_time > NOW
+        for f in failures.values()
+        if f.state == "retrying"
+    )
+    # One bad item never blocks its batch: everything else was done once.
+    assert len(kind.effects) == 1000 - len(permanent) - len(retrying)
+    state = await store.job(job)
+    assert state["state"] == "running"  # retries are still due
+
+
+async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: EngineStore) -> None:
+    kind = Numbers()
+    payload = {"n": 5000, "shards": 1}
+    job = await store.create_job("numbers", "lease", payload, kind.split(payload), NOW, NOW)
+    slow = Worker(store, {"numbers": kind}, clock=lambda: NOW, lease=timedelta(seconds=30))
+    lease = await store.claim(slow.owner, NOW, slow.lease)
+    assert lease is not None
+    # The first worker goes quiet; after its lease runs out another takes over.
+    later = NOW + timedelta(minutes=1)
+    other = Worker(store, {"numbers": kind}, clock=lambda: later)
+    assert await other.run_once()
+    # The first worker's late commit is refused: it was fenced out.
+    assert not await store.commit(lease, "100:5000", 100, [], NOW, timedelta(seconds=30))
+    state = await store.job(job)
+    assert (state["state"], state["done"]) == ("succeeded", 5000)
+    assert set(kind.effects.values()) == {1}
