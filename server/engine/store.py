@@ -201,6 +201,76 @@ class EngineStore:
                         await self._finish(conn, lease.job_id, now)
         return True
 
+    async def claim_retries(
+        self, now: datetime, hold: timedelta, limit: int
+    ) -> list[tuple[str, str, dict[str, Any], Failure]]:
+        """Retrying items whose time has come, each claimed by moving its
+        next retry time past `hold` (so two sweepers never take the same)."""
+        query = (
+            select(item_failures, jobs.c.kind, jobs.c.payload)
+            .join(jobs, jobs.c.job_id == item_failures.c.job_id)
+            .where(
+                item_failures.c.state == "retrying",
+                item_failures.c.next_retry_time <= now,
+                jobs.c.state == RUNNING,
+            )
+            .order_by(item_failures.c.next_retry_time)
+            .limit(limit)
+        )
+        claimed = []
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+            for r in rows:
+                taken = await conn.execute(
+                    update(item_failures)
+                    .where(
+                        item_failures.c.job_id == r["job_id"],
+                        item_failures.c.item_key == r["item_key"],
+                        item_failures.c.next_retry_time == r["next_retry_time"],
+                    )
+                    .values(next_retry_time=now + hold)
+                )
+                if taken.rowcount == 1:
+                    failure = Failure(
+                        r["item_key"], r["item"], "retrying", r["attempts"], r["reason"], now + hold
+                    )
+                    claimed.append((r["job_id"], r["kind"], r["payload"], failure))
+        return claimed
+
+    async def settle_retries(
+        self, job_id: str, done: list[str], failures: list[Failure], now: datetime
+    ) -> None:
+        """Record a retry batch: done items leave the failures, others move on."""
+        async with self._engine.begin() as conn:
+            for key in done:
+                await conn.execute(
+                    item_failures.delete().where(
+                        item_failures.c.job_id == job_id, item_failures.c.item_key == key
+                    )
+                )
+            for f in failures:
+                await self._failure(conn, job_id, f)
+            failed = sum(1 for f in failures if f.state in ("failed", "dead"))
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(
+                    done=jobs.c.done + len(done), failed=jobs.c.failed + failed, update_time=now
+                )
+            )
+            open_shards = await conn.scalar(
+                select(func.count())
+                .select_from(shards)
+                .where(shards.c.job_id == job_id, shards.c.state != DONE)
+            )
+            waiting = await conn.scalar(
+                select(func.count())
+                .select_from(item_failures)
+                .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
+            )
+            if not open_shards and not waiting:
+                await self._finish(conn, job_id, now)
+
     async def _failure(self, conn: Any, job_id: str, f: Failure) -> None:
         values = {
             "state": f.state,

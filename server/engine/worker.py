@@ -66,6 +66,27 @@ class Worker:
             ran += 1
         return ran
 
+    async def retry_due(self, limit: int = 1000) -> int:
+        """The periodic sweeper: run the retrying items whose time has come
+        (they survive a restart in the database); how many were tried."""
+        now = self.clock()
+        claimed = await self.store.claim_retries(now, self.lease, limit)
+        by_job: dict[str, list[tuple[str, dict[str, object], Failure]]] = {}
+        for job_id, kind_name, job_payload, failure in claimed:
+            by_job.setdefault(job_id, []).append((kind_name, job_payload, failure))
+        for job_id, entries in by_job.items():
+            kind = self.kinds[entries[0][0]]
+            payload = entries[0][1]
+            items = [Item(f.item_key, dict(f.item)) for _, _, f in entries]
+            attempts = {f.item_key: f.attempts for _, _, f in entries}
+            if self.buckets is not None and kind.bucket:
+                await acquire(self.buckets, kind.bucket, len(items))
+            done, failures = await self._execute(kind, payload, items, attempts)
+            done_keys = [i.key for i in items if i.key not in {f.item_key for f in failures}]
+            assert len(done_keys) == done
+            await self.store.settle_retries(job_id, done_keys, failures, self.clock())
+        return len(claimed)
+
     async def _run(self, lease: Lease) -> None:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
@@ -90,23 +111,37 @@ class Worker:
             )
 
     async def _execute(
-        self, kind: JobKind, payload: dict[str, object], items: list[Item]
+        self,
+        kind: JobKind,
+        payload: dict[str, object],
+        items: list[Item],
+        attempts: dict[str, int] | None = None,
     ) -> tuple[int, list[Failure]]:
+        tried = attempts or {}
         try:
             results = {r.key: r for r in await kind.execute(payload, items)}
         except Exception as exc:  # the whole batch: every item retries on its own later
             reason = f"{exc.__class__.__name__}: {exc}"
-            return 0, [self._retry(item, 1, reason) for item in items]
+            return 0, [self._retry(item, tried.get(item.key, 0) + 1, reason) for item in items]
         done, failures = 0, []
         for item in items:
             result = results.get(item.key)
             if result is not None and result.outcome is Outcome.DONE:
                 done += 1
             elif result is not None and result.outcome is Outcome.FAILED:
-                failures.append(Failure(item.key, item.data, "failed", 1, result.reason, None))
+                failures.append(
+                    Failure(
+                        item.key,
+                        item.data,
+                        "failed",
+                        tried.get(item.key, 0) + 1,
+                        result.reason,
+                        None,
+                    )
+                )
             else:
                 reason = result.reason if result is not None else "NO_RESULT"
-                failures.append(self._retry(item, 1, reason))
+                failures.append(self._retry(item, tried.get(item.key, 0) + 1, reason))
         return done, failures
 
     def _retry(self, item: Item, attempts: int, reason: str) -> Failure:

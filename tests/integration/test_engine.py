@@ -14,6 +14,7 @@ from server.engine.store import EngineStore
 from server.engine.worker import Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
+from server.persistence.tables import item_failures, jobs, shards
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -59,6 +60,10 @@ class Numbers:
 async def store(database_url: str) -> AsyncIterator[EngineStore]:
     await migrate.upgrade(database_url)
     engine = create_engine(database_url)
+    # PostgreSQL is one database per session: each test starts with no jobs.
+    async with engine.begin() as conn:
+        for table in (item_failures, shards, jobs):
+            await conn.execute(table.delete())
     yield EngineStore(engine)
     await engine.dispose()
 
@@ -122,3 +127,35 @@ async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: EngineStore)
     state = await store.job(job)
     assert (state["state"], state["done"]) == ("succeeded", 5000)
     assert set(kind.effects.values()) == {1}
+
+
+async def test_retries_are_swept_when_due_until_done_or_dead(store: EngineStore) -> None:
+    kind = Numbers(fail_every=7, permanent_every=100)
+    payload = {"n": 1000, "shards": 2}
+    job = await store.create_job("numbers", "sweep", payload, kind.split(payload), NOW, NOW)
+    clock = {"now": NOW}
+    worker = Worker(store, {"numbers": kind}, clock=lambda: clock["now"])
+    await worker.drain()
+    assert await worker.retry_due() == 0  # nothing is due yet
+    kind.fail_every = 0  # the downstream is healthy again
+    clock["now"] = NOW + timedelta(hours=1)
+    retried = await worker.retry_due()
+    assert retried == len({i for i in range(0, 1000, 7)} - set(range(0, 1000, 100)))
+    state = await store.job(job)
+    assert (state["state"], state["done"], state["failed"]) == ("completed_with_failures", 990, 10)
+    assert set(kind.effects.values()) == {1} and len(kind.effects) == 990
+
+
+async def test_items_past_the_attempt_limit_are_dead_lettered(store: EngineStore) -> None:
+    kind = Numbers(fail_every=1)  # every item keeps failing
+    payload = {"n": 3, "shards": 1}
+    job = await store.create_job("numbers", "dead", payload, kind.split(payload), NOW, NOW)
+    clock = {"now": NOW}
+    worker = Worker(store, {"numbers": kind}, clock=lambda: clock["now"])
+    await worker.drain()
+    for hour in range(1, 10):
+        clock["now"] = NOW + timedelta(hours=hour)
+        await worker.retry_due()
+    failures = await store.failures(job)
+    assert {(f.state, f.attempts) for f in failures} == {("dead", 5)}
+    assert (await store.job(job))["state"] == "completed_with_failures"
