@@ -15,6 +15,7 @@ from server.persistence.database import is_sqlite
 from server.persistence.tables import item_failures, jobs, shards
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
+PAUSED, CANCELLED = "paused", "cancelled"
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,17 @@ class EngineStore:
             )
             if moved.rowcount != 1:
                 return False
+            state = await conn.scalar(select(jobs.c.state).where(jobs.c.job_id == lease.job_id))
+            if state in (PAUSED, CANCELLED) and cursor is not None:
+                # Acknowledged: this batch counts, no new one starts; the shard
+                # is left free for whoever resumes the job.
+                await conn.execute(
+                    update(shards)
+                    .where(
+                        shards.c.job_id == lease.job_id, shards.c.shard_index == lease.shard_index
+                    )
+                    .values(lease_owner="", lease_until=None)
+                )
             for f in failures:
                 await self._failure(conn, lease.job_id, f)
             failed = sum(1 for f in failures if f.state in ("failed", "dead"))
@@ -199,7 +211,79 @@ class EngineStore:
                     )
                     if not waiting:
                         await self._finish(conn, lease.job_id, now)
+            if state in (PAUSED, CANCELLED):
+                return False
         return True
+
+    async def set_state(
+        self, job_id: str, to: str, allowed_from: tuple[str, ...], now: datetime
+    ) -> bool:
+        """Pause, resume or cancel a job; False if it was in none of `allowed_from`."""
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id, jobs.c.state.in_(allowed_from))
+                .values(state=to, update_time=now)
+            )
+            return bool(moved.rowcount == 1)
+
+    async def pause(self, job_id: str, now: datetime) -> bool:
+        return await self.set_state(job_id, PAUSED, (PENDING, RUNNING), now)
+
+    async def resume(self, job_id: str, now: datetime) -> bool:
+        return await self.set_state(job_id, RUNNING, (PAUSED,), now)
+
+    async def cancel(self, job_id: str, now: datetime) -> bool:
+        return await self.set_state(job_id, CANCELLED, (PENDING, RUNNING, PAUSED), now)
+
+    async def retry_dead(self, job_id: str, now: datetime) -> int:
+        """Put a job's dead-lettered items back in line for a retry now."""
+        async with self._engine.begin() as conn:
+            revived = await conn.execute(
+                update(item_failures)
+                .where(item_failures.c.job_id == job_id, item_failures.c.state == "dead")
+                .values(state="retrying", attempts=0, next_retry_time=now)
+            )
+            count = int(revived.rowcount)
+            if count:
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id, jobs.c.state != CANCELLED)
+                    .values(state=RUNNING, failed=jobs.c.failed - count, update_time=now)
+                )
+            return count
+
+    async def progress(self, job_id: str) -> dict[str, int]:
+        """Items done, failed (permanently or dead), retrying; shards done of all."""
+        async with self._engine.connect() as conn:
+            job = (
+                await conn.execute(
+                    select(jobs.c.done, jobs.c.failed).where(jobs.c.job_id == job_id)
+                )
+            ).first()
+            if job is None:
+                raise KeyError(job_id)
+            by_state: dict[str, int] = dict(
+                (
+                    await conn.execute(
+                        select(shards.c.state, func.count())
+                        .where(shards.c.job_id == job_id)
+                        .group_by(shards.c.state)
+                    )
+                ).all()
+            )
+            retrying = await conn.scalar(
+                select(func.count())
+                .select_from(item_failures)
+                .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
+            )
+        return {
+            "done": int(job.done),
+            "failed": int(job.failed),
+            "retrying": int(retrying or 0),
+            "shards_done": int(by_state.get(DONE, 0)),
+            "shards": int(sum(by_state.values())),
+        }
 
     async def claim_retries(
         self, now: datetime, hold: timedelta, limit: int

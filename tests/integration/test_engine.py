@@ -159,3 +159,60 @@ async def test_items_past_the_attempt_limit_are_dead_lettered(store: EngineStore
     failures = await store.failures(job)
     assert {(f.state, f.attempts) for f in failures} == {("dead", 5)}
     assert (await store.job(job))["state"] == "completed_with_failures"
+
+
+class Pausing(Numbers):
+    """Asks for a pause (as an operator would) while its second batch runs."""
+
+    def __init__(self, store: EngineStore) -> None:
+        super().__init__()
+        self.store = store
+        self.job_id = ""
+        self.batches = 0
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        self.batches += 1
+        if self.batches == 2:
+            await self.store.pause(self.job_id, NOW)
+        return await super().execute(payload, items)
+
+
+async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
+    kind = Pausing(store)
+    payload = {"n": 5000, "shards": 1}
+    kind.job_id = await store.create_job(
+        "numbers", "control", payload, kind.split(payload), NOW, NOW
+    )
+    worker = Worker(store, {"numbers": kind}, clock=lambda: NOW)
+    await worker.drain()
+    # The batch running when the pause came was recorded; no new one started.
+    assert kind.batches == 2 and (await store.progress(kind.job_id))["done"] == 2000
+    assert await worker.drain() == 0  # a paused job is not picked up
+    assert await store.resume(kind.job_id, NOW)
+    await worker.drain()
+    progress = await store.progress(kind.job_id)
+    assert (progress["done"], progress["shards_done"], progress["shards"]) == (5000, 1, 1)
+    assert (await store.job(kind.job_id))["state"] == "succeeded"
+    assert set(kind.effects.values()) == {1}
+
+    other = Numbers()
+    job = await store.create_job("numbers", "cancelled", payload, other.split(payload), NOW, NOW)
+    assert await store.cancel(job, NOW)
+    assert not await store.resume(job, NOW)  # cancelled is final
+    await Worker(store, {"numbers": other}, clock=lambda: NOW).drain()
+    assert not other.effects
+
+    failing = Numbers(fail_every=1)
+    job = await store.create_job("numbers", "revive", {"n": 2, "shards": 1}, ["0:2"], NOW, NOW)
+    clock = {"now": NOW}
+    worker = Worker(store, {"numbers": failing}, clock=lambda: clock["now"])
+    await worker.drain()
+    for hour in range(1, 8):
+        clock["now"] = NOW + timedelta(hours=hour)
+        await worker.retry_due()
+    assert (await store.job(job))["state"] == "completed_with_failures"
+    failing.fail_every = 0
+    assert await store.retry_dead(job, clock["now"]) == 2
+    await worker.retry_due()
+    assert (await store.job(job))["state"] == "succeeded"
+    assert (await store.progress(job))["failed"] == 0
