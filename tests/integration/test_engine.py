@@ -216,3 +216,16 @@ async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
     await worker.retry_due()
     assert (await store.job(job))["state"] == "succeeded"
     assert (await store.progress(job))["failed"] == 0
+
+
+async def test_a_delayed_job_waits_for_its_time(store: EngineStore) -> None:
+    kind = Numbers()
+    payload = {"n": 10, "shards": 1}
+    later = NOW + timedelta(hours=2)
+    job = await store.create_job("numbers", "delayed", payload, kind.split(payload), later, NOW)
+    clock = {"now": NOW}
+    worker = Worker(store, {"numbers": kind}, clock=lambda: clock["now"])
+    assert await worker.drain() == 0 and not kind.effects  # not due yet
+    clock["now"] = later
+    assert await worker.drain() == 1
+    assert (await store.job(job))["state"] == "succeeded" and len(kind.effects) == 10
