@@ -12,8 +12,7 @@ from pathlib import Path
 
 import grpc
 import redis.asyncio as redis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +32,7 @@ from server.persistence.unit_of_work import SqlUnitOfWork
 from server.products.catalog import TemplateError, load_catalog
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
+from server.serving import add_health_and_reflection
 from server.stubs.app import StubOptions, Stubs
 from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
@@ -145,7 +145,7 @@ class Platform:
         scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
-        self._health = await _add_health_and_reflection(server, PUBLIC_SERVICES)
+        self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)
         self.port = _bind(server, s.listen)
         await server.start()
         self._server = server
@@ -212,22 +212,6 @@ class Platform:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-async def _add_health_and_reflection(
-    server: grpc.aio.Server, services: tuple[str, ...]
-) -> health.aio.HealthServicer:
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    for name in ("", *services):
-        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    names = (
-        *services,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
-    return servicer
 
 
 def _bind(server: grpc.aio.Server, address: str) -> int:

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
@@ -16,6 +14,7 @@ from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
 from domain.ports import Clock
 from server.clock import SystemClock
+from server.serving import add_health_and_reflection
 from server.stubs.admin import StubAdmin
 from server.stubs.audience import AudienceStub
 from server.stubs.benefit import BenefitStub
@@ -73,14 +72,7 @@ class Stubs:
             notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
             names.append(_service_name(notify_pb2.DESCRIPTOR, "NotificationService"))
         stubadmin_pb2_grpc.add_StubAdminServiceServicer_to_server(StubAdmin(self.pressures), server)
-        checker = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-        for name in ("", *names):
-            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            (*names, _service_name(health_pb2.DESCRIPTOR, "Health"), reflection.SERVICE_NAME),
-            server,
-        )
+        await add_health_and_reflection(server, tuple(names))
         self.port = server.add_insecure_port(listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {listen}")
