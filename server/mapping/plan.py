@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,6 +15,7 @@ from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from domain import plan as d
 from domain.errors import FieldViolation, InvalidArgument, require
+from domain.term.fields import YEAR
 from domain.zones import DEFAULT_TIME_ZONE
 from server.mapping.audience import rule_from_proto, rule_to_proto
 
@@ -297,6 +298,17 @@ def _action_to_proto(action: d.Action) -> pb.Action:
                 )
             )
     raise TypeError(f"unknown action {action!r}")
+
+
+_EARLIEST = datetime(YEAR.low, 1, 1, tzinfo=UTC).timestamp()
+_LATEST = datetime(YEAR.high + 1, 1, 1, tzinfo=UTC).timestamp()
+
+
+def in_term_years(seconds: float) -> bool:
+    """Whether an instant (Unix seconds) lies in the years term expressions
+    can name; checked on the number, as a Timestamp can hold more than
+    datetime can."""
+    return _EARLIEST <= seconds < _LATEST
 
 
 def timestamp(value: datetime) -> Timestamp:

@@ -27,6 +27,7 @@ from server.mapping.plan import (
     PLAN_STATES,
     business_product_to_proto,
     front_office_to_proto,
+    in_term_years,
     plan_to_proto,
     spec_from_proto,
     spec_to_proto,
@@ -47,9 +48,6 @@ from server.usecases.throttle import Throttle, ThrottleUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# The years a term expression can name.
-_EARLIEST = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
-_LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
@@ -378,9 +376,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             violations.append(FieldViolation("count", "must be >= 0 (0 = 5)"))
         for name in ("from_time", "anchor_time"):
             # Compared as seconds: a Timestamp can hold more than datetime can.
-            if request.HasField(name) and not (
-                _EARLIEST <= getattr(request, name).seconds < _LATEST
-            ):
+            if request.HasField(name) and not in_term_years(getattr(request, name).seconds):
                 violations.append(FieldViolation(name, "must be between 1970 and 2199"))
         require(violations)
         start = (

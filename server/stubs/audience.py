@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from custops.audience.v1 import audience_pb2 as pb
 from custops.audience.v1 import audience_pb2_grpc
@@ -29,14 +28,13 @@ from domain.errors import InvalidArgument, require
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from domain.zones import zone as zone_of
 from server.mapping.audience import rule_from_proto
+from server.mapping.plan import in_term_years, timestamp
 from server.stubs.audience_rules import Moment, evaluate, listed_members
 from server.stubs.population import Member, Population
 from server.stubs.pressure import MAX_BATCH, Pressure
 
 DEFAULT_PAGE_SIZE = 1000
-# The instants an evaluation may name (as in term expressions).
-_EARLIEST = int(datetime(1970, 1, 1, tzinfo=UTC).timestamp())
-_LATEST = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
+
 MAX_IDS = 1000
 SAMPLE = 20_000
 
@@ -204,13 +202,13 @@ def _profile(shop_id: str, m: Member) -> pb.MemberProfile:
         birthday=pb.Date(year=m.birth_year, month=m.birth_month, day=m.birth_day),
         follower=m.follower,
         tags=sorted(m.tags),
-        join_time=_ts(m.join_time),
+        join_time=timestamp(m.join_time),
         display_name=f"Member {m.index}",
     )
     for name in ("last_browse", "last_order", "last_cart"):
         value = getattr(m, name)
         if value is not None:
-            getattr(profile, f"{name}_time").CopyFrom(_ts(value))
+            getattr(profile, f"{name}_time").CopyFrom(timestamp(value))
     return profile
 
 
@@ -227,7 +225,7 @@ async def _parse(
     if not is_time_zone(zone):
         await _invalid(context, "evaluation.time_zone", "must be an IANA time zone")
     if evaluation.HasField("as_of") and not (
-        _EARLIEST <= evaluation.as_of.seconds < _LATEST and 0 <= evaluation.as_of.nanos < 10**9
+        in_term_years(evaluation.as_of.seconds) and 0 <= evaluation.as_of.nanos < 10**9
     ):
         await _invalid(context, "evaluation.as_of", "must be between 1970 and 2199")
     at = evaluation.as_of.ToDatetime(UTC) if evaluation.HasField("as_of") else datetime.now(UTC)
@@ -263,16 +261,10 @@ def _read_cursor(token: str) -> dict[str, Any] | None:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
         if isinstance(data, dict) and {"f", "i", "t", "d"} <= data.keys():
             at = float(data["t"])
-            if not (isinstance(data["i"], int) and _EARLIEST <= at < _LATEST):
+            if not (isinstance(data["i"], int) and in_term_years(at)):
                 return None
             datetime.fromisoformat(data["d"])
             return data
     except (ValueError, TypeError, OverflowError):
         pass
     return None
-
-
-def _ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

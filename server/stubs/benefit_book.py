@@ -13,10 +13,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from custops.benefit.v1 import benefit_pb2 as pb
 from domain.ports import Clock
+from server.mapping.plan import timestamp
 from server.stubs.benefit_catalog import PRESETS
 
 _MAX_EXPANSION = 1000  # instances one grant may make (quantity x parts x deliveries)
@@ -233,9 +232,9 @@ class BenefitBook:
             kind=part.kind,
             quantity=1,
             state=pb.BENEFIT_STATE_UNUSED,
-            valid_from=_ts(start),
-            valid_until=_ts(start + timedelta(days=part.validity_days or 3650)),
-            grant_time=_ts(now),
+            valid_from=timestamp(start),
+            valid_until=timestamp(start + timedelta(days=part.validity_days or 3650)),
+            grant_time=timestamp(now),
             source=item.source,
             idempotency_key=item.idempotency_key,
             period_index=k,
@@ -308,7 +307,7 @@ class BenefitBook:
         if self.shown(instance).state != pb.BENEFIT_STATE_UNUSED:
             raise ItemError("NOT_UNUSED", "the benefit is not unused (used, expired or taken back)")
         instance.state, instance.order_id = pb.BENEFIT_STATE_USED, order_id
-        instance.use_time.CopyFrom(_ts(self.clock.now()))
+        instance.use_time.CopyFrom(timestamp(self.clock.now()))
         self.keys[stored_key] = _Keyed(what, instance)
         return self.shown(instance), False
 
@@ -336,9 +335,3 @@ class BenefitBook:
             for i in self.instances.values()
             if i.shop_id == shop_id and (not member_id or i.member_id == member_id)
         ]
-
-
-def _ts(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

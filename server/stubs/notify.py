@@ -14,11 +14,11 @@ import itertools
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from custops.notify.v1 import notify_pb2 as pb
 from custops.notify.v1 import notify_pb2_grpc
 from domain.ports import Clock
+from server.mapping.plan import timestamp
 from server.stubs.population import Population
 from server.stubs.pressure import MAX_BATCH, Pressure
 
@@ -74,9 +74,9 @@ class NotificationStub(notify_pb2_grpc.NotificationServiceServicer):
             message_id=f"msg-{next(self.outbox.ids):010d}",
         )
         self.outbox.by_key[(shop_id, message.idempotency_key)] = (what, result)
-        stamp = Timestamp()
-        stamp.FromDatetime(self.clock.now())
-        sent = pb.SentMessage(message_id=result.message_id, message=message, send_time=stamp)
+        sent = pb.SentMessage(
+            message_id=result.message_id, message=message, send_time=timestamp(self.clock.now())
+        )
         self.outbox.by_member.setdefault((shop_id, message.member_id), []).append(sent)
         self.pressure.item_succeeded()
         return result
