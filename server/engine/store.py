@@ -186,31 +186,9 @@ class EngineStore:
                     )
                     .values(lease_owner="", lease_until=None)
                 )
-            for f in failures:
-                await self._failure(conn, lease.job_id, f)
-            failed = sum(1 for f in failures if f.state in ("failed", "dead"))
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.job_id == lease.job_id)
-                .values(done=jobs.c.done + done, failed=jobs.c.failed + failed, update_time=now)
-            )
+            await self._record(conn, lease.job_id, done, failures, now)
             if cursor is None:
-                left = await conn.scalar(
-                    select(func.count())
-                    .select_from(shards)
-                    .where(shards.c.job_id == lease.job_id, shards.c.state != DONE)
-                )
-                if left == 0:
-                    waiting = await conn.scalar(
-                        select(func.count())
-                        .select_from(item_failures)
-                        .where(
-                            item_failures.c.job_id == lease.job_id,
-                            item_failures.c.state == "retrying",
-                        )
-                    )
-                    if not waiting:
-                        await self._finish(conn, lease.job_id, now)
+                await self._finish_if_complete(conn, lease.job_id, now)
             if state in (PAUSED, CANCELLED):
                 return False
         return True
@@ -332,28 +310,8 @@ class EngineStore:
                         item_failures.c.job_id == job_id, item_failures.c.item_key == key
                     )
                 )
-            for f in failures:
-                await self._failure(conn, job_id, f)
-            failed = sum(1 for f in failures if f.state in ("failed", "dead"))
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.job_id == job_id)
-                .values(
-                    done=jobs.c.done + len(done), failed=jobs.c.failed + failed, update_time=now
-                )
-            )
-            open_shards = await conn.scalar(
-                select(func.count())
-                .select_from(shards)
-                .where(shards.c.job_id == job_id, shards.c.state != DONE)
-            )
-            waiting = await conn.scalar(
-                select(func.count())
-                .select_from(item_failures)
-                .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
-            )
-            if not open_shards and not waiting:
-                await self._finish(conn, job_id, now)
+            await self._record(conn, job_id, len(done), failures, now)
+            await self._finish_if_complete(conn, job_id, now)
 
     async def _failure(self, conn: Any, job_id: str, f: Failure) -> None:
         values = {
@@ -373,7 +331,33 @@ class EngineStore:
                 insert(item_failures).values(job_id=job_id, item_key=f.item_key, **values)
             )
 
-    async def _finish(self, conn: Any, job_id: str, now: datetime) -> None:
+    async def _record(
+        self, conn: Any, job_id: str, done: int, failures: list[Failure], now: datetime
+    ) -> None:
+        """A batch's outcome: its failures, and the job's counters."""
+        for f in failures:
+            await self._failure(conn, job_id, f)
+        failed = sum(1 for f in failures if f.state in ("failed", "dead"))
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.job_id == job_id)
+            .values(done=jobs.c.done + done, failed=jobs.c.failed + failed, update_time=now)
+        )
+
+    async def _finish_if_complete(self, conn: Any, job_id: str, now: datetime) -> None:
+        """A job ends when every shard is done and no item waits for a retry."""
+        open_shards = await conn.scalar(
+            select(func.count())
+            .select_from(shards)
+            .where(shards.c.job_id == job_id, shards.c.state != DONE)
+        )
+        waiting = await conn.scalar(
+            select(func.count())
+            .select_from(item_failures)
+            .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
+        )
+        if open_shards or waiting:
+            return
         failed = await conn.scalar(select(jobs.c.failed).where(jobs.c.job_id == job_id))
         state = "completed_with_failures" if failed else "succeeded"
         await conn.execute(
