@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from server.throttle.buckets import BucketSettings, decide, refill
+
 # The largest batch any downstream contract here allows in one call.
 MAX_BATCH = 5000
 
@@ -49,24 +51,30 @@ class Counters:
 
 
 class Bucket:
-    """A token bucket in this process: `rate` items per second, up to `burst`."""
+    """A token bucket in this process: `rate` items per second (0 = unlimited),
+    up to `burst`; the arithmetic is the platform's own (server.throttle)."""
 
     def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = max(burst, MAX_BATCH)
-        self._tokens = float(self.burst)
-        self._stamp = time.monotonic()
+        self.settings = BucketSettings(rate, max(burst, MAX_BATCH))
+        self._level = float(self.settings.capacity)
+        self._stamp = _now_us()
+
+    @property
+    def burst(self) -> int:
+        return self.settings.capacity
 
     def take(self, items: int) -> bool:
-        if self.rate <= 0:
+        if self.settings.rate <= 0:
             return True
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        now = _now_us()
+        level = refill(self._level, self._stamp, now, self.settings, 1.0)
+        self._level, decision = decide(level, items, self.settings, 1.0)
         self._stamp = now
-        if self._tokens >= items:
-            self._tokens -= items
-            return True
-        return False
+        return decision.wait_us == 0
+
+
+def _now_us() -> int:
+    return int(time.monotonic() * 1_000_000)
 
 
 class Pressure:
