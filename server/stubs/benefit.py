@@ -55,31 +55,13 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
     async def MarkBenefitUsed(
         self, request: pb.MarkBenefitUsedRequest, context: Context
     ) -> pb.MarkBenefitUsedResponse:
-        await self.pressure.admit(context, 1)
-        try:
-            instance, duplicate = self.book.mark_used(
-                request.shop_id, request.instance_id, request.order_id, request.idempotency_key
-            )
-        except ItemError as exc:
-            await _refuse(context, self.pressure, exc)
-            raise
-        self._count(pb.ITEM_STATUS_DUPLICATE if duplicate else pb.ITEM_STATUS_SUCCEEDED)
-        await self.pressure.deliver(context)
+        instance, duplicate = await self._one(context, self.book.mark_used, request)
         return pb.MarkBenefitUsedResponse(instance=instance, duplicate=duplicate)
 
     async def ReplenishBenefit(
         self, request: pb.ReplenishBenefitRequest, context: Context
     ) -> pb.ReplenishBenefitResponse:
-        await self.pressure.admit(context, 1)
-        try:
-            instance, duplicate = self.book.replenish(
-                request.shop_id, request.instance_id, request.order_id, request.idempotency_key
-            )
-        except ItemError as exc:
-            await _refuse(context, self.pressure, exc)
-            raise
-        self._count(pb.ITEM_STATUS_DUPLICATE if duplicate else pb.ITEM_STATUS_SUCCEEDED)
-        await self.pressure.deliver(context)
+        instance, duplicate = await self._one(context, self.book.replenish, request)
         return pb.ReplenishBenefitResponse(instance=instance, duplicate=duplicate)
 
     async def BatchGetInventory(
@@ -160,6 +142,25 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
             context, found, lambda i: i.instance_id, request.page_size, request.page_token
         )
         return pb.ListBenefitInstancesResponse(instances=page, next_page_token=token)
+
+    async def _one(
+        self,
+        context: Context,
+        change: Callable[[str, str, str, str], tuple[pb.BenefitInstance, bool]],
+        request: pb.MarkBenefitUsedRequest | pb.ReplenishBenefitRequest,
+    ) -> tuple[pb.BenefitInstance, bool]:
+        """Use or give back one instance for an order, once per idempotency key."""
+        await self.pressure.admit(context, 1)
+        try:
+            instance, duplicate = change(
+                request.shop_id, request.instance_id, request.order_id, request.idempotency_key
+            )
+        except ItemError as exc:
+            await _refuse(context, self.pressure, exc)
+            raise
+        self._count(pb.ITEM_STATUS_DUPLICATE if duplicate else pb.ITEM_STATUS_SUCCEEDED)
+        await self.pressure.deliver(context)
+        return instance, duplicate
 
     async def _per_item(
         self,
