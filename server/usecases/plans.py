@@ -168,9 +168,7 @@ class PlanUseCases:
 
         await self._once(shop_id, key, change)
 
-    async def estimate_audience(self, shop_id: str, plan: Plan | PlanSpec) -> AudienceSize:
-        spec = plan.spec if isinstance(plan, Plan) else plan
-        require(validate_spec(spec))
+    async def _estimate(self, shop_id: str, spec: PlanSpec) -> AudienceSize:
         if spec.audience is None:
             raise FailedPrecondition(
                 "the plan has no audience rule yet; set plan.audience to estimate it",
@@ -206,11 +204,12 @@ class PlanUseCases:
         """The parts asked for ("audience", "fire_times", "inventory") and the
         warnings they give rise to."""
         spec = plan.spec if isinstance(plan, Plan) else plan
-        fires = tuple(self.fire_times(plan, count)) if "fire_times" in parts else None
+        require(validate_spec(spec))
+        fires = tuple(self._fire_times(plan, count)) if "fire_times" in parts else None
         audience = None
         checks: tuple[preview.InventoryCheck, ...] = ()
         if parts & {"audience", "inventory"}:
-            audience = await self.estimate_audience(shop_id, plan)
+            audience = await self._estimate(shop_id, spec)
         if "inventory" in parts and audience is not None:
             if self._benefits is None:
                 raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
@@ -245,10 +244,9 @@ class PlanUseCases:
         )
         return plan, taken
 
-    def fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
+    def _fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""
         spec = plan.spec if isinstance(plan, Plan) else plan
-        require(validate_spec(spec))
         if not spec.time.execution:
             raise FailedPrecondition(
                 "the plan has no execution time yet; set plan.time.execution",
