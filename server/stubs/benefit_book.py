@@ -180,19 +180,18 @@ class BenefitBook:
             if template.kind == pb.BENEFIT_KIND_PACKAGE
             else [(template, 1)]
         )
-        needs: dict[tuple[str, str], int] = {}
+        needs: dict[tuple[str, str], int] = {}  # stock to take, of limited templates
         count = 0
         for part, per in parts:
-            owner = shop_id if (shop_id, part.template_id) in self.templates else ""
-            needs[(owner, part.template_id)] = (
-                needs.get((owner, part.template_id), 0) + per * item.quantity
-            )
+            if not part.unlimited:
+                owner = shop_id if (shop_id, part.template_id) in self.templates else ""
+                stock_key = (owner, part.template_id)
+                needs[stock_key] = needs.get(stock_key, 0) + per * item.quantity
             count += per * item.quantity * max(part.periodicity.count, 1)
         if item.quantity > _MAX_EXPANSION or count > _MAX_EXPANSION:
             raise ItemError("TOO_MANY_INSTANCES", f"one grant may make at most {_MAX_EXPANSION}")
         for stock_key, need in needs.items():
-            unlimited = self.template(shop_id, stock_key[1]).unlimited
-            if not unlimited and self.stock.get(stock_key, 0) < need:
+            if self.stock.get(stock_key, 0) < need:
                 raise ItemError(
                     "OUT_OF_STOCK", f"template {stock_key[1]} has too little stock left"
                 )
@@ -206,8 +205,7 @@ class BenefitBook:
             for k in range(max(part.periodicity.count, 1))
         ]
         for stock_key, need in needs.items():
-            if not self.template(shop_id, stock_key[1]).unlimited:
-                self.stock[stock_key] -= need
+            self.stock[stock_key] -= need
         for instance in made:
             self.instances[instance.instance_id] = instance
         made = [self.shown(i) for i in made]
