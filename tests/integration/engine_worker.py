@@ -21,13 +21,9 @@ from server.engine.worker import Worker
 from server.persistence.database import create_engine
 
 
-class Effects:
-    name = "effects"
-    bucket: str | None = None
-    batch_size = 100
-
-    def __init__(self, path: str) -> None:
-        self.path = path
+class Ranges:
+    """Items n0..n{n-1} (payload "n"), split into `payload["shards"]` ranges;
+    a cursor is "start:end". The test job kinds differ only in execute."""
 
     def split(self, payload: dict[str, Any]) -> list[str]:
         n, shards = payload["n"], payload["shards"]
@@ -40,6 +36,15 @@ class Effects:
             [Item(f"n{i}", {"i": i}) for i in range(start, stop)],
             f"{stop}:{end}" if stop < end else None,
         )
+
+
+class Effects(Ranges):
+    name = "effects"
+    bucket: str | None = None
+    batch_size = 100
+
+    def __init__(self, path: str) -> None:
+        self.path = path
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         with sqlite3.connect(self.path, timeout=30) as db:

@@ -9,17 +9,18 @@ from typing import Any
 
 import pytest
 
-from server.engine.kinds import Item, ItemResult, Outcome, Page
+from server.engine.kinds import Item, ItemResult, Outcome
 from server.engine.store import EngineStore
 from server.engine.worker import Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
 from server.persistence.tables import item_failures, jobs, shards
+from tests.integration.engine_worker import Ranges
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
-class Numbers:
+class Numbers(Ranges):
     """Items 0..n-1 in `shards` ranges; the executor counts each item's effects
     and is idempotent by item key, as real downstreams are."""
 
@@ -31,16 +32,6 @@ class Numbers:
         self.effects: Counter[str] = Counter()
         self.fail_every = fail_every
         self.permanent_every = permanent_every
-
-    def split(self, payload: dict[str, Any]) -> list[str]:
-        n, shards = payload["n"], payload["shards"]
-        return [f"{n * i // shards}:{n * (i + 1) // shards}" for i in range(shards)]
-
-    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
-        start, end = map(int, cursor.split(":"))
-        stop = min(end, start + limit)
-        items = [Item(f"n{i}", {"i": i}) for i in range(start, stop)]
-        return Page(items, f"{stop}:{end}" if stop < end else None)
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         out = []
