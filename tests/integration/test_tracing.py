@@ -4,7 +4,9 @@ trace, and the trace context and deadline travel with them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,24 +22,13 @@ from tests.integration.fakes import FakeAudience, serve
 
 
 async def test_server_and_downstream_spans_share_the_trace(tmp_path: Path) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    fake = FakeAudience(count=1234)  # type: ignore[abstract]
-    fake_server, fake_port = await serve(fake)
-    target = f"127.0.0.1:{fake_port}"
-    platform = Platform(
-        settings(
-            f"sqlite+aiosqlite:///{tmp_path}/t.db",
-            stubs="external",
-            audience_target=target,
-            benefit_target=target,
-            notification_target=target,
-            downstream_timeout=30.0,
-        ),
-        tracer_provider=provider,
+    exporter, provider = _recording()
+    platform, fake, fake_server = await _platform_with_fake(
+        tmp_path,
+        provider,
+        FakeAudience(count=1234),  # type: ignore[abstract]
+        downstream_timeout=30.0,
     )
-    await platform.start()
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
             created = await client.plans.CreatePlan(
@@ -111,10 +102,21 @@ async def _preview_with_caller_trace(platform: Platform) -> None:
         )
 
 
+def _recording() -> tuple[InMemorySpanExporter, TracerProvider]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, provider
+
+
 async def _platform_with_fake(
-    tmp_path: Path, provider: TracerProvider | None
-) -> tuple[Platform, FakeAudience, object]:
-    fake = FakeAudience()  # type: ignore[abstract]
+    tmp_path: Path,
+    provider: TracerProvider | None,
+    fake: FakeAudience | None = None,
+    **overrides: Any,
+) -> tuple[Platform, FakeAudience, grpc.aio.Server]:
+    """A platform whose downstream systems are one scripted audience system."""
+    fake = fake or FakeAudience()  # type: ignore[abstract]
     fake_server, fake_port = await serve(fake)
     target = f"127.0.0.1:{fake_port}"
     platform = Platform(
@@ -124,6 +126,7 @@ async def _platform_with_fake(
             audience_target=target,
             benefit_target=target,
             notification_target=target,
+            **overrides,
         ),
         tracer_provider=provider,
     )
@@ -132,15 +135,13 @@ async def _platform_with_fake(
 
 
 async def test_the_callers_trace_is_continued(tmp_path: Path) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _recording()
     platform, fake, fake_server = await _platform_with_fake(tmp_path, provider)
     try:
         await _preview_with_caller_trace(platform)
     finally:
         await platform.stop(grace=1)
-        await fake_server.stop(None)  # type: ignore[attr-defined]
+        await fake_server.stop(None)
     server_span = next(s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER)
     assert f"{server_span.context.trace_id:032x}" == CALLER_TRACE
     assert CALLER_TRACE in fake.metadata[0]["traceparent"]
@@ -154,14 +155,12 @@ async def test_with_tracing_off_the_callers_trace_still_reaches_downstream(
         await _preview_with_caller_trace(platform)
     finally:
         await platform.stop(grace=1)
-        await fake_server.stop(None)  # type: ignore[attr-defined]
+        await fake_server.stop(None)
     assert fake.metadata[0]["traceparent"] == CALLER_TRACEPARENT
 
 
 async def test_failed_calls_mark_their_span(tmp_path: Path) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter, provider = _recording()
     platform, _, fake_server = await _platform_with_fake(tmp_path, provider)
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
@@ -169,7 +168,7 @@ async def test_failed_calls_mark_their_span(tmp_path: Path) -> None:
                 await client.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id="missing"))
     finally:
         await platform.stop(grace=1)
-        await fake_server.stop(None)  # type: ignore[attr-defined]
+        await fake_server.stop(None)
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
