@@ -1,4 +1,5 @@
-"""`custops serve` as a real process, for tests of what only a process shows."""
+"""`custops serve` and `custops stubs` as real processes, for tests of what
+only a process shows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 _READY = re.compile(r"custops serving on [^:]+:(\d+)(?:; stand-ins on port (\d+))?")
+_STUBS_READY = re.compile(r"custops stand-ins \(.*\) serving on port (\d+)")
 
 
 class ServerProcess:
@@ -26,17 +28,36 @@ class ServerProcess:
 
 async def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """Start `custops serve` with random ports and wait until it says it serves."""
+    process, match, lines = await _launch(
+        cwd,
+        ("serve", "--listen", "127.0.0.1:0", "--stubs-listen", "127.0.0.1:0", *args),
+        _READY,
+        env,
+    )
+    server = ServerProcess(process, int(match.group(1)), int(match.group(2) or 0))
+    server.output = lines
+    return server
+
+
+async def start_stubs(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `custops stubs` on a random port and wait until it serves."""
+    process, match, lines = await _launch(
+        cwd, ("stubs", "--stubs-listen", "127.0.0.1:0", *args), _STUBS_READY, env
+    )
+    server = ServerProcess(process, 0, int(match.group(1)))
+    server.output = lines
+    return server
+
+
+async def _launch(
+    cwd: Path, args: tuple[str, ...], ready: re.Pattern[str], env: dict[str, str] | None
+) -> tuple[asyncio.subprocess.Process, re.Match[str], list[str]]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
     environment.update(env or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "server.cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--stubs-listen",
-        "127.0.0.1:0",
         *args,
         cwd=cwd,
         env=environment,
@@ -54,8 +75,6 @@ async def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Ser
                 raise AssertionError(f"custops exited {code} before serving:\n" + "\n".join(lines))
             line = raw.decode(errors="replace").rstrip()
             lines.append(line)
-            match = _READY.search(line)
+            match = ready.search(line)
             if match:
-                server = ServerProcess(process, int(match.group(1)), int(match.group(2) or 0))
-                server.output = lines
-                return server
+                return process, match, lines

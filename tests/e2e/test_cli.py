@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.e2e import process
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -71,42 +73,22 @@ def test_occupied_port_is_reported(tmp_path: Path) -> None:
 async def test_standalone_stand_ins_one_system_with_faults(tmp_path: Path) -> None:
     """`custops stubs --only audience` serves that stand-in alone, with the faults asked for."""
     import asyncio
-    import re
 
     from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
     from tests.reflection import ReflectionClient
 
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    environment["PYTHONPATH"] = str(ROOT)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "stubs",
+    stubs = await process.start_stubs(
+        tmp_path,
         "--only",
         "audience",
-        "--stubs-listen",
-        "127.0.0.1:0",
         "--stubs-population",
         "1000",
         "--error-rate",
         "0.25",
-        cwd=tmp_path,
-        env=environment,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        env={"PYTHONPATH": str(ROOT)},
     )
-    assert process.stdout is not None
+    port = stubs.stubs_port
     try:
-        async with asyncio.timeout(60):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                assert line, "custops stubs exited before serving"
-                found = re.search(r"serving on port (\d+)", line)
-                if found:
-                    port = int(found.group(1))
-                    break
         services = await asyncio.to_thread(
             lambda: ReflectionClient(f"127.0.0.1:{port}").list_services()
         )
@@ -120,5 +102,5 @@ async def test_standalone_stand_ins_one_system_with_faults(tmp_path: Path) -> No
             )
         assert settings.settings.faults.error_rate == 0.25
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
+        stubs.process.send_signal(signal.SIGTERM)
+        assert await stubs.wait() == 0
