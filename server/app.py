@@ -25,6 +25,10 @@ from server.clock import SystemClock
 from server.config import Settings
 from server.downstream.audience import GrpcAudienceDirectory
 from server.downstream.benefit import GrpcBenefitCatalog
+from server.engine.kinds import JobKind
+from server.engine.runner import EngineRunner
+from server.engine.store import EngineStore
+from server.engine.worker import Worker
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
 from server.persistence.database import create_engine, is_sqlite, normalize_url
@@ -60,6 +64,8 @@ class Platform:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     tracer_provider: TracerProvider | None = None
+    # Job kinds this process runs on the task engine, by name.
+    job_kinds: dict[str, JobKind] = field(default_factory=dict)
 
     port: int = 0
     stubs_port: int = 0
@@ -70,6 +76,8 @@ class Platform:
     _redis: redis.Redis | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     buckets: Buckets | None = None
+    jobs: EngineStore | None = None
+    _runner: EngineRunner | None = None
 
     async def start(self) -> None:
         """Start everything, or nothing: a failure stops what had started."""
@@ -149,6 +157,13 @@ class Platform:
         self.port = _bind(server, s.listen)
         await server.start()
         self._server = server
+        self.jobs = EngineStore(engine)
+        if s.engine_concurrency:
+            worker = Worker(self.jobs, self.job_kinds, clock.now, self.buckets)
+            self._runner = EngineRunner(
+                worker, s.engine_concurrency, s.engine_poll, sweep_every=5 * s.engine_poll
+            )
+            self._runner.start()
         log.info(
             "custops serving",
             extra={
@@ -194,6 +209,9 @@ class Platform:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._runner is not None:
+            await self._runner.stop(grace)
+            self._runner = None
         for channel in self._channels:
             await channel.close()
         self._channels.clear()

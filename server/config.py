@@ -63,6 +63,10 @@ class Settings:
     # (so load balancers stop sending), then seconds in-flight calls may finish.
     shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0
+    # Task engine: shards this process runs at once, and seconds between
+    # looks for new work when idle (and between retry sweeps, times five).
+    engine_concurrency: int = 2
+    engine_poll: float = 1.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
@@ -122,7 +126,9 @@ class Settings:
             )
         if not self.redis_prefix or ":" in self.redis_prefix:
             problems.append("CUSTOPS_REDIS_PREFIX must be a non-empty word without ':'")
-        for name in ("downstream_timeout", "shutdown_grace"):
+        if not 0 <= self.engine_concurrency <= 64:
+            problems.append("CUSTOPS_ENGINE_CONCURRENCY must be 0-64 shards at once (0: no worker)")
+        for name in ("downstream_timeout", "shutdown_grace", "engine_poll"):
             if getattr(self, name) <= 0:
                 problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
         if not 0 <= self.stubs_population <= 100_000_000:

@@ -23,10 +23,17 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # never will; recorded with its reason at once
 
 
+# The reason a RETRY result gives when the downstream pushed back: the engine
+# lowers the kind's bucket rate for it (any other reason is kept as told).
+PUSHED_BACK = "RESOURCE_EXHAUSTED"
+
+
 @dataclass(frozen=True)
 class ItemResult:
     key: str
     outcome: Outcome
+    # For RETRY, the downstream's status code name (UNAVAILABLE, PUSHED_BACK...);
+    # for FAILED, why the item can never be done.
     reason: str = ""
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,10 @@ from server.persistence.tables import item_failures, jobs, shards
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 PAUSED, CANCELLED = "paused", "cancelled"
+# The current rate is a count of processed items that decays with this time
+# constant: it answers "items per second over the last few seconds", the same
+# on every replica because it lives in the job's row.
+RATE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,42 @@ class Lease:
     shard_index: int
     cursor: str
     fencing: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: str
+    total: int  # 0: the job kind did not say
+    done: int
+    failed: int  # permanently failed or dead-lettered
+    retrying: int
+    shards_done: int
+    shards: int
+    rate: float  # items processed per second, recently
+    eta: timedelta | None  # None while it cannot be told (no total, no rate, paused)
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+
+def decayed(rate: float, stamp: datetime | None, now: datetime) -> float:
+    if stamp is None:
+        return 0.0
+    elapsed = max((now - stamp).total_seconds(), 0.0)
+    return rate * math.exp(-elapsed / RATE_SECONDS)
+
+
+def current_rate(
+    rate: float, stamp: datetime | None, since: datetime | None, now: datetime
+) -> float:
+    """Items per second now. The decayed count starts at zero when the job
+    starts, so early on it is divided by the share of the window seen so far
+    (as bias-corrected moving averages do); under a second is a second."""
+    if since is None:
+        return 0.0
+    seen = max((now - since).total_seconds(), 1.0)
+    return decayed(rate, stamp, now) / (1 - math.exp(-seen / RATE_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -51,8 +93,10 @@ class EngineStore:
         cursors: list[str],
         due: datetime,
         now: datetime,
+        total: int = 0,
     ) -> str:
-        """The job's id; a job is made at most once per (kind, key)."""
+        """The job's id; a job is made at most once per (kind, key).
+        `total` is the number of items when the kind knows it (for the ETA)."""
         job_id = uuid.uuid4().hex
         try:
             async with self._engine.begin() as conn:
@@ -64,7 +108,7 @@ class EngineStore:
                         state=PENDING,
                         payload=payload,
                         due_time=due,
-                        total=0,
+                        total=total,
                         done=0,
                         failed=0,
                         create_time=now,
@@ -97,8 +141,13 @@ class EngineStore:
             return str(found)
         return job_id
 
-    async def claim(self, owner: str, now: datetime, lease: timedelta) -> Lease | None:
-        """Lease one shard that is free (never leased, or its lease ran out)."""
+    async def claim(
+        self, owner: str, now: datetime, lease: timedelta, kinds: Collection[str]
+    ) -> Lease | None:
+        """Lease one shard of the given kinds that is free (never leased, or its
+        lease ran out). A replica only takes the kinds it can run."""
+        if not kinds:
+            return None
         free = and_(
             shards.c.state != DONE,
             or_(shards.c.lease_owner == "", shards.c.lease_until < now),
@@ -113,7 +162,12 @@ class EngineStore:
                 jobs.c.payload,
             )
             .join(jobs, jobs.c.job_id == shards.c.job_id)
-            .where(free, jobs.c.state.in_([PENDING, RUNNING]), jobs.c.due_time <= now)
+            .where(
+                free,
+                jobs.c.state.in_([PENDING, RUNNING]),
+                jobs.c.due_time <= now,
+                jobs.c.kind.in_(list(kinds)),
+            )
             .order_by(jobs.c.due_time, shards.c.job_id, shards.c.shard_index)
             .limit(1)
         )
@@ -142,11 +196,39 @@ class EngineStore:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.job_id == row.job_id, jobs.c.state == PENDING)
-                .values(state=RUNNING, update_time=now)
+                .values(state=RUNNING, update_time=now, rate=0.0, rate_time=now, rate_since=now)
             )
         return Lease(
             row.job_id, row.kind, row.payload, row.shard_index, row.cursor, row.fencing + 1
         )
+
+    async def heartbeat(self, lease: Lease, now: datetime, extend: timedelta) -> bool:
+        """Extend a lease while a batch is slow (a throttled or slow downstream);
+        False when it was lost, so the worker stops at the batch's end."""
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(
+                update(shards)
+                .where(
+                    shards.c.job_id == lease.job_id,
+                    shards.c.shard_index == lease.shard_index,
+                    shards.c.fencing == lease.fencing,
+                )
+                .values(lease_until=now + extend)
+            )
+            return bool(moved.rowcount == 1)
+
+    async def release(self, lease: Lease) -> None:
+        """Hand a shard back (the worker is stopping): free for anyone at once."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(shards)
+                .where(
+                    shards.c.job_id == lease.job_id,
+                    shards.c.shard_index == lease.shard_index,
+                    shards.c.fencing == lease.fencing,
+                )
+                .values(lease_owner="", lease_until=None)
+            )
 
     async def commit(
         self,
@@ -197,11 +279,14 @@ class EngineStore:
         self, job_id: str, to: str, allowed_from: tuple[str, ...], now: datetime
     ) -> bool:
         """Pause, resume or cancel a job; False if it was in none of `allowed_from`."""
+        values: dict[str, Any] = {"state": to, "update_time": now}
+        if to == RUNNING:  # the rate is measured afresh from the resumption
+            values.update(rate=0.0, rate_time=now, rate_since=now)
         async with self._engine.begin() as conn:
             moved = await conn.execute(
                 update(jobs)
                 .where(jobs.c.job_id == job_id, jobs.c.state.in_(allowed_from))
-                .values(state=to, update_time=now)
+                .values(**values)
             )
             return bool(moved.rowcount == 1)
 
@@ -227,18 +312,20 @@ class EngineStore:
                 await conn.execute(
                     update(jobs)
                     .where(jobs.c.job_id == job_id, jobs.c.state != CANCELLED)
-                    .values(state=RUNNING, failed=jobs.c.failed - count, update_time=now)
+                    .values(
+                        state=RUNNING,
+                        failed=jobs.c.failed - count,
+                        update_time=now,
+                        rate=0.0,
+                        rate_time=now,
+                        rate_since=now,
+                    )
                 )
             return count
 
-    async def progress(self, job_id: str) -> dict[str, int]:
-        """Items done, failed (permanently or dead), retrying; shards done of all."""
+    async def progress(self, job_id: str, now: datetime) -> Progress:
         async with self._engine.connect() as conn:
-            job = (
-                await conn.execute(
-                    select(jobs.c.done, jobs.c.failed).where(jobs.c.job_id == job_id)
-                )
-            ).first()
+            job = (await conn.execute(select(jobs).where(jobs.c.job_id == job_id))).first()
             if job is None:
                 raise KeyError(job_id)
             by_state: dict[str, int] = dict(
@@ -255,16 +342,27 @@ class EngineStore:
                 .select_from(item_failures)
                 .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
             )
-        return {
-            "done": int(job.done),
-            "failed": int(job.failed),
-            "retrying": int(retrying or 0),
-            "shards_done": int(by_state.get(DONE, 0)),
-            "shards": int(sum(by_state.values())),
-        }
+        rate = current_rate(job.rate, job.rate_time, job.rate_since, now)
+        left = max(int(job.total) - int(job.done) - int(job.failed), 0)
+        eta: timedelta | None = None
+        if job.total and left == 0:
+            eta = timedelta(0)
+        elif job.total and rate > 0 and job.state == RUNNING:
+            eta = timedelta(seconds=left / rate)
+        return Progress(
+            state=job.state,
+            total=int(job.total),
+            done=int(job.done),
+            failed=int(job.failed),
+            retrying=int(retrying or 0),
+            shards_done=int(by_state.get(DONE, 0)),
+            shards=int(sum(by_state.values())),
+            rate=rate,
+            eta=eta,
+        )
 
     async def claim_retries(
-        self, now: datetime, hold: timedelta, limit: int
+        self, now: datetime, hold: timedelta, limit: int, kinds: Collection[str]
     ) -> list[tuple[str, str, dict[str, Any], Failure]]:
         """Retrying items whose time has come, each claimed by moving its
         next retry time past `hold` (so two sweepers never take the same)."""
@@ -275,6 +373,7 @@ class EngineStore:
                 item_failures.c.state == "retrying",
                 item_failures.c.next_retry_time <= now,
                 jobs.c.state == RUNNING,
+                jobs.c.kind.in_(list(kinds)),
             )
             .order_by(item_failures.c.next_retry_time)
             .limit(limit)
@@ -334,14 +433,26 @@ class EngineStore:
     async def _record(
         self, conn: Any, job_id: str, done: int, failures: list[Failure], now: datetime
     ) -> None:
-        """A batch's outcome: its failures, and the job's counters."""
+        """A batch's outcome: its failures, and the job's counters and rate."""
         for f in failures:
             await self._failure(conn, job_id, f)
         failed = sum(1 for f in failures if f.state in ("failed", "dead"))
+        query = select(jobs.c.rate, jobs.c.rate_time).where(jobs.c.job_id == job_id)
+        if not self._sqlite:
+            query = query.with_for_update()  # replicas record into one row
+        row = (await conn.execute(query)).first()
+        previous = decayed(row.rate, row.rate_time, now) if row is not None else 0.0
+        rate = previous + (done + len(failures)) / RATE_SECONDS
         await conn.execute(
             update(jobs)
             .where(jobs.c.job_id == job_id)
-            .values(done=jobs.c.done + done, failed=jobs.c.failed + failed, update_time=now)
+            .values(
+                done=jobs.c.done + done,
+                failed=jobs.c.failed + failed,
+                rate=rate,
+                rate_time=now,
+                update_time=now,
+            )
         )
 
     async def _finish_if_complete(self, conn: Any, job_id: str, now: datetime) -> None:

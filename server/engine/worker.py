@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import random
 import signal
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from server.engine.kinds import Item, JobKind, Outcome
+from server.engine.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
 from server.engine.store import EngineStore, Failure, Lease
-from server.throttle.buckets import Buckets, acquire
+from server.throttle.buckets import Buckets, BucketUnavailable, acquire
+
+log = logging.getLogger("custops.engine")
 
 FAULT_ENV = "CUSTOPS_FAULT_POINT"
 MAX_ATTEMPTS = 5
@@ -49,11 +54,18 @@ class Worker:
         self.lease = lease
         self.owner = owner or uuid.uuid4().hex[:12]
         self._rng = random.Random()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand, hand the shard back, take no new one."""
+        self._stopping = True
 
     async def run_once(self) -> bool:
         """Take one shard and run it to its end (or until its lease is lost).
         False when there was nothing to do."""
-        lease = await self.store.claim(self.owner, self.clock(), self.lease)
+        if self._stopping:
+            return False
+        lease = await self.store.claim(self.owner, self.clock(), self.lease, self.kinds)
         if lease is None:
             return False
         await self._run(lease)
@@ -70,7 +82,9 @@ class Worker:
         """The periodic sweeper: run the retrying items whose time has come
         (they survive a restart in the database); how many were tried."""
         now = self.clock()
-        claimed = await self.store.claim_retries(now, self.lease, limit)
+        if not self.kinds:
+            return 0
+        claimed = await self.store.claim_retries(now, self.lease, limit, self.kinds)
         by_job: dict[str, list[tuple[str, dict[str, object], Failure]]] = {}
         for job_id, kind_name, job_payload, failure in claimed:
             by_job.setdefault(job_id, []).append((kind_name, job_payload, failure))
@@ -79,8 +93,6 @@ class Worker:
             payload = entries[0][1]
             items = [Item(f.item_key, dict(f.item)) for _, _, f in entries]
             attempts = {f.item_key: f.attempts for _, _, f in entries}
-            if self.buckets is not None and kind.bucket:
-                await acquire(self.buckets, kind.bucket, len(items))
             done, failures = await self._execute(kind, payload, items, attempts)
             done_keys = [i.key for i in items if i.key not in {f.item_key for f in failures}]
             assert len(done_keys) == done
@@ -88,6 +100,27 @@ class Worker:
         return len(claimed)
 
     async def _run(self, lease: Lease) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(lease))
+        try:
+            await self._run_batches(lease)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, lease: Lease) -> None:
+        """Keep the lease while a batch waits for tokens or a slow downstream;
+        batches that end in time extend it anyway when they commit."""
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.store.heartbeat(lease, self.clock(), self.lease):
+                    return  # lost: the next commit is refused and the worker stops
+            except Exception:  # the database is away; the commit will tell
+                log.warning("lease heartbeat failed", exc_info=True)
+
+    async def _run_batches(self, lease: Lease) -> None:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
         while True:
@@ -95,8 +128,6 @@ class Worker:
             failures: list[Failure] = []
             done = 0
             if page.items:
-                if self.buckets is not None and kind.bucket:
-                    await acquire(self.buckets, kind.bucket, len(page.items))
                 done, failures = await self._execute(kind, lease.payload, page.items)
                 fault_point("after_execute")
             if not await self.store.commit(
@@ -104,6 +135,9 @@ class Worker:
             ):
                 return  # fenced out: another worker owns the shard now
             if page.next_cursor is None:
+                return
+            if self._stopping:
+                await self.store.release(lease)
                 return
             cursor = page.next_cursor
             lease = Lease(
@@ -117,12 +151,16 @@ class Worker:
         items: list[Item],
         attempts: dict[str, int] | None = None,
     ) -> tuple[int, list[Failure]]:
+        """Throttle, execute and judge one batch: (items done, failures)."""
         tried = attempts or {}
+        if self.buckets is not None and kind.bucket:
+            await acquire(self.buckets, kind.bucket, len(items))
         try:
             results = {r.key: r for r in await kind.execute(payload, items)}
         except Exception as exc:  # the whole batch: every item retries on its own later
             reason = f"{exc.__class__.__name__}: {exc}"
             return 0, [self._retry(item, tried.get(item.key, 0) + 1, reason) for item in items]
+        await self._adapt(kind, results.values())
         done, failures = 0, []
         for item in items:
             result = results.get(item.key)
@@ -143,6 +181,20 @@ class Worker:
                 reason = result.reason if result is not None else "NO_RESULT"
                 failures.append(self._retry(item, tried.get(item.key, 0) + 1, reason))
         return done, failures
+
+    async def _adapt(self, kind: JobKind, results: Iterable[ItemResult]) -> None:
+        """A downstream that pushed back lowers its bucket's rate; a batch that
+        went through raises it a step back toward the configured ceiling."""
+        if self.buckets is None or not kind.bucket:
+            return
+        pushed = any(r.reason == PUSHED_BACK for r in results)
+        try:
+            if pushed:
+                await self.buckets.penalize(kind.bucket)
+            else:
+                await self.buckets.reward(kind.bucket)
+        except BucketUnavailable:
+            log.warning("cannot adapt the rate of bucket %s", kind.bucket, exc_info=True)
 
     def _retry(self, item: Item, attempts: int, reason: str) -> Failure:
         if attempts >= MAX_ATTEMPTS:

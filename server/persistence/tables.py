@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -105,6 +106,10 @@ jobs = Table(
     Column("failed", BigInteger, nullable=False, default=0),
     Column("create_time", UtcDateTime(), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
+    # Items per second, decayed with time since `rate_time` (see EngineStore).
+    Column("rate", Float, nullable=False, default=0.0),
+    Column("rate_time", UtcDateTime()),
+    Column("rate_since", UtcDateTime()),
     UniqueConstraint("kind", "key", name="uq_jobs_kind_key"),
     Index("ix_jobs_state_due", "state", "due_time"),
 )

@@ -128,4 +128,7 @@ class RedisBuckets:
 
     async def _adjust(self, name: str, way: str) -> float:
         args: list[str | float] = [way, MIN_FACTOR, BACKOFF, RECOVERY_STEP]
-        return float(await self._adapt(keys=[self._keys(name)[1]], args=args))
+        try:
+            return float(await self._adapt(keys=[self._keys(name)[1]], args=args))
+        except (RedisError, OSError) as exc:
+            raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc

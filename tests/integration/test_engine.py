@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
-from server.engine.kinds import Item, ItemResult, Outcome
-from server.engine.store import EngineStore
+from server.app import Platform
+from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome
+from server.engine.runner import EngineRunner
+from server.engine.store import EngineStore, Progress
 from server.engine.worker import Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
 from server.persistence.tables import item_failures, jobs, shards
+from server.throttle.buckets import BucketSettings, Decision, LocalBuckets
+from server.throttle.redis_buckets import RedisBuckets
+from tests.integration.conftest import settings
 from tests.integration.engine_worker import Ranges
+from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -81,6 +90,17 @@ async def test_a_job_is_made_once_per_kind_and_key(store: EngineStore) -> None:
     assert first == again
 
 
+async def test_a_worker_takes_only_the_kinds_it_can_run(store: EngineStore) -> None:
+    kind = Numbers()
+    payload = {"n": 10, "shards": 1}
+    job = await store.create_job("numbers", "kinds", payload, kind.split(payload), NOW, NOW)
+    stranger = Numbers()
+    assert await Worker(store, {"letters": stranger}, clock=lambda: NOW).drain() == 0
+    assert await Worker(store, {}, clock=lambda: NOW).drain() == 0
+    assert await Worker(store, {"numbers": kind}, clock=lambda: NOW).drain() == 1
+    assert (await store.job(job))["state"] == "succeeded" and not stranger.effects
+
+
 async def test_failures_are_per_item(store: EngineStore) -> None:
     kind = Numbers(fail_every=7, permanent_every=100)
     payload = {"n": 1000, "shards": 2}
@@ -107,7 +127,7 @@ async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: EngineStore)
     payload = {"n": 5000, "shards": 1}
     job = await store.create_job("numbers", "lease", payload, kind.split(payload), NOW, NOW)
     slow = Worker(store, {"numbers": kind}, clock=lambda: NOW, lease=timedelta(seconds=30))
-    lease = await store.claim(slow.owner, NOW, slow.lease)
+    lease = await store.claim(slow.owner, NOW, slow.lease, ["numbers"])
     assert lease is not None
     # The first worker goes quiet; after its lease runs out another takes over.
     later = NOW + timedelta(minutes=1)
@@ -177,12 +197,12 @@ async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
     worker = Worker(store, {"numbers": kind}, clock=lambda: NOW)
     await worker.drain()
     # The batch running when the pause came was recorded; no new one started.
-    assert kind.batches == 2 and (await store.progress(kind.job_id))["done"] == 2000
+    assert kind.batches == 2 and (await store.progress(kind.job_id, NOW)).done == 2000
     assert await worker.drain() == 0  # a paused job is not picked up
     assert await store.resume(kind.job_id, NOW)
     await worker.drain()
-    progress = await store.progress(kind.job_id)
-    assert (progress["done"], progress["shards_done"], progress["shards"]) == (5000, 1, 1)
+    progress = await store.progress(kind.job_id, NOW)
+    assert (progress.done, progress.shards_done, progress.shards) == (5000, 1, 1)
     assert (await store.job(kind.job_id))["state"] == "succeeded"
     assert set(kind.effects.values()) == {1}
 
@@ -206,7 +226,7 @@ async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
     assert await store.retry_dead(job, clock["now"]) == 2
     await worker.retry_due()
     assert (await store.job(job))["state"] == "succeeded"
-    assert (await store.progress(job))["failed"] == 0
+    assert (await store.progress(job, NOW)).failed == 0
 
 
 async def test_a_delayed_job_waits_for_its_time(store: EngineStore) -> None:
@@ -220,3 +240,202 @@ async def test_a_delayed_job_waits_for_its_time(store: EngineStore) -> None:
     clock["now"] = later
     assert await worker.drain() == 1
     assert (await store.job(job))["state"] == "succeeded" and len(kind.effects) == 10
+
+
+class Ticking(Numbers):
+    """A downstream that takes one (clock) second per batch of 1,000 items,
+    and looks at the job's progress while its fifth batch runs."""
+
+    def __init__(self, store: EngineStore, clock: dict[str, datetime]) -> None:
+        super().__init__()
+        self.store, self.clock = store, clock
+        self.job_id = ""
+        self.seen: list[Progress] = []
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        self.clock["now"] += timedelta(seconds=1)
+        if items[0].data["i"] == 4000:
+            self.seen.append(await self.store.progress(self.job_id, self.clock["now"]))
+        return await super().execute(payload, items)
+
+
+async def test_progress_tells_the_rate_and_the_time_left(store: EngineStore) -> None:
+    clock = {"now": NOW}
+    kind = Ticking(store, clock)
+    payload = {"n": 10_000, "shards": 1}
+    kind.job_id = await store.create_job(
+        "numbers", "eta", payload, kind.split(payload), NOW, NOW, total=10_000
+    )
+    before = await store.progress(kind.job_id, NOW)
+    assert (before.state, before.processed, before.eta) == ("pending", 0, None)
+    await Worker(store, {"numbers": kind}, clock=lambda: clock["now"]).drain()
+    (middle,) = kind.seen  # four batches recorded, at 1,000 items a second
+    assert (middle.state, middle.processed) == ("running", 4000)
+    # Seen a second after the last record: a little under the true 1,000/s.
+    assert 700 <= middle.rate <= 1300
+    assert middle.eta is not None and 4.5 <= middle.eta.total_seconds() <= 9  # 6,000 left
+    end = await store.progress(kind.job_id, clock["now"])
+    assert (end.state, end.processed, end.eta) == ("succeeded", 10_000, timedelta(0))
+    # A minute of nothing: the current rate has gone, the averages have not.
+    assert (await store.progress(kind.job_id, clock["now"] + timedelta(minutes=1))).rate < 1
+
+
+class Slow(Numbers):
+    """A downstream slower than the worker's lease: every batch takes `delay` s."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.batches = 0
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        self.batches += 1
+        await asyncio.sleep(self.delay)
+        return await super().execute(payload, items)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def test_a_slow_batch_keeps_its_lease_by_heartbeat(store: EngineStore) -> None:
+    kind = Slow(delay=1.0)  # each batch outlasts the 0.3 s lease three times over
+    payload = {"n": 2000, "shards": 1}
+    job = await store.create_job("numbers", "heartbeat", payload, kind.split(payload), NOW, NOW)
+    worker = Worker(store, {"numbers": kind}, clock=_now, lease=timedelta(seconds=0.3))
+    running = asyncio.create_task(worker.drain())
+    for _ in range(100):  # bounded: until the first batch is under way
+        if kind.batches:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)  # twice the lease, mid-batch
+    assert await store.claim("intruder", _now(), timedelta(seconds=30), ["numbers"]) is None
+    await asyncio.wait_for(running, 30)
+    assert set(kind.effects.values()) == {1} and len(kind.effects) == 2000
+    assert (await store.job(job))["state"] == "succeeded"
+
+
+async def test_a_stopping_runner_hands_its_shard_back_at_once(store: EngineStore) -> None:
+    kind = Slow(delay=0.05)
+    payload = {"n": 20_000, "shards": 1}
+    kind.batch_size = 100
+    job = await store.create_job("numbers", "handback", payload, kind.split(payload), NOW, NOW)
+    runner = EngineRunner(Worker(store, {"numbers": kind}, clock=_now), concurrency=1, poll=0.05)
+    runner.start()
+    for _ in range(200):
+        if kind.batches >= 3:
+            break
+        await asyncio.sleep(0.02)
+    await runner.stop(grace=10)
+    stopped_at = kind.batches
+    assert 3 <= stopped_at < 200 and (await store.job(job))["state"] == "running"
+    # No lease to wait out: another worker continues from the committed cursor.
+    kind.delay = 0
+    assert await Worker(store, {"numbers": kind}, clock=_now).drain() == 1
+    assert set(kind.effects.values()) == {1} and len(kind.effects) == 20_000
+
+
+class PushedBack(Numbers):
+    """A downstream that answers RESOURCE_EXHAUSTED to its first `n` batches."""
+
+    bucket: str | None = "b"
+
+    def __init__(self, pushed: int) -> None:
+        super().__init__()
+        self.pushed = pushed
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        if self.pushed:
+            self.pushed -= 1
+            return [ItemResult(i.key, Outcome.RETRY, PUSHED_BACK) for i in items]
+        return await super().execute(payload, items)
+
+
+async def test_push_back_lowers_the_rate_and_success_raises_it(store: EngineStore) -> None:
+    buckets = LocalBuckets({"b": BucketSettings(rate=1e9, capacity=10**6)}, clock_us=lambda: 0)
+    kind = PushedBack(pushed=3)
+    kind.batch_size = 100
+    payload = {"n": 800, "shards": 1}
+    await store.create_job("numbers", "adapt", payload, kind.split(payload), NOW, NOW)
+    factors = []
+
+    class Watching(LocalBuckets):
+        async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+            factors.append((await self.settings(name))[1])
+            return await super().take(name, tokens, now_us)
+
+    buckets = Watching({"b": BucketSettings(rate=1e9, capacity=10**6)}, clock_us=lambda: 0)
+    await Worker(store, {"numbers": kind}, clock=lambda: NOW, buckets=buckets).drain()
+    # Halved by each of three push-backs, then a step back up per good batch.
+    assert factors == pytest.approx([1.0, 0.5, 0.25, 0.125, 0.175, 0.225, 0.275, 0.325])
+
+
+class Recording(Numbers):
+    """Remembers when each item was executed."""
+
+    bucket: str | None = "b"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executed = 0
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        self.executed += len(items)  # at once: before the first await
+        await asyncio.sleep(0.01)
+        return await super().execute(payload, items)
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_holds_the_job_and_loses_nothing(store: EngineStore) -> None:
+    port = free_port()
+    server = start_redis(port)
+    client = redis.from_url(
+        f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    try:
+        await until_up(client)
+        buckets = RedisBuckets(client, "outage", {"b": BucketSettings(rate=5000.0, capacity=100)})
+        kind = Recording()
+        kind.batch_size = 100
+        payload = {"n": 20_000, "shards": 1}
+        job = await store.create_job("numbers", "outage", payload, kind.split(payload), NOW, NOW)
+        worker = Worker(store, {"numbers": kind}, clock=_now, buckets=buckets)
+        running = asyncio.create_task(worker.drain())
+        for _ in range(500):
+            if kind.executed >= 1000:
+                break
+            await asyncio.sleep(0.01)
+        stop_redis(server)
+        down = kind.executed
+        assert 1000 <= down < 20_000
+        await asyncio.sleep(2)  # down: the bucket cannot say yes, so nothing runs
+        assert kind.executed == down and not running.done()
+        server = start_redis(port)
+        await asyncio.wait_for(running, 120)
+        assert len(kind.effects) == 20_000 and set(kind.effects.values()) == {1}
+        state = await store.job(job)
+        assert (state["state"], state["done"], state["failed"]) == ("succeeded", 20_000, 0)
+    finally:
+        stop_redis(server)
+        await client.aclose()
+
+
+async def test_the_server_runs_jobs_of_registered_kinds(database_url: str) -> None:
+    kind = Numbers()
+    running = Platform(settings(database_url, engine_poll=0.05), job_kinds={"numbers": kind})
+    await running.start()
+    try:
+        assert running.jobs is not None
+        now = _now()
+        payload = {"n": 3000, "shards": 3}
+        job = await running.jobs.create_job(
+            "numbers", f"served-{uuid.uuid4().hex}", payload, kind.split(payload), now, now, 3000
+        )
+        for _ in range(400):  # bounded: the server's own workers pick it up
+            if (await running.jobs.job(job))["state"] == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert (await running.jobs.progress(job, _now())).processed == 3000
+        assert len(kind.effects) == 3000 and set(kind.effects.values()) == {1}
+    finally:
+        await running.stop(grace=1)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -24,6 +21,7 @@ from server.throttle.buckets import (
     acquire,
 )
 from server.throttle.redis_buckets import RedisBuckets
+from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_800_000_000_000_000  # microseconds; the tests pass the time in
@@ -134,47 +132,18 @@ async def test_many_processes_never_overshoot(redis_url: str, redis_prefix: str)
     assert sum(admitted) == 100  # 2,000 concurrent asks, a budget of 100, no refill
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _redis_server(port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (scripts/test installs it)")
-    return subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _until_up(client: redis.Redis) -> None:
-    for _ in range(200):
-        try:
-            await client.ping()
-            return
-        except Exception:
-            await asyncio.sleep(0.05)
-    raise AssertionError("private redis-server did not start")
-
-
 @pytest.mark.redis
 async def test_an_outage_holds_everything_back_until_redis_returns() -> None:
-    port = _free_port()
-    server = _redis_server(port)
+    port = free_port()
+    server = start_redis(port)
     client = redis.from_url(
         f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5, socket_timeout=0.5
     )
     try:
-        await _until_up(client)
+        await until_up(client)
         buckets = RedisBuckets(client, "outage", {"b": BucketSettings(rate=1000.0, capacity=10)})
         assert (await buckets.take("b", 5)).granted == 5
-        server.terminate()
-        server.wait(10)
+        stop_redis(server)
         with pytest.raises(BucketUnavailable):
             await buckets.take("b", 1)
         refusals = 0
@@ -195,10 +164,9 @@ async def test_an_outage_holds_everything_back_until_redis_returns() -> None:
         task = asyncio.create_task(work())
         await asyncio.wait_for(kept_waiting.wait(), 30)  # it keeps asking...
         assert not admitted.is_set()  # ...and nothing is let through
-        server = _redis_server(port)
+        server = start_redis(port)
         await asyncio.wait_for(task, 30)
         assert admitted.is_set()
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_redis(server)
         await client.aclose()
