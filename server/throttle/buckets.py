@@ -68,9 +68,11 @@ async def acquire(
     tokens: int,
     *,
     sleep: Callable[[float], object] = asyncio.sleep,
-    max_wait: float = 1.0,
+    max_wait: float = 0.25,
 ) -> None:
-    """Wait until `tokens` were taken, in parts when they exceed the capacity."""
+    """Wait until `tokens` were taken, in parts when they exceed the capacity.
+    No sleep is longer than `max_wait`, so a raised rate (or a rate back from
+    0) is noticed within it: that bounds the rate pick-up delay."""
     left = tokens
     outage = 0.05
     while left > 0:
