@@ -53,6 +53,15 @@ class PlanRepository(Protocol):
         """Delete a draft as it was read; raise Aborted if it changed since."""
         ...
 
+    async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
+        """Active plans whose next fire time has come, earliest first."""
+        ...
+
+    async def advance(self, plan: Plan, to: datetime | None) -> bool:
+        """Move a plan's next fire time on from the one it was read with;
+        False when someone else did first."""
+        ...
+
 
 @dataclass(frozen=True)
 class RequestKey:

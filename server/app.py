@@ -34,6 +34,8 @@ from server.persistence import migrate
 from server.persistence.database import create_engine, is_sqlite, normalize_url
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.products.catalog import TemplateError, load_catalog
+from server.runs.delivery import Delivery
+from server.runs.store import RunStore
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.serving import add_health_and_reflection
@@ -42,6 +44,7 @@ from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
 from server.usecases.plans import PlanUseCases
+from server.usecases.runs import RunUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
 from server.usecases.throttle import ThrottleUseCases
 
@@ -77,6 +80,7 @@ class Platform:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     buckets: Buckets | None = None
     jobs: EngineStore | None = None
+    runs: RunUseCases | None = None
     _runner: EngineRunner | None = None
 
     async def start(self) -> None:
@@ -114,7 +118,10 @@ class Platform:
         benefit_channel = grpc.aio.insecure_channel(
             s.target("benefit", stubs_address), interceptors=downstream
         )
-        self._channels += [audience_channel, benefit_channel]
+        notification_channel = grpc.aio.insecure_channel(
+            s.target("notification", stubs_address), interceptors=downstream
+        )
+        self._channels += [audience_channel, benefit_channel, notification_channel]
 
         assert self._engine is not None
         engine, clock = self._engine, self.clock
@@ -149,7 +156,25 @@ class Platform:
             else RedisBuckets(self._redis, s.redis_prefix, dict(THROTTLE_DEFAULTS))
         )
         throttle = ThrottleUseCases(self.buckets, clock.now)
-        plan_service = OperationPlanService(plans, clock, throttle)  # type: ignore[abstract]
+        self.jobs = EngineStore(engine)
+        run_store = RunStore(engine)
+        delivery = Delivery(
+            run_store,
+            audience_channel,
+            benefit_channel,
+            notification_channel,
+            self.buckets,
+            clock.now,
+        )
+        self.job_kinds.setdefault(delivery.name, delivery)
+        self.runs = RunUseCases(
+            lambda: SqlUnitOfWork(engine, clock),
+            run_store,
+            self.jobs,
+            GrpcAudienceDirectory(audience_channel),
+            clock,
+        )
+        plan_service = OperationPlanService(plans, clock, throttle, self.runs)
         scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
@@ -157,11 +182,14 @@ class Platform:
         self.port = _bind(server, s.listen)
         await server.start()
         self._server = server
-        self.jobs = EngineStore(engine)
         if s.engine_concurrency:
             worker = Worker(self.jobs, self.job_kinds, clock.now, self.buckets)
             self._runner = EngineRunner(
-                worker, s.engine_concurrency, s.engine_poll, sweep_every=5 * s.engine_poll
+                worker,
+                s.engine_concurrency,
+                s.engine_poll,
+                sweep_every=5 * s.engine_poll,
+                periodic=[("plan scheduler", self.runs.tick, s.engine_poll)],
             )
             self._runner.start()
         log.info(
@@ -226,6 +254,11 @@ class Platform:
             self._engine = None
         if self.tracer_provider is not None:
             self.tracer_provider.force_flush()
+
+    @property
+    def stubs(self) -> Stubs | None:
+        """The embedded stand-ins (their books are a test's witness)."""
+        return self._stubs
 
     async def wait(self) -> None:
         if self._server is not None:

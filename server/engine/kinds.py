@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -21,6 +22,9 @@ class Outcome(enum.Enum):
         "retry"  # may succeed later (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED)
     )
     FAILED = "failed"  # never will; recorded with its reason at once
+    # Not now, by the kind's own rule (e.g. quiet hours): tried again at
+    # `not_before`, with `data` replacing the item's, not counted as an attempt.
+    DEFER = "defer"
 
 
 # The reason a RETRY result gives when the downstream pushed back: the engine
@@ -35,6 +39,8 @@ class ItemResult:
     # For RETRY, the downstream's status code name (UNAVAILABLE, PUSHED_BACK...);
     # for FAILED, why the item can never be done.
     reason: str = ""
+    not_before: datetime | None = None  # DEFER only
+    data: dict[str, Any] | None = None  # DEFER only: what is left to do
 
 
 @dataclass(frozen=True)

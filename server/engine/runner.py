@@ -6,30 +6,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from server.engine.worker import Worker
 
 log = logging.getLogger("custops.engine")
 
 
+Periodic = tuple[str, Callable[[], Awaitable[object]], float]  # name, what, every (s)
+
+
 class EngineRunner:
-    """`concurrency` loops that each run one shard at a time, and a sweeper
-    that retries due items. Every replica runs one; the database decides who
-    gets which shard, so adding replicas adds throughput."""
+    """`concurrency` loops that each run one shard at a time, the sweeper
+    that retries due items, and other periodic duties (the plan scheduler).
+    Every replica runs one; the database decides who gets which shard, so
+    adding replicas adds throughput."""
 
     def __init__(
-        self, worker: Worker, concurrency: int = 2, poll: float = 1.0, sweep_every: float = 5.0
+        self,
+        worker: Worker,
+        concurrency: int = 2,
+        poll: float = 1.0,
+        sweep_every: float = 5.0,
+        periodic: list[Periodic] | None = None,
     ) -> None:
         self.worker = worker
         self.concurrency = concurrency
         self.poll = poll
-        self.sweep_every = sweep_every
+        self.periodic: list[Periodic] = [("retry sweep", worker.retry_due, sweep_every)]
+        self.periodic += periodic or []
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
-        self._tasks.append(asyncio.create_task(self._sweep()))
+        self._tasks += [asyncio.create_task(self._every(*p)) for p in self.periodic]
 
     async def stop(self, grace: float) -> None:
         """Stop at the next batch boundary (the shard is handed back at once);
@@ -56,13 +67,13 @@ class EngineRunner:
             if not ran:
                 await self._pause(self.poll)
 
-    async def _sweep(self) -> None:
+    async def _every(self, name: str, duty: Callable[[], Awaitable[object]], every: float) -> None:
         while not self._stopping.is_set():
             try:
-                await self.worker.retry_due()
+                await duty()
             except Exception:
-                log.warning("retry sweep failed; retrying", exc_info=True)
-            await self._pause(self.sweep_every)
+                log.warning("%s failed; trying again in %s s", name, every, exc_info=True)
+            await self._pause(every)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -40,11 +40,14 @@ class Progress:
     total: int  # 0: the job kind did not say
     done: int
     failed: int  # permanently failed or dead-lettered
+    dead: int  # of which dead-lettered
     retrying: int
     shards_done: int
     shards: int
     rate: float  # items processed per second, recently
     eta: timedelta | None  # None while it cannot be told (no total, no rate, paused)
+    started: datetime | None = None  # when it started (or was last resumed)
+    updated: datetime | None = None  # its last change: the end, once it ended
 
     @property
     def processed(self) -> int:
@@ -299,12 +302,15 @@ class EngineStore:
     async def cancel(self, job_id: str, now: datetime) -> bool:
         return await self.set_state(job_id, CANCELLED, (PENDING, RUNNING, PAUSED), now)
 
-    async def retry_dead(self, job_id: str, now: datetime) -> int:
-        """Put a job's dead-lettered items back in line for a retry now."""
+    async def retry_dead(
+        self, job_id: str, now: datetime, states: tuple[str, ...] = ("dead",)
+    ) -> int:
+        """Put a job's dead-lettered items (or, with states, also those that
+        failed for good, once their cause is fixed) back in line now."""
         async with self._engine.begin() as conn:
             revived = await conn.execute(
                 update(item_failures)
-                .where(item_failures.c.job_id == job_id, item_failures.c.state == "dead")
+                .where(item_failures.c.job_id == job_id, item_failures.c.state.in_(states))
                 .values(state="retrying", attempts=0, next_retry_time=now)
             )
             count = int(revived.rowcount)
@@ -337,11 +343,12 @@ class EngineStore:
                     )
                 ).all()
             )
-            retrying = await conn.scalar(
-                select(func.count())
-                .select_from(item_failures)
-                .where(item_failures.c.job_id == job_id, item_failures.c.state == "retrying")
+            rows = await conn.execute(
+                select(item_failures.c.state, func.count())
+                .where(item_failures.c.job_id == job_id)
+                .group_by(item_failures.c.state)
             )
+            failures: dict[str, int] = {state: int(n) for state, n in rows}
         rate = current_rate(job.rate, job.rate_time, job.rate_since, now)
         left = max(int(job.total) - int(job.done) - int(job.failed), 0)
         eta: timedelta | None = None
@@ -354,11 +361,14 @@ class EngineStore:
             total=int(job.total),
             done=int(job.done),
             failed=int(job.failed),
-            retrying=int(retrying or 0),
+            dead=failures.get("dead", 0),
+            retrying=failures.get("retrying", 0),
             shards_done=int(by_state.get(DONE, 0)),
             shards=int(sum(by_state.values())),
             rate=rate,
             eta=eta,
+            started=job.rate_since,
+            updated=job.update_time,
         )
 
     async def claim_retries(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
 from server.engine.store import EngineStore, Failure, Lease
-from server.throttle.buckets import Buckets, BucketUnavailable, acquire
+from server.throttle.buckets import Buckets, acquire, adapt
 
 log = logging.getLogger("custops.engine")
 
@@ -22,6 +22,7 @@ FAULT_ENV = "CUSTOPS_FAULT_POINT"
 MAX_ATTEMPTS = 5
 BASE_BACKOFF = timedelta(seconds=1)
 MAX_BACKOFF = timedelta(minutes=10)
+LOAD_RETRY = timedelta(seconds=2)
 
 
 def fault_point(name: str) -> None:
@@ -124,7 +125,14 @@ class Worker:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
         while True:
-            page = await kind.load(lease.payload, cursor, kind.batch_size)
+            try:
+                page = await kind.load(lease.payload, cursor, kind.batch_size)
+            except Exception:
+                # The source is away: keep the lease a little while (nobody
+                # else would do better at once), then anyone may try again.
+                log.warning("loading shard %s of job %s failed", lease.shard_index, lease.job_id)
+                await self.store.heartbeat(lease, self.clock(), LOAD_RETRY)
+                return
             failures: list[Failure] = []
             done = 0
             if page.items:
@@ -166,6 +174,17 @@ class Worker:
             result = results.get(item.key)
             if result is not None and result.outcome is Outcome.DONE:
                 done += 1
+            elif result is not None and result.outcome is Outcome.DEFER:
+                failures.append(
+                    Failure(
+                        item.key,
+                        result.data if result.data is not None else item.data,
+                        "retrying",
+                        tried.get(item.key, 0),
+                        result.reason,
+                        result.not_before or self.clock(),
+                    )
+                )
             elif result is not None and result.outcome is Outcome.FAILED:
                 failures.append(
                     Failure(
@@ -187,14 +206,7 @@ class Worker:
         went through raises it a step back toward the configured ceiling."""
         if self.buckets is None or not kind.bucket:
             return
-        pushed = any(r.reason == PUSHED_BACK for r in results)
-        try:
-            if pushed:
-                await self.buckets.penalize(kind.bucket)
-            else:
-                await self.buckets.reward(kind.bucket)
-        except BucketUnavailable:
-            log.warning("cannot adapt the rate of bucket %s", kind.bucket, exc_info=True)
+        await adapt(self.buckets, kind.bucket, any(r.reason == PUSHED_BACK for r in results))
 
     def _retry(self, item: Item, attempts: int, reason: str) -> Failure:
         if attempts >= MAX_ATTEMPTS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -90,6 +91,28 @@ class SqlPlanRepository:
                 f"plan {plan.plan_id} was changed concurrently; get it again and retry",
                 reason="ETAG_MISMATCH",
             )
+
+    async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
+        rows = await self._conn.execute(
+            select(plans)
+            .where(plans.c.state == PlanState.ACTIVE.value, plans.c.next_fire_time <= now)
+            .order_by(plans.c.next_fire_time)
+            .limit(limit)
+        )
+        return [_plan(r) for r in rows.mappings()]
+
+    async def advance(self, plan: Plan, to: datetime | None) -> bool:
+        # Only from the fire time it was read with: of two schedulers, one moves it.
+        result = await self._conn.execute(
+            update(plans)
+            .where(
+                plans.c.shop_id == plan.shop_id,
+                plans.c.plan_id == plan.plan_id,
+                plans.c.next_fire_time == plan.next_fire_time,
+            )
+            .values(next_fire_time=to)
+        )
+        return bool(result.rowcount == 1)
 
 
 def _row(plan: Plan) -> dict[str, Any]:

@@ -73,6 +73,8 @@ plans = Table(
     # Lists are per shop, newest first.
     Index("ix_plans_shop_created", "shop_id", "create_time", "plan_id"),
     Index("ix_plans_shop_front_office", "shop_id", "front_office"),
+    # The scheduler's question, "which plans are due?", costs O(due plans).
+    Index("ix_plans_due", "state", "next_fire_time"),
 )
 
 # Outcomes of side-effecting calls by request id (AIP-155): a retry returns
@@ -141,4 +143,85 @@ item_failures = Table(
     Column("next_retry_time", UtcDateTime()),
     PrimaryKeyConstraint("job_id", "item_key", name="pk_item_failures"),
     Index("ix_item_failures_retry", "state", "next_retry_time"),
+)
+
+# One execution of a plan: for one fire time (delivery) or to take back what
+# a run granted (recovery). Its state and progress are its engine job's.
+plan_runs = Table(
+    "plan_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("plan_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("run_trigger", String(16), nullable=False),
+    Column("fire_time", UtcDateTime(), nullable=False),
+    Column("job_id", String(64), nullable=False, default=""),
+    Column("create_time", UtcDateTime(), nullable=False),
+    # The run id is derived from (plan, kind, fire time) — or, by hand, from
+    # the request id — so the primary key makes a run once.
+    Index("ix_plan_runs_plan", "shop_id", "plan_id", "create_time"),
+)
+
+# What a run decided for each member it met, once: "act" or "skip:REASON".
+# Inserted once per (run, member), so counters never count a member twice.
+run_members = Table(
+    "run_members",
+    metadata,
+    Column("run_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("units", BigInteger, nullable=False, default=0),  # budget reserved
+    PrimaryKeyConstraint("run_id", "member_id", name="pk_run_members"),
+)
+
+# Frequency limits: the n-th time a member is acted on in a window is slot n,
+# unique, so two runs racing can never both take the last one.
+frequency_claims = Table(
+    "frequency_claims",
+    metadata,
+    Column("plan_id", String(64), nullable=False),
+    Column("window", String(32), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    PrimaryKeyConstraint("plan_id", "window", "member_id", "slot", name="pk_frequency_claims"),
+)
+
+plan_budgets = Table(
+    "plan_budgets",
+    metadata,
+    Column("shop_id", String(64), nullable=False),
+    Column("plan_id", String(64), nullable=False),
+    Column("used", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("shop_id", "plan_id", name="pk_plan_budgets"),
+)
+
+run_counters = Table(
+    "run_counters",
+    metadata,
+    Column("run_id", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("value", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("run_id", "name", name="pk_run_counters"),
+)
+
+# The member's timeline (benefit granted, message sent, used, replenished,
+# recovered). The id is the idempotency key of what happened, so writing a
+# record twice keeps one.
+operation_records = Table(
+    "operation_records",
+    metadata,
+    Column("record_id", String(300), primary_key=True),
+    Column("shop_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("plan_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False, default=""),
+    Column("instance_id", String(64), nullable=False, default=""),
+    Column("template_id", String(64), nullable=False, default=""),
+    Column("detail", JSON, nullable=False),
+    Column("occur_time", UtcDateTime(), nullable=False),
+    Index("ix_operation_records_member", "shop_id", "member_id", "occur_time"),
+    Index("ix_operation_records_run", "run_id", "kind"),
 )

@@ -16,7 +16,7 @@ import grpc
 from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
 from domain import lifecycle
-from domain.errors import FieldViolation, InvalidArgument, require
+from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
 from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
 from domain.products import ProductTemplate
@@ -33,6 +33,7 @@ from server.mapping.plan import (
     spec_to_proto,
     timestamp,
 )
+from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.requests import (
     actor,
     decode_page_token,
@@ -43,6 +44,7 @@ from server.servicers.requests import (
     shop_id_violations,
 )
 from server.usecases.plans import PlanUseCases
+from server.usecases.runs import RunUseCases
 from server.usecases.terms import explain
 from server.usecases.throttle import Throttle, ThrottleUseCases
 
@@ -51,10 +53,90 @@ _PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
-    def __init__(self, plans: PlanUseCases, clock: Clock, throttle: ThrottleUseCases) -> None:
+    def __init__(
+        self,
+        plans: PlanUseCases,
+        clock: Clock,
+        throttle: ThrottleUseCases,
+        runs: RunUseCases | None = None,
+    ) -> None:
         self._plans = plans
         self._clock = clock
         self._throttle = throttle
+        self._runs = runs
+
+    def _run_cases(self) -> RunUseCases:
+        if self._runs is None:
+            raise Unimplemented("runs need the task engine, which this server does not run")
+        return self._runs
+
+    async def ListPlanRuns(
+        self, request: pb.ListPlanRunsRequest, context: Context
+    ) -> pb.ListPlanRunsResponse:
+        violations = (
+            shop_id_violations(request.shop_id)
+            + _plan_id_violations(request.plan_id)
+            + page_size_violations(request.page_size)
+        )
+        state = ""
+        if request.state:
+            state = next((k for k, v in RUN_STATES.items() if v == request.state), "")
+            if not state:
+                violations.append(FieldViolation("state", f"unknown run state {request.state}"))
+        require(violations)
+        scope = f"runs|{request.shop_id}|{request.plan_id}|{state}"
+        after = decode_page_token(request.page_token, scope, _run_cursor)
+        size = effective_page_size(request.page_size)
+        views = await self._run_cases().page(
+            request.shop_id, request.plan_id, state, after, size + 1
+        )
+        token = ""
+        if len(views) > size:
+            last = views[size - 1].run
+            token = encode_page_token({"t": last.create_time.isoformat(), "id": last.run_id}, scope)
+        return pb.ListPlanRunsResponse(
+            runs=[run_to_proto(v) for v in views[:size]], next_page_token=token
+        )
+
+    async def GetPlanRun(
+        self, request: pb.GetPlanRunRequest, context: Context
+    ) -> pb.GetPlanRunResponse:
+        require(_run_violations(request))
+        view = await self._run_cases().get(request.shop_id, request.plan_id, request.run_id)
+        return pb.GetPlanRunResponse(run=run_to_proto(view))
+
+    async def TriggerPlanRun(
+        self, request: pb.TriggerPlanRunRequest, context: Context
+    ) -> pb.TriggerPlanRunResponse:
+        violations = shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id)
+        if len(request.request_id) > 128:
+            violations.append(FieldViolation("request_id", "at most 128 characters"))
+        require(violations)
+        view = await self._run_cases().trigger(request.shop_id, request.plan_id, request.request_id)
+        return pb.TriggerPlanRunResponse(run=run_to_proto(view))
+
+    async def CancelPlanRun(
+        self, request: pb.CancelPlanRunRequest, context: Context
+    ) -> pb.CancelPlanRunResponse:
+        require(_run_violations(request))
+        view = await self._run_cases().cancel(request.shop_id, request.plan_id, request.run_id)
+        return pb.CancelPlanRunResponse(run=run_to_proto(view))
+
+    async def RetryFailedItems(
+        self, request: pb.RetryFailedItemsRequest, context: Context
+    ) -> pb.RetryFailedItemsResponse:
+        require(_run_violations(request))
+        view, count = await self._run_cases().retry_failed(
+            request.shop_id, request.plan_id, request.run_id
+        )
+        return pb.RetryFailedItemsResponse(run=run_to_proto(view), retried_count=count)
+
+    async def GetPlanStatistics(
+        self, request: pb.GetPlanStatisticsRequest, context: Context
+    ) -> pb.GetPlanStatisticsResponse:
+        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        totals = await self._run_cases().totals(request.shop_id, request.plan_id)
+        return pb.GetPlanStatisticsResponse(statistics=totals_to_proto(request.plan_id, totals))
 
     async def GetThrottleSettings(
         self, request: pb.GetThrottleSettingsRequest, context: Context
@@ -214,12 +296,16 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         self, request: pb.PausePlanRequest, context: Context
     ) -> pb.PausePlanResponse:
         plan = await self._step(request, context, lifecycle.pause, "PausePlan")
+        if self._runs is not None:
+            await self._runs.follow(plan)
         return pb.PausePlanResponse(plan=plan_to_proto(plan))
 
     async def ResumePlan(
         self, request: pb.ResumePlanRequest, context: Context
     ) -> pb.ResumePlanResponse:
         plan = await self._step(request, context, lifecycle.resume, "ResumePlan")
+        if self._runs is not None:
+            await self._runs.follow(plan)
         return pb.ResumePlanResponse(plan=plan_to_proto(plan))
 
     async def EndPlan(self, request: pb.EndPlanRequest, context: Context) -> pb.EndPlanResponse:
@@ -235,6 +321,8 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.recover_unused_benefits,
             request.reason,
         )
+        if self._runs is not None:
+            await self._runs.follow(plan)
         return pb.EndPlanResponse(plan=plan_to_proto(plan), recovered_count=recovered)
 
     async def _step(
@@ -444,6 +532,26 @@ def _plan_cursor(position: dict[str, Any]) -> PlanCursor:
     if after.tzinfo is None or not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
         raise ValueError("not a plan position")
     return PlanCursor(after, plan_id)
+
+
+_RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
+
+
+def _run_violations(
+    request: pb.GetPlanRunRequest | pb.CancelPlanRunRequest | pb.RetryFailedItemsRequest,
+) -> list[FieldViolation]:
+    violations = shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id)
+    if not _RUN_ID.match(request.run_id):
+        violations.append(FieldViolation("run_id", "required: a run id as ListPlanRuns gives"))
+    return violations
+
+
+def _run_cursor(position: dict[str, Any]) -> tuple[datetime, str]:
+    after = datetime.fromisoformat(position["t"])
+    run_id = position["id"]
+    if after.tzinfo is None or not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError("not a run position")
+    return after, run_id
 
 
 def _plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:

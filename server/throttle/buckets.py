@@ -92,6 +92,19 @@ async def acquire(
         await sleep(max(pause, 0.001))  # type: ignore[misc]
 
 
+async def adapt(buckets: Buckets, name: str, pushed_back: bool) -> None:
+    """A downstream that pushed back lowers its bucket's rate; a call that went
+    through raises it a step back toward the configured ceiling. Best effort:
+    with the bucket's store away, the rate simply stays where it was."""
+    try:
+        if pushed_back:
+            await buckets.penalize(name)
+        else:
+            await buckets.reward(name)
+    except BucketUnavailable:
+        return
+
+
 def refill(
     tokens: float, stamp_us: int, now_us: int, settings: BucketSettings, factor: float
 ) -> float:

@@ -165,28 +165,30 @@ async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClien
     assert [v.field for v in err.value.field_violations] == ["plan.time_zone"]
 
 
+RUN = "r" + "0" * 20
+
+
 @pytest.mark.parametrize(
     ("service", "method", "request_message"),
     [
         ("plans", "GetPlanStatistics", pb.GetPlanStatisticsRequest(shop_id="s1", plan_id="p")),
         ("plans", "ListPlanRuns", pb.ListPlanRunsRequest(shop_id="s1", plan_id="p")),
-        ("plans", "GetPlanRun", pb.GetPlanRunRequest(shop_id="s1", plan_id="p", run_id="r")),
-        ("plans", "CancelPlanRun", pb.CancelPlanRunRequest(shop_id="s1", plan_id="p", run_id="r")),
+        ("plans", "GetPlanRun", pb.GetPlanRunRequest(shop_id="s1", plan_id="p", run_id=RUN)),
+        ("plans", "CancelPlanRun", pb.CancelPlanRunRequest(shop_id="s1", plan_id="p", run_id=RUN)),
         (
             "plans",
             "RetryFailedItems",
-            pb.RetryFailedItemsRequest(shop_id="s1", plan_id="p", run_id="r"),
+            pb.RetryFailedItemsRequest(shop_id="s1", plan_id="p", run_id=RUN),
         ),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
     ],
 )
-async def test_not_built_yet_is_unimplemented(
+async def test_runs_of_an_unknown_plan_are_not_found(
     client: AsyncCustopsClient, service: str, method: str, request_message: object
 ) -> None:
     with pytest.raises(CustopsError) as err:
         await getattr(getattr(client, service), method)(request_message)
-    assert err.value.code is grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented yet" in err.value.message
+    assert err.value.code is grpc.StatusCode.NOT_FOUND
 
 
 async def test_scenario_calls_are_unimplemented_not_fake(client: AsyncCustopsClient) -> None:

@@ -1,0 +1,159 @@
+"""Running a plan: what a run is, and the rules it applies to each member —
+deterministic keys, frequency windows, the budget, quiet hours.
+
+A run is one execution of a plan for one fire time; one run exists per
+(plan, fire time), so the fire time is also the run's period.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from domain import birthday, term
+from domain.audience import AllOf, Birthday, Rule
+from domain.plan import (
+    FrequencyWindow,
+    GrantBenefits,
+    Plan,
+    QuietHours,
+    QuietHoursPolicy,
+    SendMessage,
+)
+from domain.zones import zone as zone_of
+
+
+class RunKind(enum.Enum):
+    DELIVERY = "delivery"
+    RECOVERY = "recovery"
+
+
+class RunTrigger(enum.Enum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    CATCH_UP = "catch_up"
+
+
+class Skip(enum.Enum):
+    """Why a member of the audience was not acted on."""
+
+    FREQUENCY_LIMIT = "FREQUENCY_LIMIT"
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+    QUIET_HOURS = "QUIET_HOURS"
+
+
+ACT = "act"
+
+
+def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> str:
+    """The same (plan, kind, fire time) always names the same run, so replicas
+    racing to start it, or a scheduler retrying after a crash, meet one run."""
+    seed = f"{shop_id}/{plan_id}/{kind.value}/{fire_time.isoformat()}"
+    return "r" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+def manual_run_id(shop_id: str, plan_id: str, request_id: str) -> str:
+    """A run started by hand is named by its request id: a retried trigger
+    finds the run the first attempt started."""
+    seed = f"{shop_id}/{plan_id}/manual/{request_id}"
+    return "m" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+def grant_key(plan_id: str, run: str, member_id: str, action: int, benefit: int) -> str:
+    """The idempotency key of one grant: a resumed or retried batch sends the
+    same key, and the benefit platform grants it once."""
+    return f"plans/{plan_id}/runs/{run}/members/{member_id}/actions/{action}/benefits/{benefit}"
+
+
+def message_key(plan_id: str, run: str, member_id: str, action: int) -> str:
+    return f"plans/{plan_id}/runs/{run}/members/{member_id}/actions/{action}"
+
+
+def frequency_window(plan: Plan, fire_time: datetime) -> str:
+    """The window a frequency limit counts in, for a run at `fire_time`:
+    the run itself (PERIOD), the birthday year the run acts for, or the plan."""
+    window = plan.spec.limits.frequency.window
+    if window is FrequencyWindow.PLAN:
+        return "plan"
+    if window is FrequencyWindow.BIRTHDAY_YEAR:
+        ahead = _days_ahead(plan)
+        local = fire_time.astimezone(zone_of(plan.spec.time_zone)).date()
+        return f"birthday-year/{(local + timedelta(days=ahead)).year}"
+    return f"period/{fire_time.isoformat()}"
+
+
+def units_per_member(plan: Plan) -> int:
+    """Benefit units one member costs the plan's budget."""
+    return sum(
+        b.quantity
+        for action in plan.spec.actions
+        if isinstance(action, GrantBenefits)
+        for b in action.benefits
+    )
+
+
+def sends_messages(plan: Plan) -> bool:
+    return any(isinstance(a, SendMessage) for a in plan.spec.actions)
+
+
+def in_quiet_hours(quiet: QuietHours | None, zone: str, at: datetime) -> datetime | None:
+    """When `at` falls in the plan's quiet hours, the instant they end;
+    otherwise None. Windows may run overnight (start after end)."""
+    if quiet is None:
+        return None
+    local = at.astimezone(zone_of(zone))
+    start, end = _hh_mm(quiet.start), _hh_mm(quiet.end)
+    now = local.time()
+    if start == end:
+        return None
+    overnight = start > end
+    inside = (start <= now or now < end) if overnight else (start <= now < end)
+    if not inside:
+        return None
+    day = local.date()
+    if overnight and now >= start:
+        day += timedelta(days=1)
+    naive = datetime.combine(day, end)
+    return naive.replace(tzinfo=local.tzinfo).astimezone(at.tzinfo)
+
+
+def drops_in_quiet_hours(quiet: QuietHours | None) -> bool:
+    return quiet is not None and quiet.policy is QuietHoursPolicy.DROP
+
+
+def run_audience(plan: Plan) -> Rule | None:
+    """The rule a run selects members by: a birthday plan adds the birthday
+    its execution type asks for (day, week, month; N days ahead), evaluated
+    at the run's fire time in the plan's zone by the audience system."""
+    rule = plan.spec.audience
+    if not plan.spec.time.execution:
+        return rule
+    execution = term.parse(plan.spec.time.execution)
+    if not execution.kind.is_birthday:
+        return rule
+    born = Birthday(birthday.scope_of(execution.kind), execution.days_ahead)
+    return born if rule is None else AllOf((rule, born))
+
+
+def _days_ahead(plan: Plan) -> int:
+    if not plan.spec.time.execution:
+        return 0
+    execution = term.parse(plan.spec.time.execution)
+    return execution.days_ahead if execution.kind.is_birthday else 0
+
+
+def _hh_mm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What a run did, member by member; `skipped` by reason."""
+
+    targeted: int = 0
+    granted: int = 0
+    sent: int = 0
+    skipped: tuple[tuple[str, int], ...] = ()

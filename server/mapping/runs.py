@@ -1,0 +1,80 @@
+"""Runs and plan statistics on the wire."""
+
+from __future__ import annotations
+
+from google.protobuf.duration_pb2 import Duration
+
+from custops.plan.v1 import plan_pb2 as pb
+from domain.runs import RunKind, RunTrigger
+from server.mapping.plan import timestamp
+from server.usecases.runs import PlanTotals, RunView
+
+RUN_STATES = {
+    "pending": pb.RUN_STATE_PENDING,
+    "running": pb.RUN_STATE_RUNNING,
+    "paused": pb.RUN_STATE_PAUSED,
+    "succeeded": pb.RUN_STATE_SUCCEEDED,
+    "completed_with_failures": pb.RUN_STATE_COMPLETED_WITH_FAILURES,
+    "cancelled": pb.RUN_STATE_CANCELLED,
+}
+ENDED = ("succeeded", "completed_with_failures", "cancelled")
+_KINDS = {RunKind.DELIVERY: pb.RUN_KIND_DELIVERY, RunKind.RECOVERY: pb.RUN_KIND_RECOVERY}
+_TRIGGERS = {
+    RunTrigger.SCHEDULE: pb.RUN_TRIGGER_SCHEDULE,
+    RunTrigger.MANUAL: pb.RUN_TRIGGER_MANUAL,
+    RunTrigger.CATCH_UP: pb.RUN_TRIGGER_CATCH_UP,
+}
+
+
+def _skipped(counters: dict[str, int]) -> dict[str, int]:
+    return {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("skipped.")}
+
+
+def run_to_proto(view: RunView) -> pb.PlanRun:
+    run, progress, counters = view.run, view.progress, view.counters
+    msg = pb.PlanRun(
+        name=f"shops/{run.shop_id}/plans/{run.plan_id}/runs/{run.run_id}",
+        run_id=run.run_id,
+        plan_id=run.plan_id,
+        shop_id=run.shop_id,
+        fire_time=timestamp(run.fire_time),
+        state=RUN_STATES.get(progress.state if progress else "pending", pb.RUN_STATE_PENDING),
+        trigger=_TRIGGERS[run.trigger],
+        kind=_KINDS[run.kind],
+        create_time=timestamp(run.create_time),
+        progress=pb.RunProgress(
+            targeted=counters.get("targeted", 0),
+            granted=counters.get("granted", 0),
+            sent=counters.get("sent", 0),
+            skipped=_skipped(counters),
+        ),
+    )
+    if progress is not None:
+        msg.progress.total = progress.total
+        msg.progress.done = progress.processed
+        msg.progress.failed = progress.failed - progress.dead
+        msg.progress.dead = progress.dead
+        msg.progress.rate_per_second = progress.rate
+        if progress.eta is not None:
+            msg.progress.eta.CopyFrom(Duration(seconds=int(progress.eta.total_seconds())))
+        if progress.started is not None:
+            msg.start_time.CopyFrom(timestamp(progress.started))
+        if progress.state in ENDED and progress.updated is not None:
+            msg.end_time.CopyFrom(timestamp(progress.updated))
+    return msg
+
+
+def totals_to_proto(plan_id: str, totals: PlanTotals) -> pb.PlanStatistics:
+    c = totals.counters
+    return pb.PlanStatistics(
+        plan_id=plan_id,
+        runs=totals.runs,
+        members_targeted=c.get("targeted", 0),
+        benefits_granted=c.get("granted", 0),
+        messages_sent=c.get("sent", 0),
+        benefits_recovered=c.get("recovered", 0),
+        skipped=_skipped(c),
+        failed=totals.failed,
+        dead=totals.dead,
+        budget_used=totals.budget_used,
+    )

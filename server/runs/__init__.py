@@ -1,0 +1,1 @@
+"""Plans on the task engine: runs, their scheduling, and the delivery job kind."""

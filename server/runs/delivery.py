@@ -1,0 +1,297 @@
+"""The job kind that runs a plan for one fire time: page the audience, decide
+per member (frequency, budget, quiet hours), grant and send in batches
+through the downstream buckets, record what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+from custops.notify.v1 import notify_pb2, notify_pb2_grpc
+from domain import runs
+from domain.plan import GrantBenefits, Plan, SendMessage
+from domain.plan_codec import plan_from_dict
+from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
+from server.mapping.audience import rule_to_proto
+from server.mapping.plan import CHANNELS, timestamp
+from server.runs.store import Limits, Record, Run, RunStore
+from server.throttle.buckets import Buckets, acquire, adapt
+
+NAME = "plan_delivery"
+SHARDS = 4
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+}
+T = TypeVar("T")
+
+
+def grant_source(plan_id: str) -> str:
+    """The `source` every grant of a plan carries at the benefit platform."""
+    return f"plans/{plan_id}"
+
+
+def run_of(payload: dict[str, Any]) -> Run:
+    return Run(
+        run_id=payload["run_id"],
+        shop_id=payload["shop_id"],
+        plan_id=payload["plan_id"],
+        kind=runs.RunKind.DELIVERY,
+        trigger=runs.RunTrigger(payload["trigger"]),
+        fire_time=datetime.fromisoformat(payload["fire_time"]),
+        create_time=datetime.fromisoformat(payload["fire_time"]),
+    )
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
+
+class Delivery:
+    name = NAME
+    bucket: str | None = None  # it throttles each downstream call itself
+    batch_size = 500
+
+    def __init__(
+        self,
+        store: RunStore,
+        audience: grpc.aio.Channel,
+        benefit: grpc.aio.Channel,
+        notification: grpc.aio.Channel,
+        buckets: Buckets,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.audience = audience_pb2_grpc.AudienceServiceStub(audience)
+        self.benefit = benefit_pb2_grpc.BenefitServiceStub(benefit)
+        self.notification = notify_pb2_grpc.NotificationServiceStub(notification)
+        self.buckets = buckets
+        self.now = now
+        self._plans: dict[str, Plan] = {}
+
+    def split(self, payload: dict[str, Any]) -> list[str]:
+        """A cursor is "shard/shards/page token" of the audience system's paging."""
+        shards = int(payload.get("shards", SHARDS))
+        return [f"{i}/{shards}/" for i in range(shards)]
+
+    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
+        index, shards, token = cursor.split("/", 2)
+        plan = self._plan(payload)
+        rule = runs.run_audience(plan)
+        request = audience_pb2.ListAudienceMembersRequest(
+            shop_id=payload["shop_id"],
+            rule=rule_to_proto(rule) if rule is not None else None,
+            evaluation=audience_pb2.Evaluation(
+                as_of=timestamp(datetime.fromisoformat(payload["fire_time"])),
+                time_zone=plan.spec.time_zone,
+            ),
+            page_size=limit,
+            page_token=token,
+            shard_count=int(shards),
+            shard_index=int(index),
+        )
+        response = await self._call(
+            "audience", limit, lambda: self.audience.ListAudienceMembers(request)
+        )
+        following = response.next_page_token
+        return Page(
+            [Item(m) for m in response.member_ids],
+            f"{index}/{shards}/{following}" if following else None,
+        )
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        plan, run = self._plan(payload), run_of(payload)
+        now = self.now()
+        limits_ = plan.spec.limits
+        quiet_end = (
+            runs.in_quiet_hours(limits_.quiet_hours, plan.spec.time_zone, now)
+            if runs.sends_messages(plan)
+            else None
+        )
+        drop = quiet_end is not None and runs.drops_in_quiet_hours(limits_.quiet_hours)
+        decided = await self.store.decide(
+            run,
+            [i.key for i in items],
+            Limits(
+                window=runs.frequency_window(plan, run.fire_time),
+                max_times=limits_.frequency.max_times,
+                units=runs.units_per_member(plan),
+                budget=limits_.total_budget,
+                silent=drop,
+                grants=runs.units_per_member(plan) > 0,
+            ),
+        )
+        problems: dict[str, tuple[str, bool]] = {}  # member -> (reason, retryable)
+        records: list[Record] = []
+        granting = [
+            i.key
+            for i in items
+            if decided[i.key][0].startswith(runs.ACT) and not i.data.get("messages_only")
+        ]
+        await self._grant(plan, run, granting, records, problems)
+        defer = quiet_end is not None and not drop
+        messaging = [] if defer else [i.key for i in items if decided[i.key][0] == runs.ACT]
+        await self._send(plan, run, messaging, records, problems)
+        await self.store.record(run, records, now)
+        out = []
+        for item in items:
+            problem = problems.get(item.key)
+            if problem is not None:
+                reason, retryable = problem
+                out.append(
+                    ItemResult(item.key, Outcome.RETRY if retryable else Outcome.FAILED, reason)
+                )
+            elif defer and decided[item.key][0] == runs.ACT:
+                out.append(
+                    ItemResult(
+                        item.key,
+                        Outcome.DEFER,
+                        runs.Skip.QUIET_HOURS.value,
+                        not_before=quiet_end,
+                        data={"messages_only": True},
+                    )
+                )
+            else:
+                out.append(ItemResult(item.key, Outcome.DONE))
+        return out
+
+    async def _grant(
+        self,
+        plan: Plan,
+        run: Run,
+        members: list[str],
+        records: list[Record],
+        problems: dict[str, tuple[str, bool]],
+    ) -> None:
+        grants = [
+            benefit_pb2.GrantItem(
+                idempotency_key=runs.grant_key(plan.plan_id, run.run_id, m, a, b),
+                member_id=m,
+                template_id=benefit.template_id,
+                quantity=benefit.quantity,
+                source=grant_source(plan.plan_id),
+            )
+            for m in members
+            for a, action in enumerate(plan.spec.actions)
+            if isinstance(action, GrantBenefits)
+            for b, benefit in enumerate(action.benefits)
+        ]
+        if not grants:
+            return
+        request = benefit_pb2.BatchGrantBenefitsRequest(shop_id=run.shop_id, items=grants)
+        try:
+            response = await self._call(
+                "benefit", len(grants), lambda: self.benefit.BatchGrantBenefits(request)
+            )
+        except _Failed as failed:
+            for g in grants:
+                problems.setdefault(g.member_id, (failed.reason, failed.retryable))
+            return
+        for g, result in zip(grants, response.results, strict=False):
+            if result.status == benefit_pb2.ITEM_STATUS_FAILED:
+                problems.setdefault(
+                    g.member_id, (result.failure.reason or "FAILED", result.failure.retryable)
+                )
+                continue
+            for instance in result.instances:
+                records.append(
+                    Record(
+                        f"{g.idempotency_key}#{instance.instance_id}",
+                        g.member_id,
+                        "benefit_granted",
+                        instance.instance_id,
+                        instance.template_id,
+                        {"grant": g.idempotency_key},
+                    )
+                )
+        if any(
+            r.status == benefit_pb2.ITEM_STATUS_FAILED and r.failure.reason == PUSHED_BACK
+            for r in response.results
+        ):
+            await adapt(self.buckets, "benefit", pushed_back=True)
+
+    async def _send(
+        self,
+        plan: Plan,
+        run: Run,
+        members: list[str],
+        records: list[Record],
+        problems: dict[str, tuple[str, bool]],
+    ) -> None:
+        messages = [
+            notify_pb2.Message(
+                idempotency_key=runs.message_key(plan.plan_id, run.run_id, m, a),
+                member_id=m,
+                channel=_CHANNELS[action.channel],
+                template_id=action.template_id,
+                params=dict(action.params),
+                source=grant_source(plan.plan_id),
+            )
+            for m in members
+            if m not in problems
+            for a, action in enumerate(plan.spec.actions)
+            if isinstance(action, SendMessage)
+        ]
+        if not messages:
+            return
+        request = notify_pb2.BatchSendMessagesRequest(shop_id=run.shop_id, messages=messages)
+        try:
+            response = await self._call(
+                "notification", len(messages), lambda: self.notification.BatchSendMessages(request)
+            )
+        except _Failed as failed:
+            for msg in messages:
+                problems.setdefault(msg.member_id, (failed.reason, failed.retryable))
+            return
+        for msg, result in zip(messages, response.results, strict=False):
+            if result.status == notify_pb2.SEND_STATUS_FAILED:
+                problems.setdefault(
+                    msg.member_id, (result.failure_reason or "FAILED", result.retryable)
+                )
+                continue
+            records.append(
+                Record(
+                    msg.idempotency_key,
+                    msg.member_id,
+                    "message_sent",
+                    detail={"message_id": result.message_id, "template_id": msg.template_id},
+                )
+            )
+
+    async def _call(self, bucket: str, tokens: int, call: Callable[[], Awaitable[T]]) -> T:
+        """One downstream call through its bucket; a push-back lowers the
+        bucket's rate, success raises it back a step."""
+        await acquire(self.buckets, bucket, tokens)
+        try:
+            response = await call()
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            await adapt(
+                self.buckets, bucket, pushed_back=code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+            raise _Failed(code.name, code in RETRYABLE) from exc
+        await adapt(self.buckets, bucket, pushed_back=False)
+        return response
+
+    def _plan(self, payload: dict[str, Any]) -> Plan:
+        """The plan as it was when the run started (kept in the payload)."""
+        run_id = payload["run_id"]
+        plan = self._plans.get(run_id)
+        if plan is None:
+            plan = plan_from_dict(payload["plan"])
+            if len(self._plans) > 100:
+                self._plans.clear()
+            self._plans[run_id] = plan
+        return plan
+
+
+_CHANNELS = {domain: wire for wire, domain in CHANNELS.items()}

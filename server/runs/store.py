@@ -1,0 +1,351 @@
+"""Runs in the database: the runs, what each decided per member, the user
+operation records and the counters. Every counter moves in the transaction
+that inserts the row it counts, and rows are inserted once, so a batch that
+runs twice (after a crash, on a retry) never counts twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.runs import ACT, RunKind, RunTrigger, Skip
+from server.persistence.tables import (
+    frequency_claims,
+    jobs,
+    operation_records,
+    plan_budgets,
+    plan_runs,
+    run_counters,
+    run_members,
+)
+from server.persistence.upserts import add_counts, insert_new
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    shop_id: str
+    plan_id: str
+    kind: RunKind
+    trigger: RunTrigger
+    fire_time: datetime
+    create_time: datetime
+    job_id: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What `decide` applies to the members a run meets for the first time."""
+
+    window: str  # the frequency window of this run
+    max_times: int  # 0: no frequency limit
+    units: int  # budget units one member costs
+    budget: int  # 0: no budget
+    silent: bool = False  # messages dropped (quiet hours, DROP policy)
+    grants: bool = True  # the plan grants benefits (not only messages)
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: str  # the idempotency key of what happened
+    member_id: str
+    kind: str  # benefit_granted | message_sent | benefit_recovered | ...
+    instance_id: str = ""
+    template_id: str = ""
+    detail: dict[str, Any] | None = None
+
+
+class RunStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, run: Run) -> Run:
+        """The run, or the one already made under its id."""
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    plan_runs.insert().values(
+                        run_id=run.run_id,
+                        shop_id=run.shop_id,
+                        plan_id=run.plan_id,
+                        kind=run.kind.value,
+                        run_trigger=run.trigger.value,
+                        fire_time=run.fire_time,
+                        job_id=run.job_id,
+                        create_time=run.create_time,
+                    )
+                )
+            return run
+        except IntegrityError:
+            found = await self._find(plan_runs.c.run_id == run.run_id)
+            if found is None:
+                raise
+            return found
+
+    async def set_job(self, run_id: str, job_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(plan_runs).where(plan_runs.c.run_id == run_id).values(job_id=job_id)
+            )
+
+    async def get(self, shop_id: str, plan_id: str, run_id: str) -> Run | None:
+        return await self._find(
+            and_(
+                plan_runs.c.shop_id == shop_id,
+                plan_runs.c.plan_id == plan_id,
+                plan_runs.c.run_id == run_id,
+            )
+        )
+
+    async def page(
+        self,
+        shop_id: str,
+        plan_id: str,
+        state: str,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Run]:
+        """Newest first; only runs whose job is in `state`, when given."""
+        query = select(plan_runs).where(
+            plan_runs.c.shop_id == shop_id, plan_runs.c.plan_id == plan_id
+        )
+        if state:
+            query = query.join(jobs, jobs.c.job_id == plan_runs.c.job_id).where(
+                jobs.c.state == state
+            )
+        if after is not None:
+            at, run_id = after
+            query = query.where(
+                or_(
+                    plan_runs.c.create_time < at,
+                    and_(plan_runs.c.create_time == at, plan_runs.c.run_id < run_id),
+                )
+            )
+        query = query.order_by(plan_runs.c.create_time.desc(), plan_runs.c.run_id.desc())
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).mappings().all()
+        return [_run(r) for r in rows]
+
+    async def job_ids(self, shop_id: str, plan_id: str) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(plan_runs.c.job_id).where(
+                    plan_runs.c.shop_id == shop_id,
+                    plan_runs.c.plan_id == plan_id,
+                    plan_runs.c.job_id != "",
+                )
+            )
+            return [r[0] for r in rows]
+
+    async def decide(
+        self, run: Run, members: list[str], limits: Limits
+    ) -> dict[str, tuple[str, bool]]:
+        """Each member's outcome in this run ("act", "act-silent" or
+        "skip:REASON") and whether it was decided now (False: met before)."""
+        async with self._engine.begin() as conn:
+            new = await insert_new(
+                conn,
+                run_members,
+                [
+                    {"run_id": run.run_id, "member_id": m, "outcome": ACT, "units": 0}
+                    for m in members
+                ],
+                "member_id",
+            )
+            fresh = [m for m in members if m in new]
+            outcomes = {m: ACT for m in fresh}
+            skipped: dict[str, str] = {}
+            if limits.max_times > 0 and fresh:
+                skipped |= await self._frequency(conn, run, fresh, limits)
+            eligible = [m for m in fresh if m not in skipped]
+            units = {m: 0 for m in fresh}
+            if limits.budget > 0 and limits.units > 0 and eligible:
+                granted = await self._reserve(conn, run, len(eligible), limits)
+                for m in eligible[granted:]:
+                    skipped[m] = Skip.BUDGET_EXHAUSTED.value
+                for m in eligible[:granted]:
+                    units[m] = limits.units
+            if limits.silent:
+                for m in fresh:
+                    if m not in skipped and not limits.grants:
+                        skipped[m] = Skip.QUIET_HOURS.value
+                    elif m not in skipped:
+                        outcomes[m] = "act-silent"
+            for m, reason in skipped.items():
+                outcomes[m] = f"skip:{reason}"
+            changed = [
+                {"r": run.run_id, "m": m, "o": outcomes[m], "u": units[m]}
+                for m in fresh
+                if outcomes[m] != ACT or units[m]
+            ]
+            if changed:
+                await conn.execute(
+                    update(run_members)
+                    .where(
+                        run_members.c.run_id == bindparam("r"),
+                        run_members.c.member_id == bindparam("m"),
+                    )
+                    .values(outcome=bindparam("o"), units=bindparam("u")),
+                    changed,
+                )
+            counts = {"targeted": len(fresh)}
+            silent = sum(1 for m in fresh if outcomes[m] == "act-silent")
+            for reason in skipped.values():
+                counts[f"skipped.{reason}"] = counts.get(f"skipped.{reason}", 0) + 1
+            if silent:
+                counts[f"skipped.{Skip.QUIET_HOURS.value}"] = (
+                    counts.get(f"skipped.{Skip.QUIET_HOURS.value}", 0) + silent
+                )
+            await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
+            before = [m for m in members if m not in new]
+            if before:
+                rows = await conn.execute(
+                    select(run_members.c.member_id, run_members.c.outcome).where(
+                        run_members.c.run_id == run.run_id, run_members.c.member_id.in_(before)
+                    )
+                )
+                earlier = {r[0]: r[1] for r in rows}
+                return {m: (outcomes[m], True) for m in fresh} | {
+                    m: (earlier[m], False) for m in before
+                }
+            return {m: (outcomes[m], True) for m in fresh}
+
+    async def _frequency(
+        self, conn: AsyncConnection, run: Run, members: list[str], limits: Limits
+    ) -> dict[str, str]:
+        """Claim the next slot of each member's window; members at the limit,
+        or beaten to their last slot by a concurrent run, are skipped."""
+        rows = await conn.execute(
+            select(frequency_claims.c.member_id, func.count())
+            .where(
+                frequency_claims.c.plan_id == run.plan_id,
+                frequency_claims.c.window == limits.window,
+                frequency_claims.c.member_id.in_(members),
+            )
+            .group_by(frequency_claims.c.member_id)
+        )
+        used: dict[str, int] = {r[0]: r[1] for r in rows}
+        reason = Skip.FREQUENCY_LIMIT.value
+        skipped = {m: reason for m in members if used.get(m, 0) >= limits.max_times}
+        wanted = [m for m in members if m not in skipped]
+        claims: list[dict[str, Any]] = [
+            {
+                "plan_id": run.plan_id,
+                "window": limits.window,
+                "member_id": m,
+                "slot": used.get(m, 0) + 1,
+                "run_id": run.run_id,
+            }
+            for m in wanted
+        ]
+        won = await insert_new(conn, frequency_claims, claims, "member_id")
+        return skipped | {m: reason for m in wanted if m not in won}
+
+    async def _reserve(self, conn: AsyncConnection, run: Run, wanted: int, limits: Limits) -> int:
+        """How many of `wanted` members the plan's budget still covers; their
+        units are taken from it in this transaction."""
+        keys = {"shop_id": run.shop_id, "plan_id": run.plan_id}
+        await insert_new(conn, plan_budgets, [{**keys, "used": 0}], "plan_id")
+        where = and_(plan_budgets.c.shop_id == run.shop_id, plan_budgets.c.plan_id == run.plan_id)
+        # Lock the row first (a no-op write), then read: no lost update.
+        await conn.execute(update(plan_budgets).where(where).values(used=plan_budgets.c.used))
+        used = int(await conn.scalar(select(plan_budgets.c.used).where(where)) or 0)
+        fits = max(0, min(wanted, (limits.budget - used) // limits.units))
+        if fits:
+            await conn.execute(
+                update(plan_budgets)
+                .where(where)
+                .values(used=plan_budgets.c.used + fits * limits.units)
+            )
+        return fits
+
+    async def record(
+        self, run: Run, records: list[Record], now: datetime, extra: dict[str, int] | None = None
+    ) -> None:
+        """Write user operation records once each; counters grow by what was new."""
+        rows = [
+            {
+                "record_id": r.record_id,
+                "shop_id": run.shop_id,
+                "member_id": r.member_id,
+                "kind": r.kind,
+                "plan_id": run.plan_id,
+                "run_id": run.run_id,
+                "instance_id": r.instance_id,
+                "template_id": r.template_id,
+                "detail": r.detail or {},
+                "occur_time": now,
+            }
+            for r in records
+        ]
+        async with self._engine.begin() as conn:
+            new = await insert_new(conn, operation_records, rows, "record_id")
+            counts = dict(extra or {})
+            for r in records:
+                if r.record_id in new:
+                    name = _COUNTED.get(r.kind)
+                    if name:
+                        counts[name] = counts.get(name, 0) + 1
+            await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
+
+    async def counters(self, run_ids: list[str]) -> dict[str, int]:
+        """Counters summed over the given runs."""
+        if not run_ids:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(run_counters.c.name, func.sum(run_counters.c.value))
+                .where(run_counters.c.run_id.in_(run_ids))
+                .group_by(run_counters.c.name)
+            )
+            return {name: int(value) for name, value in rows}
+
+    async def plan_totals(self, shop_id: str, plan_id: str) -> tuple[int, dict[str, int], int]:
+        """(runs, counters summed over them, budget units used)."""
+        async with self._engine.connect() as conn:
+            runs = select(plan_runs.c.run_id).where(
+                plan_runs.c.shop_id == shop_id, plan_runs.c.plan_id == plan_id
+            )
+            count = int(await conn.scalar(select(func.count()).select_from(runs.subquery())) or 0)
+            rows = await conn.execute(
+                select(run_counters.c.name, func.sum(run_counters.c.value))
+                .where(run_counters.c.run_id.in_(runs))
+                .group_by(run_counters.c.name)
+            )
+            counters = {name: int(value) for name, value in rows}
+            used = await conn.scalar(
+                select(plan_budgets.c.used).where(
+                    plan_budgets.c.shop_id == shop_id, plan_budgets.c.plan_id == plan_id
+                )
+            )
+        return count, counters, int(used or 0)
+
+    async def _find(self, where: Any) -> Run | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(plan_runs).where(where))).mappings().first()
+        return None if row is None else _run(row)
+
+
+_COUNTED = {
+    "benefit_granted": "granted",
+    "message_sent": "sent",
+    "benefit_recovered": "recovered",
+}
+
+
+def _run(row: Any) -> Run:
+    return Run(
+        run_id=row["run_id"],
+        shop_id=row["shop_id"],
+        plan_id=row["plan_id"],
+        kind=RunKind(row["kind"]),
+        trigger=RunTrigger(row["run_trigger"]),
+        fire_time=row["fire_time"],
+        create_time=row["create_time"],
+        job_id=row["job_id"],
+    )

@@ -1,0 +1,234 @@
+"""Runs of plans: starting them (by schedule, catch-up or by hand), watching
+and steering them, and the plan statistics summed over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain import runs
+from domain.errors import FailedPrecondition, NotFound
+from domain.plan import MissedFirePolicy, Plan, PlanState
+from domain.plan_codec import plan_to_dict
+from domain.plan_schedule import next_fire_times
+from domain.ports import AudienceDirectory, Clock, UnitOfWork
+from server.engine.store import CANCELLED, EngineStore, Progress
+from server.runs.delivery import NAME as DELIVERY
+from server.runs.delivery import SHARDS
+from server.runs.store import Run, RunStore
+from server.usecases.plans import UnitOfWorkFactory
+
+# A fire time the scheduler meets later than this was missed (the service
+# was down): the plan's missed-fire policy decides what happens.
+LATE_AFTER = timedelta(minutes=1)
+_CATCH_UP_SCAN = 10_000  # fire times looked at to find the latest missed one
+
+
+@dataclass(frozen=True)
+class RunView:
+    run: Run
+    progress: Progress | None  # None until its job exists
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PlanTotals:
+    runs: int
+    counters: dict[str, int]
+    failed: int
+    dead: int
+    budget_used: int
+
+
+class RunUseCases:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        store: RunStore,
+        jobs: EngineStore,
+        audience: AudienceDirectory,
+        clock: Clock,
+    ) -> None:
+        self._uow = uow
+        self._store = store
+        self._jobs = jobs
+        self._audience = audience
+        self._clock = clock
+
+    async def tick(self, limit: int = 100) -> int:
+        """The scheduler: start the runs of due plans; how many plans were due."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            due = list(await uow.plans.due(now, limit))
+        for plan in due:
+            await self._fire(plan, now)
+        return len(due)
+
+    async def _fire(self, plan: Plan, now: datetime) -> None:
+        fire = plan.next_fire_time
+        assert fire is not None
+        anchor = plan.publish_time or fire
+        zone = plan.spec.time_zone
+        if fire >= now - LATE_AFTER:
+            await self.start(plan, fire, runs.RunTrigger.SCHEDULE)
+            after = fire
+        else:
+            missed = [fire] + [
+                f
+                for f in next_fire_times(plan.spec.time, zone, fire, _CATCH_UP_SCAN, anchor)
+                if f <= now
+            ]
+            if plan.spec.time.missed_fire_policy is MissedFirePolicy.RUN_ONCE:
+                await self.start(plan, missed[-1], runs.RunTrigger.CATCH_UP)
+            after = max(now, missed[-1])
+        following = next_fire_times(plan.spec.time, zone, after, 1, anchor)
+        async with self._uow() as uow:
+            await uow.plans.advance(plan, following[0] if following else None)
+            await uow.commit()
+
+    async def start(self, plan: Plan, fire: datetime, trigger: runs.RunTrigger) -> Run:
+        """The run of `plan` for `fire`, made once however often this is called."""
+        now = self._clock.now()
+        kind = runs.RunKind.DELIVERY
+        run_id = runs.run_id(plan.shop_id, plan.plan_id, kind, fire)
+        run = await self._store.add(
+            Run(run_id, plan.shop_id, plan.plan_id, kind, trigger, fire, now)
+        )
+        if run.job_id:
+            return run
+        return await self._launch(plan, run, now)
+
+    async def _launch(self, plan: Plan, run: Run, now: datetime) -> Run:
+        total = 0
+        rule = runs.run_audience(plan)
+        if rule is not None:
+            try:
+                total = (
+                    await self._audience.estimate(
+                        plan.shop_id, rule, run.fire_time, plan.spec.time_zone
+                    )
+                ).count
+            except Exception:  # the estimate only feeds the ETA; the run goes on
+                total = 0
+        payload = {
+            "run_id": run.run_id,
+            "shop_id": run.shop_id,
+            "plan_id": run.plan_id,
+            "trigger": run.trigger.value,
+            "fire_time": run.fire_time.isoformat(),
+            "plan": plan_to_dict(plan),
+            "shards": SHARDS,
+        }
+        cursors = [f"{i}/{SHARDS}/" for i in range(SHARDS)]
+        job_id = await self._jobs.create_job(
+            DELIVERY, run.run_id, payload, cursors, now, now, total
+        )
+        await self._store.set_job(run.run_id, job_id)
+        if plan.state is PlanState.PAUSED:
+            await self._jobs.pause(job_id, now)
+        return Run(**{**run.__dict__, "job_id": job_id})
+
+    async def trigger(self, shop_id: str, plan_id: str, request_id: str) -> RunView:
+        """A run now, by hand; the same request id gives the same run."""
+        plan = await self._plan(shop_id, plan_id)
+        if plan.state is not PlanState.ACTIVE:
+            raise FailedPrecondition(
+                f"plan {plan_id} is {plan.state.value}; only an active plan runs",
+                reason="PLAN_NOT_ACTIVE",
+            )
+        now = self._clock.now()
+        kind = runs.RunKind.DELIVERY
+        run_id = (
+            runs.manual_run_id(shop_id, plan_id, request_id)
+            if request_id
+            else runs.run_id(shop_id, plan_id, kind, now)
+        )
+        run = await self._store.get(shop_id, plan_id, run_id) or await self._store.add(
+            Run(run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now)
+        )
+        if not run.job_id:
+            run = await self._launch(plan, run, now)
+        return await self._view(run)
+
+    async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
+        return await self._view(await self._run(shop_id, plan_id, run_id))
+
+    async def page(
+        self,
+        shop_id: str,
+        plan_id: str,
+        state: str,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[RunView]:
+        """Newest first; `state` ("" for any) is the engine's job state."""
+        await self._plan(shop_id, plan_id)
+        found = await self._store.page(shop_id, plan_id, state, after, limit)
+        return [await self._view(r) for r in found]
+
+    async def cancel(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
+        run = await self._run(shop_id, plan_id, run_id)
+        if run.job_id and not await self._jobs.cancel(run.job_id, self._clock.now()):
+            state = (await self._jobs.job(run.job_id))["state"]
+            if state != CANCELLED:
+                raise FailedPrecondition(
+                    f"run {run_id} has ended ({state}); there is nothing to cancel",
+                    reason="RUN_ENDED",
+                )
+        return await self._view(run)
+
+    async def retry_failed(self, shop_id: str, plan_id: str, run_id: str) -> tuple[RunView, int]:
+        """Failed and dead-lettered members are tried again (e.g. after a restock)."""
+        run = await self._run(shop_id, plan_id, run_id)
+        count = 0
+        if run.job_id:
+            count = await self._jobs.retry_dead(
+                run.job_id, self._clock.now(), states=("failed", "dead")
+            )
+        return await self._view(run), count
+
+    async def follow(self, plan: Plan) -> None:
+        """A plan's runs follow it: paused with it, resumed with it, cancelled
+        when it ends."""
+        now = self._clock.now()
+        for job_id in await self._store.job_ids(plan.shop_id, plan.plan_id):
+            if plan.state is PlanState.PAUSED:
+                await self._jobs.pause(job_id, now)
+            elif plan.state is PlanState.ACTIVE:
+                await self._jobs.resume(job_id, now)
+            elif plan.state is PlanState.ENDED:
+                await self._jobs.cancel(job_id, now)
+
+    async def totals(self, shop_id: str, plan_id: str) -> PlanTotals:
+        await self._plan(shop_id, plan_id)
+        count, counters, used = await self._store.plan_totals(shop_id, plan_id)
+        failed = dead = 0
+        now = self._clock.now()
+        for job_id in await self._store.job_ids(shop_id, plan_id):
+            progress = await self._jobs.progress(job_id, now)
+            failed += progress.failed - progress.dead
+            dead += progress.dead
+        return PlanTotals(count, counters, failed, dead, used)
+
+    async def _view(self, run: Run) -> RunView:
+        progress = None
+        if run.job_id:
+            progress = await self._jobs.progress(run.job_id, self._clock.now())
+        return RunView(run, progress, await self._store.counters([run.run_id]))
+
+    async def _run(self, shop_id: str, plan_id: str, run_id: str) -> Run:
+        run = await self._store.get(shop_id, plan_id, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r} of plan {plan_id!r}", reason="RUN_NOT_FOUND")
+        return run
+
+    async def _plan(self, shop_id: str, plan_id: str) -> Plan:
+        async with self._uow() as uow:
+            return await _existing(uow, shop_id, plan_id)
+
+
+async def _existing(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
+    plan = await uow.plans.get(shop_id, plan_id)
+    if plan is None:
+        raise NotFound(f"no plan {plan_id!r} in shop {shop_id!r}", reason="PLAN_NOT_FOUND")
+    return plan

@@ -1,0 +1,160 @@
+"""Running plans through a real server and its embedded stand-ins: the
+benefit platform's own instances are the witness, not our counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+
+from custops.audience.v1 import audience_pb2, audience_pb2_grpc
+from custops.client import AsyncCustopsClient, CustopsError
+from custops.plan.v1 import plan_pb2 as pb
+from server.app import Platform
+from tests.integration.conftest import settings
+from tests.integration.stubs_fixture import SteppingClock
+from tests.integration.test_plans_api import birthday_plan
+
+POPULATION = 3000
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+
+
+@pytest.fixture
+async def running(database_url: str) -> AsyncIterator[tuple[Platform, AsyncCustopsClient]]:
+    platform = Platform(
+        settings(database_url, stubs_population=POPULATION, engine_poll=0.05),
+        clock=SteppingClock(NOW),
+    )
+    await platform.start()
+    async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
+        yield platform, client
+    await platform.stop(grace=1)
+
+
+def immediate_plan() -> pb.Plan:
+    plan = birthday_plan("Everyone but V0, at once")
+    plan.audience.CopyFrom(
+        audience_pb2.AudienceRule(
+            negate=audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=["V0"]))
+        )
+    )
+    plan.time.execution = "* * * * * * * 1"
+    plan.time.term = "0-0 0-0 0-0 1-31 1-12 * 2026-2030 2"
+    plan.limits.Clear()  # frequency, budget and quiet hours have tests of their own
+    plan.actions[0].grant_benefit.benefits[0].template_id = "coupon-10-off-100"
+    del plan.actions[1:]  # grants only: messages have tests of their own
+    return plan
+
+
+async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
+    members: set[str] = set()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.stubs_port}") as channel:
+        stub = audience_pb2_grpc.AudienceServiceStub(channel)
+        token = ""
+        for _ in range(100):
+            page = await stub.ListAudienceMembers(
+                audience_pb2.ListAudienceMembersRequest(
+                    shop_id=plan.shop_id, rule=plan.audience, page_size=5000, page_token=token
+                )
+            )
+            members |= set(page.member_ids)
+            token = page.next_page_token
+            if not token:
+                break
+    return members
+
+
+async def _finished(client: AsyncCustopsClient, plan: pb.Plan) -> pb.PlanRun:
+    for _ in range(600):  # bounded: the server's scheduler and workers do the run
+        runs = (
+            await client.plans.ListPlanRuns(
+                pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
+            )
+        ).runs
+        if runs and runs[0].state in (
+            pb.RUN_STATE_SUCCEEDED,
+            pb.RUN_STATE_COMPLETED_WITH_FAILURES,
+        ):
+            newest: pb.PlanRun = runs[0]
+            return newest
+        await asyncio.sleep(0.1)
+    raise AssertionError("the run did not finish")
+
+
+async def test_an_immediate_plan_grants_each_member_once(
+    running: tuple[Platform, AsyncCustopsClient],
+) -> None:
+    platform, client = running
+    draft = (
+        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
+    ).plan
+    published = (
+        await client.plans.PublishPlan(
+            pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
+        )
+    ).plan
+    run = await _finished(client, published)
+    audience = await _audience(platform, published)
+    assert 0 < len(audience) < POPULATION
+    assert platform.stubs is not None
+    granted = Counter(
+        i.member_id
+        for i in platform.stubs.benefits.instances.values()
+        if i.source == f"plans/{draft.plan_id}"
+    )
+    assert set(granted) == audience and set(granted.values()) == {1}
+    assert run.state == pb.RUN_STATE_SUCCEEDED and run.trigger == pb.RUN_TRIGGER_SCHEDULE
+    p = run.progress
+    assert (p.total, p.done, p.targeted, p.granted) == (len(audience),) * 4
+    assert run.start_time.ToDatetime(UTC) <= run.end_time.ToDatetime(UTC)
+    stats = (
+        await client.plans.GetPlanStatistics(
+            pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=draft.plan_id)
+        )
+    ).statistics
+    assert (stats.runs, stats.members_targeted, stats.benefits_granted) == (
+        1,
+        len(audience),
+        len(audience),
+    )
+    got = await client.plans.GetPlanRun(
+        pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id=run.run_id)
+    )
+    assert got.run.run_id == run.run_id
+    # A manual run of the same plan: a new period, its own grants, once per
+    # request id however often the request is retried.
+    first = await client.plans.TriggerPlanRun(
+        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, request_id="again-1")
+    )
+    again = await client.plans.TriggerPlanRun(
+        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, request_id="again-1")
+    )
+    assert first.run.run_id == again.run.run_id and first.run.trigger == pb.RUN_TRIGGER_MANUAL
+    for _ in range(600):
+        now = await client.plans.GetPlanRun(
+            pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id=first.run.run_id)
+        )
+        if now.run.state == pb.RUN_STATE_SUCCEEDED:
+            break
+        await asyncio.sleep(0.1)
+    granted = Counter(
+        i.member_id
+        for i in platform.stubs.benefits.instances.values()
+        if i.source == f"plans/{draft.plan_id}"
+    )
+    assert set(granted) == audience and set(granted.values()) == {2}
+    # Another shop's plan, an unknown run: NOT_FOUND, never data.
+    with pytest.raises(CustopsError) as err:
+        await client.plans.GetPlanRun(
+            pb.GetPlanRunRequest(shop_id="s2", plan_id=draft.plan_id, run_id=run.run_id)
+        )
+    assert err.value.code is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(CustopsError) as err:
+        await client.plans.GetPlanRun(
+            pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id="bad id")
+        )
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
