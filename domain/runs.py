@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from domain import birthday, term
@@ -45,6 +44,7 @@ class Skip(enum.Enum):
 
 
 ACT = "act"
+ACT_SILENT = "act-silent"  # granted, but its messages dropped for quiet hours
 
 
 def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> str:
@@ -69,6 +69,12 @@ def grant_key(plan_id: str, run: str, member_id: str, action: int, benefit: int)
 
 def message_key(plan_id: str, run: str, member_id: str, action: int) -> str:
     return f"plans/{plan_id}/runs/{run}/members/{member_id}/actions/{action}"
+
+
+def grant_source(plan_id: str) -> str:
+    """The `source` every grant and message of a plan carries downstream; the
+    benefit platform finds a plan's instances by it (EndPlan's recovery)."""
+    return f"plans/{plan_id}"
 
 
 def frequency_window(plan: Plan, fire_time: datetime) -> str:
@@ -147,13 +153,3 @@ def _days_ahead(plan: Plan) -> int:
 def _hh_mm(text: str) -> time:
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
-
-
-@dataclass(frozen=True)
-class Counters:
-    """What a run did, member by member; `skipped` by reason."""
-
-    targeted: int = 0
-    granted: int = 0
-    sent: int = 0
-    skipped: tuple[tuple[str, int], ...] = ()

@@ -61,6 +61,11 @@ def decayed(rate: float, stamp: datetime | None, now: datetime) -> float:
     return rate * math.exp(-elapsed / RATE_SECONDS)
 
 
+def rate_from(now: datetime) -> dict[str, Any]:
+    """The rate columns of a job that starts (or starts again) now."""
+    return {"rate": 0.0, "rate_time": now, "rate_since": now}
+
+
 def current_rate(
     rate: float, stamp: datetime | None, since: datetime | None, now: datetime
 ) -> float:
@@ -199,7 +204,7 @@ class EngineStore:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.job_id == row.job_id, jobs.c.state == PENDING)
-                .values(state=RUNNING, update_time=now, rate=0.0, rate_time=now, rate_since=now)
+                .values(state=RUNNING, update_time=now, **rate_from(now))
             )
         return Lease(
             row.job_id, row.kind, row.payload, row.shard_index, row.cursor, row.fencing + 1
@@ -284,7 +289,7 @@ class EngineStore:
         """Pause, resume or cancel a job; False if it was in none of `allowed_from`."""
         values: dict[str, Any] = {"state": to, "update_time": now}
         if to == RUNNING:  # the rate is measured afresh from the resumption
-            values.update(rate=0.0, rate_time=now, rate_since=now)
+            values.update(rate_from(now))
         async with self._engine.begin() as conn:
             moved = await conn.execute(
                 update(jobs)
@@ -322,9 +327,7 @@ class EngineStore:
                         state=RUNNING,
                         failed=jobs.c.failed - count,
                         update_time=now,
-                        rate=0.0,
-                        rate_time=now,
-                        rate_since=now,
+                        **rate_from(now),
                     )
                 )
             return count
@@ -343,12 +346,7 @@ class EngineStore:
                     )
                 ).all()
             )
-            rows = await conn.execute(
-                select(item_failures.c.state, func.count())
-                .where(item_failures.c.job_id == job_id)
-                .group_by(item_failures.c.state)
-            )
-            failures: dict[str, int] = {state: int(n) for state, n in rows}
+            failures = await _failure_counts(conn, [job_id])
         rate = current_rate(job.rate, job.rate_time, job.rate_since, now)
         left = max(int(job.total) - int(job.done) - int(job.failed), 0)
         eta: timedelta | None = None
@@ -370,6 +368,11 @@ class EngineStore:
             started=job.rate_since,
             updated=job.update_time,
         )
+
+    async def failure_counts(self, job_ids: list[str]) -> dict[str, int]:
+        """Items by failure state (retrying, failed, dead) over these jobs."""
+        async with self._engine.connect() as conn:
+            return await _failure_counts(conn, job_ids)
 
     async def claim_retries(
         self, now: datetime, hold: timedelta, limit: int, kinds: Collection[str]
@@ -514,3 +517,12 @@ class EngineStore:
                 )
                 for r in rows
             ]
+
+
+async def _failure_counts(conn: Any, job_ids: list[str]) -> dict[str, int]:
+    rows = await conn.execute(
+        select(item_failures.c.state, func.count())
+        .where(item_failures.c.job_id.in_(job_ids))
+        .group_by(item_failures.c.state)
+    )
+    return {state: int(n) for state, n in rows}

@@ -15,7 +15,7 @@ from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from domain import runs
 from domain.plan import GrantBenefits, Plan, SendMessage
-from domain.plan_codec import plan_from_dict
+from domain.plan_codec import plan_from_dict, plan_to_dict
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.mapping.audience import rule_to_proto
 from server.mapping.plan import CHANNELS, timestamp
@@ -33,9 +33,23 @@ RETRYABLE = {
 T = TypeVar("T")
 
 
-def grant_source(plan_id: str) -> str:
-    """The `source` every grant of a plan carries at the benefit platform."""
-    return f"plans/{plan_id}"
+def shard_cursors(shards: int) -> list[str]:
+    """A cursor is "shard/shards/page token" of the audience system's paging."""
+    return [f"{i}/{shards}/" for i in range(shards)]
+
+
+def payload_of(run: Run, plan: Plan) -> dict[str, Any]:
+    """What a delivery job carries: the run, and the plan as it was when the
+    run started."""
+    return {
+        "run_id": run.run_id,
+        "shop_id": run.shop_id,
+        "plan_id": run.plan_id,
+        "trigger": run.trigger.value,
+        "fire_time": run.fire_time.isoformat(),
+        "plan": plan_to_dict(plan),
+        "shards": SHARDS,
+    }
 
 
 def run_of(payload: dict[str, Any]) -> Run:
@@ -79,9 +93,7 @@ class Delivery:
         self._plans: dict[str, Plan] = {}
 
     def split(self, payload: dict[str, Any]) -> list[str]:
-        """A cursor is "shard/shards/page token" of the audience system's paging."""
-        shards = int(payload.get("shards", SHARDS))
-        return [f"{i}/{shards}/" for i in range(shards)]
+        return shard_cursors(int(payload.get("shards", SHARDS)))
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
         index, shards, token = cursor.split("/", 2)
@@ -127,7 +139,6 @@ class Delivery:
                 units=runs.units_per_member(plan),
                 budget=limits_.total_budget,
                 silent=drop,
-                grants=runs.units_per_member(plan) > 0,
             ),
         )
         problems: dict[str, tuple[str, bool]] = {}  # member -> (reason, retryable)
@@ -135,11 +146,11 @@ class Delivery:
         granting = [
             i.key
             for i in items
-            if decided[i.key][0].startswith(runs.ACT) and not i.data.get("messages_only")
+            if decided[i.key] in (runs.ACT, runs.ACT_SILENT) and not i.data.get("messages_only")
         ]
         await self._grant(plan, run, granting, records, problems)
         defer = quiet_end is not None and not drop
-        messaging = [] if defer else [i.key for i in items if decided[i.key][0] == runs.ACT]
+        messaging = [] if defer else [i.key for i in items if decided[i.key] == runs.ACT]
         await self._send(plan, run, messaging, records, problems)
         await self.store.record(run, records, now)
         out = []
@@ -150,7 +161,7 @@ class Delivery:
                 out.append(
                     ItemResult(item.key, Outcome.RETRY if retryable else Outcome.FAILED, reason)
                 )
-            elif defer and decided[item.key][0] == runs.ACT:
+            elif defer and decided[item.key] == runs.ACT:
                 out.append(
                     ItemResult(
                         item.key,
@@ -178,7 +189,7 @@ class Delivery:
                 member_id=m,
                 template_id=benefit.template_id,
                 quantity=benefit.quantity,
-                source=grant_source(plan.plan_id),
+                source=runs.grant_source(plan.plan_id),
             )
             for m in members
             for a, action in enumerate(plan.spec.actions)
@@ -234,7 +245,7 @@ class Delivery:
                 channel=_CHANNELS[action.channel],
                 template_id=action.template_id,
                 params=dict(action.params),
-                source=grant_source(plan.plan_id),
+                source=runs.grant_source(plan.plan_id),
             )
             for m in members
             if m not in problems

@@ -5,6 +5,7 @@ runs twice (after a crash, on a retry) never counts twice."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.runs import ACT, RunKind, RunTrigger, Skip
+from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip
 from server.persistence.tables import (
     frequency_claims,
     jobs,
@@ -47,7 +48,6 @@ class Limits:
     units: int  # budget units one member costs
     budget: int  # 0: no budget
     silent: bool = False  # messages dropped (quiet hours, DROP policy)
-    grants: bool = True  # the plan grants benefits (not only messages)
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,9 @@ class RunStore:
             )
             return [r[0] for r in rows]
 
-    async def decide(
-        self, run: Run, members: list[str], limits: Limits
-    ) -> dict[str, tuple[str, bool]]:
+    async def decide(self, run: Run, members: list[str], limits: Limits) -> dict[str, str]:
         """Each member's outcome in this run ("act", "act-silent" or
-        "skip:REASON") and whether it was decided now (False: met before)."""
+        "skip:REASON"), decided the first time the run meets the member."""
         async with self._engine.begin() as conn:
             new = await insert_new(
                 conn,
@@ -170,12 +168,14 @@ class RunStore:
                     skipped[m] = Skip.BUDGET_EXHAUSTED.value
                 for m in eligible[:granted]:
                     units[m] = limits.units
-            if limits.silent:
+            if limits.silent:  # quiet hours drop messages: grants only, if any
                 for m in fresh:
-                    if m not in skipped and not limits.grants:
+                    if m in skipped:
+                        continue
+                    if limits.units > 0:
+                        outcomes[m] = ACT_SILENT
+                    else:
                         skipped[m] = Skip.QUIET_HOURS.value
-                    elif m not in skipped:
-                        outcomes[m] = "act-silent"
             for m, reason in skipped.items():
                 outcomes[m] = f"skip:{reason}"
             changed = [
@@ -193,14 +193,14 @@ class RunStore:
                     .values(outcome=bindparam("o"), units=bindparam("u")),
                     changed,
                 )
+            # A silent member was acted on but its messages count as skipped.
+            reasons = [
+                Skip.QUIET_HOURS.value if outcome == ACT_SILENT else outcome.removeprefix("skip:")
+                for outcome in outcomes.values()
+                if outcome != ACT
+            ]
             counts = {"targeted": len(fresh)}
-            silent = sum(1 for m in fresh if outcomes[m] == "act-silent")
-            for reason in skipped.values():
-                counts[f"skipped.{reason}"] = counts.get(f"skipped.{reason}", 0) + 1
-            if silent:
-                counts[f"skipped.{Skip.QUIET_HOURS.value}"] = (
-                    counts.get(f"skipped.{Skip.QUIET_HOURS.value}", 0) + silent
-                )
+            counts |= {f"skipped.{r}": n for r, n in Counter(reasons).items()}
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
             before = [m for m in members if m not in new]
             if before:
@@ -209,11 +209,8 @@ class RunStore:
                         run_members.c.run_id == run.run_id, run_members.c.member_id.in_(before)
                     )
                 )
-                earlier = {r[0]: r[1] for r in rows}
-                return {m: (outcomes[m], True) for m in fresh} | {
-                    m: (earlier[m], False) for m in before
-                }
-            return {m: (outcomes[m], True) for m in fresh}
+                outcomes |= {r[0]: r[1] for r in rows}
+            return outcomes
 
     async def _frequency(
         self, conn: AsyncConnection, run: Run, members: list[str], limits: Limits
@@ -293,17 +290,9 @@ class RunStore:
                         counts[name] = counts.get(name, 0) + 1
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
 
-    async def counters(self, run_ids: list[str]) -> dict[str, int]:
-        """Counters summed over the given runs."""
-        if not run_ids:
-            return {}
+    async def counters(self, run_id: str) -> dict[str, int]:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(run_counters.c.name, func.sum(run_counters.c.value))
-                .where(run_counters.c.run_id.in_(run_ids))
-                .group_by(run_counters.c.name)
-            )
-            return {name: int(value) for name, value in rows}
+            return await _summed(conn, run_counters.c.run_id == run_id)
 
     async def plan_totals(self, shop_id: str, plan_id: str) -> tuple[int, dict[str, int], int]:
         """(runs, counters summed over them, budget units used)."""
@@ -312,12 +301,7 @@ class RunStore:
                 plan_runs.c.shop_id == shop_id, plan_runs.c.plan_id == plan_id
             )
             count = int(await conn.scalar(select(func.count()).select_from(runs.subquery())) or 0)
-            rows = await conn.execute(
-                select(run_counters.c.name, func.sum(run_counters.c.value))
-                .where(run_counters.c.run_id.in_(runs))
-                .group_by(run_counters.c.name)
-            )
-            counters = {name: int(value) for name, value in rows}
+            counters = await _summed(conn, run_counters.c.run_id.in_(runs))
             used = await conn.scalar(
                 select(plan_budgets.c.used).where(
                     plan_budgets.c.shop_id == shop_id, plan_budgets.c.plan_id == plan_id
@@ -329,6 +313,16 @@ class RunStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(plan_runs).where(where))).mappings().first()
         return None if row is None else _run(row)
+
+
+async def _summed(conn: AsyncConnection, runs: Any) -> dict[str, int]:
+    """Counters summed over the runs `runs` selects."""
+    rows = await conn.execute(
+        select(run_counters.c.name, func.sum(run_counters.c.value))
+        .where(runs)
+        .group_by(run_counters.c.name)
+    )
+    return {name: int(value) for name, value in rows}
 
 
 _COUNTED = {

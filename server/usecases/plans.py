@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from domain import lifecycle, plan_schedule, preview
+from domain import lifecycle, plan_schedule, preview, runs
 from domain.errors import (
     DuplicateRequest,
     FailedPrecondition,
@@ -43,11 +43,6 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 # Benefits taken back within an EndPlan call; a larger recovery becomes a
 # throttled recovery run once the execution engine exists.
 RECOVER_IN_CALL = 10_000
-
-
-def grant_source(plan_id: str) -> str:
-    """The `source` every grant of a plan carries at the benefit platform."""
-    return f"plans/{plan_id}"
 
 
 T = TypeVar("T")
@@ -121,7 +116,7 @@ class PlanUseCases:
 
     async def get(self, shop_id: str, plan_id: str) -> Plan:
         async with self._uow() as uow:
-            return await _existing(uow, shop_id, plan_id)
+            return await existing_plan(uow, shop_id, plan_id)
 
     async def list_page(
         self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, page_size: int
@@ -144,7 +139,7 @@ class PlanUseCases:
         key: RequestKey | None,
     ) -> Plan:
         async def change(uow: UnitOfWork) -> Plan:
-            plan = await _existing(uow, shop_id, plan_id)
+            plan = await existing_plan(uow, shop_id, plan_id)
             plan.check_etag(etag)
             if plan.template_id:
                 spec = _override(
@@ -161,7 +156,7 @@ class PlanUseCases:
 
     async def delete(self, shop_id: str, plan_id: str, etag: str, key: RequestKey | None) -> None:
         async def change(uow: UnitOfWork) -> None:
-            plan = await _existing(uow, shop_id, plan_id)
+            plan = await existing_plan(uow, shop_id, plan_id)
             plan.check_etag(etag)
             plan.check_deletable()
             await uow.plans.delete(plan)
@@ -190,7 +185,7 @@ class PlanUseCases:
         """Publish, pause, resume or end: one lifecycle step, etag-checked."""
 
         async def change(uow: UnitOfWork) -> Plan:
-            plan = await _existing(uow, shop_id, plan_id)
+            plan = await existing_plan(uow, shop_id, plan_id)
             plan.check_etag(etag)
             moved = action(plan, actor, self._clock.now())
             await uow.plans.save(moved, expected_revision=plan.revision)
@@ -240,7 +235,7 @@ class PlanUseCases:
         if self._benefits is None:
             raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
         taken = await self._benefits.recover_unused(
-            shop_id, grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
+            shop_id, runs.grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
         )
         return plan, taken
 
@@ -302,7 +297,8 @@ def _override(
     return updated
 
 
-async def _existing(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
+async def existing_plan(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
+    """The plan of this shop, or NOT_FOUND (another shop's plan is not found)."""
     if not plan_id:
         require([FieldViolation("plan_id", "required")])
     plan = await uow.plans.get(shop_id, plan_id)

@@ -9,14 +9,13 @@ from datetime import datetime, timedelta
 from domain import runs
 from domain.errors import FailedPrecondition, NotFound
 from domain.plan import MissedFirePolicy, Plan, PlanState
-from domain.plan_codec import plan_to_dict
 from domain.plan_schedule import next_fire_times
-from domain.ports import AudienceDirectory, Clock, UnitOfWork
+from domain.ports import AudienceDirectory, Clock
 from server.engine.store import CANCELLED, EngineStore, Progress
 from server.runs.delivery import NAME as DELIVERY
-from server.runs.delivery import SHARDS
+from server.runs.delivery import SHARDS, payload_of, shard_cursors
 from server.runs.store import Run, RunStore
-from server.usecases.plans import UnitOfWorkFactory
+from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 # A fire time the scheduler meets later than this was missed (the service
 # was down): the plan's missed-fire policy decides what happens.
@@ -86,11 +85,14 @@ class RunUseCases:
             await uow.plans.advance(plan, following[0] if following else None)
             await uow.commit()
 
-    async def start(self, plan: Plan, fire: datetime, trigger: runs.RunTrigger) -> Run:
-        """The run of `plan` for `fire`, made once however often this is called."""
+    async def start(
+        self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str = ""
+    ) -> Run:
+        """The run of `plan` for `fire` (named by `run_id` when given), made
+        once however often this is called."""
         now = self._clock.now()
         kind = runs.RunKind.DELIVERY
-        run_id = runs.run_id(plan.shop_id, plan.plan_id, kind, fire)
+        run_id = run_id or runs.run_id(plan.shop_id, plan.plan_id, kind, fire)
         run = await self._store.add(
             Run(run_id, plan.shop_id, plan.plan_id, kind, trigger, fire, now)
         )
@@ -110,18 +112,8 @@ class RunUseCases:
                 ).count
             except Exception:  # the estimate only feeds the ETA; the run goes on
                 total = 0
-        payload = {
-            "run_id": run.run_id,
-            "shop_id": run.shop_id,
-            "plan_id": run.plan_id,
-            "trigger": run.trigger.value,
-            "fire_time": run.fire_time.isoformat(),
-            "plan": plan_to_dict(plan),
-            "shards": SHARDS,
-        }
-        cursors = [f"{i}/{SHARDS}/" for i in range(SHARDS)]
         job_id = await self._jobs.create_job(
-            DELIVERY, run.run_id, payload, cursors, now, now, total
+            DELIVERY, run.run_id, payload_of(run, plan), shard_cursors(SHARDS), now, now, total
         )
         await self._store.set_job(run.run_id, job_id)
         if plan.state is PlanState.PAUSED:
@@ -136,18 +128,8 @@ class RunUseCases:
                 f"plan {plan_id} is {plan.state.value}; only an active plan runs",
                 reason="PLAN_NOT_ACTIVE",
             )
-        now = self._clock.now()
-        kind = runs.RunKind.DELIVERY
-        run_id = (
-            runs.manual_run_id(shop_id, plan_id, request_id)
-            if request_id
-            else runs.run_id(shop_id, plan_id, kind, now)
-        )
-        run = await self._store.get(shop_id, plan_id, run_id) or await self._store.add(
-            Run(run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now)
-        )
-        if not run.job_id:
-            run = await self._launch(plan, run, now)
+        manual = runs.manual_run_id(shop_id, plan_id, request_id) if request_id else ""
+        run = await self.start(plan, self._clock.now(), runs.RunTrigger.MANUAL, manual)
         return await self._view(run)
 
     async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
@@ -202,19 +184,14 @@ class RunUseCases:
     async def totals(self, shop_id: str, plan_id: str) -> PlanTotals:
         await self._plan(shop_id, plan_id)
         count, counters, used = await self._store.plan_totals(shop_id, plan_id)
-        failed = dead = 0
-        now = self._clock.now()
-        for job_id in await self._store.job_ids(shop_id, plan_id):
-            progress = await self._jobs.progress(job_id, now)
-            failed += progress.failed - progress.dead
-            dead += progress.dead
-        return PlanTotals(count, counters, failed, dead, used)
+        failures = await self._jobs.failure_counts(await self._store.job_ids(shop_id, plan_id))
+        return PlanTotals(count, counters, failures.get("failed", 0), failures.get("dead", 0), used)
 
     async def _view(self, run: Run) -> RunView:
         progress = None
         if run.job_id:
             progress = await self._jobs.progress(run.job_id, self._clock.now())
-        return RunView(run, progress, await self._store.counters([run.run_id]))
+        return RunView(run, progress, await self._store.counters(run.run_id))
 
     async def _run(self, shop_id: str, plan_id: str, run_id: str) -> Run:
         run = await self._store.get(shop_id, plan_id, run_id)
@@ -224,11 +201,4 @@ class RunUseCases:
 
     async def _plan(self, shop_id: str, plan_id: str) -> Plan:
         async with self._uow() as uow:
-            return await _existing(uow, shop_id, plan_id)
-
-
-async def _existing(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
-    plan = await uow.plans.get(shop_id, plan_id)
-    if plan is None:
-        raise NotFound(f"no plan {plan_id!r} in shop {shop_id!r}", reason="PLAN_NOT_FOUND")
-    return plan
+            return await existing_plan(uow, shop_id, plan_id)

@@ -352,7 +352,6 @@ class PushedBack(Numbers):
 
 
 async def test_push_back_lowers_the_rate_and_success_raises_it(store: EngineStore) -> None:
-    buckets = LocalBuckets({"b": BucketSettings(rate=1e9, capacity=10**6)}, clock_us=lambda: 0)
     kind = PushedBack(pushed=3)
     kind.batch_size = 100
     payload = {"n": 800, "shards": 1}

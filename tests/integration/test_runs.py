@@ -68,21 +68,40 @@ async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
     return members
 
 
-async def _finished(client: AsyncCustopsClient, plan: pb.Plan) -> pb.PlanRun:
+async def _finished(client: AsyncCustopsClient, plan: pb.Plan, run_id: str = "") -> pb.PlanRun:
+    """The run (the newest, unless named) once it has ended."""
     for _ in range(600):  # bounded: the server's scheduler and workers do the run
-        runs = (
-            await client.plans.ListPlanRuns(
-                pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
-            )
-        ).runs
-        if runs and runs[0].state in (
+        run: pb.PlanRun | None
+        if run_id:
+            run = (
+                await client.plans.GetPlanRun(
+                    pb.GetPlanRunRequest(shop_id=plan.shop_id, plan_id=plan.plan_id, run_id=run_id)
+                )
+            ).run
+        else:
+            runs = (
+                await client.plans.ListPlanRuns(
+                    pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
+                )
+            ).runs
+            run = runs[0] if runs else None
+        if run is not None and run.state in (
             pb.RUN_STATE_SUCCEEDED,
             pb.RUN_STATE_COMPLETED_WITH_FAILURES,
         ):
-            newest: pb.PlanRun = runs[0]
-            return newest
+            return run
         await asyncio.sleep(0.1)
     raise AssertionError("the run did not finish")
+
+
+def _granted(platform: Platform, plan_id: str) -> Counter[str]:
+    """Benefit instances per member under the plan, as the benefit platform holds them."""
+    assert platform.stubs is not None
+    return Counter(
+        i.member_id
+        for i in platform.stubs.benefits.instances.values()
+        if i.source == f"plans/{plan_id}"
+    )
 
 
 async def test_an_immediate_plan_grants_each_member_once(
@@ -100,12 +119,7 @@ async def test_an_immediate_plan_grants_each_member_once(
     run = await _finished(client, published)
     audience = await _audience(platform, published)
     assert 0 < len(audience) < POPULATION
-    assert platform.stubs is not None
-    granted = Counter(
-        i.member_id
-        for i in platform.stubs.benefits.instances.values()
-        if i.source == f"plans/{draft.plan_id}"
-    )
+    granted = _granted(platform, draft.plan_id)
     assert set(granted) == audience and set(granted.values()) == {1}
     assert run.state == pb.RUN_STATE_SUCCEEDED and run.trigger == pb.RUN_TRIGGER_SCHEDULE
     p = run.progress
@@ -134,18 +148,9 @@ async def test_an_immediate_plan_grants_each_member_once(
         pb.TriggerPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, request_id="again-1")
     )
     assert first.run.run_id == again.run.run_id and first.run.trigger == pb.RUN_TRIGGER_MANUAL
-    for _ in range(600):
-        now = await client.plans.GetPlanRun(
-            pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id=first.run.run_id)
-        )
-        if now.run.state == pb.RUN_STATE_SUCCEEDED:
-            break
-        await asyncio.sleep(0.1)
-    granted = Counter(
-        i.member_id
-        for i in platform.stubs.benefits.instances.values()
-        if i.source == f"plans/{draft.plan_id}"
-    )
+    manual = await _finished(client, published, first.run.run_id)
+    assert manual.state == pb.RUN_STATE_SUCCEEDED
+    granted = _granted(platform, draft.plan_id)
     assert set(granted) == audience and set(granted.values()) == {2}
     # Another shop's plan, an unknown run: NOT_FOUND, never data.
     with pytest.raises(CustopsError) as err:
