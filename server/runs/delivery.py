@@ -17,6 +17,7 @@ from domain import runs
 from domain.plan import GrantBenefits, Plan, SendMessage
 from domain.plan_codec import plan_from_dict, plan_to_dict
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
+from server.engine.worker import fault_point
 from server.mapping.audience import rule_to_proto
 from server.mapping.plan import CHANNELS, timestamp
 from server.runs.store import Limits, Record, Run, RunStore
@@ -24,6 +25,9 @@ from server.throttle.buckets import Buckets, acquire, adapt
 
 NAME = "plan_delivery"
 SHARDS = 4
+# Grants go out in calls of at most this many items, each through the bucket:
+# a batch of members with several benefits each is several calls.
+GRANT_CHUNK = 500
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -196,8 +200,21 @@ class Delivery:
             if isinstance(action, GrantBenefits)
             for b, benefit in enumerate(action.benefits)
         ]
-        if not grants:
-            return
+        chunks = [grants[i : i + GRANT_CHUNK] for i in range(0, len(grants), GRANT_CHUNK)]
+        for number, chunk in enumerate(chunks):
+            if number:  # crash tests: some of the batch granted, none of it recorded
+                fault_point("mid_batch")
+            await self._grant_chunk(run, chunk, records, problems)
+        # Crash tests: every grant acknowledged, none recorded.
+        fault_point("after_grant")
+
+    async def _grant_chunk(
+        self,
+        run: Run,
+        grants: list[benefit_pb2.GrantItem],
+        records: list[Record],
+        problems: dict[str, tuple[str, bool]],
+    ) -> None:
         request = benefit_pb2.BatchGrantBenefitsRequest(shop_id=run.shop_id, items=grants)
         try:
             response = await self._call(
