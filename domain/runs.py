@@ -153,3 +153,16 @@ def _days_ahead(plan: Plan) -> int:
 def _hh_mm(text: str) -> time:
     hours, minutes = text.split(":")
     return time(int(hours), int(minutes))
+
+
+def recovery_run_id(shop_id: str, plan_id: str, target_run_id: str, request_id: str) -> str:
+    """A recovery is named by the run it takes back and its request id: a
+    retried request meets the recovery the first attempt started."""
+    seed = f"{shop_id}/{plan_id}/recovery/{target_run_id}/{request_id}"
+    return "v" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+def recover_key(plan_id: str, instance_id: str) -> str:
+    """One key per instance, whichever path takes it back (a recovery run, or
+    ending the plan with recovery): nothing is taken back twice."""
+    return f"recover/{grant_source(plan_id)}/{instance_id}"

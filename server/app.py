@@ -35,6 +35,7 @@ from server.persistence.database import create_engine, is_sqlite, normalize_url
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.products.catalog import TemplateError, load_catalog
 from server.runs.delivery import Delivery
+from server.runs.recovery import Recovery
 from server.runs.store import RunStore
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
@@ -167,6 +168,8 @@ class Platform:
             clock.now,
         )
         self.job_kinds.setdefault(delivery.name, delivery)
+        recovery = Recovery(engine, benefit_channel, self.buckets, clock.now)
+        self.job_kinds.setdefault(recovery.name, recovery)
         self.runs = RunUseCases(
             lambda: SqlUnitOfWork(engine, clock),
             run_store,

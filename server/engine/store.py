@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Collection
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.persistence.database import is_sqlite
 from server.persistence.tables import item_failures, jobs, shards
+
+log = logging.getLogger("custops.engine")
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 PAUSED, CANCELLED = "paused", "cancelled"
@@ -206,6 +209,18 @@ class EngineStore:
                 .where(jobs.c.job_id == row.job_id, jobs.c.state == PENDING)
                 .values(state=RUNNING, update_time=now, **rate_from(now))
             )
+        # Which replica ran which shard: the row keeps only the last owner,
+        # and owners are per process, so each lease is also told here.
+        log.info(
+            "shard leased",
+            extra={
+                "job_id": row.job_id,
+                "kind": row.kind,
+                "shard": row.shard_index,
+                "owner": owner,
+                "fencing": row.fencing + 1,
+            },
+        )
         return Lease(
             row.job_id, row.kind, row.payload, row.shard_index, row.cursor, row.fencing + 1
         )
@@ -496,6 +511,20 @@ class EngineStore:
         if row is None:
             raise KeyError(job_id)
         return dict(row)
+
+    async def in_flight(self, job_id: str, now: datetime) -> int:
+        """Shards of a job a worker holds a live lease on: a batch of a paused
+        or cancelled job may still be finishing there."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).where(
+                    shards.c.job_id == job_id,
+                    shards.c.state != DONE,
+                    shards.c.lease_owner != "",
+                    shards.c.lease_until > now,
+                )
+            )
+        return int(count or 0)
 
     async def failures(self, job_id: str) -> list[Failure]:
         async with self._engine.connect() as conn:

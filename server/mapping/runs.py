@@ -7,7 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from custops.plan.v1 import plan_pb2 as pb
 from domain.runs import RunKind, RunTrigger
 from server.mapping.plan import timestamp
-from server.usecases.runs import PlanTotals, RunView
+from server.usecases.runs import ENDED_STATES, PlanTotals, RunView
 
 RUN_STATES = {
     "pending": pb.RUN_STATE_PENDING,
@@ -17,7 +17,6 @@ RUN_STATES = {
     "completed_with_failures": pb.RUN_STATE_COMPLETED_WITH_FAILURES,
     "cancelled": pb.RUN_STATE_CANCELLED,
 }
-ENDED = ("succeeded", "completed_with_failures", "cancelled")
 _KINDS = {RunKind.DELIVERY: pb.RUN_KIND_DELIVERY, RunKind.RECOVERY: pb.RUN_KIND_RECOVERY}
 _TRIGGERS = {
     RunTrigger.SCHEDULE: pb.RUN_TRIGGER_SCHEDULE,
@@ -41,12 +40,14 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
         state=RUN_STATES.get(progress.state if progress else "pending", pb.RUN_STATE_PENDING),
         trigger=_TRIGGERS[run.trigger],
         kind=_KINDS[run.kind],
+        recovers_run_id=run.target_run_id,
         create_time=timestamp(run.create_time),
         progress=pb.RunProgress(
             targeted=counters.get("targeted", 0),
             granted=counters.get("granted", 0),
             sent=counters.get("sent", 0),
             skipped=_skipped(counters),
+            recovered=counters.get("recovered", 0),
         ),
     )
     if progress is not None:
@@ -59,7 +60,7 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
             msg.progress.eta.CopyFrom(Duration(seconds=int(progress.eta.total_seconds())))
         if progress.started is not None:
             msg.start_time.CopyFrom(timestamp(progress.started))
-        if progress.state in ENDED and progress.updated is not None:
+        if progress.state in ENDED_STATES and progress.updated is not None:
             msg.end_time.CopyFrom(timestamp(progress.updated))
     return msg
 

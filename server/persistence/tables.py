@@ -158,6 +158,8 @@ plan_runs = Table(
     Column("fire_time", UtcDateTime(), nullable=False),
     Column("job_id", String(64), nullable=False, default=""),
     Column("create_time", UtcDateTime(), nullable=False),
+    # A recovery run: the run whose grants it takes back.
+    Column("target_run_id", String(64), nullable=False, server_default=""),
     # The run id is derived from (plan, kind, fire time) — or, by hand, from
     # the request id — so the primary key makes a run once.
     Index("ix_plan_runs_plan", "shop_id", "plan_id", "create_time"),
@@ -223,5 +225,5 @@ operation_records = Table(
     Column("detail", JSON, nullable=False),
     Column("occur_time", UtcDateTime(), nullable=False),
     Index("ix_operation_records_member", "shop_id", "member_id", "occur_time"),
-    Index("ix_operation_records_run", "run_id", "kind"),
+    Index("ix_operation_records_run", "run_id", "kind", "record_id"),
 )

@@ -37,6 +37,7 @@ class Run:
     fire_time: datetime
     create_time: datetime
     job_id: str = ""
+    target_run_id: str = ""  # a recovery run: the run it takes back
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class RunStore:
                         fire_time=run.fire_time,
                         job_id=run.job_id,
                         create_time=run.create_time,
+                        target_run_id=run.target_run_id,
                     )
                 )
             return run
@@ -131,16 +133,17 @@ class RunStore:
             rows = (await conn.execute(query.limit(limit))).mappings().all()
         return [_run(r) for r in rows]
 
-    async def job_ids(self, shop_id: str, plan_id: str) -> list[str]:
+    async def job_ids(self, shop_id: str, plan_id: str, kind: RunKind | None = None) -> list[str]:
+        """The jobs of a plan's runs (of one kind, when given)."""
+        query = select(plan_runs.c.job_id).where(
+            plan_runs.c.shop_id == shop_id,
+            plan_runs.c.plan_id == plan_id,
+            plan_runs.c.job_id != "",
+        )
+        if kind is not None:
+            query = query.where(plan_runs.c.kind == kind.value)
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(plan_runs.c.job_id).where(
-                    plan_runs.c.shop_id == shop_id,
-                    plan_runs.c.plan_id == plan_id,
-                    plan_runs.c.job_id != "",
-                )
-            )
-            return [r[0] for r in rows]
+            return [r[0] for r in await conn.execute(query)]
 
     async def decide(self, run: Run, members: list[str], limits: Limits) -> dict[str, str]:
         """Each member's outcome in this run ("act", "act-silent" or
@@ -294,6 +297,15 @@ class RunStore:
         async with self._engine.connect() as conn:
             return await _summed(conn, run_counters.c.run_id == run_id)
 
+    async def record_count(self, run_id: str, kind: str) -> int:
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).where(
+                    operation_records.c.run_id == run_id, operation_records.c.kind == kind
+                )
+            )
+        return int(count or 0)
+
     async def plan_totals(self, shop_id: str, plan_id: str) -> tuple[int, dict[str, int], int]:
         """(runs, counters summed over them, budget units used)."""
         async with self._engine.connect() as conn:
@@ -342,4 +354,5 @@ def _run(row: Any) -> Run:
         fire_time=row["fire_time"],
         create_time=row["create_time"],
         job_id=row["job_id"],
+        target_run_id=row["target_run_id"],
     )

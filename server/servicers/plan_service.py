@@ -115,6 +115,20 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         view = await self._run_cases().trigger(request.shop_id, request.plan_id, request.request_id)
         return pb.TriggerPlanRunResponse(run=run_to_proto(view))
 
+    async def RecoverPlanRun(
+        self, request: pb.RecoverPlanRunRequest, context: Context
+    ) -> pb.RecoverPlanRunResponse:
+        violations = _run_violations(request)
+        if len(request.request_id) > 128:
+            violations.append(FieldViolation("request_id", "at most 128 characters"))
+        if len(request.reason) > 200:
+            violations.append(FieldViolation("reason", "at most 200 characters"))
+        require(violations)
+        view = await self._run_cases().recover(
+            request.shop_id, request.plan_id, request.run_id, request.request_id, request.reason
+        )
+        return pb.RecoverPlanRunResponse(run=run_to_proto(view))
+
     async def CancelPlanRun(
         self, request: pb.CancelPlanRunRequest, context: Context
     ) -> pb.CancelPlanRunResponse:
@@ -538,7 +552,10 @@ _RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
 
 
 def _run_violations(
-    request: pb.GetPlanRunRequest | pb.CancelPlanRunRequest | pb.RetryFailedItemsRequest,
+    request: pb.GetPlanRunRequest
+    | pb.CancelPlanRunRequest
+    | pb.RetryFailedItemsRequest
+    | pb.RecoverPlanRunRequest,
 ) -> list[FieldViolation]:
     violations = shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id)
     if not _RUN_ID.match(request.run_id):

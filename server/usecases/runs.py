@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import runs
-from domain.errors import FailedPrecondition, NotFound
+from domain.errors import FailedPrecondition, NotFound, Unavailable
 from domain.plan import MissedFirePolicy, Plan, PlanState
 from domain.plan_schedule import next_fire_times
 from domain.ports import AudienceDirectory, Clock
 from server.engine.store import CANCELLED, EngineStore, Progress
+from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, payload_of, shard_cursors
 from server.runs.store import Run, RunStore
@@ -21,6 +22,8 @@ from server.usecases.plans import UnitOfWorkFactory, existing_plan
 # was down): the plan's missed-fire policy decides what happens.
 LATE_AFTER = timedelta(minutes=1)
 _CATCH_UP_SCAN = 10_000  # fire times looked at to find the latest missed one
+# The engine's job states in which a run has ended.
+ENDED_STATES = ("succeeded", "completed_with_failures", CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -169,11 +172,63 @@ class RunUseCases:
             )
         return await self._view(run), count
 
-    async def follow(self, plan: Plan) -> None:
-        """A plan's runs follow it: paused with it, resumed with it, cancelled
-        when it ends."""
+    async def recover(
+        self, shop_id: str, plan_id: str, run_id: str, request_id: str, reason: str
+    ) -> RunView:
+        """Take back the still-unused benefits `run_id` granted, as a recovery
+        run; the same request id meets the same recovery run."""
+        target = await self._run(shop_id, plan_id, run_id)
+        if target.kind is not runs.RunKind.DELIVERY:
+            raise FailedPrecondition(
+                f"run {run_id} is a recovery; only a delivery run's grants can be taken back",
+                reason="NOT_A_DELIVERY_RUN",
+            )
+        # A run still going would grant behind the recovery's back.
+        state = (await self._jobs.job(target.job_id))["state"] if target.job_id else "pending"
+        if state not in ENDED_STATES:
+            raise FailedPrecondition(
+                f"run {run_id} is {state}; cancel it or let it finish before taking back "
+                "what it granted",
+                reason="RUN_NOT_ENDED",
+            )
         now = self._clock.now()
-        for job_id in await self._store.job_ids(plan.shop_id, plan.plan_id):
+        if target.job_id and await self._jobs.in_flight(target.job_id, now):
+            raise Unavailable(
+                f"run {run_id} was cancelled and its last batch is still being recorded; "
+                "try again in a few seconds",
+                reason="RUN_SETTLING",
+            )
+        recovery_id = runs.recovery_run_id(shop_id, plan_id, run_id, request_id)
+        run = await self._store.add(
+            Run(
+                recovery_id,
+                shop_id,
+                plan_id,
+                runs.RunKind.RECOVERY,
+                runs.RunTrigger.MANUAL,
+                target.fire_time,
+                now,
+                target_run_id=run_id,
+            )
+        )
+        if not run.job_id:
+            total = await self._store.record_count(run_id, recovery.GRANTED)
+            payload = recovery.payload_of(
+                recovery_id, shop_id, plan_id, run_id, reason or "recovered by the merchant"
+            )
+            job_id = await self._jobs.create_job(
+                recovery.NAME, recovery_id, payload, [""], now, now, total
+            )
+            await self._store.set_job(recovery_id, job_id)
+            run = Run(**{**run.__dict__, "job_id": job_id})
+        return await self._view(run)
+
+    async def follow(self, plan: Plan) -> None:
+        """A plan's delivery runs follow it: paused with it, resumed with it,
+        cancelled when it ends. A recovery goes on: it is the remedy."""
+        now = self._clock.now()
+        delivery = runs.RunKind.DELIVERY
+        for job_id in await self._store.job_ids(plan.shop_id, plan.plan_id, delivery):
             if plan.state is PlanState.PAUSED:
                 await self._jobs.pause(job_id, now)
             elif plan.state is PlanState.ACTIVE:

@@ -181,6 +181,11 @@ RUN = "r" + "0" * 20
             pb.RetryFailedItemsRequest(shop_id="s1", plan_id="p", run_id=RUN),
         ),
         ("plans", "TriggerPlanRun", pb.TriggerPlanRunRequest(shop_id="s1", plan_id="p")),
+        (
+            "plans",
+            "RecoverPlanRun",
+            pb.RecoverPlanRunRequest(shop_id="s1", plan_id="p", run_id=RUN),
+        ),
     ],
 )
 async def test_runs_of_an_unknown_plan_are_not_found(
@@ -189,6 +194,15 @@ async def test_runs_of_an_unknown_plan_are_not_found(
     with pytest.raises(CustopsError) as err:
         await getattr(getattr(client, service), method)(request_message)
     assert err.value.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_recovery_names_its_run_and_a_short_reason(client: AsyncCustopsClient) -> None:
+    with pytest.raises(CustopsError) as err:
+        await client.plans.RecoverPlanRun(
+            pb.RecoverPlanRunRequest(shop_id="s1", plan_id="p", run_id="last", reason="x" * 201)
+        )
+    assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in err.value.field_violations] == ["run_id", "reason"]
 
 
 async def test_scenario_calls_are_unimplemented_not_fake(client: AsyncCustopsClient) -> None:

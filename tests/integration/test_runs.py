@@ -68,8 +68,13 @@ async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
     return members
 
 
-async def _finished(client: AsyncCustopsClient, plan: pb.Plan, run_id: str = "") -> pb.PlanRun:
-    """The run (the newest, unless named) once it has ended."""
+async def _finished(
+    client: AsyncCustopsClient,
+    plan: pb.Plan,
+    run_id: str = "",
+    ended: tuple[int, ...] = (pb.RUN_STATE_SUCCEEDED, pb.RUN_STATE_COMPLETED_WITH_FAILURES),
+) -> pb.PlanRun:
+    """The run (the newest, unless named) once it is in one of the `ended` states."""
     for _ in range(600):  # bounded: the server's scheduler and workers do the run
         run: pb.PlanRun | None
         if run_id:
@@ -85,10 +90,7 @@ async def _finished(client: AsyncCustopsClient, plan: pb.Plan, run_id: str = "")
                 )
             ).runs
             run = runs[0] if runs else None
-        if run is not None and run.state in (
-            pb.RUN_STATE_SUCCEEDED,
-            pb.RUN_STATE_COMPLETED_WITH_FAILURES,
-        ):
+        if run is not None and run.state in ended:
             return run
         await asyncio.sleep(0.1)
     raise AssertionError("the run did not finish")

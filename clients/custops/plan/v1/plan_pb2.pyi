@@ -231,7 +231,7 @@ class _RunKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunKind.Value
     RUN_KIND_DELIVERY: _RunKind.ValueType  # 1
     """Acts on the plan's audience for one fire time."""
     RUN_KIND_RECOVERY: _RunKind.ValueType  # 2
-    """Takes back the unused benefits of an ended plan."""
+    """Takes back the still-unused benefits one delivery run granted."""
 
 class RunKind(_RunKind, metaclass=_RunKindEnumTypeWrapper):
     """What a run does."""
@@ -240,7 +240,7 @@ RUN_KIND_UNSPECIFIED: RunKind.ValueType  # 0
 RUN_KIND_DELIVERY: RunKind.ValueType  # 1
 """Acts on the plan's audience for one fire time."""
 RUN_KIND_RECOVERY: RunKind.ValueType  # 2
-"""Takes back the unused benefits of an ended plan."""
+"""Takes back the still-unused benefits one delivery run granted."""
 Global___RunKind: _TypeAlias = RunKind  # noqa: Y015
 
 class _RunTrigger:
@@ -1614,6 +1614,7 @@ class RunProgress(_message.Message):
     DEAD_FIELD_NUMBER: _builtins.int
     RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
+    RECOVERED_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Members to process, when known."""
     done: _builtins.int
@@ -1624,6 +1625,8 @@ class RunProgress(_message.Message):
     dead: _builtins.int
     rate_per_second: _builtins.float
     """Items per second over the last minute."""
+    recovered: _builtins.int
+    """Benefits taken back (a recovery run)."""
     @_builtins.property
     def skipped(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Members skipped, by reason (FREQUENCY_LIMIT, BUDGET_EXHAUSTED, QUIET_HOURS, ...)."""
@@ -1643,10 +1646,11 @@ class RunProgress(_message.Message):
         dead: _builtins.int = ...,
         rate_per_second: _builtins.float = ...,
         eta: _duration_pb2.Duration | None = ...,
+        recovered: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "done", b"done", "eta", b"eta", "failed", b"failed", "granted", b"granted", "rate_per_second", b"rate_per_second", "sent", b"sent", "skipped", b"skipped", "targeted", b"targeted", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "done", b"done", "eta", b"eta", "failed", b"failed", "granted", b"granted", "rate_per_second", b"rate_per_second", "recovered", b"recovered", "sent", b"sent", "skipped", b"skipped", "targeted", b"targeted", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1670,6 +1674,7 @@ class PlanRun(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    RECOVERS_RUN_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"shops/{shop_id}/plans/{plan_id}/runs/{run_id}"."""
     run_id: _builtins.str
@@ -1678,6 +1683,8 @@ class PlanRun(_message.Message):
     state: Global___RunState.ValueType
     trigger: Global___RunTrigger.ValueType
     kind: Global___RunKind.ValueType
+    recovers_run_id: _builtins.str
+    """For a recovery run: the run whose benefits it takes back."""
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1703,10 +1710,11 @@ class PlanRun(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         kind: Global___RunKind.ValueType = ...,
+        recovers_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "kind", b"kind", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "run_id", b"run_id", "shop_id", b"shop_id", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "kind", b"kind", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "recovers_run_id", b"recovers_run_id", "run_id", b"run_id", "shop_id", b"shop_id", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1955,6 +1963,66 @@ class RetryFailedItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetryFailedItemsResponse: _TypeAlias = RetryFailedItemsResponse  # noqa: Y015
+
+@_typing.final
+class RecoverPlanRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    run_id: _builtins.str
+    """The delivery run whose benefits are taken back; it must have ended
+    (cancel it first if it is still going).
+    """
+    request_id: _builtins.str
+    """Retries with the same request id meet the same recovery run; a new
+    request id starts a new one, which takes back only what is still unused.
+    """
+    reason: _builtins.str
+    """Why, for the benefit platform's records (at most 200 characters)."""
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "reason", b"reason", "request_id", b"request_id", "run_id", b"run_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverPlanRunRequest: _TypeAlias = RecoverPlanRunRequest  # noqa: Y015
+
+@_typing.final
+class RecoverPlanRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___PlanRun:
+        """The recovery run (kind RUN_KIND_RECOVERY)."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___PlanRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecoverPlanRunResponse: _TypeAlias = RecoverPlanRunResponse  # noqa: Y015
 
 @_typing.final
 class GetPlanStatisticsRequest(_message.Message):

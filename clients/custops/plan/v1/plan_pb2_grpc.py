@@ -130,6 +130,11 @@ class OperationPlanServiceStub:
                 request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsRequest.SerializeToString,
                 response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsResponse.FromString,
                 _registered_method=True)
+        self.RecoverPlanRun = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/RecoverPlanRun',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunResponse.FromString,
+                _registered_method=True)
         self.GetPlanStatistics = channel.unary_unary(
                 '/custops.plan.v1.OperationPlanService/GetPlanStatistics',
                 request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsRequest.SerializeToString,
@@ -283,6 +288,14 @@ class OperationPlanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecoverPlanRun(self, request, context):
+        """Takes back every still-unused benefit one ended run granted (回收), as a
+        throttled, resumable recovery run; the same request id gives the same run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPlanStatistics(self, request, context):
         """Totals of a plan over all its runs.
         """
@@ -396,6 +409,11 @@ def add_OperationPlanServiceServicer_to_server(servicer, server):
                     servicer.RetryFailedItems,
                     request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsRequest.FromString,
                     response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsResponse.SerializeToString,
+            ),
+            'RecoverPlanRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverPlanRun,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunResponse.SerializeToString,
             ),
             'GetPlanStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPlanStatistics,
@@ -905,6 +923,33 @@ class OperationPlanService:
             '/custops.plan.v1.OperationPlanService/RetryFailedItems',
             custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsRequest.SerializeToString,
             custops_dot_plan_dot_v1_dot_plan__pb2.RetryFailedItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverPlanRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/RecoverPlanRun',
+            custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.RecoverPlanRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,10 @@ class OperationPlanServiceStub:
     """Cancels a run: no new batch starts; what was done stays done."""
     RetryFailedItems: _grpc.UnaryUnaryMultiCallable[_plan_pb2.RetryFailedItemsRequest, _plan_pb2.RetryFailedItemsResponse]
     """Puts a run's failed and dead-lettered items back in the queue."""
+    RecoverPlanRun: _grpc.UnaryUnaryMultiCallable[_plan_pb2.RecoverPlanRunRequest, _plan_pb2.RecoverPlanRunResponse]
+    """Takes back every still-unused benefit one ended run granted (回收), as a
+    throttled, resumable recovery run; the same request id gives the same run.
+    """
     GetPlanStatistics: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetPlanStatisticsRequest, _plan_pb2.GetPlanStatisticsResponse]
     """Totals of a plan over all its runs."""
     GetThrottleSettings: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetThrottleSettingsRequest, _plan_pb2.GetThrottleSettingsResponse]
@@ -135,6 +139,10 @@ class OperationPlanServiceAsyncStub(OperationPlanServiceStub):
     """Cancels a run: no new batch starts; what was done stays done."""
     RetryFailedItems: _aio.UnaryUnaryMultiCallable[_plan_pb2.RetryFailedItemsRequest, _plan_pb2.RetryFailedItemsResponse]  # type: ignore[assignment]
     """Puts a run's failed and dead-lettered items back in the queue."""
+    RecoverPlanRun: _aio.UnaryUnaryMultiCallable[_plan_pb2.RecoverPlanRunRequest, _plan_pb2.RecoverPlanRunResponse]  # type: ignore[assignment]
+    """Takes back every still-unused benefit one ended run granted (回收), as a
+    throttled, resumable recovery run; the same request id gives the same run.
+    """
     GetPlanStatistics: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetPlanStatisticsRequest, _plan_pb2.GetPlanStatisticsResponse]  # type: ignore[assignment]
     """Totals of a plan over all its runs."""
     GetThrottleSettings: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetThrottleSettingsRequest, _plan_pb2.GetThrottleSettingsResponse]  # type: ignore[assignment]
@@ -296,6 +304,16 @@ class OperationPlanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plan_pb2.RetryFailedItemsResponse, _abc.Awaitable[_plan_pb2.RetryFailedItemsResponse]]:
         """Puts a run's failed and dead-lettered items back in the queue."""
+
+    @_abc_1.abstractmethod
+    def RecoverPlanRun(
+        self,
+        request: _plan_pb2.RecoverPlanRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.RecoverPlanRunResponse, _abc.Awaitable[_plan_pb2.RecoverPlanRunResponse]]:
+        """Takes back every still-unused benefit one ended run granted (回收), as a
+        throttled, resumable recovery run; the same request id gives the same run.
+        """
 
     @_abc_1.abstractmethod
     def GetPlanStatistics(

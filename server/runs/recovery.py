@@ -1,0 +1,173 @@
+"""The job kind that takes back what one delivery run granted (回收): it pages
+the run's "benefit granted" records, asks the benefit platform to recover
+each instance through the benefit bucket, and records what came back.
+
+Exactly once: each instance has one recovery key (domain.runs.recover_key),
+so a replayed batch, a second recovery of the same run, and ending the plan
+with recovery all meet the benefit platform's first answer; a "recovered"
+record is written once per instance, and the counters grow only by the rows
+that were new."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
+from domain import runs
+from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
+from server.persistence.tables import operation_records, run_counters, run_members
+from server.persistence.upserts import add_counts, insert_new
+from server.runs.delivery import RETRYABLE
+from server.throttle.buckets import Buckets, acquire, adapt
+
+NAME = "plan_recovery"
+GRANTED = "benefit_granted"
+RECOVERED = "benefit_recovered"
+# What the benefit platform answers for an instance that is used, expired or
+# already taken back by someone else: nothing to do, counted as skipped.
+NOT_UNUSED = "NOT_UNUSED"
+_TAKEN_BACK = (benefit_pb2.ITEM_STATUS_SUCCEEDED, benefit_pb2.ITEM_STATUS_DUPLICATE)
+
+
+def payload_of(run_id: str, shop_id: str, plan_id: str, target: str, reason: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "shop_id": shop_id,
+        "plan_id": plan_id,
+        "target_run_id": target,
+        "reason": reason,
+    }
+
+
+class Recovery:
+    name = NAME
+    bucket: str | None = None  # it takes from the benefit bucket itself
+    batch_size = 500
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        benefit: grpc.aio.Channel,
+        buckets: Buckets,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._benefit = benefit_pb2_grpc.BenefitServiceStub(benefit)
+        self._buckets = buckets
+        self._now = now
+
+    def split(self, payload: dict[str, Any]) -> list[str]:
+        return [""]  # one shard, in record order: the cursor is the last record id
+
+    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
+        records = operation_records.c
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(records.record_id, records.member_id, records.instance_id)
+                    .where(
+                        records.run_id == payload["target_run_id"],
+                        records.kind == GRANTED,
+                        records.record_id > cursor,
+                    )
+                    .order_by(records.record_id)
+                    .limit(limit)
+                )
+            ).all()
+        items = [Item(r[0], {"member": r[1], "instance": r[2]}) for r in rows]
+        return Page(items, items[-1].key if len(items) == limit else None)
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        plan_id = payload["plan_id"]
+        request = benefit_pb2.BatchRecoverBenefitsRequest(
+            shop_id=payload["shop_id"],
+            items=[
+                benefit_pb2.RecoverItem(
+                    idempotency_key=runs.recover_key(plan_id, i.data["instance"]),
+                    instance_id=i.data["instance"],
+                    reason=payload["reason"],
+                )
+                for i in items
+            ],
+        )
+        await acquire(self._buckets, "benefit", len(items))
+        try:
+            response = await self._benefit.BatchRecoverBenefits(request)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            await adapt(
+                self._buckets, "benefit", pushed_back=code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+            outcome = Outcome.RETRY if code in RETRYABLE else Outcome.FAILED
+            return [ItemResult(i.key, outcome, code.name) for i in items]
+        await adapt(
+            self._buckets,
+            "benefit",
+            pushed_back=any(r.failure.reason == PUSHED_BACK for r in response.results),
+        )
+        out: list[ItemResult] = []
+        recovered: list[Item] = []
+        not_unused: list[Item] = []
+        for item, result in zip(items, response.results, strict=True):
+            if result.status in _TAKEN_BACK:
+                recovered.append(item)  # a duplicate: taken back before, maybe unrecorded
+            elif result.failure.reason == NOT_UNUSED:
+                not_unused.append(item)
+            else:
+                outcome = Outcome.RETRY if result.failure.retryable else Outcome.FAILED
+                out.append(ItemResult(item.key, outcome, result.failure.reason or "FAILED"))
+                continue
+            out.append(ItemResult(item.key, Outcome.DONE))
+        await self._write(payload, recovered, not_unused)
+        return out
+
+    async def _write(
+        self, payload: dict[str, Any], recovered: list[Item], not_unused: list[Item]
+    ) -> None:
+        """Records of what came back and the run's outcome per instance, once
+        each; the counters count only the rows that were new."""
+        run_id = payload["run_id"]
+        now = self._now()
+        async with self._engine.begin() as conn:
+            new_records = await insert_new(
+                conn,
+                operation_records,
+                [
+                    {
+                        "record_id": f"{RECOVERED}#{i.data['instance']}",
+                        "shop_id": payload["shop_id"],
+                        "member_id": i.data["member"],
+                        "kind": RECOVERED,
+                        "plan_id": payload["plan_id"],
+                        "run_id": run_id,
+                        "instance_id": i.data["instance"],
+                        "template_id": "",
+                        "detail": {"recovers_run_id": payload["target_run_id"]},
+                        "occur_time": now,
+                    }
+                    for i in recovered
+                ],
+                "record_id",
+            )
+            # In a recovery run the unit is the instance: run_members holds
+            # each instance's outcome once, so a replayed batch counts nothing twice.
+            met = await insert_new(
+                conn,
+                run_members,
+                [
+                    {"run_id": run_id, "member_id": i.data["instance"], "outcome": o, "units": 0}
+                    for items, o in ((recovered, "recovered"), (not_unused, f"skip:{NOT_UNUSED}"))
+                    for i in items
+                ],
+                "member_id",
+            )
+            counts = Counter({"recovered": len(new_records)})
+            counts[f"skipped.{NOT_UNUSED}"] = sum(i.data["instance"] in met for i in not_unused)
+            await add_counts(conn, run_counters, {"run_id": run_id}, dict(counts))
