@@ -6,7 +6,7 @@ import logging
 import math
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,8 @@ class Progress:
     eta: timedelta | None  # None while it cannot be told (no total, no rate, paused)
     started: datetime | None = None  # when it started (or was last resumed)
     updated: datetime | None = None  # its last change: the end, once it ended
+    # Items failed for good or dead-lettered, by the reason they gave.
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def processed(self) -> int:
@@ -362,6 +364,15 @@ class EngineStore:
                 ).all()
             )
             failures = await _failure_counts(conn, [job_id])
+            reasons = await conn.execute(
+                select(item_failures.c.reason, func.count())
+                .where(
+                    item_failures.c.job_id == job_id,
+                    item_failures.c.state.in_(("failed", "dead")),
+                )
+                .group_by(item_failures.c.reason)
+            )
+            failed_by_reason = {reason: int(n) for reason, n in reasons}
         rate = current_rate(job.rate, job.rate_time, job.rate_since, now)
         left = max(int(job.total) - int(job.done) - int(job.failed), 0)
         eta: timedelta | None = None
@@ -382,6 +393,7 @@ class EngineStore:
             eta=eta,
             started=job.rate_since,
             updated=job.update_time,
+            failed_by_reason=failed_by_reason,
         )
 
     async def failure_counts(self, job_ids: list[str]) -> dict[str, int]:

@@ -19,7 +19,10 @@ from server.throttle.buckets import Buckets, acquire, adapt
 log = logging.getLogger("custops.engine")
 
 FAULT_ENV = "CUSTOPS_FAULT_POINT"
-MAX_ATTEMPTS = 5
+# Transient failures (UNAVAILABLE, timeouts, push-back) are tried this often,
+# with back-offs summing to ~8 minutes at most, before an item is dead-lettered:
+# a downstream flapping at 25% failures leaves about 1 in 3 million batches dead.
+MAX_ATTEMPTS = 10
 BASE_BACKOFF = timedelta(seconds=1)
 MAX_BACKOFF = timedelta(minutes=10)
 LOAD_RETRY = timedelta(seconds=2)

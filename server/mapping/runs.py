@@ -55,6 +55,7 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
         msg.progress.done = progress.processed
         msg.progress.failed = progress.failed - progress.dead
         msg.progress.dead = progress.dead
+        msg.progress.failed_by_reason.update(progress.failed_by_reason)
         msg.progress.rate_per_second = progress.rate
         if progress.eta is not None:
             msg.progress.eta.CopyFrom(Duration(seconds=int(progress.eta.total_seconds())))

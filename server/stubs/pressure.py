@@ -55,7 +55,7 @@ class Bucket:
     up to `burst`; the arithmetic is the platform's own (server.throttle)."""
 
     def __init__(self, rate: float, burst: int) -> None:
-        self.settings = BucketSettings(rate, max(burst, MAX_BATCH))
+        self.settings = BucketSettings(rate, burst if burst > 0 else MAX_BATCH)
         self._level = float(self.settings.capacity)
         self._stamp = _now_us()
 

@@ -16,7 +16,7 @@ from server.app import Platform
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome
 from server.engine.runner import EngineRunner
 from server.engine.store import EngineStore, Progress
-from server.engine.worker import Worker
+from server.engine.worker import MAX_ATTEMPTS, Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
 from server.persistence.tables import item_failures, jobs, shards
@@ -164,11 +164,11 @@ async def test_items_past_the_attempt_limit_are_dead_lettered(store: EngineStore
     clock = {"now": NOW}
     worker = Worker(store, {"numbers": kind}, clock=lambda: clock["now"])
     await worker.drain()
-    for hour in range(1, 10):
+    for hour in range(1, 2 * MAX_ATTEMPTS):
         clock["now"] = NOW + timedelta(hours=hour)
         await worker.retry_due()
     failures = await store.failures(job)
-    assert {(f.state, f.attempts) for f in failures} == {("dead", 5)}
+    assert {(f.state, f.attempts) for f in failures} == {("dead", MAX_ATTEMPTS)}
     assert (await store.job(job))["state"] == "completed_with_failures"
 
 
@@ -218,7 +218,7 @@ async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
     clock = {"now": NOW}
     worker = Worker(store, {"numbers": failing}, clock=lambda: clock["now"])
     await worker.drain()
-    for hour in range(1, 8):
+    for hour in range(1, 2 * MAX_ATTEMPTS):
         clock["now"] = NOW + timedelta(hours=hour)
         await worker.retry_due()
     assert (await store.job(job))["state"] == "completed_with_failures"

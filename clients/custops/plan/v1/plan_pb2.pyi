@@ -1604,6 +1604,26 @@ class RunProgress(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FailedByReasonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TOTAL_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     TARGETED_FIELD_NUMBER: _builtins.int
@@ -1615,6 +1635,7 @@ class RunProgress(_message.Message):
     RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
     RECOVERED_FIELD_NUMBER: _builtins.int
+    FAILED_BY_REASON_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Members to process, when known."""
     done: _builtins.int
@@ -1633,6 +1654,12 @@ class RunProgress(_message.Message):
 
     @_builtins.property
     def eta(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def failed_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Failed and dead-lettered members by the reason the downstream gave
+        (OUT_OF_STOCK, TEMPLATE_NOT_FOUND, UNAVAILABLE after the last attempt, ...).
+        """
+
     def __init__(
         self,
         *,
@@ -1647,10 +1674,11 @@ class RunProgress(_message.Message):
         rate_per_second: _builtins.float = ...,
         eta: _duration_pb2.Duration | None = ...,
         recovered: _builtins.int = ...,
+        failed_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "done", b"done", "eta", b"eta", "failed", b"failed", "granted", b"granted", "rate_per_second", b"rate_per_second", "recovered", b"recovered", "sent", b"sent", "skipped", b"skipped", "targeted", b"targeted", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead", b"dead", "done", b"done", "eta", b"eta", "failed", b"failed", "failed_by_reason", b"failed_by_reason", "granted", b"granted", "rate_per_second", b"rate_per_second", "recovered", b"recovered", "sent", b"sent", "skipped", b"skipped", "targeted", b"targeted", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

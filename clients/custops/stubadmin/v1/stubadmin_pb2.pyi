@@ -57,7 +57,10 @@ class Capacity(_message.Message):
     items_per_second: _builtins.float
     """Items per second; 0 means unlimited."""
     burst: _builtins.int
-    """Largest burst; never below the largest batch the contract allows."""
+    """Largest burst; 0 means the largest batch the contract allows (5000).
+    A smaller burst refuses any call with more items than it, as a real
+    system with a small burst would.
+    """
     def __init__(
         self,
         *,
