@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -186,7 +187,13 @@ class Platform:
         await server.start()
         self._server = server
         if s.engine_concurrency:
-            worker = Worker(self.jobs, self.job_kinds, clock.now, self.buckets)
+            worker = Worker(
+                self.jobs,
+                self.job_kinds,
+                clock.now,
+                self.buckets,
+                lease=timedelta(seconds=s.engine_lease),
+            )
             self._runner = EngineRunner(
                 worker,
                 s.engine_concurrency,

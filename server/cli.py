@@ -55,6 +55,9 @@ SERVE_FLAGS = (
     "log_format",
     "shutdown_delay",
     "shutdown_grace",
+    "engine_concurrency",
+    "engine_poll",
+    "engine_lease",
 )
 
 

@@ -67,6 +67,9 @@ class Settings:
     # looks for new work when idle (and between retry sweeps, times five).
     engine_concurrency: int = 2
     engine_poll: float = 1.0
+    # Seconds a worker holds a shard between heartbeats (sent every third of
+    # it): how long a crashed replica's shard waits before another takes it.
+    engine_lease: float = 30.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
@@ -128,7 +131,7 @@ class Settings:
             problems.append("CUSTOPS_REDIS_PREFIX must be a non-empty word without ':'")
         if not 0 <= self.engine_concurrency <= 64:
             problems.append("CUSTOPS_ENGINE_CONCURRENCY must be 0-64 shards at once (0: no worker)")
-        for name in ("downstream_timeout", "shutdown_grace", "engine_poll"):
+        for name in ("downstream_timeout", "shutdown_grace", "engine_poll", "engine_lease"):
             if getattr(self, name) <= 0:
                 problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
         if not 0 <= self.stubs_population <= 100_000_000:
