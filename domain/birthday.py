@@ -49,6 +49,19 @@ def run_matches(
     return matches(scope, month, day, run_time.astimezone(zone_of(zone)).date(), days_ahead)
 
 
+def occasion(scope: BirthdayScope, run_date: date, days_ahead: int = 0) -> str:
+    """Which birthday a run on `run_date` acts for, as a key: the same for
+    every run that meets a member for one birthday, another for the next
+    birthday. The year of the date (plus the days ahead) for a day or a
+    month; for a week, its Monday ("w2026-12-28"), because a week across
+    New Year holds birthdays of two years, and each birthday lies in exactly
+    one week."""
+    target = run_date + timedelta(days=days_ahead)
+    if scope is BirthdayScope.WEEK:
+        return f"w{(target - timedelta(days=target.weekday())).isoformat()}"
+    return str(target.year)
+
+
 def scope_of(kind: TermKind) -> BirthdayScope:
     """The birthday scope a birthday term type (41, 42, 43) runs for."""
     scopes = {

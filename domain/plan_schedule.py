@@ -29,22 +29,25 @@ def next_fire_times(
     execution = term.parse(time.execution)
     horizon = after + term.schedule.HORIZON
     cursor = after
+    in_effect = anchor  # from when the plan may act
     if time.effective:
         effective = term.parse(time.effective)
         first = term.windows(effective, anchor, horizon, zone, anchor, limit=1)
         if not first:
             return []
         cursor = max(cursor, first[0].start - _TICK)
+        in_effect = max(anchor, first[0].start)
     if execution.kind is term.TermKind.IMMEDIATE:
-        # "Immediately" fires once, as soon as the plan may act: in effect
-        # and inside its term.
-        start = cursor + _TICK
+        # "Immediately" fires once, as soon as the plan may act: from the
+        # anchor on, in effect and inside its term. That instant does not
+        # depend on `after`: asked again after it, there is nothing more.
+        once = in_effect
         if time.term:
-            opening = term.windows(term.parse(time.term), start, horizon, zone, anchor, limit=1)
+            until = once + term.schedule.HORIZON
+            opening = term.windows(term.parse(time.term), once, until, zone, anchor, limit=1)
             if not opening:
                 return []
-            start = max(start, opening[0].start)
-        once = max(start, anchor)
+            once = max(once, opening[0].start)
         return [once] if once > after else []
     if not time.term:
         return term.next_fire_times(execution, cursor, zone, count, anchor)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from domain import birthday, term
-from domain.audience import AllOf, Birthday, Rule
+from domain.audience import AllOf, Birthday, BirthdayScope, Rule
 from domain.plan import (
     FrequencyWindow,
     GrantBenefits,
@@ -21,6 +21,7 @@ from domain.plan import (
     QuietHoursPolicy,
     SendMessage,
 )
+from domain.plan_schedule import next_fire_times
 from domain.zones import zone as zone_of
 
 
@@ -42,6 +43,8 @@ class Skip(enum.Enum):
     BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     QUIET_HOURS = "QUIET_HOURS"
 
+
+_CATCH_UP_PAGES = 1000  # of 100 fire times, looked through for the latest missed
 
 ACT = "act"
 ACT_SILENT = "act-silent"  # granted, but its messages dropped for quiet hours
@@ -78,16 +81,44 @@ def grant_source(plan_id: str) -> str:
 
 
 def frequency_window(plan: Plan, fire_time: datetime) -> str:
-    """The window a frequency limit counts in, for a run at `fire_time`:
-    the run itself (PERIOD), the birthday year the run acts for, or the plan."""
+    """The window a frequency limit counts in, for a run at `fire_time`: the
+    run itself (PERIOD), the birthday the run acts for (BIRTHDAY_YEAR), or
+    the plan. At most 32 characters, the width of the claims' column."""
     window = plan.spec.limits.frequency.window
     if window is FrequencyWindow.PLAN:
         return "plan"
     if window is FrequencyWindow.BIRTHDAY_YEAR:
-        ahead = _days_ahead(plan)
+        born = birthday_condition(plan) or Birthday(BirthdayScope.DAY)
         local = fire_time.astimezone(zone_of(plan.spec.time_zone)).date()
-        return f"birthday-year/{(local + timedelta(days=ahead)).year}"
-    return f"period/{fire_time.isoformat()}"
+        return f"birthday-year/{birthday.occasion(born.scope, local, born.days_ahead)}"
+    # A run by hand fires at "now", to the microsecond: in UTC, compactly.
+    return f"period/{fire_time.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
+
+
+def latest_missed_fire(plan: Plan, first: datetime, now: datetime) -> datetime:
+    """The latest of a plan's fire times from `first` (a missed one) to `now`.
+
+    Looked for back from `now` in growing spans, so a dense schedule (every
+    few seconds) missed for days costs a few look-ups, not a walk through
+    every fire time since `first`."""
+    anchor = plan.publish_time or first
+    span = timedelta(minutes=1)
+    while True:
+        start = max(first, now - span)
+        latest = None
+        for _ in range(_CATCH_UP_PAGES):  # bounded
+            after = latest or start
+            page = next_fire_times(plan.spec.time, plan.spec.time_zone, after, 100, anchor)
+            due = [f for f in page if f <= now]
+            if due:
+                latest = due[-1]
+            if len(due) < 100:
+                break
+        if latest is not None:
+            return latest
+        if start == first:  # nothing after the first missed fire is due
+            return first
+        span *= 4
 
 
 def units_per_member(plan: Plan) -> int:
@@ -134,20 +165,36 @@ def run_audience(plan: Plan) -> Rule | None:
     its execution type asks for (day, week, month; N days ahead), evaluated
     at the run's fire time in the plan's zone by the audience system."""
     rule = plan.spec.audience
-    if not plan.spec.time.execution:
+    born = _execution_birthday(plan)
+    if born is None:
         return rule
-    execution = term.parse(plan.spec.time.execution)
-    if not execution.kind.is_birthday:
-        return rule
-    born = Birthday(birthday.scope_of(execution.kind), execution.days_ahead)
     return born if rule is None else AllOf((rule, born))
 
 
-def _days_ahead(plan: Plan) -> int:
+def birthday_condition(plan: Plan) -> Birthday | None:
+    """The birthday a plan's runs select members by: its execution type's,
+    else one its audience requires (alone, or as part of an all-of)."""
+    return _execution_birthday(plan) or _required_birthday(plan.spec.audience)
+
+
+def _execution_birthday(plan: Plan) -> Birthday | None:
     if not plan.spec.time.execution:
-        return 0
+        return None
     execution = term.parse(plan.spec.time.execution)
-    return execution.days_ahead if execution.kind.is_birthday else 0
+    if not execution.kind.is_birthday:
+        return None
+    return Birthday(birthday.scope_of(execution.kind), execution.days_ahead)
+
+
+def _required_birthday(rule: Rule | None) -> Birthday | None:
+    if isinstance(rule, Birthday):
+        return rule
+    if isinstance(rule, AllOf):
+        for part in rule.rules:
+            found = _required_birthday(part)
+            if found is not None:
+                return found
+    return None
 
 
 def _hh_mm(text: str) -> time:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from domain import lifecycle, plan_schedule, preview, runs
@@ -249,7 +249,9 @@ class PlanUseCases:
             )
         now = self._clock.now()
         anchor = plan.publish_time if isinstance(plan, Plan) and plan.publish_time else now
-        return plan_schedule.next_fire_times(spec.time, spec.time_zone, now, count, anchor)
+        # At or after now, as publishing asks: "immediately" fires at the publish instant.
+        after = now - timedelta(microseconds=1)
+        return plan_schedule.next_fire_times(spec.time, spec.time_zone, after, count, anchor)
 
     async def _once(
         self, shop_id: str, key: RequestKey | None, change: Callable[[UnitOfWork], Awaitable[T]]

@@ -11,7 +11,7 @@ from domain.errors import FailedPrecondition, NotFound, Unavailable
 from domain.plan import MissedFirePolicy, Plan, PlanState
 from domain.plan_schedule import next_fire_times
 from domain.ports import AudienceDirectory, Clock
-from server.engine.store import CANCELLED, EngineStore, Progress
+from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
 from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, payload_of, shard_cursors
@@ -21,7 +21,6 @@ from server.usecases.plans import UnitOfWorkFactory, existing_plan
 # A fire time the scheduler meets later than this was missed (the service
 # was down): the plan's missed-fire policy decides what happens.
 LATE_AFTER = timedelta(minutes=1)
-_CATCH_UP_SCAN = 10_000  # fire times looked at to find the latest missed one
 # The engine's job states in which a run has ended.
 ENDED_STATES = ("succeeded", "completed_with_failures", CANCELLED)
 
@@ -75,14 +74,10 @@ class RunUseCases:
             await self.start(plan, fire, runs.RunTrigger.SCHEDULE)
             after = fire
         else:
-            missed = [fire] + [
-                f
-                for f in next_fire_times(plan.spec.time, zone, fire, _CATCH_UP_SCAN, anchor)
-                if f <= now
-            ]
+            latest = runs.latest_missed_fire(plan, fire, now)
             if plan.spec.time.missed_fire_policy is MissedFirePolicy.RUN_ONCE:
-                await self.start(plan, missed[-1], runs.RunTrigger.CATCH_UP)
-            after = max(now, missed[-1])
+                await self.start(plan, latest, runs.RunTrigger.CATCH_UP)
+            after = max(now, latest)
         following = next_fire_times(plan.spec.time, zone, after, 1, anchor)
         async with self._uow() as uow:
             await uow.plans.advance(plan, following[0] if following else None)
@@ -167,6 +162,15 @@ class RunUseCases:
         run = await self._run(shop_id, plan_id, run_id)
         count = 0
         if run.job_id:
+            # Putting items back in line restarts the job: never a run someone
+            # stopped (cancelled, or paused with its plan).
+            state = (await self._jobs.job(run.job_id))["state"]
+            if state in (CANCELLED, PAUSED):
+                raise FailedPrecondition(
+                    f"run {run_id} is {state}; its failed members are not retried"
+                    + (" until the plan is resumed" if state == PAUSED else ""),
+                    reason=f"RUN_{state.upper()}",
+                )
             count = await self._jobs.retry_dead(
                 run.job_id, self._clock.now(), states=("failed", "dead")
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from domain.plan import PlanTime
 from domain.plan_schedule import next_fire_times
@@ -37,3 +37,21 @@ def test_fires_span_several_term_windows_and_wait_for_the_effective_time() -> No
 def test_nothing_when_the_term_is_over() -> None:
     time = PlanTime(execution="0 0 9 * * * * 31", term="0-0 0-0 0-0 1-2 1-1 * 2020-2020 2")
     assert next_fire_times(time, "UTC", NOW, 3, NOW) == []
+
+
+def test_immediately_fires_once_when_the_plan_may_act() -> None:
+    """One fire time, the same however late the question: a scheduler that
+    asks for the next one after it gets none."""
+    just_before = NOW - timedelta(microseconds=1)
+    now = PlanTime(execution="* * * * * * * 1", term="0-0 0-0 0-0 1-31 1-12 * 2026-2030 2")
+    assert next_fire_times(now, "UTC", just_before, 3, NOW) == [NOW]
+    for after in (NOW, NOW + timedelta(seconds=1), NOW + timedelta(days=400)):
+        assert next_fire_times(now, "UTC", after, 3, NOW) == []
+    in_effect = PlanTime(effective="0 0 0 10 * * * 3", execution="* * * * * * * 1")
+    ten_days = NOW + timedelta(days=10)
+    assert next_fire_times(in_effect, "UTC", just_before, 3, NOW) == [ten_days]
+    assert next_fire_times(in_effect, "UTC", ten_days, 3, NOW) == []
+    term_opens = PlanTime(execution="* * * * * * * 1", term="0-0 0-0 0-0 1-1 6-6 * 2026-2026 2")
+    june = datetime(2026, 6, 1, tzinfo=UTC)
+    assert next_fire_times(term_opens, "UTC", just_before, 3, NOW) == [june]
+    assert next_fire_times(term_opens, "UTC", june, 3, NOW) == []
