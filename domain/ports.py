@@ -54,12 +54,13 @@ class PlanRepository(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
-        """Active plans whose next fire time has come, earliest first."""
+        """Active and scheduled plans whose next fire time has come, earliest first."""
         ...
 
     async def advance(self, plan: Plan, to: datetime | None) -> bool:
-        """Move a plan's next fire time on from the one it was read with;
-        False when someone else did first."""
+        """Move a plan's next fire time on from the one it was read with (a
+        scheduled plan, now firing, becomes active); False when someone else
+        did first."""
         ...
 
 

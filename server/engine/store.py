@@ -328,8 +328,18 @@ class EngineStore:
         self, job_id: str, now: datetime, states: tuple[str, ...] = ("dead",)
     ) -> int:
         """Put a job's dead-lettered items (or, with states, also those that
-        failed for good, once their cause is fixed) back in line now."""
+        failed for good, once their cause is fixed) back in line now. A paused
+        or cancelled job is left alone (0): reviving restarts the job."""
         async with self._engine.begin() as conn:
+            # Locks the job's row first, so a pause or cancel either lands
+            # before (and nothing is revived) or waits for this to commit.
+            open_job = await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id, jobs.c.state.not_in((PAUSED, CANCELLED)))
+                .values(update_time=now)
+            )
+            if open_job.rowcount != 1:
+                return 0
             revived = await conn.execute(
                 update(item_failures)
                 .where(item_failures.c.job_id == job_id, item_failures.c.state.in_(states))
@@ -339,7 +349,7 @@ class EngineStore:
             if count:
                 await conn.execute(
                     update(jobs)
-                    .where(jobs.c.job_id == job_id, jobs.c.state != CANCELLED)
+                    .where(jobs.c.job_id == job_id)
                     .values(
                         state=RUNNING,
                         failed=jobs.c.failed - count,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import Aborted
@@ -95,7 +95,11 @@ class SqlPlanRepository:
     async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
         rows = await self._conn.execute(
             select(plans)
-            .where(plans.c.state == PlanState.ACTIVE.value, plans.c.next_fire_time <= now)
+            .where(
+                # A scheduled plan's first fire is when it comes into effect.
+                plans.c.state.in_((PlanState.ACTIVE.value, PlanState.SCHEDULED.value)),
+                plans.c.next_fire_time <= now,
+            )
             .order_by(plans.c.next_fire_time)
             .limit(limit)
         )
@@ -103,6 +107,10 @@ class SqlPlanRepository:
 
     async def advance(self, plan: Plan, to: datetime | None) -> bool:
         # Only from the fire time it was read with: of two schedulers, one moves it.
+        # A scheduled plan has come into effect with its first fire: it is
+        # active now (a new revision, so etags held from before are stale);
+        # any other state (paused meanwhile, say) stays as it is.
+        scheduled = plans.c.state == PlanState.SCHEDULED.value
         result = await self._conn.execute(
             update(plans)
             .where(
@@ -110,7 +118,11 @@ class SqlPlanRepository:
                 plans.c.plan_id == plan.plan_id,
                 plans.c.next_fire_time == plan.next_fire_time,
             )
-            .values(next_fire_time=to)
+            .values(
+                next_fire_time=to,
+                state=case((scheduled, PlanState.ACTIVE.value), else_=plans.c.state),
+                revision=case((scheduled, plans.c.revision + 1), else_=plans.c.revision),
+            )
         )
         return bool(result.rowcount == 1)
 

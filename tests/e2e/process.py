@@ -4,6 +4,7 @@ only a process shows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -19,11 +20,42 @@ class ServerProcess:
         self.port = port
         self.stubs_port = stubs_port
         self.output: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    def follow(self) -> None:
+        """Keep reading the output into `output` while the process runs: a
+        long-running process that logs every call would otherwise fill the
+        pipe and block on its next log line."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while True:
+            try:
+                raw = await self.process.stdout.readline()
+            except ValueError:  # a line over the stream's limit: dropped
+                continue
+            if not raw:
+                return
+            self.output.append(raw.decode(errors="replace").rstrip())
 
     async def wait(self, timeout: float = 30) -> int:
+        if self._reader is not None:
+            async with asyncio.timeout(timeout):
+                await self._reader
+                code = await self.process.wait()
+            return code
         stdout, _ = await asyncio.wait_for(self.process.communicate(), timeout)
         self.output += stdout.decode(errors="replace").splitlines()
         return self.process.returncode if self.process.returncode is not None else -1
+
+    async def stop(self) -> None:
+        """SIGKILL unless it has ended, and reap it (for a test's finally)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await self.wait()
 
 
 async def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
@@ -67,14 +99,23 @@ async def _launch(
     )
     assert process.stdout is not None
     lines: list[str] = []
-    async with asyncio.timeout(60):
-        while True:
-            raw = await process.stdout.readline()
-            if not raw:
-                code = await process.wait()
-                raise AssertionError(f"custops exited {code} before serving:\n" + "\n".join(lines))
-            line = raw.decode(errors="replace").rstrip()
-            lines.append(line)
-            match = ready.search(line)
-            if match:
-                return process, match, lines
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                raw = await process.stdout.readline()
+                if not raw:
+                    code = await process.wait()
+                    raise AssertionError(
+                        f"custops exited {code} before serving:\n" + "\n".join(lines)
+                    )
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                match = ready.search(line)
+                if match:
+                    return process, match, lines
+    except BaseException:  # it never said it serves (or the test was cancelled): no orphan
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        raise

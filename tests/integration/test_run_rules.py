@@ -331,11 +331,6 @@ async def test_an_immediate_plan_fires_once(manual: Ops) -> None:
     assert set(granted) == audience and set(granted.values()) == {1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SCHEDULED plan never becomes ACTIVE: the scheduler's due() query "
-    "(server/persistence/plan_repository.py) only looks at ACTIVE plans",
-)
 async def test_a_plan_fires_once_its_effective_time_comes(manual: Ops) -> None:
     plan = daily_plan()
     plan.time.effective = "0 0 0 1 * * * 3"  # a day after publishing
