@@ -65,7 +65,7 @@ class Settings:
     shutdown_grace: float = 10.0
     # Task engine: shards this process runs at once, and seconds between
     # looks for new work when idle (and between retry sweeps, times five).
-    engine_concurrency: int = 2
+    engine_concurrency: int = 4  # one per shard of a plan run
     engine_poll: float = 1.0
     # Seconds a worker holds a shard between heartbeats (sent every third of
     # it): how long a crashed replica's shard waits before another takes it.

@@ -36,7 +36,14 @@ class EngineRunner:
         self.periodic: list[Periodic] = [("retry sweep", worker.retry_due, sweep_every)]
         self.periodic += periodic or []
         self._stopping = asyncio.Event()
+        self._work = asyncio.Event()  # replaced on every wake: waiters hold the old one
         self._tasks: list[asyncio.Task[None]] = []
+
+    def wake(self) -> None:
+        """New work in this process (a job just created here): idle worker
+        loops look at once instead of at their next poll."""
+        self._work.set()
+        self._work = asyncio.Event()
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
@@ -65,7 +72,16 @@ class EngineRunner:
                 log.warning("engine worker failed; retrying", exc_info=True)
                 ran = False
             if not ran:
-                await self._pause(self.poll)
+                await self._idle()
+
+    async def _idle(self) -> None:
+        """Until the poll interval passes, new work is announced, or we stop."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self._work)]
+        try:
+            await asyncio.wait(waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _every(self, name: str, duty: Callable[[], Awaitable[object]], every: float) -> None:
         while not self._stopping.is_set():

@@ -521,8 +521,12 @@ class EngineStore:
             return
         failed = await conn.scalar(select(jobs.c.failed).where(jobs.c.job_id == job_id))
         state = "completed_with_failures" if failed else "succeeded"
+        # A cancelled job stays cancelled even if its batches in flight were
+        # its last: the operator's decision is what the run shows.
         await conn.execute(
-            update(jobs).where(jobs.c.job_id == job_id).values(state=state, update_time=now)
+            update(jobs)
+            .where(jobs.c.job_id == job_id, jobs.c.state != CANCELLED)
+            .values(state=state, update_time=now)
         )
 
     async def job(self, job_id: str) -> dict[str, Any]:
@@ -533,6 +537,11 @@ class EngineStore:
         if row is None:
             raise KeyError(job_id)
         return dict(row)
+
+    async def set_total(self, job_id: str, total: int) -> None:
+        """The number of items, once the kind knows it (for progress and ETA)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(total=total))
 
     async def in_flight(self, job_id: str, now: datetime) -> int:
         """Shards of a job a worker holds a live lease on: a batch of a paused

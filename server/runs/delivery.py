@@ -231,6 +231,7 @@ class Delivery:
                 )
                 continue
             for instance in result.instances:
+                # The record id starts with the grant's key: no detail needed.
                 records.append(
                     Record(
                         f"{g.idempotency_key}#{instance.instance_id}",
@@ -238,7 +239,6 @@ class Delivery:
                         "benefit_granted",
                         instance.instance_id,
                         instance.template_id,
-                        {"grant": g.idempotency_key},
                     )
                 )
         if any(

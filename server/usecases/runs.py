@@ -3,6 +3,8 @@ and steering them, and the plan statistics summed over them."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +19,8 @@ from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, payload_of, shard_cursors
 from server.runs.store import Run, RunStore
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
+
+log = logging.getLogger("custops.runs")
 
 # A fire time the scheduler meets later than this was missed (the service
 # was down): the plan's missed-fire policy decides what happens.
@@ -55,6 +59,8 @@ class RunUseCases:
         self._jobs = jobs
         self._audience = audience
         self._clock = clock
+        # Set by the server: tells this process's idle workers a job is new.
+        self.wake: Callable[[], None] = lambda: None
 
     async def tick(self, limit: int = 100) -> int:
         """The scheduler: start the runs of due plans; how many plans were due."""
@@ -99,23 +105,25 @@ class RunUseCases:
         return await self._launch(plan, run, now)
 
     async def _launch(self, plan: Plan, run: Run, now: datetime) -> Run:
-        total = 0
-        rule = runs.run_audience(plan)
-        if rule is not None:
-            try:
-                total = (
-                    await self._audience.estimate(
-                        plan.shop_id, rule, run.fire_time, plan.spec.time_zone
-                    )
-                ).count
-            except Exception:  # the estimate only feeds the ETA; the run goes on
-                total = 0
         job_id = await self._jobs.create_job(
-            DELIVERY, run.run_id, payload_of(run, plan), shard_cursors(SHARDS), now, now, total
+            DELIVERY, run.run_id, payload_of(run, plan), shard_cursors(SHARDS), now, now
         )
         await self._store.set_job(run.run_id, job_id)
         if plan.state is PlanState.PAUSED:
             await self._jobs.pause(job_id, now)
+        else:
+            self.wake()
+        # The total only feeds progress and the ETA: the run does not wait
+        # for it (an exact count of a large audience takes a second or more).
+        rule = runs.run_audience(plan)
+        if rule is not None:
+            try:
+                estimate = await self._audience.estimate(
+                    plan.shop_id, rule, run.fire_time, plan.spec.time_zone
+                )
+                await self._jobs.set_total(job_id, estimate.count)
+            except Exception:  # the run goes on without a total
+                log.warning("no audience estimate for run %s", run.run_id, exc_info=True)
         return Run(**{**run.__dict__, "job_id": job_id})
 
     async def trigger(self, shop_id: str, plan_id: str, request_id: str) -> RunView:
@@ -224,6 +232,7 @@ class RunUseCases:
                 recovery.NAME, recovery_id, payload, [""], now, now, total
             )
             await self._store.set_job(recovery_id, job_id)
+            self.wake()
             run = Run(**{**run.__dict__, "job_id": job_id})
         return await self._view(run)
 
