@@ -9,8 +9,8 @@ before the population's epoch (by default the start of the current UTC day).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cached_property
 
 _MASK = (1 << 64) - 1
 LEVELS = ("V0", "V1", "V2", "V3", "V4", "V5")
@@ -30,20 +30,89 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-@dataclass(frozen=True, slots=True)
 class Member:
-    index: int
-    member_id: str
-    level: str
-    birth_year: int
-    birth_month: int
-    birth_day: int
-    follower: bool
-    last_browse: datetime | None
-    last_order: datetime | None
-    last_cart: datetime | None
-    tags: frozenset[str]
-    join_time: datetime
+    """One synthetic member. Only the id and the level are worked out when it
+    is made; every other field on first reading, so scanning a large
+    population for a level (the common rule) stays cheap."""
+
+    def __init__(self, index: int, member_id: str, bits: int, epoch: datetime) -> None:
+        self.index = index
+        self.member_id = member_id
+        self._a = bits
+        self._epoch = epoch
+        roll = bits % 100
+        self.level = LEVELS[-1]
+        for code, weight in zip(LEVELS, _LEVEL_WEIGHTS, strict=True):
+            if roll < weight:
+                self.level = code
+                break
+            roll -= weight
+
+    def __repr__(self) -> str:
+        return f"Member({self.member_id}, {self.level})"
+
+    @cached_property
+    def _birth(self) -> tuple[int, int, int]:
+        birthday = _LEAP_YEAR_DAYS[(self._a >> 8) % 366]
+        year = 1960 + (self._a >> 20) % 46
+        if birthday.month == 2 and birthday.day == 29:
+            year -= year % 4  # a leap year for the 29 February-born
+        return year, birthday.month, birthday.day
+
+    @property
+    def birth_year(self) -> int:
+        return self._birth[0]
+
+    @property
+    def birth_month(self) -> int:
+        return self._birth[1]
+
+    @property
+    def birth_day(self) -> int:
+        return self._birth[2]
+
+    @cached_property
+    def _b(self) -> int:
+        return _mix(self._a)
+
+    @cached_property
+    def _c(self) -> int:
+        return _mix(self._a ^ 0x5555)
+
+    @cached_property
+    def _d(self) -> int:
+        return _mix(self._a ^ 0xAAAA)
+
+    @property
+    def follower(self) -> bool:
+        return (self._b % 100) < 35
+
+    @property
+    def last_browse(self) -> datetime | None:
+        b = self._b
+        return self._before((b >> 8) % 100 < 70, (b >> 16) % (90 * 86_400))
+
+    @property
+    def last_order(self) -> datetime | None:
+        c = self._c
+        return self._before((c % 100) < 50, (c >> 8) % (180 * 86_400))
+
+    @property
+    def last_cart(self) -> datetime | None:
+        return self._before((self._c >> 40) % 100 < 40, (self._d >> 8) % (60 * 86_400))
+
+    @cached_property
+    def tags(self) -> frozenset[str]:
+        # Each tag with a one-in-five chance, from its own byte of `d`.
+        d = self._d
+        return frozenset(t for i, t in enumerate(TAGS) if ((d >> (8 * i)) & 0xFF) % 5 == 0)
+
+    @property
+    def join_time(self) -> datetime:
+        return self._epoch - timedelta(seconds=(self._d >> 4) % (1500 * 86_400))
+
+    def _before(self, present: bool, seconds: int) -> datetime | None:
+        return self._epoch - timedelta(seconds=seconds) if present else None
 
 
 class Population:
@@ -76,36 +145,7 @@ class Population:
     def member(self, shop_id: str, index: int, base: int | None = None) -> Member:
         """Member `index` of a shop (pass `base` when generating many)."""
         r = _mix((self._base(shop_id) if base is None else base) ^ (index * 0xD1B54A32D192ED03))
-        a, b, c, d = r, _mix(r), _mix(r ^ 0x5555), _mix(r ^ 0xAAAA)
-        roll = a % 100
-        level = LEVELS[-1]
-        for code, weight in zip(LEVELS, _LEVEL_WEIGHTS, strict=True):
-            if roll < weight:
-                level = code
-                break
-            roll -= weight
-        birthday = _LEAP_YEAR_DAYS[(a >> 8) % 366]
-        birth_year = 1960 + (a >> 20) % 46
-        if birthday.month == 2 and birthday.day == 29:
-            birth_year -= birth_year % 4  # a leap year for the 29 February-born
-        return Member(
-            index=index,
-            member_id=self.member_id(index),
-            level=level,
-            birth_year=birth_year,
-            birth_month=birthday.month,
-            birth_day=birthday.day,
-            follower=(b % 100) < 35,
-            last_browse=self._before((b >> 8) % 100 < 70, (b >> 16) % (90 * 86_400)),
-            last_order=self._before((c % 100) < 50, (c >> 8) % (180 * 86_400)),
-            last_cart=self._before((c >> 40) % 100 < 40, (d >> 8) % (60 * 86_400)),
-            # Each tag with a one-in-five chance, from its own byte of `d`.
-            tags=frozenset(t for i, t in enumerate(TAGS) if ((d >> (8 * i)) & 0xFF) % 5 == 0),
-            join_time=self.epoch - timedelta(seconds=(d >> 4) % (1500 * 86_400)),
-        )
+        return Member(index, self.member_id(index), r, self.epoch)
 
     def base(self, shop_id: str) -> int:
         return self._base(shop_id)
-
-    def _before(self, present: bool, seconds: int) -> datetime | None:
-        return self.epoch - timedelta(seconds=seconds) if present else None
