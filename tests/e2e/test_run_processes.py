@@ -398,9 +398,13 @@ async def test_two_server_processes_share_a_run(database: str, redis_url: str, p
     stubs = await _stubs(population=20_000)
     started: list[process.ServerProcess] = [stubs]
     try:
-        first = await _server(database, redis_url, prefix, stubs)  # migrates the database
+        # Two shards at a time each: neither process can hold all four of
+        # the run's shards, so the other takes some.
+        first = await _server(  # migrates the database
+            database, redis_url, prefix, stubs, CUSTOPS_ENGINE_CONCURRENCY="2"
+        )
         started.append(first)
-        second = await _server(database, redis_url, prefix, stubs)
+        second = await _server(database, redis_url, prefix, stubs, CUSTOPS_ENGINE_CONCURRENCY="2")
         started.append(second)
         async with (
             AsyncCustopsClient(f"127.0.0.1:{first.port}", timeout=30) as client,
