@@ -209,7 +209,8 @@ def recovery_run_id(shop_id: str, plan_id: str, target_run_id: str, request_id: 
     return "v" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
-def recover_key(plan_id: str, instance_id: str) -> str:
-    """One key per instance, whichever path takes it back (a recovery run, or
-    ending the plan with recovery): nothing is taken back twice."""
-    return f"recover/{grant_source(plan_id)}/{instance_id}"
+def recover_key(source: str, instance_id: str) -> str:
+    """One key per instance of a grant source (`grant_source`), whichever
+    path takes it back (a recovery run, or ending the plan with recovery):
+    nothing is taken back twice."""
+    return f"recover/{source}/{instance_id}"

@@ -8,6 +8,7 @@ import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.ports import Stock
+from domain.runs import recover_key
 from server.downstream.errors import translate
 
 SYSTEM = "benefit platform"
@@ -47,7 +48,7 @@ class GrpcBenefitCatalog:
                         items=[
                             benefit_pb2.RecoverItem(
                                 # One key per instance: a retried end recovers nothing twice.
-                                idempotency_key=f"recover/{source}/{i.instance_id}",
+                                idempotency_key=recover_key(source, i.instance_id),
                                 instance_id=i.instance_id,
                                 reason=reason,
                             )

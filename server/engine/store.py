@@ -544,10 +544,12 @@ class EngineStore:
             await conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(total=total))
 
     async def in_flight(self, job_id: str, now: datetime) -> int:
-        """Shards of a job a worker holds a live lease on: a batch of a paused
-        or cancelled job may still be finishing there."""
+        """Batches of a job that may still be finishing (after a pause or a
+        cancel): shards a worker holds a live lease on, and retrying items
+        whose next try lies ahead — a sweeper holds the items it claimed that
+        way, indistinguishable from a back-off, so both count."""
         async with self._engine.connect() as conn:
-            count = await conn.scalar(
+            leased = await conn.scalar(
                 select(func.count()).where(
                     shards.c.job_id == job_id,
                     shards.c.state != DONE,
@@ -555,7 +557,14 @@ class EngineStore:
                     shards.c.lease_until > now,
                 )
             )
-        return int(count or 0)
+            held = await conn.scalar(
+                select(func.count()).where(
+                    item_failures.c.job_id == job_id,
+                    item_failures.c.state == "retrying",
+                    item_failures.c.next_retry_time > now,
+                )
+            )
+        return int(leased or 0) + int(held or 0)
 
     async def failures(self, job_id: str) -> list[Failure]:
         async with self._engine.connect() as conn:

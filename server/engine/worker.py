@@ -21,7 +21,7 @@ log = logging.getLogger("custops.engine")
 FAULT_ENV = "CUSTOPS_FAULT_POINT"
 # Transient failures (UNAVAILABLE, timeouts, push-back) are tried this often,
 # with back-offs summing to ~8 minutes at most, before an item is dead-lettered:
-# a downstream flapping at 25% failures leaves about 1 in 3 million batches dead.
+# a downstream failing 25% of calls leaves about 1 batch in a million dead.
 MAX_ATTEMPTS = 10
 BASE_BACKOFF = timedelta(seconds=1)
 MAX_BACKOFF = timedelta(minutes=10)

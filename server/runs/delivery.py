@@ -224,7 +224,9 @@ class Delivery:
             for g in grants:
                 problems.setdefault(g.member_id, (failed.reason, failed.retryable))
             return
-        for g, result in zip(grants, response.results, strict=False):
+        # One result per item, in order (the contract): a short answer fails
+        # the batch, to be tried again whole, rather than pass members silently.
+        for g, result in zip(grants, response.results, strict=True):
             if result.status == benefit_pb2.ITEM_STATUS_FAILED:
                 problems.setdefault(
                     g.member_id, (result.failure.reason or "FAILED", result.failure.retryable)
@@ -280,7 +282,7 @@ class Delivery:
             for msg in messages:
                 problems.setdefault(msg.member_id, (failed.reason, failed.retryable))
             return
-        for msg, result in zip(messages, response.results, strict=False):
+        for msg, result in zip(messages, response.results, strict=True):
             if result.status == notify_pb2.SEND_STATUS_FAILED:
                 problems.setdefault(
                     msg.member_id, (result.failure_reason or "FAILED", result.retryable)

@@ -85,12 +85,12 @@ class Recovery:
         return Page(items, items[-1].key if len(items) == limit else None)
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
-        plan_id = payload["plan_id"]
+        source = runs.grant_source(payload["plan_id"])
         request = benefit_pb2.BatchRecoverBenefitsRequest(
             shop_id=payload["shop_id"],
             items=[
                 benefit_pb2.RecoverItem(
-                    idempotency_key=runs.recover_key(plan_id, i.data["instance"]),
+                    idempotency_key=runs.recover_key(source, i.data["instance"]),
                     instance_id=i.data["instance"],
                     reason=payload["reason"],
                 )

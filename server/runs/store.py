@@ -297,6 +297,18 @@ class RunStore:
         async with self._engine.connect() as conn:
             return await _summed(conn, run_counters.c.run_id == run_id)
 
+    async def recoveries_of(self, run: Run) -> list[str]:
+        """The recovery runs that take back what `run` granted."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(plan_runs.c.run_id).where(
+                    plan_runs.c.shop_id == run.shop_id,
+                    plan_runs.c.plan_id == run.plan_id,
+                    plan_runs.c.target_run_id == run.run_id,
+                )
+            )
+            return [r[0] for r in rows]
+
     async def record_count(self, run_id: str, kind: str) -> int:
         async with self._engine.connect() as conn:
             count = await conn.scalar(

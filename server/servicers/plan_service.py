@@ -334,9 +334,8 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request_key("EndPlan", request),
             request.recover_unused_benefits,
             request.reason,
+            self._runs.follow if self._runs is not None else None,
         )
-        if self._runs is not None:
-            await self._runs.follow(plan)
         return pb.EndPlanResponse(plan=plan_to_proto(plan), recovered_count=recovered)
 
     async def _step(

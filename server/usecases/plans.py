@@ -40,8 +40,8 @@ from domain.ports import (
 from domain.products import ProductTemplate, variation_violations
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
-# Benefits taken back within an EndPlan call; a larger recovery becomes a
-# throttled recovery run once the execution engine exists.
+# Benefits taken back within an EndPlan call; for more, or for one run's
+# grants, RecoverPlanRun starts a throttled recovery run.
 RECOVER_IN_CALL = 10_000
 
 
@@ -227,9 +227,14 @@ class PlanUseCases:
         key: RequestKey | None,
         recover: bool,
         reason: str,
+        stop_runs: Callable[[Plan], Awaitable[None]] | None = None,
     ) -> tuple[Plan, int]:
-        """End a plan and, when asked, take back the unused benefits it granted."""
+        """End a plan and, when asked, take back the unused benefits it granted
+        — after `stop_runs` has cancelled its runs, so no new batch grants
+        behind the take-back."""
         plan = await self.transition(shop_id, plan_id, etag, lifecycle.end, actor, key)
+        if stop_runs is not None:
+            await stop_runs(plan)
         if not recover:
             return plan, 0
         if self._benefits is None:

@@ -3,6 +3,7 @@ and steering them, and the plan statistics summed over them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class RunUseCases:
         self._clock = clock
         # Set by the server: tells this process's idle workers a job is new.
         self.wake: Callable[[], None] = lambda: None
+        self._estimates: set[asyncio.Task[None]] = set()  # kept until done
 
     async def tick(self, limit: int = 100) -> int:
         """The scheduler: start the runs of due plans; how many plans were due."""
@@ -68,7 +70,10 @@ class RunUseCases:
         async with self._uow() as uow:
             due = list(await uow.plans.due(now, limit))
         for plan in due:
-            await self._fire(plan, now)
+            try:
+                await self._fire(plan, now)
+            except Exception:  # one plan's trouble must not hold up every other shop's
+                log.warning("firing plan %s failed; next tick", plan.plan_id, exc_info=True)
         return len(due)
 
     async def _fire(self, plan: Plan, now: datetime) -> None:
@@ -76,13 +81,17 @@ class RunUseCases:
         assert fire is not None
         anchor = plan.publish_time or fire
         zone = plan.spec.time_zone
+        # The run is named after the stored fire time, which every replica
+        # reads alike: a replica that sees the fire on time and one that sees
+        # it late (and catches up to a later missed fire) meet one run.
+        run_id = runs.run_id(plan.shop_id, plan.plan_id, runs.RunKind.DELIVERY, fire)
         if fire >= now - LATE_AFTER:
-            await self.start(plan, fire, runs.RunTrigger.SCHEDULE)
+            await self.start(plan, fire, runs.RunTrigger.SCHEDULE, run_id)
             after = fire
         else:
             latest = runs.latest_missed_fire(plan, fire, now)
             if plan.spec.time.missed_fire_policy is MissedFirePolicy.RUN_ONCE:
-                await self.start(plan, latest, runs.RunTrigger.CATCH_UP)
+                await self.start(plan, latest, runs.RunTrigger.CATCH_UP, run_id)
             after = max(now, latest)
         following = next_fire_times(plan.spec.time, zone, after, 1, anchor)
         async with self._uow() as uow:
@@ -109,22 +118,34 @@ class RunUseCases:
             DELIVERY, run.run_id, payload_of(run, plan), shard_cursors(SHARDS), now, now
         )
         await self._store.set_job(run.run_id, job_id)
-        if plan.state is PlanState.PAUSED:
+        # The plan as it is now, not as it was read: a pause or end that
+        # landed meanwhile steered only the jobs that existed then.
+        current = await self._plan(plan.shop_id, plan.plan_id)
+        if current.state is PlanState.PAUSED:
             await self._jobs.pause(job_id, now)
+        elif current.state is PlanState.ENDED:
+            await self._jobs.cancel(job_id, now)
         else:
             self.wake()
-        # The total only feeds progress and the ETA: the run does not wait
-        # for it (an exact count of a large audience takes a second or more).
-        rule = runs.run_audience(plan)
-        if rule is not None:
-            try:
-                estimate = await self._audience.estimate(
-                    plan.shop_id, rule, run.fire_time, plan.spec.time_zone
-                )
-                await self._jobs.set_total(job_id, estimate.count)
-            except Exception:  # the run goes on without a total
-                log.warning("no audience estimate for run %s", run.run_id, exc_info=True)
+        # The total only feeds progress and the ETA: neither the run nor the
+        # scheduler waits for it (an exact count of a large audience takes
+        # a second or more).
+        task = asyncio.create_task(self._fill_total(plan, run, job_id))
+        self._estimates.add(task)
+        task.add_done_callback(self._estimates.discard)
         return Run(**{**run.__dict__, "job_id": job_id})
+
+    async def _fill_total(self, plan: Plan, run: Run, job_id: str) -> None:
+        rule = runs.run_audience(plan)
+        if rule is None:
+            return
+        try:
+            estimate = await self._audience.estimate(
+                plan.shop_id, rule, run.fire_time, plan.spec.time_zone
+            )
+            await self._jobs.set_total(job_id, estimate.count)
+        except Exception:  # the run goes on without a total
+            log.warning("no audience estimate for run %s", run.run_id, exc_info=True)
 
     async def trigger(self, shop_id: str, plan_id: str, request_id: str) -> RunView:
         """A run now, by hand; the same request id gives the same run."""
@@ -168,6 +189,17 @@ class RunUseCases:
     async def retry_failed(self, shop_id: str, plan_id: str, run_id: str) -> tuple[RunView, int]:
         """Failed and dead-lettered members are tried again (e.g. after a restock)."""
         run = await self._run(shop_id, plan_id, run_id)
+        plan = await self._plan(shop_id, plan_id)
+        if run.kind is runs.RunKind.DELIVERY and plan.state is not PlanState.ACTIVE:
+            raise FailedPrecondition(
+                f"plan {plan_id} is {plan.state.value}; only an active plan's members are granted",
+                reason="PLAN_NOT_ACTIVE",
+            )
+        if await self._store.recoveries_of(run):
+            raise FailedPrecondition(
+                f"run {run_id} has been taken back; its failed members are not granted now",
+                reason="RUN_RECOVERED",
+            )
         count = 0
         if run.job_id:
             # Putting items back in line restarts the job: never a run someone
@@ -195,6 +227,10 @@ class RunUseCases:
                 f"run {run_id} is a recovery; only a delivery run's grants can be taken back",
                 reason="NOT_A_DELIVERY_RUN",
             )
+        recovery_id = runs.recovery_run_id(shop_id, plan_id, run_id, request_id)
+        started = await self._store.get(shop_id, plan_id, recovery_id)
+        if started is not None and started.job_id:
+            return await self._view(started)  # a retried request: the same recovery
         # A run still going would grant behind the recovery's back.
         state = (await self._jobs.job(target.job_id))["state"] if target.job_id else "pending"
         if state not in ENDED_STATES:
@@ -206,11 +242,10 @@ class RunUseCases:
         now = self._clock.now()
         if target.job_id and await self._jobs.in_flight(target.job_id, now):
             raise Unavailable(
-                f"run {run_id} was cancelled and its last batch is still being recorded; "
-                "try again in a few seconds",
+                f"run {run_id} was cancelled and a batch of it is still being recorded; "
+                "try again shortly",
                 reason="RUN_SETTLING",
             )
-        recovery_id = runs.recovery_run_id(shop_id, plan_id, run_id, request_id)
         run = await self._store.add(
             Run(
                 recovery_id,

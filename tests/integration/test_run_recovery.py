@@ -90,6 +90,14 @@ async def test_recovery_takes_back_only_unused_benefits_once(
         benefit_pb2.BENEFIT_STATE_USED: USED,
     }
 
+    # What was taken back is not granted again by a retry of the run.
+    with pytest.raises(CustopsError) as err:
+        await client.plans.RetryFailedItems(
+            pb.RetryFailedItemsRequest(shop_id="s1", plan_id=plan.plan_id, run_id=delivered.run_id)
+        )
+    assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.reason == "RUN_RECOVERED"
+
     # A second recovery of the same run finds nothing left to take back.
     second_run = (await client.plans.RecoverPlanRun(recover("take-back-2"))).run
     assert second_run.run_id != started.run_id

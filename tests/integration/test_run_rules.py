@@ -403,6 +403,26 @@ async def test_a_dense_schedule_catches_up_its_latest_missed_fire(manual: Ops) -
     assert set(manual.granted_in(plan, late.run_id)) == await _audience(manual.platform, plan)
 
 
+async def test_a_fire_seen_on_time_by_one_replica_and_late_by_another_is_one_run(
+    manual: Ops,
+) -> None:
+    """Every ten seconds: replica A meets the stored fire 59 s after it (on
+    time), replica B, which read the same row, 75 s after (late: it catches
+    up to a later missed fire). Both name the run after the stored fire."""
+    plan = daily_plan(pb.MISSED_FIRE_POLICY_RUN_ONCE)
+    plan.time.execution = "*/10 * * * * ? * 30"
+    plan = await manual.publish(plan)
+    runs_ = manual.platform.runs
+    assert runs_ is not None
+    # Both replicas hold the row as it was before either moved it on (white
+    # box: the interleaving of two processes, played in one).
+    stored = await runs_._plan(manual.shop, plan.plan_id)
+    await runs_._fire(stored, NOW + timedelta(seconds=59))
+    await runs_._fire(stored, NOW + timedelta(seconds=75))
+    (run,) = await manual.runs(plan)
+    assert run.trigger == pb.RUN_TRIGGER_SCHEDULE and run.fire_time.ToDatetime(UTC) == NOW
+
+
 # Birthdays.
 
 
