@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, text
+from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, Text, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,11 +27,23 @@ async def insert_new(
     those that were new. Writing the same rows twice changes nothing."""
     if not rows:
         return set()
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and _unnest_fits(table, rows[0]):
         return await _insert_new_unnest(conn, table, rows, key)
     statement = _insert(conn, table).on_conflict_do_nothing().returning(table.c[key])
     result = await conn.execute(statement, rows)
     return {row[0] for row in result.all()}
+
+
+def _unnest_fits(table: Table, row: dict[str, Any]) -> bool:
+    """The raw statement skips SQLAlchemy's Python-side defaults and knows
+    only a few column types: anything else takes the portable path."""
+    for column in table.columns:
+        if column.name not in row:
+            if column.default is not None:
+                return False
+        elif _array_of(column) is None:
+            return False
+    return True
 
 
 async def _insert_new_unnest(
@@ -44,7 +56,7 @@ async def _insert_new_unnest(
     arrays: dict[str, Any] = {}
     casts: list[str] = []
     for column in columns:
-        array_type, convert = _array_of(column)
+        array_type, convert = _array_of(column) or ("", _as_is)
         values = [convert(row[column.name]) for row in rows]
         if array_type == "TEXT[]" and all(v and _SEPARATOR not in v for v in values):
             # Ids and keys: one joined string, split by the server, which
@@ -63,7 +75,7 @@ async def _insert_new_unnest(
     return {row[0] for row in result.all()}
 
 
-def _array_of(column: Column[Any]) -> tuple[str, Callable[[Any], Any]]:
+def _array_of(column: Column[Any]) -> tuple[str, Callable[[Any], Any]] | None:
     """The PostgreSQL array type of a column, and how a value goes into it."""
     kind = column.type
     if isinstance(kind, JSON):
@@ -74,9 +86,9 @@ def _array_of(column: Column[Any]) -> tuple[str, Callable[[Any], Any]]:
         return "BIGINT[]", _as_is
     if isinstance(kind, Integer):
         return "INTEGER[]", _as_is
-    if isinstance(kind, String):  # Text too
+    if type(kind) in (String, Text):  # not Enum and other String kinds
         return "TEXT[]", _as_is
-    raise TypeError(f"no array type for {column.table.name}.{column.name} ({kind!r})")
+    return None
 
 
 _SEPARATOR = chr(31)  # ASCII unit separator: never in an id or a key

@@ -1,0 +1,73 @@
+"""insert_new, the write every run batch relies on for exactly-once counting,
+on both databases and on PostgreSQL's unnest path with its edge cases."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import JSON, BigInteger, Column, MetaData, String, Table, select
+
+from server.persistence.database import create_engine
+from server.persistence.tables import UtcDateTime
+from server.persistence.upserts import insert_new
+
+SEP = chr(31)
+
+
+def _table() -> Table:
+    return Table(
+        f"t_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("key", String(64), primary_key=True),
+        Column("note", String(64), nullable=False),
+        Column("n", BigInteger, nullable=False),
+        Column("at", UtcDateTime(), nullable=False),
+        Column("detail", JSON, nullable=False),
+        # A Python-side default: the raw unnest statement would skip it.
+        Column("weight", BigInteger, nullable=False, default=7),
+    )
+
+
+async def test_only_new_rows_are_inserted_and_reported(database_url: str) -> None:
+    engine = create_engine(database_url)
+    table = _table()
+    at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    rows = [
+        {
+            "key": f"k{i}",
+            # An empty string and the separator itself keep their values.
+            "note": ["", f"a{SEP}b", "plain"][i % 3],
+            "n": 2**40 + i,
+            "at": at + timedelta(seconds=i),
+            "detail": {"i": i, "名": "会员"},
+            "weight": 2,
+        }
+        for i in range(6)
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            assert await insert_new(conn, table, rows[:4], "key") == {"k0", "k1", "k2", "k3"}
+            # Again, with two more and a duplicate inside the same batch.
+            again = [*rows, rows[5]]
+            assert await insert_new(conn, table, again, "key") == {"k4", "k5"}
+            # A column with a Python-side default left out: the default applies.
+            new = {k: v for k, v in rows[0].items() if k != "weight"} | {"key": "k6"}
+            assert await insert_new(conn, table, [new], "key") == {"k6"}
+            stored = {r.key: r for r in (await conn.execute(select(table))).all()}
+        assert len(stored) == 7
+        for row in rows:
+            got = stored[row["key"]]
+            assert (got.note, got.n, got.at, got.detail, got.weight) == (
+                row["note"],
+                row["n"],
+                row["at"],
+                row["detail"],
+                row["weight"],
+            )
+        assert stored["k6"].weight == 7
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
