@@ -124,6 +124,10 @@ class AudienceDirectory(Protocol):
         self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
     ) -> AudienceSize: ...
 
+    async def known(self, shop_id: str, member_ids: Sequence[str]) -> set[str]:
+        """Which of these ids are members of the shop."""
+        ...
+
 
 @dataclass(frozen=True)
 class Stock:

@@ -38,6 +38,7 @@ from server.products.catalog import TemplateError, load_catalog
 from server.runs.delivery import Delivery
 from server.runs.recovery import Recovery
 from server.runs.store import RunStore
+from server.scenario.records import RecordReader
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.serving import add_health_and_reflection
@@ -47,6 +48,7 @@ from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
+from server.usecases.scenario import ScenarioUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
 from server.usecases.throttle import ThrottleUseCases
 
@@ -180,7 +182,8 @@ class Platform:
             clock,
         )
         plan_service = OperationPlanService(plans, clock, throttle, self.runs)
-        scenario_service = ScenarioAggregationService()  # type: ignore[abstract]
+        scenario = ScenarioUseCases(RecordReader(engine), GrpcAudienceDirectory(audience_channel))
+        scenario_service = ScenarioAggregationService(scenario)  # type: ignore[abstract]
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)

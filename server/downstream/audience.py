@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import grpc
@@ -33,3 +34,13 @@ class GrpcAudienceDirectory:
         except grpc.aio.AioRpcError as exc:
             raise translate(SYSTEM, exc) from exc
         return AudienceSize(count=response.count, exact=response.exact)
+
+    async def known(self, shop_id: str, member_ids: Sequence[str]) -> set[str]:
+        request = audience_pb2.BatchGetMemberProfilesRequest(
+            shop_id=shop_id, member_ids=list(member_ids)
+        )
+        try:
+            response = await self._stub.BatchGetMemberProfiles(request)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(SYSTEM, exc) from exc
+        return set(member_ids) - set(response.unknown_member_ids)

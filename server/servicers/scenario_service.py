@@ -1,13 +1,85 @@
 """custops.scenario.v1.ScenarioAggregationService: the shoppers' side.
 
-Its calls come with the scenario-aggregation issue; until then every RPC
-falls through to the generated base class, answered UNIMPLEMENTED.
+Built so far: ListMemberRecords. The other calls fall through to the
+generated base class, answered UNIMPLEMENTED, until they are built.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import grpc
+
+from custops.scenario.v1 import scenario_pb2 as pb
 from custops.scenario.v1 import scenario_pb2_grpc
+from domain.errors import FieldViolation, require
+from server.mapping.scenario import RECORD_KINDS, record_to_proto
+from server.servicers.requests import (
+    decode_page_token,
+    effective_page_size,
+    encode_page_token,
+    page_size_violations,
+    shop_id_violations,
+)
+from server.usecases.scenario import ScenarioUseCases
+
+Context: TypeAlias = grpc.aio.ServicerContext
+_MEMBER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_KIND_NAMES = {wire: name for name, wire in RECORD_KINDS.items()}
 
 
 class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceServicer):
-    pass
+    def __init__(self, scenario: ScenarioUseCases) -> None:
+        self._scenario = scenario
+
+    async def ListMemberRecords(
+        self, request: pb.ListMemberRecordsRequest, context: Context
+    ) -> pb.ListMemberRecordsResponse:
+        violations = (
+            shop_id_violations(request.shop_id)
+            + _member_id_violations(request.member_id)
+            + page_size_violations(request.page_size)
+        )
+        kinds = []
+        for i, kind in enumerate(request.kinds):
+            if kind not in _KIND_NAMES:
+                violations.append(
+                    FieldViolation(
+                        f"kinds[{i}]", f"a RecordKind other than UNSPECIFIED, got {kind}"
+                    )
+                )
+            else:
+                kinds.append(_KIND_NAMES[kind])
+        require(violations)
+        kinds = sorted(set(kinds))
+        scope = f"records|{request.shop_id}|{request.member_id}|{','.join(kinds)}"
+        before = decode_page_token(request.page_token, scope, _record_cursor)
+        size = effective_page_size(request.page_size)
+        found = await self._scenario.records(
+            request.shop_id, request.member_id, kinds, before, size + 1
+        )
+        token = ""
+        if len(found) > size:
+            last = found[size - 1]
+            token = encode_page_token(
+                {"t": last.occur_time.isoformat(), "id": last.record_id}, scope
+            )
+        return pb.ListMemberRecordsResponse(
+            records=[record_to_proto(r) for r in found[:size]], next_page_token=token
+        )
+
+
+def _member_id_violations(member_id: str) -> list[FieldViolation]:
+    if not _MEMBER_ID.match(member_id):
+        return [FieldViolation("member_id", "required: 1-64 letters, digits or '_.:-'")]
+    return []
+
+
+def _record_cursor(position: dict[str, Any]) -> tuple[datetime, str]:
+    at = datetime.fromisoformat(position["t"])
+    record_id = position["id"]
+    if at.tzinfo is None or not isinstance(record_id, str):
+        raise ValueError("not a record position")
+    return at, record_id

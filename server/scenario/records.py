@@ -1,0 +1,68 @@
+"""Reading a member's user operation records (the timeline the runs and the
+front offices write), newest first, through the (shop, member, time) index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.persistence.tables import operation_records
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    record_id: str
+    member_id: str
+    kind: str
+    plan_id: str
+    run_id: str
+    instance_id: str
+    template_id: str
+    occur_time: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def page(
+        self,
+        shop_id: str,
+        member_id: str,
+        kinds: Sequence[str],
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[MemberRecord]:
+        """Newest first; `before` is the (time, record id) the last page ended at."""
+        r = operation_records.c
+        query = select(operation_records).where(r.shop_id == shop_id, r.member_id == member_id)
+        if kinds:
+            query = query.where(r.kind.in_(list(kinds)))
+        if before is not None:
+            at, record_id = before
+            query = query.where(
+                or_(r.occur_time < at, and_(r.occur_time == at, r.record_id < record_id))
+            )
+        query = query.order_by(r.occur_time.desc(), r.record_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            MemberRecord(
+                record_id=row["record_id"],
+                member_id=row["member_id"],
+                kind=row["kind"],
+                plan_id=row["plan_id"],
+                run_id=row["run_id"],
+                instance_id=row["instance_id"],
+                template_id=row["template_id"],
+                occur_time=row["occur_time"],
+                detail=dict(row["detail"] or {}),
+            )
+            for row in rows
+        ]
