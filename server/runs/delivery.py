@@ -4,9 +4,9 @@ through the downstream buckets, record what happened."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -20,21 +20,15 @@ from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
 from server.mapping.audience import rule_to_proto
 from server.mapping.plan import CHANNELS, timestamp
+from server.runs.calls import CallFailed, throttled
 from server.runs.store import Limits, Record, Run, RunStore
-from server.throttle.buckets import Buckets, acquire, adapt
+from server.throttle.buckets import Buckets
 
 NAME = "plan_delivery"
 SHARDS = 4
 # Grants go out in calls of at most this many items, each through the bucket:
 # a batch of members with several benefits each is several calls.
 GRANT_CHUNK = 500
-RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-}
-T = TypeVar("T")
 
 
 def shard_cursors(shards: int) -> list[str]:
@@ -66,12 +60,6 @@ def run_of(payload: dict[str, Any]) -> Run:
         fire_time=datetime.fromisoformat(payload["fire_time"]),
         create_time=datetime.fromisoformat(payload["fire_time"]),
     )
-
-
-class _Failed(Exception):
-    def __init__(self, reason: str, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.retryable = reason, retryable
 
 
 class Delivery:
@@ -115,8 +103,8 @@ class Delivery:
             shard_count=int(shards),
             shard_index=int(index),
         )
-        response = await self._call(
-            "audience", limit, lambda: self.audience.ListAudienceMembers(request)
+        response = await throttled(
+            self.buckets, "audience", limit, lambda: self.audience.ListAudienceMembers(request)
         )
         following = response.next_page_token
         return Page(
@@ -217,10 +205,14 @@ class Delivery:
     ) -> None:
         request = benefit_pb2.BatchGrantBenefitsRequest(shop_id=run.shop_id, items=grants)
         try:
-            response = await self._call(
-                "benefit", len(grants), lambda: self.benefit.BatchGrantBenefits(request)
+            response = await throttled(
+                self.buckets,
+                "benefit",
+                len(grants),
+                lambda: self.benefit.BatchGrantBenefits(request),
+                _items_pushed_back,
             )
-        except _Failed as failed:
+        except CallFailed as failed:
             for g in grants:
                 problems.setdefault(g.member_id, (failed.reason, failed.retryable))
             return
@@ -243,11 +235,6 @@ class Delivery:
                         instance.template_id,
                     )
                 )
-        if any(
-            r.status == benefit_pb2.ITEM_STATUS_FAILED and r.failure.reason == PUSHED_BACK
-            for r in response.results
-        ):
-            await adapt(self.buckets, "benefit", pushed_back=True)
 
     async def _send(
         self,
@@ -275,10 +262,13 @@ class Delivery:
             return
         request = notify_pb2.BatchSendMessagesRequest(shop_id=run.shop_id, messages=messages)
         try:
-            response = await self._call(
-                "notification", len(messages), lambda: self.notification.BatchSendMessages(request)
+            response = await throttled(
+                self.buckets,
+                "notification",
+                len(messages),
+                lambda: self.notification.BatchSendMessages(request),
             )
-        except _Failed as failed:
+        except CallFailed as failed:
             for msg in messages:
                 problems.setdefault(msg.member_id, (failed.reason, failed.retryable))
             return
@@ -297,21 +287,6 @@ class Delivery:
                 )
             )
 
-    async def _call(self, bucket: str, tokens: int, call: Callable[[], Awaitable[T]]) -> T:
-        """One downstream call through its bucket; a push-back lowers the
-        bucket's rate, success raises it back a step."""
-        await acquire(self.buckets, bucket, tokens)
-        try:
-            response = await call()
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            await adapt(
-                self.buckets, bucket, pushed_back=code is grpc.StatusCode.RESOURCE_EXHAUSTED
-            )
-            raise _Failed(code.name, code in RETRYABLE) from exc
-        await adapt(self.buckets, bucket, pushed_back=False)
-        return response
-
     def _plan(self, payload: dict[str, Any]) -> Plan:
         """The plan as it was when the run started (kept in the payload)."""
         run_id = payload["run_id"]
@@ -325,3 +300,8 @@ class Delivery:
 
 
 _CHANNELS = {domain: wire for wire, domain in CHANNELS.items()}
+
+
+def _items_pushed_back(response: benefit_pb2.BatchGrantBenefitsResponse) -> bool:
+    """Items the benefit platform refused for its capacity: the bucket slows."""
+    return any(r.failure.reason == PUSHED_BACK for r in response.results)

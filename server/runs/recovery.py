@@ -24,8 +24,8 @@ from domain import runs
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.persistence.tables import operation_records, run_counters, run_members
 from server.persistence.upserts import add_counts, insert_new
-from server.runs.delivery import RETRYABLE
-from server.throttle.buckets import Buckets, acquire, adapt
+from server.runs.calls import CallFailed, throttled
+from server.throttle.buckets import Buckets
 
 NAME = "plan_recovery"
 GRANTED = "benefit_granted"
@@ -97,21 +97,17 @@ class Recovery:
                 for i in items
             ],
         )
-        await acquire(self._buckets, "benefit", len(items))
         try:
-            response = await self._benefit.BatchRecoverBenefits(request)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            await adapt(
-                self._buckets, "benefit", pushed_back=code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            response = await throttled(
+                self._buckets,
+                "benefit",
+                len(items),
+                lambda: self._benefit.BatchRecoverBenefits(request),
+                lambda answer: any(r.failure.reason == PUSHED_BACK for r in answer.results),
             )
-            outcome = Outcome.RETRY if code in RETRYABLE else Outcome.FAILED
-            return [ItemResult(i.key, outcome, code.name) for i in items]
-        await adapt(
-            self._buckets,
-            "benefit",
-            pushed_back=any(r.failure.reason == PUSHED_BACK for r in response.results),
-        )
+        except CallFailed as failed:
+            outcome = Outcome.RETRY if failed.retryable else Outcome.FAILED
+            return [ItemResult(i.key, outcome, failed.reason) for i in items]
         out: list[ItemResult] = []
         recovered: list[Item] = []
         not_unused: list[Item] = []
