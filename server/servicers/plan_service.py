@@ -42,6 +42,8 @@ from server.servicers.requests import (
     page_size_violations,
     request_key,
     shop_id_violations,
+    time_id_reader,
+    time_id_token,
 )
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
@@ -93,7 +95,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         token = ""
         if len(views) > size:
             last = views[size - 1].run
-            token = encode_page_token({"t": last.create_time.isoformat(), "id": last.run_id}, scope)
+            token = time_id_token(last.create_time, last.run_id, scope)
         return pb.ListPlanRunsResponse(
             runs=[run_to_proto(v) for v in views[:size]], next_page_token=token
         )
@@ -256,9 +258,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         token = ""
         if page.next_cursor is not None:
             cursor = page.next_cursor
-            token = encode_page_token(
-                {"t": cursor.create_time.isoformat(), "id": cursor.plan_id}, scope
-            )
+            token = time_id_token(cursor.create_time, cursor.plan_id, scope)
         return pb.ListPlansResponse(
             plans=[plan_to_proto(p) for p in page.plans], next_page_token=token
         )
@@ -540,14 +540,11 @@ def _template_to_proto(t: ProductTemplate) -> pb.PlanTemplate:
 
 
 def _plan_cursor(position: dict[str, Any]) -> PlanCursor:
-    after = datetime.fromisoformat(position["t"])
-    plan_id = position["id"]
-    if after.tzinfo is None or not isinstance(plan_id, str) or not _PLAN_ID.match(plan_id):
-        raise ValueError("not a plan position")
-    return PlanCursor(after, plan_id)
+    return PlanCursor(*_plan_position(position))
 
 
 _RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
+_plan_position = time_id_reader(_PLAN_ID)
 
 
 def _run_violations(
@@ -562,12 +559,7 @@ def _run_violations(
     return violations
 
 
-def _run_cursor(position: dict[str, Any]) -> tuple[datetime, str]:
-    after = datetime.fromisoformat(position["t"])
-    run_id = position["id"]
-    if after.tzinfo is None or not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise ValueError("not a run position")
-    return after, run_id
+_run_cursor = time_id_reader(_RUN_ID)
 
 
 def _plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -81,6 +82,25 @@ def decode_page_token(token: str, scope: str, read: Callable[[dict[str, Any]], P
         ],
         reason="INVALID_PAGE_TOKEN",
     )
+
+
+def time_id_token(at: datetime, item_id: str, scope: str) -> str:
+    """A token for keyset paging by (time, id), the order of every list here."""
+    return encode_page_token({"t": at.isoformat(), "id": item_id}, scope)
+
+
+def time_id_reader(valid_id: re.Pattern[str]) -> Callable[[dict[str, Any]], tuple[datetime, str]]:
+    """Reads a `time_id_token` position back; a naive time or an id not
+    matching `valid_id` is not one of ours."""
+
+    def read(position: dict[str, Any]) -> tuple[datetime, str]:
+        at = datetime.fromisoformat(position["t"])
+        item_id = position["id"]
+        if at.tzinfo is None or not isinstance(item_id, str) or not valid_id.match(item_id):
+            raise ValueError("not a position of this list")
+        return at, item_id
+
+    return read
 
 
 def _scope_hash(scope: str) -> str:

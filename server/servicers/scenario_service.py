@@ -7,8 +7,7 @@ generated base class, answered UNIMPLEMENTED, until they are built.
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 
@@ -19,9 +18,10 @@ from server.mapping.scenario import RECORD_KINDS, record_to_proto
 from server.servicers.requests import (
     decode_page_token,
     effective_page_size,
-    encode_page_token,
     page_size_violations,
     shop_id_violations,
+    time_id_reader,
+    time_id_token,
 )
 from server.usecases.scenario import ScenarioUseCases
 
@@ -63,9 +63,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
         token = ""
         if len(found) > size:
             last = found[size - 1]
-            token = encode_page_token(
-                {"t": last.occur_time.isoformat(), "id": last.record_id}, scope
-            )
+            token = time_id_token(last.occur_time, last.record_id, scope)
         return pb.ListMemberRecordsResponse(
             records=[record_to_proto(r) for r in found[:size]], next_page_token=token
         )
@@ -77,9 +75,5 @@ def _member_id_violations(member_id: str) -> list[FieldViolation]:
     return []
 
 
-def _record_cursor(position: dict[str, Any]) -> tuple[datetime, str]:
-    at = datetime.fromisoformat(position["t"])
-    record_id = position["id"]
-    if at.tzinfo is None or not isinstance(record_id, str):
-        raise ValueError("not a record position")
-    return at, record_id
+# Record ids are idempotency keys (at most 300 characters, the column's width).
+_record_cursor = time_id_reader(re.compile(r"^.{1,300}$", re.DOTALL))
