@@ -3,6 +3,7 @@ the benefit stand-in granted shows up, newest first, paged, per shop."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import grpc
@@ -13,13 +14,17 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import POPULATION, _finished, immediate_plan, running
+from tests.integration.test_runs import POPULATION, _finished, _publish, immediate_plan, running
 
 __all__ = ["running"]  # the fixture, imported for pytest
 
+# Shops of this module's own: on PostgreSQL the database lives for the whole
+# session, and other tests' runs grant to the same member ids in "s1".
+SHOP, OTHER_SHOP = f"records-{uuid.uuid4().hex[:8]}", f"others-{uuid.uuid4().hex[:8]}"
+
 
 async def _records(
-    client: AsyncCustopsClient, member_id: str, shop_id: str = "s1", **kw: object
+    client: AsyncCustopsClient, member_id: str, shop_id: str = SHOP, **kw: object
 ) -> spb.ListMemberRecordsResponse:
     response: spb.ListMemberRecordsResponse = await client.scenario.ListMemberRecords(
         spb.ListMemberRecordsRequest(shop_id=shop_id, member_id=member_id, **kw)  # type: ignore[arg-type]
@@ -31,20 +36,13 @@ async def test_a_members_timeline_shows_each_grant_newest_first(
     running: tuple[Platform, AsyncCustopsClient],
 ) -> None:
     platform, client = running
-    draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
-    ).plan
-    plan = (
-        await client.plans.PublishPlan(
-            pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-        )
-    ).plan
+    plan = await _publish(client, immediate_plan(), SHOP)
     first = await _finished(client, plan)
     clock = platform.clock
     assert isinstance(clock, SteppingClock)
     clock.current += timedelta(hours=1)  # the manual run, an hour later
     manual = await client.plans.TriggerPlanRun(
-        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, request_id="again")
+        pb.TriggerPlanRunRequest(shop_id=SHOP, plan_id=plan.plan_id, request_id="again")
     )
     second = await _finished(client, plan, manual.run.run_id)
     assert platform.stubs is not None
@@ -76,7 +74,7 @@ async def test_a_members_timeline_shows_each_grant_newest_first(
 
     # Another shop sees none of it; an id its audience system does not know
     # is NOT_FOUND, not an empty page.
-    assert list((await _records(client, member, shop_id="s2")).records) == []
+    assert list((await _records(client, member, shop_id=OTHER_SHOP)).records) == []
     with pytest.raises(CustopsError) as err:
         await _records(client, f"m{POPULATION + 5:08d}")
     assert err.value.code is grpc.StatusCode.NOT_FOUND

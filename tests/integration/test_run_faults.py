@@ -5,7 +5,6 @@ instances and counters are the witness."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -20,9 +19,18 @@ from server.app import Platform
 from server.stubs.pressure import CapacitySettings, FaultSettings
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, _audience, _granted, immediate_plan
+from tests.integration.test_runs import (
+    NOW,
+    _audience,
+    _finished,
+    _granted,
+    _publish,
+    immediate_plan,
+)
 
-RUNNING = (pb.RUN_STATE_PENDING, pb.RUN_STATE_RUNNING)
+ENDED = tuple(  # every state but pending and running: a test fails fast on any of them
+    v for v in pb.RunState.values() if v not in (pb.RUN_STATE_PENDING, pb.RUN_STATE_RUNNING)
+)
 
 
 @asynccontextmanager
@@ -58,18 +66,6 @@ async def _throttle(client: AsyncCustopsClient, downstream: int, rate: float, bu
     )
 
 
-async def _publish(client: AsyncCustopsClient, plan: pb.Plan) -> pb.Plan:
-    draft: pb.Plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
-    ).plan
-    published: pb.Plan = (
-        await client.plans.PublishPlan(
-            pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-        )
-    ).plan
-    return published
-
-
 async def _ended(
     client: AsyncCustopsClient,
     plan: pb.Plan,
@@ -78,22 +74,8 @@ async def _ended(
     polls: int = 1200,
     run_id: str = "",
 ) -> pb.PlanRun:
-    """The newest run (or `run_id`) once it has ended, moving the clock by
-    `step` each poll so that retries with back-off come due."""
-    for _ in range(polls):  # bounded
-        if run_id:
-            request = pb.GetPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, run_id=run_id)
-            run: pb.PlanRun | None = (await client.plans.GetPlanRun(request)).run
-        else:
-            found = await client.plans.ListPlanRuns(
-                pb.ListPlanRunsRequest(shop_id="s1", plan_id=plan.plan_id)
-            )
-            run = found.runs[0] if found.runs else None
-        if run is not None and run.state not in RUNNING:
-            return run
-        clock.current += step
-        await asyncio.sleep(0.1)
-    raise AssertionError("the run did not end")
+    """The newest run (or `run_id`) once it is no longer pending or running."""
+    return await _finished(client, plan, run_id, ENDED, clock, step, polls)
 
 
 def _exactly_once(platform: Platform, plan: pb.Plan, audience: set[str]) -> None:

@@ -14,7 +14,7 @@ from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from server.stubs.pressure import CapacitySettings, FaultSettings
-from tests.integration.test_runs import _finished, immediate_plan, running
+from tests.integration.test_runs import _finished, _publish, immediate_plan, running
 
 __all__ = ["running"]  # the fixture, imported for pytest
 
@@ -33,14 +33,7 @@ async def test_recovery_takes_back_only_unused_benefits_once(
     running: tuple[Platform, AsyncCustopsClient],
 ) -> None:
     platform, client = running
-    draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
-    ).plan
-    plan = (
-        await client.plans.PublishPlan(
-            pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-        )
-    ).plan
+    plan = await _publish(client, immediate_plan())
     delivered = await _finished(client, plan)
     granted = delivered.progress.granted
     assert granted > USED

@@ -8,31 +8,16 @@ import os
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from tests.integration.conftest import settings
-from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, POPULATION, immediate_plan
+from tests.integration.test_runs import POPULATION, _publish, immediate_plan, running
+
+__all__ = ["running"]  # the fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def serving(database_url: str) -> AsyncIterator[tuple[Platform, AsyncCustopsClient]]:
-    platform = Platform(
-        settings(database_url, stubs_population=POPULATION, engine_poll=0.05),
-        clock=SteppingClock(NOW),
-    )
-    await platform.start()
-    async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
-        yield platform, client
-    await platform.stop(grace=1)
 
 
 async def custops(cwd: Path, *args: str) -> tuple[int, str, str]:
@@ -68,16 +53,11 @@ def _closed_port() -> int:
 
 
 async def test_watch_follows_a_run_to_its_summary(
-    serving: tuple[Platform, AsyncCustopsClient], tmp_path: Path
+    running: tuple[Platform, AsyncCustopsClient], tmp_path: Path
 ) -> None:
-    platform, client = serving
+    platform, client = running
     target = f"127.0.0.1:{platform.port}"
-    draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
-    ).plan
-    await client.plans.PublishPlan(
-        pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-    )
+    draft = await _publish(client, immediate_plan())
     # Started right after the publish: without --run it takes the newest run,
     # waiting for the first one if the scheduler has not made it yet.
     plan = ("--shop", "s1", "--plan", draft.plan_id)
@@ -132,9 +112,9 @@ async def test_watch_follows_a_run_to_its_summary(
 
 
 async def test_watch_says_what_went_wrong_in_one_line(
-    serving: tuple[Platform, AsyncCustopsClient], tmp_path: Path
+    running: tuple[Platform, AsyncCustopsClient], tmp_path: Path
 ) -> None:
-    platform, client = serving
+    platform, client = running
     target = f"127.0.0.1:{platform.port}"
     draft = (
         await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))

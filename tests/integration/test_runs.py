@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -68,14 +68,30 @@ async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
     return members
 
 
+async def _publish(client: AsyncCustopsClient, plan: pb.Plan, shop_id: str = "s1") -> pb.Plan:
+    """The plan, created and published."""
+    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop_id, plan=plan))).plan
+    published: pb.Plan = (
+        await client.plans.PublishPlan(
+            pb.PublishPlanRequest(shop_id=shop_id, plan_id=draft.plan_id, etag=draft.etag)
+        )
+    ).plan
+    return published
+
+
 async def _finished(
     client: AsyncCustopsClient,
     plan: pb.Plan,
     run_id: str = "",
     ended: tuple[int, ...] = (pb.RUN_STATE_SUCCEEDED, pb.RUN_STATE_COMPLETED_WITH_FAILURES),
+    clock: SteppingClock | None = None,
+    step: timedelta = timedelta(0),
+    polls: int = 600,
 ) -> pb.PlanRun:
-    """The run (the newest, unless named) once it is in one of the `ended` states."""
-    for _ in range(600):  # bounded: the server's scheduler and workers do the run
+    """The run (the newest, unless named) once it is in one of the `ended`
+    states; with a `clock`, moved on by `step` each poll so that retries
+    with back-off come due."""
+    for _ in range(polls):  # bounded: the server's scheduler and workers do the run
         run: pb.PlanRun | None
         if run_id:
             run = (
@@ -92,6 +108,8 @@ async def _finished(
             run = runs[0] if runs else None
         if run is not None and run.state in ended:
             return run
+        if clock is not None:
+            clock.current += step
         await asyncio.sleep(0.1)
     raise AssertionError("the run did not finish")
 
@@ -110,18 +128,11 @@ async def test_an_immediate_plan_grants_each_member_once(
     running: tuple[Platform, AsyncCustopsClient],
 ) -> None:
     platform, client = running
-    draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
-    ).plan
-    published = (
-        await client.plans.PublishPlan(
-            pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-        )
-    ).plan
+    published = await _publish(client, immediate_plan())
     run = await _finished(client, published)
     audience = await _audience(platform, published)
     assert 0 < len(audience) < POPULATION
-    granted = _granted(platform, draft.plan_id)
+    granted = _granted(platform, published.plan_id)
     assert set(granted) == audience and set(granted.values()) == {1}
     assert run.state == pb.RUN_STATE_SUCCEEDED and run.trigger == pb.RUN_TRIGGER_SCHEDULE
     p = run.progress
@@ -129,7 +140,7 @@ async def test_an_immediate_plan_grants_each_member_once(
     assert run.start_time.ToDatetime(UTC) <= run.end_time.ToDatetime(UTC)
     stats = (
         await client.plans.GetPlanStatistics(
-            pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=draft.plan_id)
+            pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=published.plan_id)
         )
     ).statistics
     assert (stats.runs, stats.members_targeted, stats.benefits_granted) == (
@@ -138,30 +149,30 @@ async def test_an_immediate_plan_grants_each_member_once(
         len(audience),
     )
     got = await client.plans.GetPlanRun(
-        pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id=run.run_id)
+        pb.GetPlanRunRequest(shop_id="s1", plan_id=published.plan_id, run_id=run.run_id)
     )
     assert got.run.run_id == run.run_id
     # A manual run of the same plan: a new period, its own grants, once per
     # request id however often the request is retried.
     first = await client.plans.TriggerPlanRun(
-        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, request_id="again-1")
+        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=published.plan_id, request_id="again-1")
     )
     again = await client.plans.TriggerPlanRun(
-        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, request_id="again-1")
+        pb.TriggerPlanRunRequest(shop_id="s1", plan_id=published.plan_id, request_id="again-1")
     )
     assert first.run.run_id == again.run.run_id and first.run.trigger == pb.RUN_TRIGGER_MANUAL
     manual = await _finished(client, published, first.run.run_id)
     assert manual.state == pb.RUN_STATE_SUCCEEDED
-    granted = _granted(platform, draft.plan_id)
+    granted = _granted(platform, published.plan_id)
     assert set(granted) == audience and set(granted.values()) == {2}
     # Another shop's plan, an unknown run: NOT_FOUND, never data.
     with pytest.raises(CustopsError) as err:
         await client.plans.GetPlanRun(
-            pb.GetPlanRunRequest(shop_id="s2", plan_id=draft.plan_id, run_id=run.run_id)
+            pb.GetPlanRunRequest(shop_id="s2", plan_id=published.plan_id, run_id=run.run_id)
         )
     assert err.value.code is grpc.StatusCode.NOT_FOUND
     with pytest.raises(CustopsError) as err:
         await client.plans.GetPlanRun(
-            pb.GetPlanRunRequest(shop_id="s1", plan_id=draft.plan_id, run_id="bad id")
+            pb.GetPlanRunRequest(shop_id="s1", plan_id=published.plan_id, run_id="bad id")
         )
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
