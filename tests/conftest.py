@@ -40,27 +40,42 @@ def unavailable(what: str, exc: BaseException) -> None:
     pytest.skip(message)
 
 
+async def postgres_admin(sql: str, dsn: str = POSTGRES_ADMIN_DSN) -> None:
+    """One statement outside a transaction (CREATE / DROP DATABASE)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def delete_keys(redis_url: str, prefix: str) -> None:
+    """Every Redis key under `prefix`."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway database, created for this session and dropped after it."""
     import asyncpg
 
     name = f"custops_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     try:
-        run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
+        run_sync(lambda: postgres_admin(f'CREATE DATABASE "{name}"'))
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         unavailable("PostgreSQL", exc)
     base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     yield f"{base}/{name}"
-    run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_sync(lambda: postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -84,17 +99,6 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this session's own; its keys are deleted after it."""
-    import redis.asyncio as redis
-
     prefix = f"custops-test-{uuid.uuid4().hex[:12]}"
     yield prefix
-
-    async def clean() -> None:
-        client = redis.from_url(redis_url)
-        try:
-            async for key in client.scan_iter(match=f"{prefix}:*"):
-                await client.delete(key)
-        finally:
-            await client.aclose()
-
-    run_sync(clean)
+    run_sync(lambda: delete_keys(redis_url, prefix))

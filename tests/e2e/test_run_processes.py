@@ -25,6 +25,7 @@ from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
 from domain import runs
 from server.persistence.database import create_engine
 from server.persistence.tables import operation_records, plan_runs, shards
+from tests.conftest import delete_keys, postgres_admin
 from tests.e2e import process
 from tests.integration.test_runs import immediate_plan
 
@@ -46,37 +47,20 @@ RUN_WAIT = 240.0  # seconds any run may take here, lease expiry included (a boun
 async def database(postgres_url: str) -> AsyncIterator[str]:
     """A database of this test's own beside the session's throwaway one, so
     no job of another test is ever leased by these servers."""
-    import asyncpg
-
     base, _, session = postgres_url.rpartition("/")
     name = f"{session}_{uuid.uuid4().hex[:8]}"
     dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    await admin(f'CREATE DATABASE "{name}"')
+    await postgres_admin(f'CREATE DATABASE "{name}"', dsn)
     yield f"{base}/{name}"
-    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dsn)
 
 
 @pytest.fixture
 async def prefix(redis_url: str) -> AsyncIterator[str]:
     """A Redis key prefix of this test's own (throttle settings and buckets)."""
-    import redis.asyncio as redis
-
     own = f"custops-runs-{uuid.uuid4().hex[:12]}"
     yield own
-    client = redis.from_url(redis_url)
-    try:
-        async for key in client.scan_iter(match=f"{own}:*"):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    await delete_keys(redis_url, own)
 
 
 async def _stubs(population: int) -> process.ServerProcess:
