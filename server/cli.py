@@ -19,6 +19,9 @@ from server.stubs.pressure import CapacitySettings, FaultSettings
 
 log = logging.getLogger("custops")
 
+# Members of one shop's population (the bound of CUSTOPS_STUBS_POPULATION).
+MAX_POPULATION = 100_000_000
+
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     defaults = {f.name: f.default for f in fields(Settings)}
@@ -93,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-ms", type=float, nargs=2, default=(0.0, 0.0), metavar=("MIN", "MAX")
     )
     stubs.add_argument(
+        "--shop-population",
+        type=_shop_population,
+        action="append",
+        metavar="SHOP=N",
+        help="this shop has N members (repeatable; other shops: --stubs-population)",
+    )
+    stubs.add_argument(
         "--only",
         choices=SYSTEMS,
         action="append",
@@ -110,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "lost_response_rate",
         "timeout_rate",
         "latency_ms",
+        "shop_population",
     )
     flags = {k: v for k, v in vars(args).items() if k not in own}
     try:
@@ -135,10 +146,20 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
+            shop_populations: dict[str, int] = {}
+            for shop, size in args.shop_population or ():
+                if shop in shop_populations:
+                    print(f"custops: --shop-population {shop} given twice", file=sys.stderr)
+                    return 2
+                shop_populations[shop] = size
             faults = FaultSettings(*rates, low / 1000, high / 1000)
             asyncio.run(
                 _stubs(
-                    settings, tuple(args.only or SYSTEMS), CapacitySettings(args.capacity), faults
+                    settings,
+                    tuple(args.only or SYSTEMS),
+                    CapacitySettings(args.capacity),
+                    faults,
+                    shop_populations,
                 )
             )
     except StartupError as exc:
@@ -348,14 +369,32 @@ async def _serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+def _shop_population(text: str) -> tuple[str, int]:
+    """`SHOP=N` of --shop-population: a shop id and its members, 0-100000000."""
+    shop, sep, size = text.partition("=")
+    if not sep or not shop:
+        raise argparse.ArgumentTypeError(f"expected SHOP=N, got {text!r}")
+    if not (size.isascii() and size.isdigit()) or int(size) > MAX_POPULATION:
+        raise argparse.ArgumentTypeError(
+            f"N must be an integer 0-{MAX_POPULATION} (members), got {size!r} in {text!r}"
+        )
+    return shop, int(size)
+
+
 async def _stubs(
     settings: Settings,
     systems: tuple[str, ...],
     capacity: CapacitySettings,
     faults: FaultSettings,
+    shop_populations: dict[str, int] | None = None,
 ) -> None:
     stubs = Stubs(
-        StubOptions(seed=settings.stubs_seed, population=settings.stubs_population, systems=systems)
+        StubOptions(
+            seed=settings.stubs_seed,
+            population=settings.stubs_population,
+            shop_populations=dict(shop_populations or {}),
+            systems=systems,
+        )
     )
     for pressure in stubs.pressures.values():
         pressure.configure(CapacitySettings(capacity.items_per_second), faults)

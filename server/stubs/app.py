@@ -3,7 +3,7 @@ three, or one), with health, reflection and StubAdminService, on loopback."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -30,6 +30,9 @@ SYSTEMS = ("audience", "benefit", "notification")
 class StubOptions:
     seed: int = 1
     population: int = 100_000
+    # Shops with their own population size (shop id -> members); every other
+    # shop has `population` members.
+    shop_populations: dict[str, int] = field(default_factory=dict)
     # Event times of the population lie before this; None = today 00:00 UTC.
     epoch: datetime | None = None
     systems: tuple[str, ...] = SYSTEMS
@@ -48,7 +51,9 @@ class Stubs:
         epoch = options.epoch or datetime.now(UTC).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
-        self.population = Population(options.seed, options.population, epoch)
+        self.population = Population(
+            options.seed, options.population, epoch, options.shop_populations
+        )
         self.notifications: NotificationStub | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None

@@ -7,6 +7,10 @@
   from its last cursor and gets the same members. A page scans at most
   `scan_budget` members, so it may hold fewer than page_size (or none) and
   still have a next page.
+- Sizes: a shop has `population.size_of(shop)` members; an id past that is
+  unknown to the shop (estimates, pages, shards and matches all follow it).
+- MatchMemberRules: one member against many rules (a shopper's page); the
+  member is generated once, and the call costs one item of capacity.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from server.stubs.pressure import MAX_BATCH, Pressure
 DEFAULT_PAGE_SIZE = 1000
 
 MAX_IDS = 1000
+MAX_CHECKS = 1000
 SAMPLE = 20_000
 
 
@@ -66,7 +71,7 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
 
     def _estimate(self, shop_id: str, rule: a.Rule, moment: Moment) -> tuple[int, bool]:
         listed = listed_members(rule)
-        size = self.population.size
+        size = self.population.size_of(shop_id)
         if listed is not None:
             return len(self._matching_ids(shop_id, rule, moment, listed)), True
         base = self.population.base(shop_id)
@@ -94,7 +99,7 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
             await _invalid(context, "shard_index", f"must be 0-{shards - 1}")
         rule, moment = await _parse(request.rule, request.evaluation, context)
         fingerprint = _fingerprint(request)
-        start, end = _shard(self.population.size, request.shard_index, shards)
+        start, end = _shard(self.population.size_of(request.shop_id), request.shard_index, shards)
         position = start
         if request.page_token:
             cursor = _read_cursor(request.page_token)
@@ -135,7 +140,8 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         if listed is not None:
             # A precise audience: only its members, in index order.
             ids = self._matching_ids(shop_id, rule, moment, listed)
-            indexes = sorted(i for i in map(self.population.index_of, ids) if i is not None)
+            found_at = (self.population.index_of(i, shop_id) for i in ids)
+            indexes = sorted(i for i in found_at if i is not None)
             chosen = [i for i in indexes if position <= i < end][:page_size]
             next_position = chosen[-1] + 1 if len(chosen) == page_size else end
             return [self.population.member_id(i) for i in chosen], next_position
@@ -160,7 +166,7 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
 
     def _known(self, shop_id: str, ids: Any) -> list[Member]:
         base = self.population.base(shop_id)
-        indexes = (self.population.index_of(i) for i in dict.fromkeys(ids))
+        indexes = (self.population.index_of(i, shop_id) for i in dict.fromkeys(ids))
         return [self.population.member(shop_id, i, base) for i in indexes if i is not None]
 
     async def MatchMembers(
@@ -171,13 +177,54 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         rule, moment = await _parse(request.rule, request.evaluation, context)
         await self.pressure.admit(context, max(len(request.member_ids), 1))
         matched = set(self._matching_ids(request.shop_id, rule, moment, tuple(request.member_ids)))
-        unknown = [i for i in request.member_ids if self.population.index_of(i) is None]
+        unknown = [
+            i for i in request.member_ids if self.population.index_of(i, request.shop_id) is None
+        ]
         self.pressure.item_succeeded(len(request.member_ids))
         await self.pressure.deliver(context)
         return pb.MatchMembersResponse(
             matched_member_ids=[i for i in dict.fromkeys(request.member_ids) if i in matched],
             unknown_member_ids=unknown,
         )
+
+    async def MatchMemberRules(
+        self, request: pb.MatchMemberRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MatchMemberRulesResponse:
+        """Which of the checks one member matches, each at its own evaluation
+        (a shopper's page view). One item of capacity per call, whatever the
+        number of checks: it is one member, generated once."""
+        if not request.member_id:
+            await _invalid(context, "member_id", "is required")
+        if len(request.checks) > MAX_CHECKS:
+            await _invalid(context, "checks", f"at most {MAX_CHECKS} per call")
+        now = datetime.now(UTC)  # one instant for every check without as_of
+        keys: set[str] = set()
+        # The checks of a page mostly share one evaluation: work it out once.
+        moments: dict[bytes, Moment] = {}
+        checks: list[tuple[str, a.Rule, Moment]] = []
+        for n, check in enumerate(request.checks):
+            prefix = f"checks[{n}]."
+            if not check.key:
+                await _invalid(context, f"{prefix}key", "is required")
+            if check.key in keys:
+                await _invalid(context, f"{prefix}key", f"duplicate key {check.key!r}")
+            keys.add(check.key)
+            rule = await _parse_rule(check.rule, context, prefix)
+            evaluation = check.evaluation.SerializeToString(deterministic=True)
+            moment = moments.get(evaluation)
+            if moment is None:
+                moment = await _parse_moment(check.evaluation, context, prefix, now)
+                moments[evaluation] = moment
+            checks.append((check.key, rule, moment))
+        await self.pressure.admit(context, 1)
+        index = self.population.index_of(request.member_id, request.shop_id)
+        matched: list[str] = []
+        if index is not None:
+            member = self.population.member(request.shop_id, index)
+            matched = [key for key, rule, moment in checks if evaluate(rule, member, moment)]
+        self.pressure.item_succeeded()
+        await self.pressure.deliver(context)
+        return pb.MatchMemberRulesResponse(matched_keys=matched, unknown_member=index is None)
 
     async def BatchGetMemberProfiles(
         self, request: pb.BatchGetMemberProfilesRequest, context: grpc.aio.ServicerContext
@@ -186,7 +233,9 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
             await _invalid(context, "member_ids", f"at most {MAX_IDS} per call")
         await self.pressure.admit(context, max(len(request.member_ids), 1))
         members = self._known(request.shop_id, request.member_ids)
-        unknown = [i for i in request.member_ids if self.population.index_of(i) is None]
+        unknown = [
+            i for i in request.member_ids if self.population.index_of(i, request.shop_id) is None
+        ]
         self.pressure.item_succeeded(len(members))
         await self.pressure.deliver(context)
         return pb.BatchGetMemberProfilesResponse(
@@ -213,23 +262,49 @@ def _profile(shop_id: str, m: Member) -> pb.MemberProfile:
 
 
 async def _parse(
-    rule: pb.AudienceRule, evaluation: pb.Evaluation, context: grpc.aio.ServicerContext
+    rule: pb.AudienceRule,
+    evaluation: pb.Evaluation,
+    context: grpc.aio.ServicerContext,
+    prefix: str = "",
+    now: datetime | None = None,
 ) -> tuple[a.Rule, Moment]:
+    """The rule and its evaluation instant (`now` when it has no as_of);
+    problems are INVALID_ARGUMENT naming `{prefix}rule...` or
+    `{prefix}evaluation...`."""
+    parsed = await _parse_rule(rule, context, prefix)
+    return parsed, await _parse_moment(evaluation, context, prefix, now)
+
+
+async def _parse_rule(
+    rule: pb.AudienceRule, context: grpc.aio.ServicerContext, prefix: str = ""
+) -> a.Rule:
     try:
-        parsed = rule_from_proto(rule, "rule")
-        require(validate_rule(parsed, "rule"))
+        parsed = rule_from_proto(rule, f"{prefix}rule")
+        require(validate_rule(parsed, f"{prefix}rule"))
     except InvalidArgument as exc:
         await _invalid(context, exc.violations[0].field, exc.violations[0].description)
         raise
+    return parsed
+
+
+async def _parse_moment(
+    evaluation: pb.Evaluation,
+    context: grpc.aio.ServicerContext,
+    prefix: str = "",
+    now: datetime | None = None,
+) -> Moment:
     zone = evaluation.time_zone or DEFAULT_TIME_ZONE
     if not is_time_zone(zone):
-        await _invalid(context, "evaluation.time_zone", "must be an IANA time zone")
+        await _invalid(context, f"{prefix}evaluation.time_zone", "must be an IANA time zone")
     if evaluation.HasField("as_of") and not (
         in_term_years(evaluation.as_of.seconds) and 0 <= evaluation.as_of.nanos < 10**9
     ):
-        await _invalid(context, "evaluation.as_of", "must be between 1970 and 2199")
-    at = evaluation.as_of.ToDatetime(UTC) if evaluation.HasField("as_of") else datetime.now(UTC)
-    return parsed, Moment(at, at.astimezone(zone_of(zone)).date())
+        await _invalid(context, f"{prefix}evaluation.as_of", "must be between 1970 and 2199")
+    if evaluation.HasField("as_of"):
+        at = evaluation.as_of.ToDatetime(UTC)
+    else:
+        at = now or datetime.now(UTC)
+    return Moment(at, at.astimezone(zone_of(zone)).date())
 
 
 async def _invalid(context: grpc.aio.ServicerContext, field: str, description: str) -> None:

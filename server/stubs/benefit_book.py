@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -45,6 +46,8 @@ class BenefitBook:
     keys: dict[tuple[str, str, str], _Keyed] = field(default_factory=dict)
     grants_by_key: dict[tuple[str, str], int] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Instance ids of a restarted stand-in never repeat those it gave before.
+    _id_tag: str = field(default_factory=lambda: secrets.token_hex(4))
 
     def __post_init__(self) -> None:
         for preset in PRESETS:
@@ -222,7 +225,7 @@ class BenefitBook:
     ) -> pb.BenefitInstance:
         start = now + timedelta(days=k * part.periodicity.interval_days)
         instance = pb.BenefitInstance(
-            instance_id=f"bi-{next(self._ids):010d}",
+            instance_id=f"bi-{self._id_tag}-{next(self._ids):010d}",
             shop_id=shop_id,
             member_id=item.member_id,
             template_id=part.template_id,

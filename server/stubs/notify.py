@@ -89,7 +89,7 @@ class NotificationStub(notify_pb2_grpc.NotificationServiceServicer):
             or m.channel not in pb.MessageChannel.values()
         ):
             return "INVALID_MESSAGE", "channel is required"
-        index = self.population.index_of(m.member_id)
+        index = self.population.index_of(m.member_id, shop_id)
         if index is None:
             return "MEMBER_NOT_FOUND", f"no member {m.member_id!r}"
         if (

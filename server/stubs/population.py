@@ -4,11 +4,14 @@ Nothing is stored: member `i` of a shop is computed from (seed, shop, i)
 with a splitmix64 stream, so ten million members cost no memory and the
 same settings give the same people every time. Event times are placed
 before the population's epoch (by default the start of the current UTC day).
+Every shop has `size` members (m00000000 up), unless `shop_sizes` gives it
+its own size: an id past a shop's size is unknown to that shop.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from functools import cached_property
 
@@ -18,6 +21,9 @@ _LEVEL_WEIGHTS = (40, 25, 15, 10, 7, 3)  # percent
 TAGS = ("beauty", "baby", "sports", "digital", "food", "fashion", "home", "books")
 _ID_PREFIX = "m"
 _ID_DIGITS = 8
+# No population reaches 10**18 members; longer digit strings are not parsed
+# (int() refuses over 4300 digits, and a long one costs time).
+_MAX_ID_DIGITS = 18
 # Day-of-year in a leap year, so that 29 February is somebody's birthday.
 _LEAP_YEAR_DAYS = [date(2000, 1, 1) + timedelta(days=i) for i in range(366)]
 
@@ -116,12 +122,28 @@ class Member:
 
 
 class Population:
-    def __init__(self, seed: int, size: int, epoch: datetime) -> None:
+    def __init__(
+        self,
+        seed: int,
+        size: int,
+        epoch: datetime,
+        shop_sizes: Mapping[str, int] | None = None,
+    ) -> None:
         if size < 0:
             raise ValueError("size must be >= 0")
+        sizes = dict(shop_sizes or {})
+        bad = sorted(shop for shop, n in sizes.items() if n < 0)
+        if bad:
+            raise ValueError(f"shop sizes must be >= 0 (shops {', '.join(map(repr, bad))})")
         self.seed = seed
+        # The default size, of every shop without its own.
         self.size = size
+        self.shop_sizes = sizes
         self.epoch = epoch
+
+    def size_of(self, shop_id: str) -> int:
+        """How many members a shop has: its own size, or the default."""
+        return self.shop_sizes.get(shop_id, self.size)
 
     def _base(self, shop_id: str) -> int:
         digest = hashlib.blake2b(f"{self.seed}:{shop_id}".encode(), digest_size=8).digest()
@@ -130,17 +152,19 @@ class Population:
     def member_id(self, index: int) -> str:
         return f"{_ID_PREFIX}{index:0{_ID_DIGITS}d}"
 
-    def index_of(self, member_id: str) -> int | None:
-        """The index of an id of this population, or None."""
+    def index_of(self, member_id: str, shop_id: str | None = None) -> int | None:
+        """The index of an id of the shop's population (of the default size
+        when no shop is given), or None."""
         digits = member_id[len(_ID_PREFIX) :]
         if (
             not member_id.startswith(_ID_PREFIX)
-            or len(digits) < _ID_DIGITS
+            or not _ID_DIGITS <= len(digits) <= _MAX_ID_DIGITS
             or not (digits.isascii() and digits.isdigit())
         ):
             return None
+        size = self.size if shop_id is None else self.shop_sizes.get(shop_id, self.size)
         index = int(digits)
-        return index if index < self.size and self.member_id(index) == member_id else None
+        return index if index < size and self.member_id(index) == member_id else None
 
     def member(self, shop_id: str, index: int, base: int | None = None) -> Member:
         """Member `index` of a shop (pass `base` when generating many)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 
 import grpc
@@ -13,8 +13,10 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from custops.audience.v1 import audience_pb2 as pb
+from custops.audience.v1 import audience_pb2_grpc
 from custops.stubadmin.v1 import stubadmin_pb2 as admin
 from domain.birthday import occurrence
+from server.stubs.app import StubOptions, Stubs
 from tests.integration.stubs_fixture import EPOCH, POPULATION, StubClients
 
 AS_OF = EPOCH + timedelta(hours=6)  # 14:00 in Shanghai on 2026-11-24
@@ -38,14 +40,19 @@ async def everyone(s: StubClients) -> list[pb.MemberProfile]:
 
 
 async def page_all(
-    s: StubClients, rule: pb.AudienceRule, size: int = 250, **extra: int
+    s: StubClients | audience_pb2_grpc.AudienceServiceStub,
+    rule: pb.AudienceRule,
+    size: int = 250,
+    shop: str = "s1",
+    **extra: int,
 ) -> list[str]:
+    audience = s.audience if isinstance(s, StubClients) else s
     ids: list[str] = []
     token = ""
     for _ in range(1000):
-        reply = await s.audience.ListAudienceMembers(
+        reply = await audience.ListAudienceMembers(
             pb.ListAudienceMembersRequest(
-                shop_id="s1",
+                shop_id=shop,
                 rule=rule,
                 evaluation=evaluation(),
                 page_size=size,
@@ -292,3 +299,215 @@ async def test_faults_on_demand(stubs: StubClients) -> None:
             )
         )
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+# Shops with their own population size, beside the default of POPULATION.
+SHOP_SIZES = {"small": 1000, "big": 5000, "empty": 0}
+EVERYONE = pb.AudienceRule(
+    any_of=pb.RuleList(
+        rules=[
+            pb.AudienceRule(follower=pb.FollowerCondition()),
+            pb.AudienceRule(negate=pb.AudienceRule(follower=pb.FollowerCondition())),
+        ]
+    )
+)
+FOLLOWERS = pb.AudienceRule(follower=pb.FollowerCondition())
+
+
+@pytest.fixture
+async def sized() -> AsyncIterator[audience_pb2_grpc.AudienceServiceStub]:
+    options = StubOptions(
+        seed=7, population=POPULATION, epoch=EPOCH, shop_populations=dict(SHOP_SIZES)
+    )
+    running = Stubs(options)
+    port = await running.start("127.0.0.1:0")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield audience_pb2_grpc.AudienceServiceStub(channel)
+    await running.stop(None)
+
+
+async def _estimate(
+    audience: audience_pb2_grpc.AudienceServiceStub, shop: str, rule: pb.AudienceRule
+) -> tuple[int, bool]:
+    reply = await audience.EstimateAudience(
+        pb.EstimateAudienceRequest(shop_id=shop, rule=rule, evaluation=evaluation())
+    )
+    return reply.count, reply.exact
+
+
+async def test_a_shop_can_have_its_own_population_size(
+    stubs: StubClients, sized: audience_pb2_grpc.AudienceServiceStub
+) -> None:
+    ids = ["m00000999", "m00001000", "m00002999", "m00003000", "m00004999", "m00005000"]
+    known = {"s1": ids[:3], "small": ids[:1], "big": ids[:5], "empty": []}
+    for shop, members in known.items():
+        profiles = await sized.BatchGetMemberProfiles(
+            pb.BatchGetMemberProfilesRequest(shop_id=shop, member_ids=ids)
+        )
+        assert [p.member_id for p in profiles.profiles] == members, shop
+        assert list(profiles.unknown_member_ids) == [i for i in ids if i not in members], shop
+        match = await sized.MatchMembers(
+            pb.MatchMembersRequest(
+                shop_id=shop, rule=EVERYONE, evaluation=evaluation(), member_ids=ids
+            )
+        )
+        assert list(match.matched_member_ids) == members, shop
+        assert list(match.unknown_member_ids) == [i for i in ids if i not in members], shop
+        # A precise audience keeps only the shop's own members.
+        listed = pb.AudienceRule(members=pb.MemberList(member_ids=ids))
+        assert await page_all(sized, listed, shop=shop) == members, shop
+        assert await _estimate(sized, shop, listed) == (len(members), True), shop
+    for shop, size in {"s1": POPULATION, **SHOP_SIZES}.items():
+        assert await _estimate(sized, shop, EVERYONE) == (size, True), shop
+        everyone_ids = [f"m{i:08d}" for i in range(size)]
+        assert await page_all(sized, EVERYONE, size=700, shop=shop) == everyone_ids, shop
+        shards = [
+            await page_all(sized, EVERYONE, size=300, shop=shop, shard_count=3, shard_index=i)
+            for i in range(3)
+        ]
+        assert [m for shard in shards for m in shard] == everyone_ids, shop
+    # The small shop's followers: exactly those among its first 1000 members.
+    followers = await page_all(sized, FOLLOWERS, shop="small")
+    assert followers and all(int(i[1:]) < 1000 for i in followers)
+    assert await _estimate(sized, "small", FOLLOWERS) == (len(followers), True)
+    # A shop without its own size answers as without any override.
+    assert await page_all(sized, FOLLOWERS) == await page_all(stubs, FOLLOWERS)
+    assert await _estimate(sized, "s1", FOLLOWERS) == await _estimate(
+        stubs.audience, "s1", FOLLOWERS
+    )
+
+
+def _check(key: str, rule: pb.AudienceRule, zone: str = "Asia/Shanghai") -> pb.RuleCheck:
+    return pb.RuleCheck(key=key, rule=rule, evaluation=evaluation(zone=zone))
+
+
+async def test_match_member_rules_agrees_with_match_members(stubs: StubClients) -> None:
+    # 2026-11-24 06:00 UTC is still 23 November in Los Angeles: seven days
+    # ahead is 30 November there, 1 December in Shanghai.
+    november = pb.AudienceRule(
+        birthday=pb.BirthdayCondition(scope=pb.BIRTHDAY_SCOPE_MONTH, days_ahead=7)
+    )
+    checks = [
+        _check("birthday", november, "America/Los_Angeles"),
+        _check("levels", pb.AudienceRule(levels=pb.LevelCondition(levels=["V2", "V3"]))),
+        _check("browsing", RULES["followers browsing without buying"][0]),
+    ]
+    sample = [f"m{i:08d}" for i in range(0, POPULATION, POPULATION // 200)]
+    assert len(sample) == 200
+    expected: dict[str, set[str]] = {}
+    for check in checks:
+        reply = await stubs.audience.MatchMembers(
+            pb.MatchMembersRequest(
+                shop_id="s1", rule=check.rule, evaluation=check.evaluation, member_ids=sample
+            )
+        )
+        expected[check.key] = set(reply.matched_member_ids)
+        assert 0 < len(expected[check.key]) < len(sample), check.key
+    profiles = {p.member_id: p for p in await everyone(stubs)}
+    assert expected["birthday"] == {m for m in sample if profiles[m].birthday.month == 11}
+    for member in sample:
+        reply = await stubs.audience.MatchMemberRules(
+            pb.MatchMemberRulesRequest(shop_id="s1", member_id=member, checks=checks)
+        )
+        assert not reply.unknown_member
+        assert list(reply.matched_keys) == [c.key for c in checks if member in expected[c.key]]
+
+
+async def test_match_member_rules_keeps_request_order_and_knows_unknown_members(
+    stubs: StubClients, sized: audience_pb2_grpc.AudienceServiceStub
+) -> None:
+    level = (await everyone(stubs))[42].level
+    counters = admin.GetStubCountersRequest(system=admin.STUB_SYSTEM_AUDIENCE)
+    before = (await stubs.admin.GetStubCounters(counters)).counters
+    others = [code for code in ("V0", "V1", "V2", "V3", "V4", "V5") if code != level]
+    checks = [
+        _check("z", EVERYONE),
+        _check("not-mine", pb.AudienceRule(levels=pb.LevelCondition(levels=others))),
+        _check("a", pb.AudienceRule(levels=pb.LevelCondition(levels=[level]))),
+        _check("listed", pb.AudienceRule(members=pb.MemberList(member_ids=["m00000042"]))),
+        _check("m", EVERYONE, "Europe/Berlin"),
+    ]
+    request = pb.MatchMemberRulesRequest(shop_id="s1", member_id="m00000042", checks=checks)
+    reply = await stubs.audience.MatchMemberRules(request)
+    assert (list(reply.matched_keys), reply.unknown_member) == (["z", "a", "listed", "m"], False)
+    reply = await stubs.audience.MatchMemberRules(
+        pb.MatchMemberRulesRequest(shop_id="s1", member_id="m00000042", checks=checks[::-1])
+    )
+    assert list(reply.matched_keys) == ["m", "listed", "a", "z"]
+    empty = await stubs.audience.MatchMemberRules(
+        pb.MatchMemberRulesRequest(shop_id="s1", member_id="m00000042")
+    )
+    assert (list(empty.matched_keys), empty.unknown_member) == ([], False)
+    for member in ("m00003000", "nobody", "m0000004"):
+        reply = await stubs.audience.MatchMemberRules(
+            pb.MatchMemberRulesRequest(shop_id="s1", member_id=member, checks=checks)
+        )
+        assert (list(reply.matched_keys), reply.unknown_member) == ([], True), member
+    # One item of capacity per call, whatever the number of checks.
+    after = (await stubs.admin.GetStubCounters(counters)).counters
+    assert (after.calls - before.calls, after.items - before.items) == (6, 6)
+    # A member of the default size is unknown to a smaller shop, known to a bigger.
+    for shop, unknown in (("s1", False), ("small", True), ("big", False), ("empty", True)):
+        reply = await sized.MatchMemberRules(
+            pb.MatchMemberRulesRequest(shop_id=shop, member_id="m00001500", checks=checks[:1])
+        )
+        assert (list(reply.matched_keys), reply.unknown_member) == (
+            ([], True) if unknown else (["z"], False)
+        ), shop
+    reply = await sized.MatchMemberRules(
+        pb.MatchMemberRulesRequest(shop_id="big", member_id="m00004999", checks=checks[:1])
+    )
+    assert (list(reply.matched_keys), reply.unknown_member) == (["z"], False)
+
+
+def _far_future() -> pb.Evaluation:
+    return pb.Evaluation(as_of=Timestamp(seconds=8_000_000_000), time_zone="Asia/Shanghai")
+
+
+GOOD = _check("ok", FOLLOWERS)
+INVALID_MATCH_MEMBER_RULES = {
+    "member_id": pb.MatchMemberRulesRequest(shop_id="s1", checks=[GOOD]),
+    "checks": pb.MatchMemberRulesRequest(
+        shop_id="s1",
+        member_id="m00000001",
+        checks=[_check(f"k{i}", FOLLOWERS) for i in range(1001)],
+    ),
+    "checks[1].rule": pb.MatchMemberRulesRequest(
+        shop_id="s1", member_id="m00000001", checks=[GOOD, pb.RuleCheck(key="no rule")]
+    ),
+    "checks[2].rule.levels.levels": pb.MatchMemberRulesRequest(
+        shop_id="s1",
+        member_id="m00000001",
+        checks=[
+            _check("a", FOLLOWERS),
+            GOOD,
+            _check("bad", pb.AudienceRule(levels=pb.LevelCondition())),
+        ],
+    ),
+    "checks[0].evaluation.time_zone": pb.MatchMemberRulesRequest(
+        shop_id="s1", member_id="m00000001", checks=[_check("a", FOLLOWERS, "Mars/Olympus")]
+    ),
+    "checks[1].evaluation.as_of": pb.MatchMemberRulesRequest(
+        shop_id="s1",
+        member_id="m00000001",
+        checks=[GOOD, pb.RuleCheck(key="late", rule=FOLLOWERS, evaluation=_far_future())],
+    ),
+    "checks[2].key": pb.MatchMemberRulesRequest(
+        shop_id="s1",
+        member_id="m00000001",
+        checks=[GOOD, _check("other", FOLLOWERS), _check("ok", EVERYONE)],
+    ),
+    "checks[0].key": pb.MatchMemberRulesRequest(
+        shop_id="s1", member_id="m00000001", checks=[_check("", FOLLOWERS)]
+    ),
+}
+
+
+@pytest.mark.parametrize("field", list(INVALID_MATCH_MEMBER_RULES))
+async def test_match_member_rules_names_the_invalid_field(stubs: StubClients, field: str) -> None:
+    counters = admin.GetStubCountersRequest(system=admin.STUB_SYSTEM_AUDIENCE)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.MatchMemberRules(INVALID_MATCH_MEMBER_RULES[field])
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith(f"{field}: "), err.value.details()
+    assert (await stubs.admin.GetStubCounters(counters)).counters.calls == 0  # nothing admitted

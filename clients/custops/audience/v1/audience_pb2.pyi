@@ -632,6 +632,90 @@ class MatchMembersResponse(_message.Message):
 Global___MatchMembersResponse: _TypeAlias = MatchMembersResponse  # noqa: Y015
 
 @_typing.final
+class RuleCheck(_message.Message):
+    """One rule to check for a member, named by the caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The caller's name for the check, e.g. a plan id; unique in a request."""
+    @_builtins.property
+    def rule(self) -> Global___AudienceRule: ...
+    @_builtins.property
+    def evaluation(self) -> Global___Evaluation: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        rule: Global___AudienceRule | None = ...,
+        evaluation: Global___Evaluation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "key", b"key", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleCheck: _TypeAlias = RuleCheck  # noqa: Y015
+
+@_typing.final
+class MatchMemberRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    member_id: _builtins.str
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleCheck]:
+        """At most 1000 checks."""
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        checks: _abc.Iterable[Global___RuleCheck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "member_id", b"member_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchMemberRulesRequest: _TypeAlias = MatchMemberRulesRequest  # noqa: Y015
+
+@_typing.final
+class MatchMemberRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_KEYS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_MEMBER_FIELD_NUMBER: _builtins.int
+    unknown_member: _builtins.bool
+    """True when the audience system does not know the member; nothing matches."""
+    @_builtins.property
+    def matched_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The keys of the checks the member matches, in request order."""
+
+    def __init__(
+        self,
+        *,
+        matched_keys: _abc.Iterable[_builtins.str] | None = ...,
+        unknown_member: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched_keys", b"matched_keys", "unknown_member", b"unknown_member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchMemberRulesResponse: _TypeAlias = MatchMemberRulesResponse  # noqa: Y015
+
+@_typing.final
 class BatchGetMemberProfilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -51,6 +51,11 @@ class AudienceServiceStub:
                 request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersRequest.SerializeToString,
                 response_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersResponse.FromString,
                 _registered_method=True)
+        self.MatchMemberRules = channel.unary_unary(
+                '/custops.audience.v1.AudienceService/MatchMemberRules',
+                request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.SerializeToString,
+                response_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.FromString,
+                _registered_method=True)
         self.BatchGetMemberProfiles = channel.unary_unary(
                 '/custops.audience.v1.AudienceService/BatchGetMemberProfiles',
                 request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchGetMemberProfilesRequest.SerializeToString,
@@ -86,6 +91,14 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MatchMemberRules(self, request, context):
+        """Tells which of the given rules one member matches, each at its own
+        evaluation (a shopper's page: "which plans apply to me", one call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BatchGetMemberProfiles(self, request, context):
         """Gets member profiles by id.
         """
@@ -110,6 +123,11 @@ def add_AudienceServiceServicer_to_server(servicer, server):
                     servicer.MatchMembers,
                     request_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersRequest.FromString,
                     response_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersResponse.SerializeToString,
+            ),
+            'MatchMemberRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.MatchMemberRules,
+                    request_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.FromString,
+                    response_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.SerializeToString,
             ),
             'BatchGetMemberProfiles': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetMemberProfiles,
@@ -200,6 +218,33 @@ class AudienceService:
             '/custops.audience.v1.AudienceService/MatchMembers',
             custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersRequest.SerializeToString,
             custops_dot_audience_dot_v1_dot_audience__pb2.MatchMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchMemberRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.audience.v1.AudienceService/MatchMemberRules',
+            custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.SerializeToString,
+            custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class AudienceServiceStub:
     """Tells which of the given members match a rule at an instant (shopper-side
     "does this plan apply to me").
     """
+    MatchMemberRules: _grpc.UnaryUnaryMultiCallable[_audience_pb2.MatchMemberRulesRequest, _audience_pb2.MatchMemberRulesResponse]
+    """Tells which of the given rules one member matches, each at its own
+    evaluation (a shopper's page: "which plans apply to me", one call).
+    """
     BatchGetMemberProfiles: _grpc.UnaryUnaryMultiCallable[_audience_pb2.BatchGetMemberProfilesRequest, _audience_pb2.BatchGetMemberProfilesResponse]
     """Gets member profiles by id."""
 
@@ -67,6 +71,10 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     MatchMembers: _aio.UnaryUnaryMultiCallable[_audience_pb2.MatchMembersRequest, _audience_pb2.MatchMembersResponse]  # type: ignore[assignment]
     """Tells which of the given members match a rule at an instant (shopper-side
     "does this plan apply to me").
+    """
+    MatchMemberRules: _aio.UnaryUnaryMultiCallable[_audience_pb2.MatchMemberRulesRequest, _audience_pb2.MatchMemberRulesResponse]  # type: ignore[assignment]
+    """Tells which of the given rules one member matches, each at its own
+    evaluation (a shopper's page: "which plans apply to me", one call).
     """
     BatchGetMemberProfiles: _aio.UnaryUnaryMultiCallable[_audience_pb2.BatchGetMemberProfilesRequest, _audience_pb2.BatchGetMemberProfilesResponse]  # type: ignore[assignment]
     """Gets member profiles by id."""
@@ -102,6 +110,16 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audience_pb2.MatchMembersResponse, _abc.Awaitable[_audience_pb2.MatchMembersResponse]]:
         """Tells which of the given members match a rule at an instant (shopper-side
         "does this plan apply to me").
+        """
+
+    @_abc_1.abstractmethod
+    def MatchMemberRules(
+        self,
+        request: _audience_pb2.MatchMemberRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.MatchMemberRulesResponse, _abc.Awaitable[_audience_pb2.MatchMemberRulesResponse]]:
+        """Tells which of the given rules one member matches, each at its own
+        evaluation (a shopper's page: "which plans apply to me", one call).
         """
 
     @_abc_1.abstractmethod
