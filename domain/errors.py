@@ -21,11 +21,15 @@ class FieldViolation:
 class DomainError(Exception):
     reason = "DOMAIN_ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        # Seconds after which a retry may succeed (google.rpc.RetryInfo), if it may.
+        self.retry_after = retry_after
 
 
 class InvalidArgument(DomainError):

@@ -123,6 +123,7 @@ SAFE_WHEN_PUBLISHED = (
     "display_name",
     "description",
     "limits.rate_override",
+    "limits.replenish_after_end",
     "limits.quiet_hours",
     "limits.total_budget",  # raised, or 0 for no budget; never lowered
     "time.term",  # a fixed period extended: starting no later, ending no earlier

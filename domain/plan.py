@@ -144,6 +144,8 @@ class PlanLimits:
     total_budget: int = 0
     quiet_hours: QuietHours | None = None
     rate_override: float = 0.0
+    # Give a used benefit back when its order is refunded after the plan ended.
+    replenish_after_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ UPDATABLE_FIELDS: tuple[str, ...] = (
     "limits.total_budget",
     "limits.quiet_hours",
     "limits.rate_override",
+    "limits.replenish_after_end",
 )
 
 

@@ -61,6 +61,7 @@ def spec_to_dict(spec: PlanSpec) -> dict[str, Any]:
             if quiet is None
             else {"start": quiet.start, "end": quiet.end, "policy": quiet.policy.value},
             "rate_override": limits.rate_override,
+            "replenish_after_end": limits.replenish_after_end,
         },
     }
 
@@ -94,6 +95,8 @@ def spec_from_dict(d: dict[str, Any]) -> PlanSpec:
             if quiet is None
             else QuietHours(quiet["start"], quiet["end"], QuietHoursPolicy(quiet["policy"])),
             rate_override=lim["rate_override"],
+            # Absent from plans stored before it existed.
+            replenish_after_end=lim.get("replenish_after_end", False),
         ),
     )
 

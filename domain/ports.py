@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.audience import Rule
-from domain.plan import BusinessProduct, FrontOffice, Plan, PlanState
+from domain.plan import BenefitKind, BusinessProduct, FrontOffice, Plan, PlanState
 
 
 class Clock(Protocol):
@@ -128,6 +128,20 @@ class AudienceDirectory(Protocol):
         """Which of these ids are members of the shop."""
         ...
 
+    async def match_rules(
+        self, shop_id: str, member_id: str, checks: Sequence[RuleCheck], as_of: datetime
+    ) -> set[str] | None:
+        """The keys of the checks the member matches, in one call; None when
+        the shop has no such member."""
+        ...
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    key: str  # the caller's name for it, e.g. a plan id
+    rule: Rule
+    time_zone: str
+
 
 @dataclass(frozen=True)
 class Stock:
@@ -141,8 +155,46 @@ class BenefitCatalog(Protocol):
 
     async def inventory(self, shop_id: str, template_ids: Sequence[str]) -> list[Stock]: ...
 
-    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> int:
+    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
         """Take back (回收) the unused benefits granted under `source`, at most
-        `limit`; the number taken back (idempotent: already taken back ones
-        are not counted again)."""
+        `limit`; the instances taken back now (idempotent: those taken back
+        before are not listed again)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TemplateValue:
+    """What one version of a benefit template gives."""
+
+    template_id: str
+    version: int
+    kind: BenefitKind
+    display_name: str
+    amount: int  # points, or a coupon's face value in minor units
+    basis_points: int  # discount or multiplier: 8500 = 85% price, 20000 = x2
+    threshold_amount: int  # a coupon's minimum order amount in minor units
+    description: str
+
+
+class BenefitLedger(Protocol):
+    """The benefit platform, as far as the shopper's side needs it. Each
+    change carries an idempotency key the platform enforces; `timeout` is
+    how long the caller can wait, in seconds (None: the default)."""
+
+    async def mark_used(
+        self, shop_id: str, instance_id: str, order_id: str, key: str, timeout: float | None
+    ) -> None: ...
+
+    async def replenish(
+        self,
+        shop_id: str,
+        instance_id: str,
+        order_id: str,
+        key: str,
+        reason: str,
+        timeout: float | None,
+    ) -> None: ...
+
+    async def template(self, shop_id: str, template_id: str, version: int) -> TemplateValue:
+        """One version of a template; version 0 is the latest."""
         ...

@@ -38,6 +38,8 @@ from server.products.catalog import TemplateError, load_catalog
 from server.runs.delivery import Delivery
 from server.runs.recovery import Recovery
 from server.runs.store import RunStore
+from server.scenario.active_plans import ActivePlans
+from server.scenario.benefits import MemberBenefits
 from server.scenario.records import RecordReader
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
@@ -106,7 +108,16 @@ class Platform:
 
         stubs_address = ""
         if s.stubs == "embedded":
-            self._stubs = Stubs(StubOptions(seed=s.stubs_seed, population=s.stubs_population))
+            # The platform's clock, so that what the stand-ins stamp (grant
+            # times, validity) agrees with what the platform decides by.
+            self._stubs = Stubs(
+                StubOptions(
+                    seed=s.stubs_seed,
+                    population=s.stubs_population,
+                    shop_populations=s.shop_populations(),
+                ),
+                self.clock,
+            )
             try:
                 self.stubs_port = await self._stubs.start(s.stubs_listen)
             except RuntimeError as exc:
@@ -135,12 +146,22 @@ class Platform:
             catalog = load_catalog(*folders)
         except TemplateError as exc:
             raise StartupError(f"a business-product template is unusable: {exc}") from exc
+        # The shopper's side caches a shop's live plans; every plan write
+        # committed here drops the shop's entry.
+        active_plans = ActivePlans(engine)
+
+        def unit_of_work() -> SqlUnitOfWork:
+            return SqlUnitOfWork(engine, clock, active_plans.invalidate)
+
+        benefit_platform = GrpcBenefitCatalog(benefit_channel)
+        member_benefits = MemberBenefits(engine, clock.now)
         plans = PlanUseCases(
-            lambda: SqlUnitOfWork(engine, clock),
+            unit_of_work,
             clock,
             GrpcAudienceDirectory(audience_channel),
             catalog,
-            GrpcBenefitCatalog(benefit_channel),
+            benefit_platform,
+            member_benefits.taken_back,
         )
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
@@ -175,15 +196,23 @@ class Platform:
         recovery = Recovery(engine, benefit_channel, self.buckets, clock.now)
         self.job_kinds.setdefault(recovery.name, recovery)
         self.runs = RunUseCases(
-            lambda: SqlUnitOfWork(engine, clock),
+            unit_of_work,
             run_store,
             self.jobs,
             GrpcAudienceDirectory(audience_channel),
             clock,
         )
         plan_service = OperationPlanService(plans, clock, throttle, self.runs)
-        scenario = ScenarioUseCases(RecordReader(engine), GrpcAudienceDirectory(audience_channel))
-        scenario_service = ScenarioAggregationService(scenario)  # type: ignore[abstract]
+        scenario = ScenarioUseCases(
+            RecordReader(engine),
+            member_benefits,
+            active_plans,
+            GrpcAudienceDirectory(audience_channel),
+            benefit_platform,
+            unit_of_work,
+            clock,
+        )
+        scenario_service = ScenarioAggregationService(scenario)
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)

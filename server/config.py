@@ -48,6 +48,8 @@ class Settings:
     # The embedded stand-ins' synthetic population: members per shop, and seed.
     stubs_population: int = 100_000
     stubs_seed: int = 1
+    # Shops with a population of their own, "SHOP=N,SHOP=N" (the rest: stubs_population).
+    stubs_shop_populations: str = ""
     audience_target: str = ""
     benefit_target: str = ""
     notification_target: str = ""
@@ -136,6 +138,10 @@ class Settings:
                 problems.append(f"CUSTOPS_{name.upper()} must be > 0 seconds")
         if not 0 <= self.stubs_population <= 100_000_000:
             problems.append("CUSTOPS_STUBS_POPULATION must be 0-100000000 members per shop")
+        try:
+            self.shop_populations()
+        except ValueError as exc:
+            problems.append(f"CUSTOPS_STUBS_SHOP_POPULATIONS: {exc}")
         if self.product_templates and not Path(self.product_templates).is_dir():
             problems.append(
                 f"CUSTOPS_PRODUCT_TEMPLATES={self.product_templates!r} is not a folder "
@@ -145,6 +151,15 @@ class Settings:
             problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    def shop_populations(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in self.stubs_shop_populations.split(","))):
+            shop, _, size = part.partition("=")
+            if not shop or not size.isdecimal() or int(size) > 100_000_000:
+                raise ValueError(f"{part!r} is not SHOP=N with N 0-100000000")
+            sizes[shop] = int(size)
+        return sizes
 
     def target(self, system: str, stubs_address: str) -> str:
         """Where to reach a downstream system: the embedded stand-ins or its configured target."""

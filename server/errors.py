@@ -6,8 +6,10 @@ and, for bad input, a BadRequest with one field violation per bad field.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from domain.errors import (
@@ -82,6 +84,10 @@ def status_of(error: DomainError, request_id: str) -> status_pb2.Status:
         violations=violations,
         metadata={"request_id": request_id},
     )
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_after))
+        _pack(status, error_details_pb2.RetryInfo(retry_delay=delay))
     if isinstance(error, FailedPrecondition) and error.violations:
         # What about the resource must change first (google.rpc.PreconditionFailure).
         _pack(

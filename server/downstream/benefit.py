@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
-from domain.ports import Stock
+from domain.plan import BenefitKind
+from domain.ports import Stock, TemplateValue
 from domain.runs import recover_key
 from server.downstream.errors import translate
+from server.mapping.plan import BENEFIT_KINDS
 
 SYSTEM = "benefit platform"
 
@@ -28,16 +30,16 @@ class GrpcBenefitCatalog:
             raise translate(SYSTEM, exc) from exc
         return [Stock(i.template_id, i.available, i.unlimited) for i in response.inventories]
 
-    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> int:
-        recovered = 0
-        while recovered < limit:
+    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
+        recovered: list[str] = []
+        while len(recovered) < limit:
             try:
                 page = await self._stub.ListBenefitInstances(
                     benefit_pb2.ListBenefitInstancesRequest(
                         shop_id=shop_id,
                         source=source,
                         state=benefit_pb2.BENEFIT_STATE_UNUSED,
-                        page_size=min(500, limit - recovered),
+                        page_size=min(500, limit - len(recovered)),
                     )
                 )
                 if not page.instances:
@@ -58,8 +60,63 @@ class GrpcBenefitCatalog:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise translate(SYSTEM, exc) from exc
-            done = sum(r.status == benefit_pb2.ITEM_STATUS_SUCCEEDED for r in reply.results)
-            if done == 0:
+            done = [
+                i.instance_id
+                for i, r in zip(page.instances, reply.results, strict=True)
+                if r.status == benefit_pb2.ITEM_STATUS_SUCCEEDED
+            ]
+            if not done:
                 return recovered  # what is left cannot be taken back (expired meanwhile)
             recovered += done
         return recovered
+
+    async def mark_used(
+        self, shop_id: str, instance_id: str, order_id: str, key: str, timeout: float | None
+    ) -> None:
+        request = benefit_pb2.MarkBenefitUsedRequest(
+            shop_id=shop_id, instance_id=instance_id, order_id=order_id, idempotency_key=key
+        )
+        try:
+            await self._stub.MarkBenefitUsed(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(SYSTEM, exc) from exc
+
+    async def replenish(
+        self,
+        shop_id: str,
+        instance_id: str,
+        order_id: str,
+        key: str,
+        reason: str,
+        timeout: float | None,
+    ) -> None:
+        request = benefit_pb2.ReplenishBenefitRequest(
+            shop_id=shop_id,
+            instance_id=instance_id,
+            order_id=order_id,
+            idempotency_key=key,
+            reason=reason,
+        )
+        try:
+            await self._stub.ReplenishBenefit(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(SYSTEM, exc) from exc
+
+    async def template(self, shop_id: str, template_id: str, version: int) -> TemplateValue:
+        request = benefit_pb2.GetBenefitTemplateRequest(
+            shop_id=shop_id, template_id=template_id, version=version
+        )
+        try:
+            found = (await self._stub.GetBenefitTemplate(request)).template
+        except grpc.aio.AioRpcError as exc:
+            raise translate(SYSTEM, exc) from exc
+        return TemplateValue(
+            template_id=found.template_id,
+            version=found.version,
+            kind=BENEFIT_KINDS.get(found.kind, BenefitKind.UNSPECIFIED),
+            display_name=found.display_name,
+            amount=found.value.amount,
+            basis_points=found.value.basis_points,
+            threshold_amount=found.value.threshold_amount,
+            description=found.value.description,
+        )

@@ -19,6 +19,9 @@ from domain.errors import (
     Unimplemented,
 )
 
+# What a caller is told to wait before retrying a transient failure.
+RETRY_AFTER = 1.0
+
 _REFUSALS = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -36,10 +39,11 @@ def translate(system: str, error: grpc.aio.AioRpcError) -> DomainError:
     reason = f"{system.upper().replace(' ', '_')}_{code.name}"
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return Unimplemented(f"the {system} does not offer this call yet: {error.details()}")
+    retry = f"{said}; retry the same request (same request id) in {RETRY_AFTER:g} s"
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(said, reason=reason)
+        return DeadlineExceeded(retry, reason=reason, retry_after=RETRY_AFTER)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(said, reason=reason)
+        return ResourceExhausted(retry, reason=reason, retry_after=RETRY_AFTER)
     if code in _REFUSALS:
         return FailedPrecondition(said, reason=reason)
-    return Unavailable(said, reason=reason)
+    return Unavailable(retry, reason=reason, retry_after=RETRY_AFTER)

@@ -169,6 +169,8 @@ class Worker:
         try:
             results = {r.key: r for r in await kind.execute(payload, items)}
         except Exception as exc:  # the whole batch: every item retries on its own later
+            # Said loudly: a downstream outage and a bug look alike from here.
+            log.warning("a batch of %d items failed; each retries", len(items), exc_info=True)
             reason = f"{exc.__class__.__name__}: {exc}"
             return 0, [self._retry(item, tried.get(item.key, 0) + 1, reason) for item in items]
         await self._adapt(kind, results.values())

@@ -200,6 +200,7 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
             total_budget=lim.total_budget,
             quiet_hours=quiet,
             rate_override=lim.rate_override,
+            replenish_after_end=lim.replenish_after_end,
         ),
     )
     domain_violations = d.validate_spec(spec, path) if check else []
@@ -254,6 +255,7 @@ def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
             ),
             total_budget=spec.limits.total_budget,
             rate_override=spec.limits.rate_override,
+            replenish_after_end=spec.limits.replenish_after_end,
         ),
     )
     if spec.audience is not None:
@@ -270,6 +272,10 @@ def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
 
 def front_office_to_proto(office: d.FrontOffice) -> int:
     return int(_FRONT_OFFICES_BACK[office])
+
+
+def benefit_kind_to_proto(kind: d.BenefitKind) -> int:
+    return int(_BENEFIT_KINDS_BACK[kind])
 
 
 def business_product_to_proto(product: d.BusinessProduct) -> int:

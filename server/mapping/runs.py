@@ -68,12 +68,17 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
 
 def totals_to_proto(plan_id: str, totals: PlanTotals) -> pb.PlanStatistics:
     c = totals.counters
+    granted, used, replenished = c.get("granted", 0), c.get("used", 0), c.get("replenished", 0)
     return pb.PlanStatistics(
         plan_id=plan_id,
         runs=totals.runs,
         members_targeted=c.get("targeted", 0),
-        benefits_granted=c.get("granted", 0),
+        benefits_granted=granted,
         messages_sent=c.get("sent", 0),
+        benefits_used=used,
+        benefits_replenished=replenished,
+        # Benefits in use now, per benefit granted (a refund gives a use back).
+        use_rate=(used - replenished) / granted if granted else 0.0,
         benefits_recovered=c.get("recovered", 0),
         skipped=_skipped(c),
         failed=totals.failed,

@@ -1,10 +1,23 @@
-"""Scenario answers on the wire."""
+"""Scenario answers on the wire, and the benefit platform's instances as the
+member's plan benefits."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from custops.benefit.v1 import benefit_pb2
 from custops.scenario.v1 import scenario_pb2 as pb
-from server.mapping.plan import timestamp
+from domain.plan import BenefitKind, BusinessProduct
+from domain.ports import TemplateValue
+from server.mapping.plan import (
+    BENEFIT_KINDS,
+    benefit_kind_to_proto,
+    business_product_to_proto,
+    timestamp,
+)
+from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit
 from server.scenario.records import MemberRecord
+from server.usecases.scenario import ApplyingPlan
 
 RECORD_KINDS = {
     "benefit_granted": pb.RECORD_KIND_BENEFIT_GRANTED,
@@ -13,6 +26,13 @@ RECORD_KINDS = {
     "benefit_replenished": pb.RECORD_KIND_BENEFIT_REPLENISHED,
     "benefit_recovered": pb.RECORD_KIND_BENEFIT_RECOVERED,
 }
+BENEFIT_STATUSES = {
+    UNUSED: pb.MEMBER_BENEFIT_STATUS_UNUSED,
+    USED: pb.MEMBER_BENEFIT_STATUS_USED,
+    EXPIRED: pb.MEMBER_BENEFIT_STATUS_EXPIRED,
+    RECOVERED: pb.MEMBER_BENEFIT_STATUS_RECOVERED,
+}
+_KIND_OF_VALUE = {kind.value: wire for wire, kind in BENEFIT_KINDS.items()}
 _SUMMARIES = {
     "benefit_granted": "Benefit granted",
     "message_sent": "Message sent",
@@ -37,3 +57,86 @@ def record_to_proto(record: MemberRecord) -> pb.MemberRecord:
         create_time=timestamp(record.occur_time),
         summary=f"{summary}: {what}" if what else summary,
     )
+
+
+def held_benefit(plan_id: str, run_id: str, instance: benefit_pb2.BenefitInstance) -> HeldBenefit:
+    """A benefit a run granted, as the member now holds it."""
+    return HeldBenefit(
+        shop_id=instance.shop_id,
+        instance_id=instance.instance_id,
+        member_id=instance.member_id,
+        plan_id=plan_id,
+        run_id=run_id,
+        template_id=instance.template_id,
+        template_version=instance.template_version,
+        kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED).value,
+        display_name=instance.display_name[:200],
+        quantity=instance.quantity,
+        state=UNUSED,
+        valid_from=_instant(instance, "valid_from"),
+        valid_until=_instant(instance, "valid_until"),
+        grant_time=instance.grant_time.ToDatetime(tzinfo=UTC),
+    )
+
+
+def benefit_to_proto(held: HeldBenefit, now: datetime) -> pb.MemberBenefit:
+    out = pb.MemberBenefit(
+        benefit_instance_id=held.instance_id,
+        plan_id=held.plan_id,
+        run_id=held.run_id,
+        template_id=held.template_id,
+        kind=_KIND_OF_VALUE.get(held.kind, 0),  # type: ignore[arg-type]
+        display_name=held.display_name,
+        quantity=held.quantity,
+        status=BENEFIT_STATUSES[held.status(now)],
+        grant_time=timestamp(held.grant_time),
+        order_id=held.order_id,
+    )
+    for name in ("valid_from", "valid_until", "use_time"):
+        value = getattr(held, name)
+        if value is not None:
+            getattr(out, name).CopyFrom(timestamp(value))
+    return out
+
+
+def _instant(instance: benefit_pb2.BenefitInstance, name: str) -> datetime | None:
+    if not instance.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: datetime = getattr(instance, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def applying_plan_to_proto(applying: ApplyingPlan) -> pb.ApplicablePlan:
+    plan = applying.plan
+    out = pb.ApplicablePlan(
+        plan_id=plan.plan_id,
+        display_name=plan.spec.display_name,
+        business_product=business_product_to_proto(plan.spec.business_product),  # type: ignore[arg-type]
+        headline=_headline(plan.spec.business_product, plan.spec.display_name),
+        effects=[effect_to_proto(e) for e in applying.effects],
+    )
+    if applying.window_end is not None:
+        out.window_end_time.CopyFrom(timestamp(applying.window_end))
+    return out
+
+
+def effect_to_proto(value: TemplateValue) -> pb.PlanEffect:
+    return pb.PlanEffect(
+        kind=benefit_kind_to_proto(value.kind),  # type: ignore[arg-type]
+        basis_points=value.basis_points,
+        amount=value.amount,
+        description=value.description or value.display_name,
+    )
+
+
+_PRODUCT_LINES = {
+    BusinessProduct.BIRTHDAY: "Your birthday gift",
+    BusinessProduct.MEMBER_DAY: "Member day",
+    BusinessProduct.HOLIDAY: "Holiday offer",
+}
+
+
+def _headline(product: BusinessProduct, display_name: str) -> str:
+    """One line for the page: the product's lead-in, then the plan's name."""
+    lead = _PRODUCT_LINES.get(product)
+    return f"{lead}: {display_name}" if lead else display_name

@@ -30,7 +30,12 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No overflow: a connection beyond the pool would be closed on return,
+    # and under load that means one new PostgreSQL backend per request;
+    # a burst waits for a pooled connection instead.
+    return create_async_engine(
+        url, pool_size=25, max_overflow=0, pool_timeout=10, pool_pre_ping=True
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

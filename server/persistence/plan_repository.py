@@ -19,8 +19,10 @@ from server.persistence.tables import plans
 class SqlPlanRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+        self.changed_shops: set[str] = set()  # told to caches once committed
 
     async def add(self, plan: Plan) -> None:
+        self.changed_shops.add(plan.shop_id)
         await self._conn.execute(insert(plans).values(**_row(plan)))
 
     async def get(self, shop_id: str, plan_id: str) -> Plan | None:
@@ -28,7 +30,7 @@ class SqlPlanRepository:
             select(plans).where(plans.c.shop_id == shop_id, plans.c.plan_id == plan_id)
         )
         row = result.mappings().first()
-        return None if row is None else _plan(row)
+        return None if row is None else plan_from_row(row)
 
     async def list(
         self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, limit: int
@@ -55,9 +57,10 @@ class SqlPlanRepository:
             )
         query = query.order_by(plans.c.create_time.desc(), plans.c.plan_id.desc()).limit(limit)
         result = await self._conn.execute(query)
-        return [_plan(row) for row in result.mappings()]
+        return [plan_from_row(row) for row in result.mappings()]
 
     async def save(self, plan: Plan, expected_revision: int) -> None:
+        self.changed_shops.add(plan.shop_id)
         values = _row(plan)
         del values["shop_id"], values["plan_id"]
         result = await self._conn.execute(
@@ -76,6 +79,7 @@ class SqlPlanRepository:
             )
 
     async def delete(self, plan: Plan) -> None:
+        self.changed_shops.add(plan.shop_id)
         # The revision and state in the WHERE clause make a concurrent update
         # or publish win over a delete decided on what was read before it.
         result = await self._conn.execute(
@@ -103,13 +107,14 @@ class SqlPlanRepository:
             .order_by(plans.c.next_fire_time)
             .limit(limit)
         )
-        return [_plan(r) for r in rows.mappings()]
+        return [plan_from_row(r) for r in rows.mappings()]
 
     async def advance(self, plan: Plan, to: datetime | None) -> bool:
         # Only from the fire time it was read with: of two schedulers, one moves it.
         # A scheduled plan has come into effect with its first fire: it is
         # active now (a new revision, so etags held from before are stale);
         # any other state (paused meanwhile, say) stays as it is.
+        self.changed_shops.add(plan.shop_id)
         scheduled = plans.c.state == PlanState.SCHEDULED.value
         result = await self._conn.execute(
             update(plans)
@@ -148,7 +153,7 @@ def _row(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _plan(row: Any) -> Plan:
+def plan_from_row(row: Any) -> Plan:
     return Plan(
         shop_id=row["shop_id"],
         plan_id=row["plan_id"],

@@ -75,6 +75,8 @@ plans = Table(
     Index("ix_plans_shop_front_office", "shop_id", "front_office"),
     # The scheduler's question, "which plans are due?", costs O(due plans).
     Index("ix_plans_due", "state", "next_fire_time"),
+    # The shopper's side asks for a shop's active plans on every page.
+    Index("ix_plans_shop_state", "shop_id", "state"),
 )
 
 # Outcomes of side-effecting calls by request id (AIP-155): a retry returns
@@ -226,4 +228,32 @@ operation_records = Table(
     Column("occur_time", UtcDateTime(), nullable=False),
     Index("ix_operation_records_member", "shop_id", "member_id", "occur_time"),
     Index("ix_operation_records_run", "run_id", "kind", "record_id"),
+)
+
+# The plan benefits members hold: written when a run grants them, changed
+# when a front office reports them used or given back and when they are
+# taken back, so that the shopper's side reads one indexed table instead of
+# asking the benefit platform on every page. Expired is not stored: it is
+# "unused and past valid_until", decided at reading time.
+member_benefits = Table(
+    "member_benefits",
+    metadata,
+    Column("shop_id", String(64), nullable=False),
+    Column("instance_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("plan_id", String(64), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("template_id", String(64), nullable=False),
+    Column("template_version", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # unused | used | recovered
+    Column("valid_from", UtcDateTime()),
+    Column("valid_until", UtcDateTime()),
+    Column("grant_time", UtcDateTime(), nullable=False),
+    Column("use_time", UtcDateTime()),
+    Column("order_id", String(64), nullable=False),
+    PrimaryKeyConstraint("shop_id", "instance_id", name="pk_member_benefits"),
+    Index("ix_member_benefits_member", "shop_id", "member_id", "grant_time", "instance_id"),
 )

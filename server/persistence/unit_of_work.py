@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -17,9 +19,16 @@ class SqlUnitOfWork:
     plans: SqlPlanRepository
     requests: SqlRequestLog
 
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        plans_changed: Callable[[set[str]], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        # Told the shops whose plans a committed transaction wrote (caches).
+        self._plans_changed = plans_changed
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
@@ -54,3 +63,5 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._conn is not None
         await self._conn.commit()
+        if self._plans_changed is not None and self.plans.changed_shops:
+            self._plans_changed(self.plans.changed_shops)

@@ -98,7 +98,9 @@ def _as_is(value: Any) -> Any:
     return value
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
     if value.tzinfo is None:
         raise ValueError("naive datetime: every stored instant must be aware")
     return value.astimezone(UTC)

@@ -20,6 +20,7 @@ from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
 from server.mapping.audience import rule_to_proto
 from server.mapping.plan import CHANNELS, timestamp
+from server.mapping.scenario import held_benefit
 from server.runs.calls import CallFailed, throttled
 from server.runs.store import Limits, Record, Run, RunStore
 from server.throttle.buckets import Buckets
@@ -233,6 +234,7 @@ class Delivery:
                         "benefit_granted",
                         instance.instance_id,
                         instance.template_id,
+                        held=held_benefit(run.plan_id, run.run_id, instance),
                     )
                 )
 

@@ -25,11 +25,11 @@ from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.persistence.tables import operation_records, run_counters, run_members
 from server.persistence.upserts import add_counts, insert_new
 from server.runs.calls import CallFailed, throttled
+from server.scenario.benefits import RECOVERED_RECORD, mark_recovered, recovered_record_id
 from server.throttle.buckets import Buckets
 
 NAME = "plan_recovery"
 GRANTED = "benefit_granted"
-RECOVERED = "benefit_recovered"
 # What the benefit platform answers for an instance that is used, expired or
 # already taken back by someone else: nothing to do, counted as skipped.
 NOT_UNUSED = "NOT_UNUSED"
@@ -137,10 +137,10 @@ class Recovery:
                 operation_records,
                 [
                     {
-                        "record_id": f"{RECOVERED}#{i.data['instance']}",
+                        "record_id": recovered_record_id(i.data["instance"]),
                         "shop_id": payload["shop_id"],
                         "member_id": i.data["member"],
-                        "kind": RECOVERED,
+                        "kind": RECOVERED_RECORD,
                         "plan_id": payload["plan_id"],
                         "run_id": run_id,
                         "instance_id": i.data["instance"],
@@ -152,6 +152,7 @@ class Recovery:
                 ],
                 "record_id",
             )
+            await mark_recovered(conn, payload["shop_id"], [i.data["instance"] for i in recovered])
             # In a recovery run the unit is the instance: run_members holds
             # each instance's outcome once, so a replayed batch counts nothing twice.
             met = await insert_new(

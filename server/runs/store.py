@@ -25,6 +25,7 @@ from server.persistence.tables import (
     run_members,
 )
 from server.persistence.upserts import add_counts, insert_new
+from server.scenario.benefits import HeldBenefit, add_held
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Record:
     instance_id: str = ""
     template_id: str = ""
     detail: dict[str, Any] | None = None
+    held: HeldBenefit | None = None  # a benefit granted: the member now holds it
 
 
 class RunStore:
@@ -285,6 +287,7 @@ class RunStore:
         ]
         async with self._engine.begin() as conn:
             new = await insert_new(conn, operation_records, rows, "record_id")
+            await add_held(conn, [r.held for r in records if r.held is not None])
             counts = dict(extra or {})
             for r in records:
                 if r.record_id in new:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.persistence.tables import operation_records
 
@@ -25,6 +25,54 @@ class MemberRecord:
     template_id: str
     occur_time: datetime
     detail: dict[str, Any] = field(default_factory=dict)
+    shop_id: str = ""
+
+    def row(self, shop_id: str) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id,
+            "shop_id": shop_id,
+            "member_id": self.member_id,
+            "kind": self.kind,
+            "plan_id": self.plan_id,
+            "run_id": self.run_id,
+            "instance_id": self.instance_id,
+            "template_id": self.template_id,
+            "detail": self.detail,
+            "occur_time": self.occur_time,
+        }
+
+
+def record_from_row(row: Any) -> MemberRecord:
+    return MemberRecord(
+        record_id=row["record_id"],
+        member_id=row["member_id"],
+        kind=row["kind"],
+        plan_id=row["plan_id"],
+        run_id=row["run_id"],
+        instance_id=row["instance_id"],
+        template_id=row["template_id"],
+        occur_time=row["occur_time"],
+        detail=dict(row["detail"] or {}),
+        shop_id=row["shop_id"],
+    )
+
+
+_r = operation_records.c
+# The member view's question, built once: only the values change per call.
+_RECENT = (
+    select(operation_records)
+    .where(_r.shop_id == bindparam("shop"), _r.member_id == bindparam("member"))
+    .order_by(_r.occur_time.desc(), _r.record_id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+async def recent_records(
+    conn: AsyncConnection, shop_id: str, member_id: str, limit: int
+) -> list[MemberRecord]:
+    """The member's latest records, newest first."""
+    rows = await conn.execute(_RECENT, {"shop": shop_id, "member": member_id, "limit": limit})
+    return [record_from_row(row) for row in rows.mappings()]
 
 
 class RecordReader:
@@ -52,17 +100,4 @@ class RecordReader:
         query = query.order_by(r.occur_time.desc(), r.record_id.desc()).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [
-            MemberRecord(
-                record_id=row["record_id"],
-                member_id=row["member_id"],
-                kind=row["kind"],
-                plan_id=row["plan_id"],
-                run_id=row["run_id"],
-                instance_id=row["instance_id"],
-                template_id=row["template_id"],
-                occur_time=row["occur_time"],
-                detail=dict(row["detail"] or {}),
-            )
-            for row in rows
-        ]
+        return [record_from_row(row) for row in rows]

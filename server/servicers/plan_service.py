@@ -35,11 +35,13 @@ from server.mapping.plan import (
 )
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.requests import (
+    PLAN_ID,
     actor,
     decode_page_token,
     effective_page_size,
     encode_page_token,
     page_size_violations,
+    plan_id_violations,
     request_key,
     shop_id_violations,
     time_id_reader,
@@ -51,7 +53,6 @@ from server.usecases.terms import explain
 from server.usecases.throttle import Throttle, ThrottleUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
-_PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
@@ -77,7 +78,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     ) -> pb.ListPlanRunsResponse:
         violations = (
             shop_id_violations(request.shop_id)
-            + _plan_id_violations(request.plan_id)
+            + plan_id_violations(request.plan_id)
             + page_size_violations(request.page_size)
         )
         state = ""
@@ -110,7 +111,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def TriggerPlanRun(
         self, request: pb.TriggerPlanRunRequest, context: Context
     ) -> pb.TriggerPlanRunResponse:
-        violations = shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id)
+        violations = shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id)
         if len(request.request_id) > 128:
             violations.append(FieldViolation("request_id", "at most 128 characters"))
         require(violations)
@@ -150,7 +151,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def GetPlanStatistics(
         self, request: pb.GetPlanStatisticsRequest, context: Context
     ) -> pb.GetPlanStatisticsResponse:
-        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         totals = await self._run_cases().totals(request.shop_id, request.plan_id)
         return pb.GetPlanStatisticsResponse(statistics=totals_to_proto(request.plan_id, totals))
 
@@ -200,7 +201,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         return pb.CreatePlanResponse(plan=plan_to_proto(plan))
 
     async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
-        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         plan = await self._plans.get(request.shop_id, request.plan_id)
         return pb.GetPlanResponse(plan=plan_to_proto(plan))
 
@@ -270,7 +271,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         if not request.HasField("plan"):
             violations.append(FieldViolation("plan", "required"))
         else:
-            violations += _plan_id_violations(request.plan.plan_id, "plan.plan_id")
+            violations += plan_id_violations(request.plan.plan_id, "plan.plan_id")
         if not request.update_mask.paths:
             violations.append(
                 FieldViolation(
@@ -294,7 +295,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def DeletePlan(
         self, request: pb.DeletePlanRequest, context: Context
     ) -> pb.DeletePlanResponse:
-        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         await self._plans.delete(
             request.shop_id, request.plan_id, request.etag, request_key("DeletePlan", request)
         )
@@ -325,7 +326,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def EndPlan(self, request: pb.EndPlanRequest, context: Context) -> pb.EndPlanResponse:
         if len(request.reason) > 500:
             require([FieldViolation("reason", "at most 500 characters")])
-        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         plan, recovered = await self._plans.end(
             request.shop_id,
             request.plan_id,
@@ -348,7 +349,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         action: Callable[[Plan, str, datetime], Plan],
         operation: str,
     ) -> Plan:
-        require(shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id))
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         return await self._plans.transition(
             request.shop_id,
             request.plan_id,
@@ -544,7 +545,7 @@ def _plan_cursor(position: dict[str, Any]) -> PlanCursor:
 
 
 _RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
-_plan_position = time_id_reader(_PLAN_ID)
+_plan_position = time_id_reader(PLAN_ID)
 
 
 def _run_violations(
@@ -553,19 +554,13 @@ def _run_violations(
     | pb.RetryFailedItemsRequest
     | pb.RecoverPlanRunRequest,
 ) -> list[FieldViolation]:
-    violations = shop_id_violations(request.shop_id) + _plan_id_violations(request.plan_id)
+    violations = shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id)
     if not _RUN_ID.match(request.run_id):
         violations.append(FieldViolation("run_id", "required: a run id as ListPlanRuns gives"))
     return violations
 
 
 _run_cursor = time_id_reader(_RUN_ID)
-
-
-def _plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:
-    if not _PLAN_ID.match(plan_id):
-        return [FieldViolation(field, "required: 1-64 letters, digits, '_' or '-'")]
-    return []
 
 
 def _spec_or_violations(msg: pb.Plan, violations: list[FieldViolation]) -> PlanSpec | None:

@@ -22,12 +22,26 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 ACTOR_KEY = "x-custops-actor"
 _SHOP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def shop_id_violations(shop_id: str) -> list[FieldViolation]:
     if not _SHOP_ID.match(shop_id):
         return [FieldViolation("shop_id", "required: 1-64 letters, digits, '_' or '-'")]
+    return []
+
+
+def plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolation]:
+    if not PLAN_ID.match(plan_id):
+        return [FieldViolation(field, "required: 1-64 letters, digits, '_' or '-'")]
+    return []
+
+
+def request_id_violations(request_id: str) -> list[FieldViolation]:
+    """An optional request id (AIP-155): empty, or a key a retry repeats."""
+    if request_id and not _REQUEST_ID.match(request_id):
+        return [FieldViolation("request_id", "1-128 letters, digits or '._:-' (a UUID is fine)")]
     return []
 
 
@@ -46,10 +60,8 @@ def request_key(operation: str, request: Message) -> RequestKey | None:
     request_id: str = getattr(request, "request_id", "")
     if not request_id:
         return None
-    if not _REQUEST_ID.match(request_id):
-        raise InvalidArgument(
-            [FieldViolation("request_id", "1-128 letters, digits or '._:-' (a UUID is fine)")]
-        )
+    if violations := request_id_violations(request_id):
+        raise InvalidArgument(violations)
     digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
     return RequestKey(operation, request_id, digest)
 

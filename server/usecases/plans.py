@@ -62,8 +62,11 @@ class PlanUseCases:
         audience: AudienceDirectory,
         catalog: dict[str, ProductTemplate] | None = None,
         benefits: BenefitCatalog | None = None,
+        taken_back: Callable[[str, list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._uow = uow
+        # Told the instances an end took back (the members' benefits, records).
+        self._taken_back = taken_back
         self._clock = clock
         self._audience = audience
         self._catalog = catalog or {}
@@ -242,7 +245,9 @@ class PlanUseCases:
         taken = await self._benefits.recover_unused(
             shop_id, runs.grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
         )
-        return plan, taken
+        if self._taken_back is not None:
+            await self._taken_back(shop_id, taken)
+        return plan, len(taken)
 
     def _fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""

@@ -1,19 +1,120 @@
-"""The shoppers' side: what front offices ask about one member of one shop."""
+"""The shoppers' side: what front offices ask about one member of one shop,
+and what they report about the member's plan benefits.
+
+Every answer is about one member of the asking shop: a member the shop's
+audience system does not know, or a benefit that is not this member's in
+this shop, is NOT_FOUND, never an empty answer, so a front office learns
+nothing about ids outside its shop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from domain.errors import NotFound
-from domain.ports import AudienceDirectory
+from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from domain.plan import BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
+from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
+from server.scenario.active_plans import ActivePlans
+from server.scenario.benefits import (
+    RECOVERED,
+    UNUSED,
+    USED,
+    HeldBenefit,
+    MemberBenefits,
+    replenish_record_id,
+    use_record_id,
+)
 from server.scenario.records import MemberRecord, RecordReader
+from server.scenario.templates import TemplateValues
+from server.usecases.plans import UnitOfWorkFactory
+
+# Plan benefits that act on an order while the plan applies, rather than
+# being held and used once.
+EFFECT_KINDS = (BenefitKind.DISCOUNT, BenefitKind.POINTS_MULTIPLIER, BenefitKind.FREE_SHIPPING)
+# What a store cannot use: shown on micro-mall pages only.
+ONLINE_ONLY = (BenefitKind.FREE_SHIPPING.value, BenefitKind.PAID_CONTENT.value)
+STORE_FRONT_OFFICES = (FrontOffice.RETAIL, FrontOffice.RETAIL_CHAIN)
+
+
+@dataclass(frozen=True)
+class ApplyingPlan:
+    plan: Plan
+    window_end: datetime | None
+    effects: tuple[TemplateValue, ...]
+
+
+@dataclass(frozen=True)
+class MemberView:
+    plans: list[ApplyingPlan]
+    unused: list[HeldBenefit]
+    records: list[MemberRecord]
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class Checkout:
+    plans: list[ApplyingPlan]
+    usable: list[HeldBenefit]
+    as_of: datetime
 
 
 class ScenarioUseCases:
-    def __init__(self, records: RecordReader, audience: AudienceDirectory) -> None:
+    def __init__(
+        self,
+        records: RecordReader,
+        benefits: MemberBenefits,
+        active: ActivePlans,
+        audience: AudienceDirectory,
+        ledger: BenefitLedger,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        templates: TemplateValues | None = None,
+    ) -> None:
         self._records = records
+        self._benefits = benefits
+        self._active = active
         self._audience = audience
+        self._ledger = ledger
+        self._uow = uow
+        self._clock = clock
+        self._templates = templates or TemplateValues(ledger)
+
+    async def view(
+        self,
+        shop_id: str,
+        member_id: str,
+        front_office: FrontOffice,
+        record_limit: int,
+        benefit_limit: int,
+    ) -> MemberView:
+        """The plans that apply to the member now on this front office's
+        pages, the member's unused plan benefits (soonest expiry first) and
+        their latest records, in one round trip each, side by side."""
+        now = self._clock.now()
+        hidden = () if front_office is FrontOffice.MICRO_MALL else ONLINE_ONLY
+        plans, (unused, records) = await asyncio.gather(
+            self._applying(shop_id, member_id, (front_office,), hidden, now),
+            self._benefits.page_view(shop_id, member_id, now, benefit_limit, hidden, record_limit),
+        )
+        return MemberView(plans, unused, records, now)
+
+    async def checkout(self, shop_id: str, member_id: str, order_amount: int) -> Checkout:
+        """For a member at a store now: the store plans that apply to them
+        and their plan benefits usable on an order of this amount."""
+        now = self._clock.now()
+        plans, held = await asyncio.gather(
+            self._applying(shop_id, member_id, STORE_FRONT_OFFICES, ONLINE_ONLY, now),
+            self._benefits.usable(shop_id, member_id, now, 100, ONLINE_ONLY),
+        )
+        usable = []
+        for h in held:
+            value = await self._templates.get(shop_id, h.template_id, h.template_version)
+            if order_amount >= value.threshold_amount:
+                usable.append(h)
+        return Checkout(plans, usable, now)
 
     async def records(
         self,
@@ -23,14 +124,192 @@ class ScenarioUseCases:
         before: tuple[datetime, str] | None,
         limit: int,
     ) -> list[MemberRecord]:
-        """A member's timeline, newest first. A member the shop's audience
-        system does not know is NOT_FOUND, never an empty page: a front
-        office learns nothing about ids outside its shop."""
+        """A member's timeline, newest first."""
         await self._member(shop_id, member_id)
         return await self._records.page(shop_id, member_id, kinds, before, limit)
 
+    async def benefits(
+        self,
+        shop_id: str,
+        member_id: str,
+        status: str,
+        plan_id: str,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> tuple[list[HeldBenefit], datetime]:
+        """A member's plan benefits, newest grant first, and the instant
+        their status (expired or not) was decided at."""
+        await self._member(shop_id, member_id)
+        now = self._clock.now()
+        return await self._benefits.page(
+            shop_id, member_id, status, plan_id, before, limit, now
+        ), now
+
+    async def use(
+        self,
+        shop_id: str,
+        member_id: str,
+        instance_id: str,
+        order_id: str,
+        store_id: str,
+        request_id: str,
+        timeout: float | None,
+    ) -> tuple[HeldBenefit, MemberRecord]:
+        """An order used the benefit: marked at the benefit platform, then
+        here with a record and the plan's count. Idempotent by (benefit,
+        order): the same report again answers the same and changes nothing."""
+        held = await self._held(shop_id, member_id, instance_id)
+        key = use_record_id(instance_id, order_id)
+        done = await self._benefits.record(shop_id, key)
+        if done is not None:
+            return await self._current(held), done
+        now = self._clock.now()
+        status = held.status(now)
+        if status != UNUSED:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} is {status}"
+                + (f" (by order {held.order_id!r})" if status == USED else "")
+                + "; only an unused benefit can be used",
+                reason=f"BENEFIT_{status.upper()}",
+            )
+        if held.valid_from is not None and held.valid_from > now:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} is valid from {held.valid_from.isoformat()}",
+                reason="BENEFIT_NOT_YET_VALID",
+            )
+        await self._ledger.mark_used(shop_id, instance_id, order_id, key, _within(timeout))
+        return await self._benefits.mark_used(held, order_id, store_id, request_id, now)
+
+    async def replenish(
+        self,
+        shop_id: str,
+        member_id: str,
+        instance_id: str,
+        order_id: str,
+        reason: str,
+        request_id: str,
+        timeout: float | None,
+    ) -> tuple[HeldBenefit, MemberRecord]:
+        """The order that used the benefit was cancelled or refunded: give
+        the benefit back (回补) through the benefit platform, once.
+
+        The same request (same request id) again answers the same; another
+        request for a use already given back is refused. A call cut short
+        (deadline, platform down) changed nothing here, and its retry meets
+        the platform's idempotency key, so the benefit comes back once."""
+        held = await self._held(shop_id, member_id, instance_id)
+        key = replenish_record_id(instance_id, order_id)
+        done = await self._benefits.record(shop_id, key)
+        if done is not None:
+            if done.detail.get("request_id", "") != request_id:
+                raise FailedPrecondition(
+                    f"the use of benefit {instance_id!r} by order {order_id!r} "
+                    "was given back already",
+                    reason="BENEFIT_ALREADY_REPLENISHED",
+                )
+            return await self._current(held), done
+        now = self._clock.now()
+        if held.state == RECOVERED:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} was taken back", reason="BENEFIT_RECOVERED"
+            )
+        if held.state != USED:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} is not used; nothing to give back",
+                reason="BENEFIT_NOT_USED",
+            )
+        if held.order_id != order_id:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} was used by another order, not {order_id!r}",
+                reason="BENEFIT_USED_BY_ANOTHER_ORDER",
+            )
+        if held.valid_until is not None and held.valid_until <= now:
+            raise FailedPrecondition(
+                f"benefit {instance_id!r} expired at {held.valid_until.isoformat()}; "
+                "it cannot be given back",
+                reason="BENEFIT_EXPIRED",
+            )
+        await self._check_plan_allows(held)
+        await self._ledger.replenish(shop_id, instance_id, order_id, key, reason, _within(timeout))
+        return await self._benefits.mark_replenished(held, order_id, reason, request_id, now)
+
+    async def _applying(
+        self,
+        shop_id: str,
+        member_id: str,
+        front_offices: Sequence[FrontOffice],
+        hidden: Sequence[str],
+        now: datetime,
+    ) -> list[ApplyingPlan]:
+        """The plans for these front offices that apply now by their time
+        and, by one call to the audience system, to this member."""
+        timely = [
+            (plan, when)
+            for plan, when in await self._active.applying(shop_id, now)
+            if plan.spec.front_office in front_offices
+        ]
+        checks = [
+            RuleCheck(plan.plan_id, plan.spec.audience, plan.spec.time_zone)
+            for plan, _ in timely
+            if plan.spec.audience is not None
+        ]
+        matched = await self._audience.match_rules(shop_id, member_id, checks, now)
+        if matched is None:
+            raise _no_member(shop_id, member_id)
+        out = []
+        for plan, when in timely:
+            if plan.spec.audience is None or plan.plan_id in matched:
+                effects = await self._effects(plan, hidden)
+                out.append(ApplyingPlan(plan, when.window_end, effects))
+        return out
+
+    async def _effects(self, plan: Plan, hidden: Sequence[str]) -> tuple[TemplateValue, ...]:
+        out = []
+        for action in plan.spec.actions:
+            if not isinstance(action, GrantBenefits):
+                continue
+            for grant in action.benefits:
+                if grant.kind in EFFECT_KINDS and grant.kind.value not in hidden:
+                    out.append(await self._templates.get(plan.shop_id, grant.template_id))
+        return tuple(out)
+
+    async def _check_plan_allows(self, held: HeldBenefit) -> None:
+        async with self._uow() as uow:
+            plan = await uow.plans.get(held.shop_id, held.plan_id)
+        ended = plan is None or plan.state is PlanState.ENDED
+        if ended and not (plan is not None and plan.spec.limits.replenish_after_end):
+            raise FailedPrecondition(
+                f"plan {held.plan_id!r} has ended and its limits.replenish_after_end is off",
+                reason="PLAN_ENDED",
+            )
+
+    async def _held(self, shop_id: str, member_id: str, instance_id: str) -> HeldBenefit:
+        held = await self._benefits.get(shop_id, member_id, instance_id)
+        if held is None:
+            raise NotFound(
+                f"member {member_id!r} of shop {shop_id!r} holds no plan benefit {instance_id!r}",
+                reason="BENEFIT_NOT_FOUND",
+            )
+        return held
+
+    async def _current(self, held: HeldBenefit) -> HeldBenefit:
+        return await self._benefits.get(held.shop_id, held.member_id, held.instance_id) or held
+
     async def _member(self, shop_id: str, member_id: str) -> None:
         if member_id not in await self._audience.known(shop_id, [member_id]):
-            raise NotFound(
-                f"no member {member_id!r} in shop {shop_id!r}", reason="MEMBER_NOT_FOUND"
-            )
+            raise _no_member(shop_id, member_id)
+
+
+def _no_member(shop_id: str, member_id: str) -> NotFound:
+    return NotFound(f"no member {member_id!r} in shop {shop_id!r}", reason="MEMBER_NOT_FOUND")
+
+
+def _within(timeout: float | None) -> float | None:
+    """The time left for a downstream call, or DEADLINE_EXCEEDED when none is."""
+    if timeout is not None and timeout <= 0:
+        raise DeadlineExceeded(
+            "the call's deadline left no time to ask the benefit platform; retry with "
+            "the same request id and a longer deadline",
+            retry_after=0.0,
+        )
+    return timeout

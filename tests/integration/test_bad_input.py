@@ -203,13 +203,3 @@ async def test_a_recovery_names_its_run_and_a_short_reason(client: AsyncCustopsC
         )
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in err.value.field_violations] == ["run_id", "reason"]
-
-
-async def test_scenario_calls_are_unimplemented_not_fake(client: AsyncCustopsClient) -> None:
-    from custops.scenario.v1 import scenario_pb2
-
-    with pytest.raises(CustopsError) as err:
-        await client.scenario.GetMemberView(
-            scenario_pb2.GetMemberViewRequest(shop_id="s1", member_id="m1")
-        )
-    assert err.value.code is grpc.StatusCode.UNIMPLEMENTED

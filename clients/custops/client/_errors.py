@@ -29,8 +29,11 @@ class CustopsError(Exception):
         field_violations: tuple[FieldViolation, ...] = (),
         request_id: str = "",
         metadata: dict[str, str] | None = None,
+        retry_delay: float | None = None,
     ) -> None:
         self.code = code
+        # Seconds the server asks to wait before retrying (google.rpc.RetryInfo).
+        self.retry_delay = retry_delay
         self.message = message
         self.reason = reason
         self.field_violations = field_violations
@@ -59,6 +62,7 @@ class CustopsError(Exception):
         reason = ""
         violations: list[FieldViolation] = []
         metadata: dict[str, str] = {}
+        retry_delay: float | None = None
         try:
             status = rpc_status.from_call(error)
         except ValueError:
@@ -77,6 +81,10 @@ class CustopsError(Exception):
                     violations += [
                         FieldViolation(v.subject, v.description) for v in failure.violations
                     ]
+                elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    retry = error_details_pb2.RetryInfo()
+                    detail.Unpack(retry)
+                    retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
                 elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                     bad = error_details_pb2.BadRequest()
                     detail.Unpack(bad)
@@ -90,4 +98,5 @@ class CustopsError(Exception):
             field_violations=tuple(violations),
             request_id=request_id,
             metadata=metadata,
+            retry_delay=retry_delay,
         )

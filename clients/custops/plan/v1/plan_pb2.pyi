@@ -510,10 +510,15 @@ class PlanLimits(_message.Message):
     TOTAL_BUDGET_FIELD_NUMBER: _builtins.int
     QUIET_HOURS_FIELD_NUMBER: _builtins.int
     RATE_OVERRIDE_FIELD_NUMBER: _builtins.int
+    REPLENISH_AFTER_END_FIELD_NUMBER: _builtins.int
     total_budget: _builtins.int
     """Total benefit units the plan may grant over its life; 0 means no budget."""
     rate_override: _builtins.float
     """Items per second for this plan's runs; 0 means the downstream's rate."""
+    replenish_after_end: _builtins.bool
+    """Give a used benefit back (回补) when its order is refunded after the
+    plan has ended; false refuses it with FAILED_PRECONDITION.
+    """
     @_builtins.property
     def frequency(self) -> Global___FrequencyLimit: ...
     @_builtins.property
@@ -525,10 +530,11 @@ class PlanLimits(_message.Message):
         total_budget: _builtins.int = ...,
         quiet_hours: Global___QuietHours | None = ...,
         rate_override: _builtins.float = ...,
+        replenish_after_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "quiet_hours", b"quiet_hours"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "quiet_hours", b"quiet_hours", "rate_override", b"rate_override", "total_budget", b"total_budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frequency", b"frequency", "quiet_hours", b"quiet_hours", "rate_override", b"rate_override", "replenish_after_end", b"replenish_after_end", "total_budget", b"total_budget"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2112,6 +2118,7 @@ class PlanStatistics(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     DEAD_FIELD_NUMBER: _builtins.int
     BUDGET_USED_FIELD_NUMBER: _builtins.int
+    USE_RATE_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     runs: _builtins.int
     members_targeted: _builtins.int
@@ -2124,6 +2131,10 @@ class PlanStatistics(_message.Message):
     dead: _builtins.int
     budget_used: _builtins.int
     """Benefit units granted against the plan's total budget."""
+    use_rate: _builtins.float
+    """(benefits_used - benefits_replenished) / benefits_granted; 0 when
+    nothing was granted.
+    """
     @_builtins.property
     def skipped(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -2141,10 +2152,11 @@ class PlanStatistics(_message.Message):
         failed: _builtins.int = ...,
         dead: _builtins.int = ...,
         budget_used: _builtins.int = ...,
+        use_rate: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped", "use_rate", b"use_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
