@@ -299,16 +299,19 @@ def _now() -> datetime:
 
 
 async def test_a_slow_batch_keeps_its_lease_by_heartbeat(store: EngineStore) -> None:
-    kind = Slow(delay=1.0)  # each batch outlasts the 0.3 s lease three times over
+    # Each batch outlasts the lease three times over. A lease under a second
+    # expired on a busy machine: a heartbeat every lease/3 came too late.
+    kind = Slow(delay=2.4)
+    kind.batch_size = 1000
     payload = {"n": 2000, "shards": 1}
     job = await store.create_job("numbers", "heartbeat", payload, kind.split(payload), NOW, NOW)
-    worker = Worker(store, {"numbers": kind}, clock=_now, lease=timedelta(seconds=0.3))
+    worker = Worker(store, {"numbers": kind}, clock=_now, lease=timedelta(seconds=0.8))
     running = asyncio.create_task(worker.drain())
     for _ in range(100):  # bounded: until the first batch is under way
         if kind.batches:
             break
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.6)  # twice the lease, mid-batch
+    await asyncio.sleep(1.6)  # twice the lease, mid-batch
     assert await store.claim("intruder", _now(), timedelta(seconds=30), ["numbers"]) is None
     await asyncio.wait_for(running, 30)
     assert set(kind.effects.values()) == {1} and len(kind.effects) == 2000
