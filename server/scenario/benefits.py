@@ -141,7 +141,7 @@ class MemberBenefits:
     ) -> list[HeldBenefit]:
         """Unused and valid now, soonest expiry first (no expiry last);
         `hidden` kinds left out."""
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return await _usable(conn, shop_id, member_id, now, limit, hidden)
 
     async def page_view(

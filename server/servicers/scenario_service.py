@@ -93,9 +93,10 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
         checkout = await self._scenario.checkout(
             request.shop_id, request.member_id, request.order_amount
         )
+        plans = [applying_plan_to_proto(p) for p in checkout.plans]
         return pb.GetCheckoutBenefitsResponse(
-            effects=[e for p in checkout.plans for e in applying_plan_to_proto(p).effects],
-            plans=[applying_plan_to_proto(p) for p in checkout.plans],
+            effects=[e for p in plans for e in p.effects],
+            plans=plans,
             usable_benefits=[benefit_to_proto(b, checkout.as_of) for b in checkout.usable],
             as_of_time=timestamp(checkout.as_of),
         )
