@@ -129,10 +129,14 @@ class AudienceDirectory(Protocol):
         ...
 
     async def match_rules(
-        self, shop_id: str, member_id: str, checks: Sequence[RuleCheck], as_of: datetime
-    ) -> set[str] | None:
-        """The keys of the checks the member matches, in one call; None when
-        the shop has no such member."""
+        self,
+        shop_id: str,
+        member_ids: Sequence[str],
+        checks: Sequence[RuleCheck],
+        as_of: datetime,
+    ) -> dict[str, set[str]]:
+        """Per member, the keys of the checks it matches, in one call for
+        all; a member the shop does not have is left out."""
         ...
 
 

@@ -32,7 +32,12 @@ from server.engine.store import EngineStore
 from server.engine.worker import Worker
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
-from server.persistence.database import create_engine, is_sqlite, normalize_url
+from server.persistence.database import (
+    create_engine,
+    create_read_engine,
+    is_sqlite,
+    normalize_url,
+)
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.products.catalog import TemplateError, load_catalog
 from server.runs.delivery import Delivery
@@ -83,11 +88,13 @@ class Platform:
     _stubs: Stubs | None = None
     _health: health.aio.HealthServicer | None = None
     _engine: AsyncEngine | None = None
+    _read_engine: AsyncEngine | None = None
     _redis: redis.Redis | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     buckets: Buckets | None = None
     jobs: EngineStore | None = None
     runs: RunUseCases | None = None
+    scenario: ScenarioUseCases | None = None
     _runner: EngineRunner | None = None
 
     async def start(self) -> None:
@@ -154,7 +161,8 @@ class Platform:
             return SqlUnitOfWork(engine, clock, active_plans.invalidate)
 
         benefit_platform = GrpcBenefitCatalog(benefit_channel)
-        member_benefits = MemberBenefits(engine, clock.now)
+        self._read_engine = create_read_engine(engine)
+        member_benefits = MemberBenefits(engine, clock.now, self._read_engine)
         plans = PlanUseCases(
             unit_of_work,
             clock,
@@ -212,6 +220,7 @@ class Platform:
             unit_of_work,
             clock,
         )
+        self.scenario = scenario
         scenario_service = ScenarioAggregationService(scenario)
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
@@ -295,6 +304,9 @@ class Platform:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
+            self._read_engine = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

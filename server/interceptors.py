@@ -135,14 +135,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
             finally:
                 trace.get_current_span().set_attribute("rpc.grpc.status_code", code.value[0])
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "peer": context.peer(),
-                    },
-                )
+                if log.isEnabledFor(logging.INFO):  # the peer costs a call into grpc
+                    log.info(
+                        "rpc",
+                        extra={
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "peer": context.peer(),
+                        },
+                    )
 
         return behavior

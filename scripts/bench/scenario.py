@@ -36,7 +36,7 @@ half the health check's throughput.
 
     .venv/bin/python scripts/bench/scenario.py [--ci] [--members 100000] [--plans 50]
         [--members-pattern uniform|sessions] [--procs 2] [--concurrency 32]
-        [--duration 8] [--warmup 1] [--rate 1000] [--open-duration 6]
+        [--duration 5] [--rounds 3] [--warmup 1] [--rate 1000] [--open-duration 6]
         [--max-requests 500000] [--timeout 5] [--profile FILE]
 
 CI: `--ci` (20,000 members, 10 plans, 2 s phases) takes under a minute.
@@ -57,7 +57,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
+from server.batching import Coalescer
 from server.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +184,19 @@ async def fresh_database(admin_url: str) -> AsyncIterator[tuple[str, str]]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def settle(admin_url: str, name: str) -> None:
+    """VACUUM ANALYZE the throwaway database after the broad run's writes, so
+    that autovacuum does not start in the middle of a measured phase and
+    the planner knows the tables' sizes."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url.rsplit("/", 1)[0] + f"/{name}", timeout=5)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
 
 
 async def database_pids(admin_url: str, name: str) -> list[int]:
@@ -514,6 +528,24 @@ class Row:
     lag_p99: float = 0.0  # open loop: ms the generator sent behind schedule (p99)
     backends: tuple[int, int, int] = (0, 0, 0)  # PostgreSQL's: at the start, at the end, new
     cores: dict[str, float] = field(default_factory=dict)
+    per_batch: float = 0.0  # pages per coalesced batch (warm-up included)
+
+
+def median_round(rounds: list[Row]) -> Row:
+    """The round with the median throughput, with the errors of all rounds."""
+    middle = sorted(rounds, key=lambda r: r.rps)[len(rounds) // 2]
+    errors: Counter[str] = Counter()
+    details: dict[str, str] = {}
+    for r in rounds:
+        errors.update(r.errors)
+        details = {**r.details, **details}
+    return replace(
+        middle,
+        errors=errors,
+        details=details,
+        dropped=sum(r.dropped for r in rounds),
+        capped=any(r.capped for r in rounds),
+    )
 
 
 def percentile(ordered: list[float], p: float) -> float:
@@ -665,7 +697,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> bool:
     health = next((r.rps for r in rows if r.call == "health" and r.mode == "closed"), 0.0)
     print(
         f"{'call':<20} {'mode':<13} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} "
-        f"{'x health':>8}  {'srv':>4} {'stubs':>5} {'pg':>4} {'gen':>4}"
+        f"{'x health':>8}  {'srv':>4} {'stubs':>5} {'pg':>4} {'gen':>4} {'batch':>5}"
     )
     for r in rows:
         mode = (
@@ -679,13 +711,14 @@ def report(args: argparse.Namespace, rows: list[Row]) -> bool:
         print(
             f"{CALLS[r.call]:<20} {mode:<13} {r.rps:7,.0f} {r.p50:7.2f} {r.p99:7.2f} {failed:7,} "
             f"{ratio:>8}  {cpu['srv']:4.2f} {cpu['stubs']:5.2f} {cpu['pg']:4.2f} {cpu['gen']:4.2f}"
-            + (" (request cap hit)" if r.capped else "")
+            f" {r.per_batch or float('nan'):5.1f}" + (" (request cap hit)" if r.capped else "")
         )
     print(
         "  rps: OK answers/s; closed: callers in flight over all load processes; open: latency\n"
         "  from the scheduled send; x health: rps / Health/Check's closed-loop rps; srv, stubs,\n"
         "  pg, gen: CPU cores used by the platform, the stand-ins, PostgreSQL's backends and the\n"
-        "  load processes during the window"
+        "  load processes during the window; batch: pages per coalesced batch (one audience\n"
+        "  call and one pair of reads each)"
     )
     lag = max((r.lag_p99 for r in rows if r.mode == "open"), default=0.0)
     print(f"  open-loop generator lag behind its schedule, p99: {lag:.2f} ms")
@@ -740,26 +773,50 @@ def describe_setup(args: argparse.Namespace, ready: Shop) -> str:
 
 
 async def measure(
-    args: argparse.Namespace, client: AsyncCustopsClient, load: Load, checks: list[str]
+    args: argparse.Namespace,
+    client: AsyncCustopsClient,
+    load: Load,
+    pages: Coalescer[Any, Any, Any],
+    checks: list[str],
 ) -> list[Row]:
     """Set the shop up, then every phase; `checks` gets what went wrong around them."""
     ready = await prepare(args, client, load.shop)
     print(describe_setup(args, ready), flush=True)
     if ready.broad_run.state != pb.RUN_STATE_SUCCEEDED:
         checks.append(f"the broad plan's run ended {pb.RunState.Name(ready.broad_run.state)}")
+    await settle(args.postgres_admin, load.database)
     print(await sample(client, load.shop, args.members), flush=True)
-    rows = []
     # CPU time of the event loop's thread (the platform's), not wall time.
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
-    for mode in ("closed", "open"):
+
+    async def phase(call: str, mode: str) -> Row:
+        profiling = profiler if mode == "closed" and call != "health" else None
+        if profiling is not None:
+            profiling.enable()
+        before = pages.batches, pages.items
+        row = await load.phase(call, mode)
+        batches, items = pages.batches - before[0], pages.items - before[1]
+        row.per_batch = items / batches if batches else 0.0
+        if profiling is not None:
+            profiling.disable()
+        print(f"  measured {CALLS[call]} {mode}", file=sys.stderr, flush=True)
+        return row
+
+    # The closed loops in rounds, the calls taking turns, so that a noisy
+    # stretch of the shared machine hits every call rather than one.
+    closed: dict[str, list[Row]] = {call: [] for call in CALLS}
+    for _ in range(args.rounds):
         for call in CALLS:
-            profiling = profiler if mode == "closed" and call != "health" else None
-            if profiling is not None:
-                profiling.enable()
-            rows.append(await load.phase(call, mode))
-            if profiling is not None:
-                profiling.disable()
-            print(f"  measured {CALLS[call]} {mode}", file=sys.stderr, flush=True)
+            closed[call].append(await phase(call, "closed"))
+    if args.rounds > 1:
+        print(
+            "closed-loop rps by round (the median round is reported): "
+            + "; ".join(
+                f"{CALLS[c]} " + " / ".join(f"{r.rps:,.0f}" for r in closed[c]) for c in CALLS
+            )
+        )
+    rows = [median_round(closed[call]) for call in CALLS]
+    rows += [await phase(call, "open") for call in CALLS]
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"profile of the closed loops of the two calls: {args.profile}")
@@ -796,8 +853,9 @@ async def main() -> int:
         f"scenario benchmark: {args.members:,} members, {args.plans} plans, members pattern "
         f"{args.members_pattern}{sessions if args.members_pattern == 'sessions' else ''}, "
         f"{args.procs} load processes x {args.concurrency} in flight (closed), "
-        f"{args.rate:,.0f}/s (open); warm-up {args.warmup:g} s, closed {args.duration:g} s, "
-        f"open {args.open_duration:g} s; {os.cpu_count()} CPUs{' [CI]' if args.ci else ''}",
+        f"{args.rate:,.0f}/s (open); warm-up {args.warmup:g} s, "
+        f"closed {args.rounds} x {args.duration:g} s, open {args.open_duration:g} s; "
+        f"{os.cpu_count()} CPUs{' [CI]' if args.ci else ''}",
         flush=True,
     )
     shop = f"bench-{uuid.uuid4().hex[:8]}"
@@ -813,7 +871,8 @@ async def main() -> int:
                 address = f"127.0.0.1:{platform.port}"
                 load = Load(args, address, shop, stand_ins.process.pid, database)
                 async with AsyncCustopsClient(address, timeout=60) as client:
-                    rows = await measure(args, client, load, checks)
+                    assert platform.scenario is not None
+                    rows = await measure(args, client, load, platform.scenario.pages, checks)
             finally:
                 if load is not None:
                     await load.stop()
@@ -846,7 +905,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--session-length", type=int, default=10)
     parser.add_argument("--procs", type=int, default=2, help="load-generating processes")
     parser.add_argument("--concurrency", type=int, default=32, help="closed loop: per process")
-    parser.add_argument("--duration", type=float, help="closed loop, s (default 8; CI 2)")
+    parser.add_argument("--duration", type=float, help="closed loop, s (default 5; CI 2)")
+    parser.add_argument(
+        "--rounds", type=int, help="closed loops, each call in turn (default 3; CI 1)"
+    )
     parser.add_argument("--warmup", type=float, help="before each phase, s (default 1; CI 0.5)")
     parser.add_argument("--rate", type=float, default=1000.0, help="open loop: requests/s")
     parser.add_argument("--open-duration", type=float, help="open loop, s (default 6; CI 2)")
@@ -876,13 +938,27 @@ def parse() -> argparse.Namespace:
         help=f"the broad plan fires at publishing, or once {LEAD:g} s after it",
     )
     args = parser.parse_args()
-    small = {"members": 20_000, "plans": 10, "duration": 2.0, "warmup": 0.5, "open_duration": 2.0}
-    full = {"members": 100_000, "plans": 50, "duration": 8.0, "warmup": 1.0, "open_duration": 6.0}
+    small = {
+        "members": 20_000,
+        "plans": 10,
+        "duration": 2.0,
+        "rounds": 1,
+        "warmup": 0.5,
+        "open_duration": 2.0,
+    }
+    full = {
+        "members": 100_000,
+        "plans": 50,
+        "duration": 5.0,
+        "rounds": 3,
+        "warmup": 1.0,
+        "open_duration": 6.0,
+    }
     for name, value in (small if args.ci else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.members < 100 or args.plans < 1 or args.procs < 1 or args.rate <= 0:
-        parser.error("--members >= 100, --plans >= 1, --procs >= 1, --rate > 0")
+    if args.members < 100 or args.plans < 1 or args.procs < 1 or args.rate <= 0 or args.rounds < 1:
+        parser.error("--members >= 100, --plans >= 1, --procs >= 1, --rate > 0, --rounds >= 1")
     return args
 
 

@@ -23,6 +23,11 @@ class GrpcAudienceDirectory:
         # Rules as sent, by the rule object: a page asks with the same plans'
         # rules again and again. Holding the rule keeps its id from reuse.
         self._protos: dict[int, tuple[Rule, audience_pb2.AudienceRule]] = {}
+        # Check lists as sent, by their keys, rules and zones (held likewise).
+        self._checks: dict[
+            tuple[tuple[str, int, str], ...],
+            tuple[tuple[RuleCheck, ...], list[audience_pb2.RuleCheck]],
+        ] = {}
 
     def _rule_proto(self, rule: Rule) -> audience_pb2.AudienceRule:
         kept = self._protos.get(id(rule))
@@ -59,23 +64,38 @@ class GrpcAudienceDirectory:
         return set(member_ids) - set(response.unknown_member_ids)
 
     async def match_rules(
-        self, shop_id: str, member_id: str, checks: Sequence[RuleCheck], as_of: datetime
-    ) -> set[str] | None:
-        at = timestamp(as_of)
-        request = audience_pb2.MatchMemberRulesRequest(
-            shop_id=shop_id,
-            member_id=member_id,
-            checks=[
-                audience_pb2.RuleCheck(
-                    key=c.key,
-                    rule=self._rule_proto(c.rule),
-                    evaluation=audience_pb2.Evaluation(as_of=at, time_zone=c.time_zone),
-                )
-                for c in checks
-            ],
+        self,
+        shop_id: str,
+        member_ids: Sequence[str],
+        checks: Sequence[RuleCheck],
+        as_of: datetime,
+    ) -> dict[str, set[str]]:
+        request = audience_pb2.BatchMatchMemberRulesRequest(
+            shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
         )
+        request.checks.extend(self._checks_proto(checks))
         try:
-            response = await self._stub.MatchMemberRules(request)
+            response = await self._stub.BatchMatchMemberRules(request)
         except grpc.aio.AioRpcError as exc:
             raise translate(SYSTEM, exc) from exc
-        return None if response.unknown_member else set(response.matched_keys)
+        return {m.member_id: set(m.matched_keys) for m in response.members if not m.unknown_member}
+
+    def _checks_proto(self, checks: Sequence[RuleCheck]) -> list[audience_pb2.RuleCheck]:
+        """The checks as sent, kept: pages ask with the same plans' checks
+        again and again, and the instant travels beside them."""
+        key = tuple((c.key, id(c.rule), c.time_zone) for c in checks)
+        kept = self._checks.get(key)
+        if kept is not None and all(a.rule is b.rule for a, b in zip(kept[0], checks, strict=True)):
+            return kept[1]
+        if len(self._checks) >= 1_000:
+            self._checks.clear()
+        protos = [
+            audience_pb2.RuleCheck(
+                key=c.key,
+                rule=self._rule_proto(c.rule),
+                evaluation=audience_pb2.Evaluation(time_zone=c.time_zone),
+            )
+            for c in checks
+        ]
+        self._checks[key] = (tuple(checks), protos)
+        return protos

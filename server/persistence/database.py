@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from domain.errors import Unavailable
+
+T = TypeVar("T")
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -36,6 +42,40 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=25, max_overflow=0, pool_timeout=10, pool_pre_ping=True
     )
+
+
+def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for the shopper's-side reads: autocommit (no BEGIN and
+    ROLLBACK round trips) and, on PostgreSQL, a pool of its own without a
+    ping per checkout (two more round trips); `read` retries a read that met
+    a connection the server had dropped."""
+    if is_sqlite(str(engine.url)):
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return create_async_engine(
+        engine.url, pool_size=10, max_overflow=0, pool_timeout=10, isolation_level="AUTOCOMMIT"
+    )
+
+
+async def read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """`work` on a pooled connection of `engine`, once more on a fresh one
+    when the first turned out dead (the database restarted: the pool then
+    drops all its connections); a database that cannot be reached is
+    Unavailable."""
+    for attempt in (1, 2):
+        try:
+            async with engine.connect() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if attempt == 1 and exc.connection_invalidated:
+                continue
+            if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+                raise Unavailable(
+                    f"the database failed during the read ({exc.__class__.__name__}); retry"
+                ) from exc
+            raise
+        except OSError as exc:
+            raise Unavailable(f"the database cannot be reached: {exc.__class__.__name__}") from exc
+    raise AssertionError("unreachable")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -16,13 +16,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Aborted
+from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.records import MemberRecord, recent_records, record_from_row
+from server.scenario.records import (
+    MemberRecord,
+    first_per_member,
+    in_list,
+    recent_records,
+    record_from_row,
+)
 
 UNUSED, USED, RECOVERED, EXPIRED = "unused", "used", "recovered", "expired"
 STATUSES = (UNUSED, USED, EXPIRED, RECOVERED)
@@ -88,11 +95,13 @@ def replenish_record_id(instance_id: str, order_id: str) -> str:
 
 
 class MemberBenefits:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, now: Callable[[], datetime], reads: AsyncEngine | None = None
+    ) -> None:
         self._engine = engine
         self._now = now
-        # A page's reads need no transaction: no BEGIN and ROLLBACK round trips.
-        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # A page's reads need no transaction (server.persistence.database).
+        self._reads = reads or engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def get(self, shop_id: str, member_id: str, instance_id: str) -> HeldBenefit | None:
         b = member_benefits.c
@@ -136,28 +145,30 @@ class MemberBenefits:
             rows = (await conn.execute(query)).mappings().all()
         return [_held(r) for r in rows]
 
-    async def usable(
-        self, shop_id: str, member_id: str, now: datetime, limit: int, hidden: Sequence[str] = ()
-    ) -> list[HeldBenefit]:
-        """Unused and valid now, soonest expiry first (no expiry last);
-        `hidden` kinds left out."""
-        async with self._reads.connect() as conn:
-            return await _usable(conn, shop_id, member_id, now, limit, hidden)
-
-    async def page_view(
+    async def pages(
         self,
         shop_id: str,
-        member_id: str,
+        member_ids: Sequence[str],
         now: datetime,
         benefit_limit: int,
-        hidden: Sequence[str],
+        split: Sequence[str],
         record_limit: int,
-    ) -> tuple[list[HeldBenefit], list[MemberRecord]]:
-        """What a member's page shows from here: usable benefits and the
-        latest records, over one pooled connection."""
-        async with self._reads.connect() as conn:
-            usable = await _usable(conn, shop_id, member_id, now, benefit_limit, hidden)
-            return usable, await recent_records(conn, shop_id, member_id, record_limit)
+    ) -> tuple[dict[str, list[HeldBenefit]], dict[str, list[MemberRecord]]]:
+        """What the members' pages show from here, for all of them at once,
+        over one pooled connection. Per member: the usable benefits, soonest
+        expiry first (no expiry last), holding the first `benefit_limit` both
+        with and without the `split` kinds (a front office that hides them
+        filters); and, when `record_limit`, the latest records."""
+
+        async def both(
+            conn: AsyncConnection,
+        ) -> tuple[dict[str, list[HeldBenefit]], dict[str, list[MemberRecord]]]:
+            usable = await _usable(conn, shop_id, member_ids, now, benefit_limit, split)
+            if not record_limit:  # a till shows no timeline
+                return usable, {}
+            return usable, await recent_records(conn, shop_id, member_ids, record_limit)
+
+        return await read(self._reads, both)
 
     async def record(self, shop_id: str, record_id: str) -> MemberRecord | None:
         async with self._engine.connect() as conn:
@@ -292,38 +303,55 @@ async def _record(conn: AsyncConnection, record_id: str) -> MemberRecord | None:
 
 
 _b = member_benefits.c
-# Asked on every page: built once, only the values change per call.
-_USABLE = (
-    select(member_benefits)
+# Asked on every page, for a batch of members: built once, only the values
+# change per call. Unused and valid benefits, ranked by the page's order
+# within the member's kinds of each side of `split` (kinds some front offices
+# cannot use), so that the first `limit` of a front office that hides them
+# and the first `limit` of one that does not are both among the rows.
+_ranked_usable = (
+    select(
+        member_benefits,
+        func.row_number()
+        .over(
+            partition_by=(_b.member_id, _b.kind.in_(bindparam("split", expanding=True))),
+            order_by=(_b.valid_until.is_(None), _b.valid_until, _b.instance_id),
+        )
+        .label("rank"),
+    )
     .where(
         _b.shop_id == bindparam("shop"),
-        _b.member_id == bindparam("member"),
+        _b.member_id.in_(bindparam("members", expanding=True)),
         _b.state == UNUSED,
         or_(_b.valid_until.is_(None), _b.valid_until > bindparam("now")),
         or_(_b.valid_from.is_(None), _b.valid_from <= bindparam("now")),
-        _b.kind.not_in(bindparam("hidden", expanding=True)),
     )
-    .order_by(_b.valid_until.is_(None), _b.valid_until, _b.instance_id)
-    .limit(bindparam("limit"))
+    .subquery()
+)
+_u = _ranked_usable.c
+_USABLE = (
+    select(_ranked_usable)
+    .where(_u.rank <= bindparam("limit"))
+    .order_by(_u.member_id, _u.valid_until.is_(None), _u.valid_until, _u.instance_id)
 )
 
 
 async def _usable(
     conn: AsyncConnection,
     shop_id: str,
-    member_id: str,
+    member_ids: Sequence[str],
     now: datetime,
     limit: int,
-    hidden: Sequence[str],
-) -> list[HeldBenefit]:
+    split: Sequence[str],
+) -> dict[str, list[HeldBenefit]]:
     values = {
         "shop": shop_id,
-        "member": member_id,
+        "members": in_list(member_ids),
         "now": now,
-        "hidden": list(hidden),
+        "split": list(split),
         "limit": limit,
     }
-    return [_held(r) for r in (await conn.execute(_USABLE, values)).mappings()]
+    rows = (await conn.execute(_USABLE, values)).mappings()
+    return {member: [_held(r) for r in found] for member, found in first_per_member(rows).items()}
 
 
 def _held(row: Any) -> HeldBenefit:

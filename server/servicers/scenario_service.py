@@ -34,7 +34,7 @@ from server.servicers.requests import (
     time_id_reader,
     time_id_token,
 )
-from server.usecases.scenario import ScenarioUseCases
+from server.usecases.scenario import ApplyingPlan, ScenarioUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -53,6 +53,20 @@ _MARGIN = 0.05
 class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceServicer):
     def __init__(self, scenario: ScenarioUseCases) -> None:
         self._scenario = scenario
+        # A plan's answer is one object for every page while it holds (the
+        # use cases keep it): its message is built once. Holding the answer
+        # keeps its id from reuse.
+        self._plan_messages: dict[int, tuple[ApplyingPlan, pb.ApplicablePlan]] = {}
+
+    def _plan_message(self, applying: ApplyingPlan) -> pb.ApplicablePlan:
+        kept = self._plan_messages.get(id(applying))
+        if kept is not None and kept[0] is applying:
+            return kept[1]
+        if len(self._plan_messages) >= 10_000:
+            self._plan_messages.clear()
+        message = applying_plan_to_proto(applying)
+        self._plan_messages[id(applying)] = (applying, message)
+        return message
 
     async def GetMemberView(
         self, request: pb.GetMemberViewRequest, context: Context
@@ -77,7 +91,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
             min(request.benefit_limit or 20, 100),
         )
         return pb.GetMemberViewResponse(
-            plans=[applying_plan_to_proto(p) for p in view.plans],
+            plans=[self._plan_message(p) for p in view.plans],
             unused_benefits=[benefit_to_proto(b, view.as_of) for b in view.unused],
             recent_records=[record_to_proto(r) for r in view.records],
             as_of_time=timestamp(view.as_of),
@@ -93,7 +107,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
         checkout = await self._scenario.checkout(
             request.shop_id, request.member_id, request.order_amount
         )
-        plans = [applying_plan_to_proto(p) for p in checkout.plans]
+        plans = [self._plan_message(p) for p in checkout.plans]
         return pb.GetCheckoutBenefitsResponse(
             effects=[e for p in plans for e in p.effects],
             plans=plans,

@@ -11,6 +11,7 @@
   unknown to the shop (estimates, pages, shards and matches all follow it).
 - MatchMemberRules: one member against many rules (a shopper's page); the
   member is generated once, and the call costs one item of capacity.
+  BatchMatchMemberRules: the same for many members, one item each.
 """
 
 from __future__ import annotations
@@ -195,36 +196,53 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         number of checks: it is one member, generated once."""
         if not request.member_id:
             await _invalid(context, "member_id", "is required")
-        if len(request.checks) > MAX_CHECKS:
-            await _invalid(context, "checks", f"at most {MAX_CHECKS} per call")
-        now = datetime.now(UTC)  # one instant for every check without as_of
-        keys: set[str] = set()
-        # The checks of a page mostly share one evaluation: work it out once.
-        moments: dict[bytes, Moment] = {}
-        checks: list[tuple[str, a.Rule, Moment]] = []
-        for n, check in enumerate(request.checks):
-            prefix = f"checks[{n}]."
-            if not check.key:
-                await _invalid(context, f"{prefix}key", "is required")
-            if check.key in keys:
-                await _invalid(context, f"{prefix}key", f"duplicate key {check.key!r}")
-            keys.add(check.key)
-            rule = await _parse_rule(check.rule, context, prefix)
-            evaluation = check.evaluation.SerializeToString(deterministic=True)
-            moment = moments.get(evaluation)
-            if moment is None:
-                moment = await _parse_moment(check.evaluation, context, prefix, now)
-                moments[evaluation] = moment
-            checks.append((check.key, rule, moment))
+        checks = await _parse_checks(request.checks, context)
         await self.pressure.admit(context, 1)
-        index = self.population.index_of(request.member_id, request.shop_id)
-        matched: list[str] = []
-        if index is not None:
-            member = self.population.member(request.shop_id, index)
-            matched = [key for key, rule, moment in checks if evaluate(rule, member, moment)]
+        matched = self._matched_keys(request.shop_id, request.member_id, checks)
         self.pressure.item_succeeded()
         await self.pressure.deliver(context)
-        return pb.MatchMemberRulesResponse(matched_keys=matched, unknown_member=index is None)
+        return pb.MatchMemberRulesResponse(
+            matched_keys=matched or [], unknown_member=matched is None
+        )
+
+    async def BatchMatchMemberRules(
+        self, request: pb.BatchMatchMemberRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchMatchMemberRulesResponse:
+        """MatchMemberRules for several members (shoppers' pages asked
+        together): the checks are read once; one item of capacity per member."""
+        if len(request.member_ids) > MAX_IDS:
+            await _invalid(context, "member_ids", f"at most {MAX_IDS} per call")
+        for n, member_id in enumerate(request.member_ids):
+            if not member_id:
+                await _invalid(context, f"member_ids[{n}]", "is required")
+        as_of = None
+        if request.HasField("as_of"):
+            if not (in_term_years(request.as_of.seconds) and 0 <= request.as_of.nanos < 10**9):
+                await _invalid(context, "as_of", "must be between 1970 and 2199")
+            as_of = request.as_of.ToDatetime(UTC)
+        checks = await _parse_checks(request.checks, context, as_of)
+        await self.pressure.admit(context, max(len(request.member_ids), 1))
+        members = []
+        for member_id in request.member_ids:
+            matched = self._matched_keys(request.shop_id, member_id, checks)
+            members.append(
+                pb.MemberRuleMatches(
+                    member_id=member_id, matched_keys=matched or [], unknown_member=matched is None
+                )
+            )
+        self.pressure.item_succeeded(len(members))
+        await self.pressure.deliver(context)
+        return pb.BatchMatchMemberRulesResponse(members=members)
+
+    def _matched_keys(
+        self, shop_id: str, member_id: str, checks: list[tuple[str, a.Rule, Moment]]
+    ) -> list[str] | None:
+        """The keys the member matches, in check order; None for a stranger."""
+        index = self.population.index_of(member_id, shop_id)
+        if index is None:
+            return None
+        member = self.population.member(shop_id, index)
+        return [key for key, rule, moment in checks if evaluate(rule, member, moment)]
 
     async def BatchGetMemberProfiles(
         self, request: pb.BatchGetMemberProfilesRequest, context: grpc.aio.ServicerContext
@@ -241,6 +259,35 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         return pb.BatchGetMemberProfilesResponse(
             profiles=[_profile(request.shop_id, m) for m in members], unknown_member_ids=unknown
         )
+
+
+async def _parse_checks(
+    checks: Any, context: grpc.aio.ServicerContext, as_of: datetime | None = None
+) -> list[tuple[str, a.Rule, Moment]]:
+    """Named checks, each key once; every bad one answered INVALID_ARGUMENT.
+    A check without its own as_of is evaluated at `as_of`, or now."""
+    if len(checks) > MAX_CHECKS:
+        await _invalid(context, "checks", f"at most {MAX_CHECKS} per call")
+    now = as_of or datetime.now(UTC)  # one instant for every check without as_of
+    keys: set[str] = set()
+    # The checks of a page mostly share one evaluation: work it out once.
+    moments: dict[bytes, Moment] = {}
+    out: list[tuple[str, a.Rule, Moment]] = []
+    for n, check in enumerate(checks):
+        prefix = f"checks[{n}]."
+        if not check.key:
+            await _invalid(context, f"{prefix}key", "is required")
+        if check.key in keys:
+            await _invalid(context, f"{prefix}key", f"duplicate key {check.key!r}")
+        keys.add(check.key)
+        rule = await _parse_rule(check.rule, context, prefix)
+        evaluation = check.evaluation.SerializeToString(deterministic=True)
+        moment = moments.get(evaluation)
+        if moment is None:
+            moment = await _parse_moment(check.evaluation, context, prefix, now)
+            moments[evaluation] = moment
+        out.append((check.key, rule, moment))
+    return out
 
 
 def _profile(shop_id: str, m: Member) -> pb.MemberProfile:

@@ -10,13 +10,17 @@ nothing about ids outside its shop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.applicability import Applicability
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from domain.plan import BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
 from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
+from server import call_context
+from server.batching import Coalescer
 from server.scenario.active_plans import ActivePlans
 from server.scenario.benefits import (
     RECOVERED,
@@ -44,6 +48,29 @@ class ApplyingPlan:
     plan: Plan
     window_end: datetime | None
     effects: tuple[TemplateValue, ...]
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One page's question, waiting in a batch."""
+
+    member_id: str
+    front_offices: tuple[FrontOffice, ...]
+    hidden: tuple[str, ...]  # benefit kinds the front office cannot use
+    record_limit: int
+    benefit_limit: int
+    # time.monotonic() at which the caller stops waiting; None = never.
+    deadline: float | None
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What a batch found for one page."""
+
+    plans: list[ApplyingPlan]
+    benefits: list[HeldBenefit]
+    records: list[MemberRecord]
+    as_of: datetime
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,14 @@ class ScenarioUseCases:
         self._uow = uow
         self._clock = clock
         self._templates = templates or TemplateValues(ledger)
+        # Pages of a shop asked at the same time go to the audience system
+        # and the database together: one call and one pair of reads per
+        # batch, not per page, so a busy process does less work per page.
+        self.pages: Coalescer[str, _Ask, _Page] = Coalescer(self._page_batch)
+        self._answers: dict[
+            tuple[str, int, datetime | None, tuple[str, ...]], tuple[ApplyingPlan, float]
+        ] = {}
+        self._monotonic = time.monotonic
 
     async def view(
         self,
@@ -92,29 +127,69 @@ class ScenarioUseCases:
     ) -> MemberView:
         """The plans that apply to the member now on this front office's
         pages, the member's unused plan benefits (soonest expiry first) and
-        their latest records, in one round trip each, side by side."""
-        now = self._clock.now()
+        their latest records."""
         hidden = () if front_office is FrontOffice.MICRO_MALL else ONLINE_ONLY
-        plans, (unused, records) = await asyncio.gather(
-            self._applying(shop_id, member_id, (front_office,), hidden, now),
-            self._benefits.page_view(shop_id, member_id, now, benefit_limit, hidden, record_limit),
+        ask = _Ask(
+            member_id,
+            (front_office,),
+            hidden,
+            record_limit,
+            benefit_limit,
+            call_context.deadline.get(),
         )
-        return MemberView(plans, unused, records, now)
+        page = await self.pages.load(shop_id, ask)
+        return MemberView(page.plans, page.benefits, page.records, page.as_of)
 
     async def checkout(self, shop_id: str, member_id: str, order_amount: int) -> Checkout:
         """For a member at a store now: the store plans that apply to them
         and their plan benefits usable on an order of this amount."""
-        now = self._clock.now()
-        plans, held = await asyncio.gather(
-            self._applying(shop_id, member_id, STORE_FRONT_OFFICES, ONLINE_ONLY, now),
-            self._benefits.usable(shop_id, member_id, now, 100, ONLINE_ONLY),
-        )
+        ask = _Ask(member_id, STORE_FRONT_OFFICES, ONLINE_ONLY, 0, 100, call_context.deadline.get())
+        page = await self.pages.load(shop_id, ask)
         usable = []
-        for h in held:
+        for h in page.benefits:
             value = await self._templates.get(shop_id, h.template_id, h.template_version)
             if order_amount >= value.threshold_amount:
                 usable.append(h)
-        return Checkout(plans, usable, now)
+        return Checkout(page.plans, usable, page.as_of)
+
+    async def _page_batch(self, shop_id: str, asks: list[_Ask]) -> list[_Page | Exception]:
+        """The pages of one shop asked at the same time: one audience call
+        and one pair of reads for all, at one instant."""
+        # Downstream calls wait as long as the most patient caller.
+        deadlines = [a.deadline for a in asks if a.deadline is not None]
+        call_context.deadline.set(max(deadlines) if len(deadlines) == len(asks) else None)
+        now = self._clock.now()
+        offices = {office for ask in asks for office in ask.front_offices}
+        members = list(dict.fromkeys(a.member_id for a in asks))
+        benefit_limit = max(a.benefit_limit for a in asks)
+        record_limit = max(a.record_limit for a in asks)
+        matched, (usable, records) = await asyncio.gather(
+            self._applying(shop_id, members, offices, now),
+            self._benefits.pages(shop_id, members, now, benefit_limit, ONLINE_ONLY, record_limit),
+        )
+        out: list[_Page | Exception] = []
+        for ask in asks:
+            applying = matched.get(ask.member_id)
+            if applying is None:
+                out.append(_no_member(shop_id, ask.member_id))
+                continue
+            plans = []
+            for plan, when in applying:
+                if plan.spec.front_office not in ask.front_offices:
+                    continue
+                plans.append(await self._answer(plan, when, ask.hidden))
+            held = usable.get(ask.member_id, [])
+            if ask.hidden:
+                held = [h for h in held if h.kind not in ask.hidden]
+            out.append(
+                _Page(
+                    plans,
+                    held[: ask.benefit_limit],
+                    records.get(ask.member_id, [])[: ask.record_limit],
+                    now,
+                )
+            )
+        return out
 
     async def records(
         self,
@@ -236,13 +311,13 @@ class ScenarioUseCases:
     async def _applying(
         self,
         shop_id: str,
-        member_id: str,
-        front_offices: Sequence[FrontOffice],
-        hidden: Sequence[str],
+        member_ids: Sequence[str],
+        front_offices: Collection[FrontOffice],
         now: datetime,
-    ) -> list[ApplyingPlan]:
-        """The plans for these front offices that apply now by their time
-        and, by one call to the audience system, to this member."""
+    ) -> dict[str, list[tuple[Plan, Applicability]]]:
+        """Per member of the shop, the plans for these front offices that
+        apply now by their time and, by one call to the audience system for
+        all the members, to that member. A stranger to the shop is left out."""
         timely = [
             (plan, when)
             for plan, when in await self._active.applying(shop_id, now)
@@ -253,15 +328,32 @@ class ScenarioUseCases:
             for plan, _ in timely
             if plan.spec.audience is not None
         ]
-        matched = await self._audience.match_rules(shop_id, member_id, checks, now)
-        if matched is None:
-            raise _no_member(shop_id, member_id)
-        out = []
-        for plan, when in timely:
-            if plan.spec.audience is None or plan.plan_id in matched:
-                effects = await self._effects(plan, hidden)
-                out.append(ApplyingPlan(plan, when.window_end, effects))
-        return out
+        matched = await self._audience.match_rules(shop_id, member_ids, checks, now)
+        return {
+            member_id: [
+                (plan, when)
+                for plan, when in timely
+                if plan.spec.audience is None or plan.plan_id in keys
+            ]
+            for member_id, keys in matched.items()
+        }
+
+    async def _answer(
+        self, plan: Plan, when: Applicability, hidden: tuple[str, ...]
+    ) -> ApplyingPlan:
+        """What a page shows of a plan that applies: the same object for
+        every page until the plan, its window or the shaping changes, or a
+        second passes (its effects' template values may change)."""
+        key = (plan.plan_id, plan.revision, when.window_end, hidden)
+        kept = self._answers.get(key)
+        at = self._monotonic()
+        if kept is not None and kept[1] > at:
+            return kept[0]
+        if len(self._answers) >= 10_000:
+            self._answers.clear()
+        answer = ApplyingPlan(plan, when.window_end, await self._effects(plan, hidden))
+        self._answers[key] = (answer, at + 1.0)
+        return answer
 
     async def _effects(self, plan: Plan, hidden: Sequence[str]) -> tuple[TemplateValue, ...]:
         out = []

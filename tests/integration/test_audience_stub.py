@@ -511,3 +511,96 @@ async def test_match_member_rules_names_the_invalid_field(stubs: StubClients, fi
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (err.value.details() or "").startswith(f"{field}: "), err.value.details()
     assert (await stubs.admin.GetStubCounters(counters)).counters.calls == 0  # nothing admitted
+
+
+async def test_batch_match_member_rules_answers_each_member_as_match_member_rules(
+    stubs: StubClients,
+) -> None:
+    level = (await everyone(stubs))[42].level
+    birthday_week = pb.AudienceRule(
+        birthday=pb.BirthdayCondition(scope=pb.BIRTHDAY_SCOPE_WEEK, days_ahead=3)
+    )
+    checks = [
+        _check("followers", FOLLOWERS),
+        _check("level", pb.AudienceRule(levels=pb.LevelCondition(levels=[level]))),
+        _check("birthday", birthday_week),
+    ]
+    members = [f"m{i:08d}" for i in range(0, POPULATION, 97)] + ["nobody", "m00000042"]
+    one_by_one = [
+        await stubs.audience.MatchMemberRules(
+            pb.MatchMemberRulesRequest(shop_id="s1", member_id=m, checks=checks)
+        )
+        for m in members
+    ]
+    counters = admin.GetStubCountersRequest(system=admin.STUB_SYSTEM_AUDIENCE)
+    before = (await stubs.admin.GetStubCounters(counters)).counters
+    reply = await stubs.audience.BatchMatchMemberRules(
+        pb.BatchMatchMemberRulesRequest(shop_id="s1", member_ids=members, checks=checks)
+    )
+    assert [m.member_id for m in reply.members] == members  # in order, repeats answered
+    assert [(list(m.matched_keys), m.unknown_member) for m in reply.members] == [
+        (list(r.matched_keys), r.unknown_member) for r in one_by_one
+    ]
+    assert reply.members[members.index("nobody")].unknown_member
+    # One item of capacity per member.
+    after = (await stubs.admin.GetStubCounters(counters)).counters
+    assert (after.calls - before.calls, after.items - before.items) == (1, len(members))
+
+    # Checks without an instant of their own are evaluated at the request's:
+    # half a year on, other members have their birthday week.
+    later = AS_OF + timedelta(days=180)
+    at_later = [
+        await stubs.audience.MatchMemberRules(
+            pb.MatchMemberRulesRequest(
+                shop_id="s1",
+                member_id=m,
+                checks=[pb.RuleCheck(key="b", rule=birthday_week, evaluation=evaluation(later))],
+            )
+        )
+        for m in members
+    ]
+    stamp = Timestamp()
+    stamp.FromDatetime(later)
+    bare = pb.RuleCheck(
+        key="b", rule=birthday_week, evaluation=pb.Evaluation(time_zone="Asia/Shanghai")
+    )
+    at_request = await stubs.audience.BatchMatchMemberRules(
+        pb.BatchMatchMemberRulesRequest(
+            shop_id="s1", member_ids=members, checks=[bare], as_of=stamp
+        )
+    )
+    assert [list(m.matched_keys) for m in at_request.members] == [
+        list(r.matched_keys) for r in at_later
+    ]
+    assert [list(r.matched_keys) for r in at_later] != [
+        ["b"] if "birthday" in r.matched_keys else [] for r in one_by_one
+    ]
+
+
+INVALID_BATCH_MATCH = {
+    "member_ids": pb.BatchMatchMemberRulesRequest(
+        shop_id="s1", member_ids=[f"m{i:08d}" for i in range(1001)], checks=[GOOD]
+    ),
+    "member_ids[1]": pb.BatchMatchMemberRulesRequest(
+        shop_id="s1", member_ids=["m00000001", ""], checks=[GOOD]
+    ),
+    "as_of": pb.BatchMatchMemberRulesRequest(
+        shop_id="s1",
+        member_ids=["m00000001"],
+        checks=[GOOD],
+        as_of=Timestamp(seconds=8_000_000_000),
+    ),
+    "checks[1].key": pb.BatchMatchMemberRulesRequest(
+        shop_id="s1", member_ids=["m00000001"], checks=[GOOD, GOOD]
+    ),
+}
+
+
+@pytest.mark.parametrize("field", list(INVALID_BATCH_MATCH))
+async def test_batch_match_member_rules_names_the_invalid_field(
+    stubs: StubClients, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.audience.BatchMatchMemberRules(INVALID_BATCH_MATCH[field])
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith(f"{field}: "), err.value.details()

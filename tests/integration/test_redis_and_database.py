@@ -10,6 +10,7 @@ import pytest
 
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
+from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform, StartupError
 from server.persistence import migrate
 from tests.integration.conftest import settings
@@ -94,6 +95,12 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
             created = await client.plans.CreatePlan(
                 pb.CreatePlanRequest(shop_id="s-drop", plan=pb.Plan(display_name="before"))
             )
+            # The shopper's side reads through a pool of its own, which does
+            # not ping before each page: it must notice a dead connection too.
+            page = spb.GetMemberViewRequest(
+                shop_id="s-drop", member_id="m00000001", front_office=pb.FRONT_OFFICE_MICRO_MALL
+            )
+            await client.scenario.GetMemberView(page)
             admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
             try:
                 killed = await admin.fetchval(
@@ -108,6 +115,8 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
                 pb.GetPlanRequest(shop_id="s-drop", plan_id=created.plan.plan_id)
             )
             assert got.plan.display_name == "before"
+            view = await client.scenario.GetMemberView(page)
+            assert (list(view.plans), list(view.unused_benefits)) == ([], [])
     finally:
         await platform.stop(grace=1)
 

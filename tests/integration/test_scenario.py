@@ -4,6 +4,7 @@ and checkout on micro-mall and retail plans, benefits used and given back
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -596,3 +597,112 @@ async def test_ending_a_plan_with_take_back_shows_on_the_members_side(
     ]
     stats = await _statistics(client, plan)
     assert stats.benefits_recovered == stats.benefits_granted > 0
+
+
+async def test_pages_asked_together_answer_as_pages_asked_one_by_one(
+    running: tuple[Platform, AsyncCustopsClient],
+) -> None:
+    """Pages that arrive together are answered from shared batches (one
+    audience call and one pair of reads); each still gets its own member's
+    answer, shaped for its own front office, within its own limits."""
+    platform, client = running
+    shop = _shop()
+    online = await _publish(
+        client,
+        _plan(
+            "Online week",
+            pb.FRONT_OFFICE_MICRO_MALL,
+            ["V1", "V2", "V3", "V4", "V5"],
+            [
+                ("free-shipping", benefit_pb2.BENEFIT_KIND_FREE_SHIPPING),
+                ("coupon-10-off-100", benefit_pb2.BENEFIT_KIND_COUPON),
+                ("points-x2", benefit_pb2.BENEFIT_KIND_POINTS_MULTIPLIER),
+            ],
+        ),
+        shop,
+    )
+    store = await _publish(
+        client,
+        _plan(
+            "Store week",
+            pb.FRONT_OFFICE_RETAIL,
+            ["V3", "V4", "V5"],
+            [("discount-85", benefit_pb2.BENEFIT_KIND_DISCOUNT)],
+        ),
+        shop,
+    )
+    for plan in (online, store):
+        await _finished(client, plan)
+    members = [await _member_of_level(platform, shop, level) for level in ("V0", "V1", "V3")]
+    members += [await _member_of_level(platform, shop, level, skip=2) for level in ("V2", "V4")]
+    offices = (pb.FRONT_OFFICE_MICRO_MALL, pb.FRONT_OFFICE_RETAIL, pb.FRONT_OFFICE_RETAIL_CHAIN)
+    asks = [
+        spb.GetMemberViewRequest(
+            shop_id=shop, member_id=m, front_office=o, benefit_limit=limit, record_limit=limit
+        )
+        for m in members
+        for o in offices
+        for limit in (1, 2)
+    ]
+    stranger = spb.GetMemberViewRequest(
+        shop_id=shop, member_id=f"m{POPULATION + 5:08d}", front_office=offices[0]
+    )
+
+    async def page(request: spb.GetMemberViewRequest) -> spb.GetMemberViewResponse:
+        response: spb.GetMemberViewResponse = await client.scenario.GetMemberView(request)
+        return response
+
+    alone = [await page(a) for a in asks]
+    assert platform.scenario is not None
+    before = platform.scenario.pages.batches
+    together = await asyncio.gather(
+        *(page(a) for a in asks), page(stranger), return_exceptions=True
+    )
+    assert together[:-1] == alone
+    assert isinstance(together[-1], CustopsError)  # only the stranger's page fails
+    assert together[-1].code is grpc.StatusCode.NOT_FOUND
+    # The pages went out in fewer batches than pages.
+    assert platform.scenario.pages.batches - before < len(together)
+
+    # Each page holds the soonest-ending benefits its front office can use,
+    # as the member's own list (another query) has them.
+    for ask, answer in zip(asks, alone, strict=True):
+        held = (
+            await client.scenario.ListMemberBenefits(
+                spb.ListMemberBenefitsRequest(
+                    shop_id=shop,
+                    member_id=ask.member_id,
+                    status=spb.MEMBER_BENEFIT_STATUS_UNUSED,
+                )
+            )
+        ).benefits
+        usable = [
+            b
+            for b in held
+            if ask.front_office == pb.FRONT_OFFICE_MICRO_MALL
+            or b.kind != benefit_pb2.BENEFIT_KIND_FREE_SHIPPING
+        ]
+        usable.sort(key=lambda b: (b.valid_until.ToDatetime(), b.benefit_instance_id))
+        expected = [b.benefit_instance_id for b in usable[: ask.benefit_limit]]
+        assert [b.benefit_instance_id for b in answer.unused_benefits] == expected
+        assert len(answer.recent_records) == min(ask.record_limit, len(held))
+    by_office = {(a.member_id, a.front_office): r for a, r in zip(asks, alone, strict=True)}
+    # Within the same limit, the mall page holds free shipping where the
+    # store page holds the next benefit a store can use instead.
+    limited = {
+        (a.member_id, a.front_office, a.benefit_limit): r for a, r in zip(asks, alone, strict=True)
+    }
+    kinds = {
+        office: [b.kind for b in limited[(members[1], office, 2)].unused_benefits]
+        for office in offices
+    }
+    assert benefit_pb2.BENEFIT_KIND_FREE_SHIPPING in kinds[pb.FRONT_OFFICE_MICRO_MALL]
+    assert kinds[pb.FRONT_OFFICE_RETAIL] == kinds[pb.FRONT_OFFICE_RETAIL_CHAIN]
+    assert len(kinds[pb.FRONT_OFFICE_RETAIL]) == 2
+    assert benefit_pb2.BENEFIT_KIND_FREE_SHIPPING not in kinds[pb.FRONT_OFFICE_RETAIL]
+    gold = members[2]  # V3: both plans
+    assert [p.plan_id for p in by_office[(gold, pb.FRONT_OFFICE_MICRO_MALL)].plans] == [
+        online.plan_id
+    ]
+    assert [p.plan_id for p in by_office[(gold, pb.FRONT_OFFICE_RETAIL)].plans] == [store.plan_id]
+    assert list(by_office[(members[0], pb.FRONT_OFFICE_MICRO_MALL)].plans) == []  # V0

@@ -716,6 +716,99 @@ class MatchMemberRulesResponse(_message.Message):
 Global___MatchMemberRulesResponse: _TypeAlias = MatchMemberRulesResponse  # noqa: Y015
 
 @_typing.final
+class BatchMatchMemberRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_IDS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    @_builtins.property
+    def member_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 1000 members; a member listed twice is answered twice."""
+
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleCheck]:
+        """At most 1000 checks, each applied to every member."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The instant of every check whose evaluation leaves as_of unset (one
+        instant for the whole batch, so the checks can be sent as they are
+        kept); unset: the audience system's now.
+        """
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        member_ids: _abc.Iterable[_builtins.str] | None = ...,
+        checks: _abc.Iterable[Global___RuleCheck] | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "checks", b"checks", "member_ids", b"member_ids", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchMatchMemberRulesRequest: _TypeAlias = BatchMatchMemberRulesRequest  # noqa: Y015
+
+@_typing.final
+class MemberRuleMatches(_message.Message):
+    """What one member matches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    MATCHED_KEYS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_MEMBER_FIELD_NUMBER: _builtins.int
+    member_id: _builtins.str
+    unknown_member: _builtins.bool
+    """True when the audience system does not know the member; nothing matches."""
+    @_builtins.property
+    def matched_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The keys of the checks the member matches, in request order."""
+
+    def __init__(
+        self,
+        *,
+        member_id: _builtins.str = ...,
+        matched_keys: _abc.Iterable[_builtins.str] | None = ...,
+        unknown_member: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched_keys", b"matched_keys", "member_id", b"member_id", "unknown_member", b"unknown_member"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberRuleMatches: _TypeAlias = MemberRuleMatches  # noqa: Y015
+
+@_typing.final
+class BatchMatchMemberRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberRuleMatches]:
+        """One per requested member, in request order."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___MemberRuleMatches] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchMatchMemberRulesResponse: _TypeAlias = BatchMatchMemberRulesResponse  # noqa: Y015
+
+@_typing.final
 class BatchGetMemberProfilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

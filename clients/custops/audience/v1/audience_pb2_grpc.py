@@ -56,6 +56,11 @@ class AudienceServiceStub:
                 request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.SerializeToString,
                 response_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.FromString,
                 _registered_method=True)
+        self.BatchMatchMemberRules = channel.unary_unary(
+                '/custops.audience.v1.AudienceService/BatchMatchMemberRules',
+                request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesRequest.SerializeToString,
+                response_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesResponse.FromString,
+                _registered_method=True)
         self.BatchGetMemberProfiles = channel.unary_unary(
                 '/custops.audience.v1.AudienceService/BatchGetMemberProfiles',
                 request_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchGetMemberProfilesRequest.SerializeToString,
@@ -99,6 +104,15 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchMatchMemberRules(self, request, context):
+        """The same for several members at once: the pages of many shoppers asked
+        together, every check applied to every member. One item of capacity per
+        member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BatchGetMemberProfiles(self, request, context):
         """Gets member profiles by id.
         """
@@ -128,6 +142,11 @@ def add_AudienceServiceServicer_to_server(servicer, server):
                     servicer.MatchMemberRules,
                     request_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.FromString,
                     response_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.SerializeToString,
+            ),
+            'BatchMatchMemberRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchMatchMemberRules,
+                    request_deserializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesRequest.FromString,
+                    response_serializer=custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesResponse.SerializeToString,
             ),
             'BatchGetMemberProfiles': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetMemberProfiles,
@@ -245,6 +264,33 @@ class AudienceService:
             '/custops.audience.v1.AudienceService/MatchMemberRules',
             custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesRequest.SerializeToString,
             custops_dot_audience_dot_v1_dot_audience__pb2.MatchMemberRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchMatchMemberRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.audience.v1.AudienceService/BatchMatchMemberRules',
+            custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesRequest.SerializeToString,
+            custops_dot_audience_dot_v1_dot_audience__pb2.BatchMatchMemberRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,11 @@ class AudienceServiceStub:
     """Tells which of the given rules one member matches, each at its own
     evaluation (a shopper's page: "which plans apply to me", one call).
     """
+    BatchMatchMemberRules: _grpc.UnaryUnaryMultiCallable[_audience_pb2.BatchMatchMemberRulesRequest, _audience_pb2.BatchMatchMemberRulesResponse]
+    """The same for several members at once: the pages of many shoppers asked
+    together, every check applied to every member. One item of capacity per
+    member.
+    """
     BatchGetMemberProfiles: _grpc.UnaryUnaryMultiCallable[_audience_pb2.BatchGetMemberProfilesRequest, _audience_pb2.BatchGetMemberProfilesResponse]
     """Gets member profiles by id."""
 
@@ -75,6 +80,11 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     MatchMemberRules: _aio.UnaryUnaryMultiCallable[_audience_pb2.MatchMemberRulesRequest, _audience_pb2.MatchMemberRulesResponse]  # type: ignore[assignment]
     """Tells which of the given rules one member matches, each at its own
     evaluation (a shopper's page: "which plans apply to me", one call).
+    """
+    BatchMatchMemberRules: _aio.UnaryUnaryMultiCallable[_audience_pb2.BatchMatchMemberRulesRequest, _audience_pb2.BatchMatchMemberRulesResponse]  # type: ignore[assignment]
+    """The same for several members at once: the pages of many shoppers asked
+    together, every check applied to every member. One item of capacity per
+    member.
     """
     BatchGetMemberProfiles: _aio.UnaryUnaryMultiCallable[_audience_pb2.BatchGetMemberProfilesRequest, _audience_pb2.BatchGetMemberProfilesResponse]  # type: ignore[assignment]
     """Gets member profiles by id."""
@@ -120,6 +130,17 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audience_pb2.MatchMemberRulesResponse, _abc.Awaitable[_audience_pb2.MatchMemberRulesResponse]]:
         """Tells which of the given rules one member matches, each at its own
         evaluation (a shopper's page: "which plans apply to me", one call).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchMatchMemberRules(
+        self,
+        request: _audience_pb2.BatchMatchMemberRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_pb2.BatchMatchMemberRulesResponse, _abc.Awaitable[_audience_pb2.BatchMatchMemberRulesResponse]]:
+        """The same for several members at once: the pages of many shoppers asked
+        together, every check applied to every member. One item of capacity per
+        member.
         """
 
     @_abc_1.abstractmethod
