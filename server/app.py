@@ -5,6 +5,7 @@ in order."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -247,6 +248,13 @@ class Platform:
             )
             self.runs.wake = self._runner.wake
             self._runner.start()
+        # What start-up made (modules, classes, the contracts' descriptors,
+        # the engines) lives as long as the process: keep the collector from
+        # walking it again in every full collection, each of which otherwise
+        # stopped the event loop for 40-80 ms under load (docs/scenario.md).
+        # Garbage first: a frozen cycle would never be collected.
+        gc.collect()
+        gc.freeze()
         log.info(
             "custops serving",
             extra={

@@ -12,24 +12,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Aborted
 from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.records import (
-    MemberRecord,
-    first_per_member,
-    in_list,
-    recent_records,
-    record_from_row,
-)
+from server.scenario.page_reads import page_rows, values_of
+from server.scenario.records import MemberRecord, record_from_row
 
 UNUSED, USED, RECOVERED, EXPIRED = "unused", "used", "recovered", "expired"
 STATUSES = (UNUSED, USED, EXPIRED, RECOVERED)
@@ -154,21 +149,22 @@ class MemberBenefits:
         split: Sequence[str],
         record_limit: int,
     ) -> tuple[dict[str, list[HeldBenefit]], dict[str, list[MemberRecord]]]:
-        """What the members' pages show from here, for all of them at once,
-        over one pooled connection. Per member: the usable benefits, soonest
-        expiry first (no expiry last), holding the first `benefit_limit` both
-        with and without the `split` kinds (a front office that hides them
-        filters); and, when `record_limit`, the latest records."""
+        """What the members' pages show from here, for all of them in one
+        statement. Per member: the usable benefits, soonest expiry first (no
+        expiry last), holding the first `benefit_limit` both with and without
+        the `split` kinds (a front office that hides them filters); and the
+        latest `record_limit` records."""
 
-        async def both(
-            conn: AsyncConnection,
-        ) -> tuple[dict[str, list[HeldBenefit]], dict[str, list[MemberRecord]]]:
-            usable = await _usable(conn, shop_id, member_ids, now, benefit_limit, split)
-            if not record_limit:  # a till shows no timeline
-                return usable, {}
-            return usable, await recent_records(conn, shop_id, member_ids, record_limit)
+        async def both(conn: AsyncConnection) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+            return await page_rows(
+                conn, shop_id, member_ids, now, benefit_limit, split, record_limit
+            )
 
-        return await read(self._reads, both)
+        benefits, records = await read(self._reads, both)
+        return (
+            {m: [HeldBenefit(*_HELD_VALUES(r)) for r in rows] for m, rows in benefits.items()},
+            {m: [MemberRecord(*_RECORD_VALUES(r)) for r in rows] for m, rows in records.items()},
+        )
 
     async def record(self, shop_id: str, record_id: str) -> MemberRecord | None:
         async with self._engine.connect() as conn:
@@ -302,56 +298,8 @@ async def _record(conn: AsyncConnection, record_id: str) -> MemberRecord | None:
     return record_from_row(row) if row else None
 
 
-_b = member_benefits.c
-# Asked on every page, for a batch of members: built once, only the values
-# change per call. Unused and valid benefits, ranked by the page's order
-# within the member's kinds of each side of `split` (kinds some front offices
-# cannot use), so that the first `limit` of a front office that hides them
-# and the first `limit` of one that does not are both among the rows.
-_ranked_usable = (
-    select(
-        member_benefits,
-        func.row_number()
-        .over(
-            partition_by=(_b.member_id, _b.kind.in_(bindparam("split", expanding=True))),
-            order_by=(_b.valid_until.is_(None), _b.valid_until, _b.instance_id),
-        )
-        .label("rank"),
-    )
-    .where(
-        _b.shop_id == bindparam("shop"),
-        _b.member_id.in_(bindparam("members", expanding=True)),
-        _b.state == UNUSED,
-        or_(_b.valid_until.is_(None), _b.valid_until > bindparam("now")),
-        or_(_b.valid_from.is_(None), _b.valid_from <= bindparam("now")),
-    )
-    .subquery()
-)
-_u = _ranked_usable.c
-_USABLE = (
-    select(_ranked_usable)
-    .where(_u.rank <= bindparam("limit"))
-    .order_by(_u.member_id, _u.valid_until.is_(None), _u.valid_until, _u.instance_id)
-)
-
-
-async def _usable(
-    conn: AsyncConnection,
-    shop_id: str,
-    member_ids: Sequence[str],
-    now: datetime,
-    limit: int,
-    split: Sequence[str],
-) -> dict[str, list[HeldBenefit]]:
-    values = {
-        "shop": shop_id,
-        "members": in_list(member_ids),
-        "now": now,
-        "split": list(split),
-        "limit": limit,
-    }
-    rows = (await conn.execute(_USABLE, values)).mappings()
-    return {member: [_held(r) for r in found] for member, found in first_per_member(rows).items()}
+_HELD_VALUES = values_of([f.name for f in fields(HeldBenefit)])
+_RECORD_VALUES = values_of([f.name for f in fields(MemberRecord)])
 
 
 def _held(row: Any) -> HeldBenefit:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.persistence.tables import operation_records
 
@@ -55,55 +55,6 @@ def record_from_row(row: Any) -> MemberRecord:
         detail=dict(row["detail"] or {}),
         shop_id=row["shop_id"],
     )
-
-
-def in_list(ids: Sequence[str]) -> list[str]:
-    """Ids for an `IN` list, padded (repeating the last) to a power of two,
-    so that a batch's statement is one of a few texts the database and the
-    driver have prepared already."""
-    size = 1 << max(len(ids) - 1, 0).bit_length()
-    return [*ids, *[ids[-1]] * (size - len(ids))] if ids else []
-
-
-def first_per_member(rows: Any) -> dict[str, list[Any]]:
-    """Rows of a per-member ranked query, grouped by member in rank order."""
-    out: dict[str, list[Any]] = {}
-    for row in rows:
-        out.setdefault(row["member_id"], []).append(row)
-    return out
-
-
-_r = operation_records.c
-# The member view's question for a batch of members, built once: each
-# member's latest records, newest first, through the (shop, member, time)
-# index. Only the values change per call.
-_ranked_records = (
-    select(
-        operation_records,
-        func.row_number()
-        .over(partition_by=_r.member_id, order_by=(_r.occur_time.desc(), _r.record_id.desc()))
-        .label("rank"),
-    )
-    .where(_r.shop_id == bindparam("shop"), _r.member_id.in_(bindparam("members", expanding=True)))
-    .subquery()
-)
-_RECENT = (
-    select(_ranked_records)
-    .where(_ranked_records.c.rank <= bindparam("limit"))
-    .order_by(_ranked_records.c.member_id, _ranked_records.c.rank)
-)
-
-
-async def recent_records(
-    conn: AsyncConnection, shop_id: str, member_ids: Sequence[str], limit: int
-) -> dict[str, list[MemberRecord]]:
-    """Each member's latest `limit` records, newest first."""
-    values = {"shop": shop_id, "members": in_list(member_ids), "limit": limit}
-    rows = (await conn.execute(_RECENT, values)).mappings()
-    return {
-        member: [record_from_row(r) for r in found]
-        for member, found in first_per_member(rows).items()
-    }
 
 
 class RecordReader:
