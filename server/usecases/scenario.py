@@ -56,7 +56,9 @@ class _Ask:
 
     member_id: str
     front_offices: tuple[FrontOffice, ...]
-    hidden: tuple[str, ...]  # benefit kinds the front office cannot use
+    # Benefit kinds the front office cannot use: none or ONLINE_ONLY, the
+    # split the batch's read ranks benefits by.
+    hidden: tuple[str, ...]
     record_limit: int
     benefit_limit: int
     # time.monotonic() at which the caller stops waiting; None = never.
@@ -109,8 +111,8 @@ class ScenarioUseCases:
         self._clock = clock
         self._templates = templates or TemplateValues(ledger)
         # Pages of a shop asked at the same time go to the audience system
-        # and the database together: one call and one pair of reads per
-        # batch, not per page, so a busy process does less work per page.
+        # and the database together: one call and one read per batch, not
+        # per page, so a busy process does less work per page.
         self.pages: Coalescer[str, _Ask, _Page] = Coalescer(self._page_batch)
         self._answers: dict[
             tuple[str, int, datetime | None, tuple[str, ...]], tuple[ApplyingPlan, float]
@@ -154,7 +156,7 @@ class ScenarioUseCases:
 
     async def _page_batch(self, shop_id: str, asks: list[_Ask]) -> list[_Page | Exception]:
         """The pages of one shop asked at the same time: one audience call
-        and one pair of reads for all, at one instant."""
+        and one read for all, at one instant."""
         # Downstream calls wait as long as the most patient caller.
         deadlines = [a.deadline for a in asks if a.deadline is not None]
         call_context.deadline.set(max(deadlines) if len(deadlines) == len(asks) else None)
