@@ -41,7 +41,6 @@ import cProfile
 import gc
 import os
 import random
-import re
 import resource
 import sys
 import tempfile
@@ -57,6 +56,14 @@ from zoneinfo import ZoneInfo
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _services import (
+    StandInProcess,
+    cpu_seconds,
+    database_pids,
+    forget_buckets,
+    start_stand_in_process,
+)
+
 from custops.audience.v1 import audience_pb2
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.client import AsyncCustopsClient
@@ -69,7 +76,6 @@ from server.runs.delivery import GRANT_CHUNK, SHARDS
 from server.stubs.app import StubOptions, Stubs
 from server.stubs.population import LEVELS
 
-ROOT = Path(__file__).resolve().parents[2]
 SHOP = "bench"
 ZONE = "Asia/Shanghai"
 TEMPLATE = "points-100"  # unlimited stock: a million grants never run out
@@ -81,7 +87,6 @@ TARGET_RATE = 10_000  # members/s at 1,000,000 members
 TARGET_SHARE = 0.5  # of the stub ceiling
 TARGET_LATENESS = 1.0  # seconds
 FLAT = 1.2  # the largest size's peak RSS within 20% of the smallest size's
-_STUBS_READY = re.compile(r"serving on port (\d+)")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -91,13 +96,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss_mb(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE / 2**20
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User and system CPU time the process has used (all its threads)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
@@ -135,19 +133,20 @@ class Sampler:
 @dataclass
 class StandIns:
     address: str
-    process: asyncio.subprocess.Process | None = None
+    process: StandInProcess | None = None
     embedded: Stubs | None = None
-    _drain: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The stand-in process's, to count its CPU time (None when in this process)."""
+        return self.process.process.pid if self.process is not None else None
 
     async def stop(self) -> float:
         """Stop them; the stand-in process's peak RSS in MB (0 when in this process)."""
         peak = 0.0
         if self.process is not None:
-            peak = peak_rss_mb(self.process.pid)
-            self.process.terminate()
-            await self.process.wait()
-        if self._drain is not None:
-            self._drain.cancel()
+            peak = peak_rss_mb(self.process.process.pid)
+            await self.process.stop()
         if self.embedded is not None:
             await self.embedded.stop(None)
             self.embedded = None
@@ -155,45 +154,14 @@ class StandIns:
 
 
 async def start_stand_ins(population: int, in_process: bool) -> StandIns:
-    if in_process:
-        stubs = Stubs(StubOptions(seed=1, population=population))
-        port = await stubs.start("127.0.0.1:0")
-        return StandIns(f"127.0.0.1:{port}", embedded=stubs)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "stubs",
-        "--stubs-listen",
-        "127.0.0.1:0",
-        "--stubs-population",
-        str(population),
-        "--log-level",
-        "WARNING",
-        cwd=ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    async with asyncio.timeout(60):
-        while raw := await process.stdout.readline():
-            lines.append(raw.decode(errors="replace").rstrip())
-            found = _STUBS_READY.search(lines[-1])
-            if found:
-                drain = asyncio.create_task(_drain(process.stdout))
-                return StandIns(f"127.0.0.1:{found.group(1)}", process, None, drain)
-    await process.wait()
-    raise RuntimeError("the stand-ins did not start:\n" + "\n".join(lines))
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    """Read what the stand-ins say, so that a full pipe never blocks them."""
-    while await stream.readline():
-        pass
+    """In this process (`--stubs embedded`, as `custops serve` runs them) or
+    in one of their own (`--stubs process`)."""
+    if not in_process:
+        process = await start_stand_in_process(population)
+        return StandIns(process.address, process=process)
+    stubs = Stubs(StubOptions(seed=1, population=population))
+    port = await stubs.start("127.0.0.1:0")
+    return StandIns(f"127.0.0.1:{port}", embedded=stubs)
 
 
 async def benefit_counters(channel: grpc.aio.Channel) -> stubadmin_pb2.StubCounters:
@@ -433,7 +401,7 @@ async def end_to_end(
             gc.collect()
             figures.rss_before = rss_mb()
             sampler = Sampler()
-            pid = stand_ins.process.pid if stand_ins and stand_ins.process else None
+            pid = stand_ins.pid if stand_ins else None
             cpu = cpu_seconds(), cpu_seconds(pid) if pid else 0.0
             db_before = await database_cpu(args, url)
             if profiler is not None:
@@ -486,18 +454,6 @@ async def end_to_end(
             await forget_buckets(args.redis, platform.settings.redis_prefix)
 
 
-async def forget_buckets(url: str, prefix: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 async def database_cpu(
     args: argparse.Namespace, url: str, before: dict[int, float] | None = None
 ) -> Any:
@@ -505,19 +461,9 @@ async def database_cpu(
     given `before`, the CPU seconds they used since (None for SQLite)."""
     if args.database != "postgres":
         return None
-    import asyncpg
-
-    admin = await asyncpg.connect(args.postgres_admin, timeout=5)
-    try:
-        pids = await admin.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1", url.rsplit("/", 1)[1]
-        )
-    finally:
-        await admin.close()
-    now: dict[int, float] = {}
-    for row in pids:
-        with contextlib.suppress(OSError):
-            now[row["pid"]] = cpu_seconds(row["pid"])
+    pids = await database_pids(args.postgres_admin, url.rsplit("/", 1)[1])
+    # A backend gone since it was listed reads 0: left out, as it used nothing here.
+    now = {pid: used for pid in pids if (used := cpu_seconds(pid))}
     if before is None:
         return now
     return sum(used - before.get(pid, 0.0) for pid, used in now.items())
@@ -549,7 +495,7 @@ async def measure(
 ) -> Figures:
     figures = Figures(n)
     stand_ins = await start_stand_ins(n, args.stubs == "embedded")
-    pid = stand_ins.process.pid if stand_ins.process else None
+    pid = stand_ins.pid
     try:
         used = cpu_seconds(pid) if pid else 0.0
         figures.ceiling = await ceiling(stand_ins.address, n, args.concurrency)

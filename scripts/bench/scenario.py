@@ -51,7 +51,6 @@ import cProfile
 import json
 import os
 import random
-import re
 import sys
 import time
 import uuid
@@ -64,6 +63,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from _services import (
+    ROOT,
+    StandInProcess,
+    cpu_seconds,
+    database_pids,
+    drain_output,
+    forget_buckets,
+    start_stand_in_process,
+)
+
 from custops.audience.v1 import audience_pb2 as apb
 from custops.benefit.v1 import benefit_pb2 as bpb
 from custops.client import AsyncCustopsClient
@@ -73,7 +82,6 @@ from server.app import Platform
 from server.batching import Coalescer
 from server.config import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 LOAD = Path(__file__).resolve().with_name("_load.py")
 ZONE = "Asia/Shanghai"
 UNTHROTTLED = 1_000_000  # the largest rate and burst UpdateThrottleSetting takes
@@ -84,87 +92,11 @@ TARGET_P99 = 20.0  # ms at --rate
 TARGET_SHARE = 0.5  # of Health/Check's closed-loop throughput
 SAMPLE = 200  # members asked once before the load, to show the work per call
 RESULT_LIMIT = 256 * 2**20  # bytes of a load process's result line (its latencies)
-_STUBS_READY = re.compile(r"serving on port (\d+)")
 CALLS = {
     "health": "Health/Check",
     "view": "GetMemberView",
     "checkout": "GetCheckoutBenefits",
 }
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User and system CPU time of a process (all its threads); 0 when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# The stand-ins, in a process of their own (as runs.py starts them).
-
-
-@dataclass
-class StandIns:
-    address: str
-    process: asyncio.subprocess.Process
-    drain: asyncio.Task[None]
-
-    async def stop(self) -> None:
-        self.drain.cancel()
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-async def start_stand_ins(population: int) -> StandIns:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        "stubs",
-        "--stubs-listen",
-        "127.0.0.1:0",
-        "--stubs-population",
-        str(population),
-        "--log-level",
-        "WARNING",
-        cwd=ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(60):
-            while raw := await process.stdout.readline():
-                lines.append(raw.decode(errors="replace").rstrip())
-                found = _STUBS_READY.search(lines[-1])
-                if found:
-                    drain = asyncio.create_task(_drain(process.stdout, None))
-                    return StandIns(f"127.0.0.1:{found.group(1)}", process, drain)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    await process.wait()
-    raise RuntimeError("the stand-ins did not start:\n" + "\n".join(lines))
-
-
-async def _drain(stream: asyncio.StreamReader, keep: list[str] | None) -> None:
-    """Read what a child says, so that a full pipe never blocks it; keep the last lines."""
-    while raw := await stream.readline():
-        if keep is not None:
-            keep.append(raw.decode(errors="replace").rstrip())
-            del keep[:-40]
 
 
 # PostgreSQL, Redis, the platform.
@@ -199,31 +131,7 @@ async def settle(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-async def database_pids(admin_url: str, name: str) -> list[int]:
-    """The PostgreSQL backends serving this database now."""
-    import asyncpg
-
-    admin = await asyncpg.connect(admin_url, timeout=5)
-    try:
-        rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", name)
-    finally:
-        await admin.close()
-    return [int(r["pid"]) for r in rows]
-
-
-async def forget_buckets(url: str, prefix: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-def settings_for(args: argparse.Namespace, url: str, stand_ins: StandIns) -> Settings:
+def settings_for(args: argparse.Namespace, url: str, stand_ins: StandInProcess) -> Settings:
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "database_url": url,
@@ -606,7 +514,7 @@ class Load:
                 self.children.append(child)
                 logs.append([])
                 assert child.stderr is not None
-                drains.append(asyncio.create_task(_drain(child.stderr, logs[-1])))
+                drains.append(asyncio.create_task(drain_output(child.stderr, logs[-1])))
             async with asyncio.timeout(60):
                 for child, log in zip(children, logs, strict=True):
                     assert child.stdout is not None
@@ -861,7 +769,7 @@ async def main() -> int:
     shop = f"bench-{uuid.uuid4().hex[:8]}"
     checks: list[str] = []
     rows: list[Row] = []
-    stand_ins = await start_stand_ins(args.members)
+    stand_ins = await start_stand_in_process(args.members)
     try:
         async with fresh_database(args.postgres_admin) as (url, database):
             platform = Platform(settings_for(args, url, stand_ins))
