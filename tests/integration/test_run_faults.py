@@ -108,8 +108,11 @@ async def test_faults_in_the_benefit_platform_still_grant_each_member_once(
         )
         plan = await _publish(client, plan)
         # The clock runs twice as fast as real time: back-offs come due
-        # sooner, leases (30 s) still outlast every batch.
-        run = await _ended(client, plan, clock, step=timedelta(seconds=0.2))
+        # sooner, leases (30 s) still outlast every batch. A quarter of the
+        # calls fail, and a batch that fails several times in a row waits
+        # out jittered back-offs of up to 16-32 s: the run took 10 to 110 s
+        # on this machine, so the wait is bounded at about 5 minutes.
+        run = await _ended(client, plan, clock, step=timedelta(seconds=0.2), polls=3000)
         audience = await _audience(platform, plan)
         c = benefit.counters
         # Every kind of fault happened, and the replays of lost responses
