@@ -108,3 +108,15 @@ class ResourceExhausted(DomainError):
     """A quota or capacity is used up for now; retry later, slower."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+
+class Unauthenticated(DomainError):
+    """The caller did not say who it is, or what it said is not known here."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this (this shop, this role)."""
+
+    reason = "PERMISSION_DENIED"

@@ -21,7 +21,9 @@ from domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     Unimplemented,
 )
@@ -39,6 +41,8 @@ _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

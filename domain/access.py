@@ -1,0 +1,52 @@
+"""Who may call what: callers, their roles and the shops they act for.
+
+A caller is a front office, a merchant's admin tool or a platform operator,
+known by the credential it presents (a bearer token or a client
+certificate). Each has roles and the shops it may act for (or every shop).
+Permission is decided before existence (AIP-193): a caller asking for a shop
+it may not act for is refused whatever the shop holds, so it learns nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from domain.errors import PermissionDenied
+
+
+class Role(enum.Enum):
+    FRONT_OFFICE = "front_office"  # the shoppers' side: pages, checkout, use, give-back
+    MERCHANT_ADMIN = "merchant_admin"  # operation plans and their runs, for its shops
+    OPERATOR = "operator"  # throttles, retries, every shop's statistics
+
+
+ALL_SHOPS = "*"
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    roles: frozenset[Role]
+    shops: frozenset[str]  # {"*"}: every shop
+
+    @property
+    def every_shop(self) -> bool:
+        return ALL_SHOPS in self.shops
+
+    def may_act_for(self, shop_id: str) -> bool:
+        return self.every_shop or shop_id in self.shops
+
+    def require(self, role: Role, shop_id: str | None) -> None:
+        """PermissionDenied unless the caller has `role` and (when the call
+        is about one shop) may act for `shop_id`."""
+        if role not in self.roles:
+            raise PermissionDenied(
+                f"caller {self.name!r} lacks the {role.value} role this call needs",
+                reason="ROLE_MISSING",
+            )
+        if shop_id is not None and not self.may_act_for(shop_id):
+            raise PermissionDenied(
+                f"caller {self.name!r} may not act for shop {shop_id!r}",
+                reason="SHOP_NOT_ALLOWED",
+            )
