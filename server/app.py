@@ -23,6 +23,7 @@ from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
 from server import redis_store
+from server.auth.callers import Callers, CallersError, load_callers
 from server.clock import SystemClock
 from server.config import Settings
 from server.downstream.audience import GrpcAudienceDirectory
@@ -69,6 +70,10 @@ PUBLIC_SERVICES = (
 )
 # A generous cap on one message; the hostile-input issue tightens it per field.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_NO_CALLERS = (
+    "none: every caller on loopback is served (to require credentials: "
+    "CUSTOPS_CALLERS_FILE, docs/security.md)"
+)
 
 
 class StartupError(Exception):
@@ -175,7 +180,7 @@ class Platform:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
-        interceptors.append(CallInterceptor())
+        interceptors.append(CallInterceptor(self._callers()))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -261,8 +266,18 @@ class Platform:
                 "address": f"{s.listen.rpartition(':')[0]}:{self.port}",
                 "database": make_url(normalize_url(s.database_url)).render_as_string(),
                 "redis": "in-process stand-ins" if self._redis is None else "redis",
+                "callers": s.callers_file or _NO_CALLERS,
             },
         )
+
+    def _callers(self) -> Callers | None:
+        """Who may call (None: nobody is asked, which config allows on loopback only)."""
+        if not self.settings.callers_file:
+            return None
+        try:
+            return load_callers(Path(self.settings.callers_file))
+        except CallersError as exc:
+            raise StartupError(str(exc)) from exc
 
     async def _prepare_database(self) -> None:
         url = self.settings.database_url

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
+from domain.access import Caller
+
 request_id: ContextVar[str] = ContextVar("custops_request_id", default="")
 # The caller's W3C trace headers, passed on as they are when tracing is off,
 # so a trace that runs through this service is not cut here.
@@ -16,6 +18,8 @@ trace_headers: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
     "custops_trace_headers", default=()
 )
 TRACE_HEADER_KEYS = ("traceparent", "tracestate")
+# Who is calling, once authenticated; None when no callers are configured.
+caller: ContextVar[Caller | None] = ContextVar("custops_caller", default=None)
 # time.monotonic() at which the caller's deadline expires; None = no deadline.
 deadline: ContextVar[float | None] = ContextVar("custops_deadline", default=None)
 

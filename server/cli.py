@@ -39,6 +39,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
 
 SERVE_FLAGS = (
     "listen",
+    "callers_file",
     "database_url",
     "auto_migrate",
     "redis_url",
@@ -62,6 +63,21 @@ SERVE_FLAGS = (
     "engine_poll",
     "engine_lease",
 )
+
+
+def _token(name: str) -> int:
+    """A new random token, shown this once; the callers file keeps its hash."""
+    from server.auth.callers import new_token, token_hash
+
+    secret = new_token()
+    print(f"token for {name} (shown once; give it to the caller, keep no copy):")
+    print(f"  {secret}")
+    print("its entry in the callers file (CUSTOPS_CALLERS_FILE), roles and shops to fill in:")
+    print(
+        f'  [[callers]]\n  name = "{name}"\n  roles = ["front_office"]\n'
+        f'  shops = ["shop-1"]\n  token_sha256 = "{token_hash(secret)}"'
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this stand-in (repeatable; default: all three on one port)",
     )
     _add_runs_commands(commands)
+    token = commands.add_parser(
+        "token", help="make a bearer token for a caller: the token once, and its callers-file line"
+    )
+    token.add_argument("name", help="the caller's name in the callers file")
     args = parser.parse_args(argv)
     if args.command == "runs":
         return _runs(args, parser)
+    if args.command == "token":
+        return _token(args.name)
     own = (
         "command",
         "only",

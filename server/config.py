@@ -30,6 +30,9 @@ class ConfigError(Exception):
 class Settings:
     # host:port of the public port (plan and scenario services, health, reflection).
     listen: str = "127.0.0.1:50051"
+    # TOML file of the callers allowed in (docs/security.md); empty: nobody is
+    # asked for credentials, which only a loopback address allows.
+    callers_file: str = ""
     # sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.
     database_url: str = "sqlite+aiosqlite:///var/custops.db"
     # Apply migrations at start; "auto" = only for SQLite.
@@ -92,6 +95,12 @@ class Settings:
     def check(self) -> None:
         problems: list[str] = []
         _address(self.listen, "listen", problems)
+        if not self.callers_file and not _listens_on_loopback(self.listen):
+            problems.append(
+                f"CUSTOPS_LISTEN={self.listen!r} is not a loopback address and no callers are "
+                "configured: anyone who reaches it could call. Set CUSTOPS_CALLERS_FILE "
+                "(docs/security.md) or listen on 127.0.0.1"
+            )
         _address(self.stubs_listen, "stubs_listen", problems, loopback_only=True)
         if self.stubs == "embedded" and _same_port(self.listen, self.stubs_listen):
             problems.append(
@@ -210,6 +219,13 @@ def _address(value: str, name: str, problems: list[str], loopback_only: bool = F
             f"CUSTOPS_{name.upper()}={value!r}: the downstream stand-ins are unauthenticated "
             "and listen on loopback only (127.0.0.1, ::1 or localhost)"
         )
+
+
+def _listens_on_loopback(address: str) -> bool:
+    try:
+        return _is_loopback(split_address(address)[0])
+    except ValueError:
+        return True  # reported as a malformed address instead
 
 
 def _is_loopback(host: str) -> bool:

@@ -22,8 +22,16 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from domain.errors import DomainError, FieldViolation, InvalidArgument, Unimplemented
+from domain.access import Caller
+from domain.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    Unauthenticated,
+    Unimplemented,
+)
 from server import call_context
+from server.auth.callers import Callers
 from server.errors import internal_status, status_of
 from server.message_checks import nul_violations
 
@@ -71,7 +79,38 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+# Asked without credentials: load balancers probe health, and grpcurl lists
+# and describes through reflection (which describes, never serves, data).
+_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def authenticate(callers: Callers, incoming: dict[str, Any]) -> Caller:
+    """The caller a request's bearer token names, or UNAUTHENTICATED."""
+    header = incoming.get("authorization")
+    if not isinstance(header, str) or not header.strip():
+        raise Unauthenticated(
+            "this call needs credentials: metadata 'authorization: Bearer <token>' "
+            "(docs/security.md)",
+            reason="CREDENTIALS_MISSING",
+        )
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "the authorization metadata must be 'Bearer <token>'", reason="CREDENTIALS_MALFORMED"
+        )
+    caller = callers.with_token(token.strip())
+    if caller is None:
+        raise Unauthenticated(
+            "the bearer token is not one of this platform's callers", reason="CREDENTIALS_UNKNOWN"
+        )
+    return caller
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, callers: Callers | None = None) -> None:
+        # None: nobody is asked for credentials (loopback only, server.config).
+        self._callers = callers
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -105,6 +144,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.OK
             try:
                 try:
+                    if self._callers is not None and not method.startswith(_OPEN):
+                        call_context.caller.set(authenticate(self._callers, incoming))
                     if isinstance(request, MalformedRequest):
                         raise InvalidArgument(
                             [FieldViolation("request", "is not a valid protobuf message")],
@@ -143,6 +184,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             "code": code.name,
                             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                             "peer": context.peer(),
+                            "caller": getattr(call_context.caller.get(), "name", ""),
                         },
                     )
 

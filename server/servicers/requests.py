@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from domain.errors import FieldViolation, InvalidArgument
 from domain.ports import RequestKey
+from server import call_context
 
 P = TypeVar("P")
 
@@ -120,8 +121,12 @@ def _scope_hash(scope: str) -> str:
 
 
 def actor(context: grpc.aio.ServicerContext) -> str:
-    """Who makes the change, for create_by/update_by. Until authentication
-    lands (issue 9) this is what the caller says in `x-custops-actor`."""
+    """Who makes the change, for create_by/update_by: the authenticated
+    caller; with no callers configured (loopback only), what the caller
+    says in `x-custops-actor`."""
+    caller = call_context.caller.get()
+    if caller is not None:
+        return caller.name
     for key, value in context.invocation_metadata() or ():
         if key == ACTOR_KEY and isinstance(value, str) and value:
             return value[:200]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def test_an_unreadable_or_empty_file_says_so(tmp_path: Path) -> None:
     (tmp_path / "empty.toml").write_text("")
     with pytest.raises(CallersError, match=r"one or more \[\[callers\]\]"):
         load_callers(tmp_path / "empty.toml")
+
+
+def test_custops_token_prints_a_token_and_the_entry_that_admits_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server.cli import main
+
+    assert main(["token", "mall"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    token = lines[1].strip()
+    entry = "\n".join(line.strip() for line in lines[3:])
+    callers = parse_callers(tomllib.loads(entry))
+    found = callers.with_token(token)
+    assert found is not None and found.name == "mall"
+    assert token not in entry
