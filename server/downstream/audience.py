@@ -11,6 +11,7 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
 from domain.ports import AudienceSize, RuleCheck
 from server.downstream.errors import translate
+from server.kept import KeptById
 from server.mapping.audience import rule_to_proto
 from server.mapping.plan import timestamp
 
@@ -20,24 +21,15 @@ SYSTEM = "audience system"
 class GrpcAudienceDirectory:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = audience_pb2_grpc.AudienceServiceStub(channel)
-        # Rules as sent, by the rule object: a page asks with the same plans'
-        # rules again and again. Holding the rule keeps its id from reuse.
-        self._protos: dict[int, tuple[Rule, audience_pb2.AudienceRule]] = {}
-        # Check lists as sent, by their keys, rules and zones (held likewise).
+        # Rules as sent, per rule object: a page asks with the same plans'
+        # rules again and again.
+        self._rule_proto: KeptById[Rule, audience_pb2.AudienceRule] = KeptById(rule_to_proto)
+        # Check lists as sent, by their keys, rules and zones (the rules held,
+        # so that their ids are not reused).
         self._checks: dict[
             tuple[tuple[str, int, str], ...],
             tuple[tuple[RuleCheck, ...], list[audience_pb2.RuleCheck]],
         ] = {}
-
-    def _rule_proto(self, rule: Rule) -> audience_pb2.AudienceRule:
-        kept = self._protos.get(id(rule))
-        if kept is not None and kept[0] is rule:
-            return kept[1]
-        if len(self._protos) >= 10_000:
-            self._protos.clear()
-        proto = rule_to_proto(rule)
-        self._protos[id(rule)] = (rule, proto)
-        return proto
 
     async def estimate(
         self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str

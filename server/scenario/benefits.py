@@ -91,12 +91,12 @@ def replenish_record_id(instance_id: str, order_id: str) -> str:
 
 class MemberBenefits:
     def __init__(
-        self, engine: AsyncEngine, now: Callable[[], datetime], reads: AsyncEngine | None = None
+        self, engine: AsyncEngine, now: Callable[[], datetime], reads: AsyncEngine
     ) -> None:
         self._engine = engine
         self._now = now
-        # A page's reads need no transaction (server.persistence.database).
-        self._reads = reads or engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The pages' reads (server.persistence.database.create_read_engine).
+        self._reads = reads
 
     async def get(self, shop_id: str, member_id: str, instance_id: str) -> HeldBenefit | None:
         b = member_benefits.c

@@ -16,6 +16,7 @@ from custops.scenario.v1 import scenario_pb2 as pb
 from custops.scenario.v1 import scenario_pb2_grpc
 from domain.errors import FieldViolation, require
 from domain.plan import FrontOffice
+from server.kept import KeptById
 from server.mapping.plan import timestamp
 from server.mapping.scenario import (
     BENEFIT_STATUSES,
@@ -54,19 +55,10 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
     def __init__(self, scenario: ScenarioUseCases) -> None:
         self._scenario = scenario
         # A plan's answer is one object for every page while it holds (the
-        # use cases keep it): its message is built once. Holding the answer
-        # keeps its id from reuse.
-        self._plan_messages: dict[int, tuple[ApplyingPlan, pb.ApplicablePlan]] = {}
-
-    def _plan_message(self, applying: ApplyingPlan) -> pb.ApplicablePlan:
-        kept = self._plan_messages.get(id(applying))
-        if kept is not None and kept[0] is applying:
-            return kept[1]
-        if len(self._plan_messages) >= 10_000:
-            self._plan_messages.clear()
-        message = applying_plan_to_proto(applying)
-        self._plan_messages[id(applying)] = (applying, message)
-        return message
+        # use cases keep it): its message is built once.
+        self._plan_message: KeptById[ApplyingPlan, pb.ApplicablePlan] = KeptById(
+            applying_plan_to_proto
+        )
 
     async def GetMemberView(
         self, request: pb.GetMemberViewRequest, context: Context

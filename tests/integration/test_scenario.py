@@ -603,7 +603,7 @@ async def test_pages_asked_together_answer_as_pages_asked_one_by_one(
     running: tuple[Platform, AsyncCustopsClient],
 ) -> None:
     """Pages that arrive together are answered from shared batches (one
-    audience call and one pair of reads); each still gets its own member's
+    audience call and one read); each still gets its own member's
     answer, shaped for its own front office, within its own limits."""
     platform, client = running
     shop = _shop()
