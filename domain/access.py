@@ -10,6 +10,7 @@ it may not act for is refused whatever the shop holds, so it learns nothing.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from domain.errors import PermissionDenied
@@ -37,16 +38,18 @@ class Caller:
     def may_act_for(self, shop_id: str) -> bool:
         return self.every_shop or shop_id in self.shops
 
-    def require(self, role: Role, shop_id: str | None) -> None:
-        """PermissionDenied unless the caller has `role` and (when the call
-        is about one shop) may act for `shop_id`."""
-        if role not in self.roles:
+    def require(self, roles: Collection[Role], shop_id: str | None) -> None:
+        """PermissionDenied unless the caller has one of `roles` and (when the
+        call is about one shop) may act for `shop_id`; "" is the whole
+        platform, which only a caller of every shop may act for."""
+        if self.roles.isdisjoint(roles):
+            needed = " or ".join(sorted(role.value for role in roles))
             raise PermissionDenied(
-                f"caller {self.name!r} lacks the {role.value} role this call needs",
+                f"caller {self.name!r} lacks the {needed} role this call needs",
                 reason="ROLE_MISSING",
             )
         if shop_id is not None and not self.may_act_for(shop_id):
+            what = f"shop {shop_id!r}" if shop_id else "the whole platform (every shop)"
             raise PermissionDenied(
-                f"caller {self.name!r} may not act for shop {shop_id!r}",
-                reason="SHOP_NOT_ALLOWED",
+                f"caller {self.name!r} may not act for {what}", reason="SHOP_NOT_ALLOWED"
             )

@@ -27,11 +27,13 @@ from domain.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    PermissionDenied,
     Unauthenticated,
     Unimplemented,
 )
 from server import call_context
 from server.auth.callers import Callers
+from server.auth.rules import RULES
 from server.errors import internal_status, status_of
 from server.message_checks import nul_violations
 
@@ -84,10 +86,19 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def authenticate(callers: Callers, incoming: dict[str, Any]) -> Caller:
-    """The caller a request's bearer token names, or UNAUTHENTICATED."""
+def authenticate(callers: Callers, incoming: dict[str, Any], certificate: str | None) -> Caller:
+    """The caller a request's bearer token names or, without a token, the one
+    its verified client certificate names (common name); else UNAUTHENTICATED."""
     header = incoming.get("authorization")
     if not isinstance(header, str) or not header.strip():
+        if certificate is not None:
+            by_certificate = callers.with_certificate(certificate)
+            if by_certificate is None:
+                raise Unauthenticated(
+                    f"the client certificate {certificate!r} is not one of this platform's callers",
+                    reason="CREDENTIALS_UNKNOWN",
+                )
+            return by_certificate
         raise Unauthenticated(
             "this call needs credentials: metadata 'authorization: Bearer <token>' "
             "(docs/security.md)",
@@ -106,6 +117,26 @@ def authenticate(callers: Callers, incoming: dict[str, Any]) -> Caller:
     return caller
 
 
+def certificate_name(context: grpc.aio.ServicerContext) -> str | None:
+    """The common name of the client certificate the TLS handshake verified
+    (gRPC's `x509_common_name` auth property), or None without one."""
+    names = context.auth_context().get("x509_common_name") or ()
+    for name in names:
+        return bytes(name).decode("utf-8", "replace")
+    return None
+
+
+def authorize(caller: Caller, method: str, request: Any) -> None:
+    """PermissionDenied unless the method's rule admits the caller; a method
+    without a rule admits nobody."""
+    rule = RULES.get(method)
+    if rule is None:
+        raise PermissionDenied(
+            f"{method.lstrip('/')} has no access rule; nobody may call it", reason="NO_RULE"
+        )
+    rule.check(caller, request)
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, callers: Callers | None = None) -> None:
         # None: nobody is asked for credentials (loopback only, server.config).
@@ -118,6 +149,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         method = details.method
+        if (
+            self._callers is not None
+            and handler is not None
+            and handler.unary_unary is None
+            and not method.startswith(_OPEN)
+        ):
+            # Only unary calls pass the checks below: a stream that is not
+            # open is not served here (UNIMPLEMENTED) rather than unguarded.
+            return None
         incoming = dict(details.invocation_metadata or ())
         deserializer = None if handler is None else _tolerant(handler.request_deserializer)
         return wrap_unary(
@@ -144,13 +184,18 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.OK
             try:
                 try:
-                    if self._callers is not None and not method.startswith(_OPEN):
-                        call_context.caller.set(authenticate(self._callers, incoming))
+                    guarded = self._callers is not None and not method.startswith(_OPEN)
+                    if guarded:
+                        assert self._callers is not None
+                        caller = authenticate(self._callers, incoming, certificate_name(context))
+                        call_context.caller.set(caller)
                     if isinstance(request, MalformedRequest):
                         raise InvalidArgument(
                             [FieldViolation("request", "is not a valid protobuf message")],
                             reason="MALFORMED_REQUEST",
                         )
+                    if guarded:
+                        authorize(caller, method, request)
                     problems = nul_violations(request) if isinstance(request, Message) else []
                     if problems:
                         raise InvalidArgument(problems)

@@ -148,7 +148,9 @@ class LocalBuckets:
         self._settings[name] = settings
 
     async def settings(self, name: str) -> tuple[BucketSettings, float]:
-        return self._settings[name], self._factor.get(name, 1.0)
+        # A bucket never configured reads as RedisBuckets reads it.
+        unset = BucketSettings(0.0, 1)
+        return self._settings.get(name, unset), self._factor.get(name, 1.0)
 
     async def penalize(self, name: str) -> float:
         self._factor[name] = max(MIN_FACTOR, self._factor.get(name, 1.0) * BACKOFF)

@@ -1,0 +1,94 @@
+"""Who may call each RPC of the public port: the roles it needs and where its
+shop comes from (docs/security.md).
+
+Every method of the public services has a rule; a method without one is
+refused (fail closed), and tests/integration/test_authorization.py fails
+for any RPC of the service descriptors that is missing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from domain.access import Caller, Role
+
+FRONT, ADMIN, OPERATOR = Role.FRONT_OFFICE, Role.MERCHANT_ADMIN, Role.OPERATOR
+PLANS = "/custops.plan.v1.OperationPlanService/"
+SCENARIO = "/custops.scenario.v1.ScenarioAggregationService/"
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role]  # any one of them will do
+    # Dotted path of the request field naming the shop.
+    shop_field: str = "shop_id"
+    # An empty shop means the whole platform (throttle settings), which only
+    # a caller of every shop may see or change. Elsewhere an empty shop is
+    # bad input, which the call itself answers with INVALID_ARGUMENT.
+    empty_is_platform: bool = False
+
+    def check(self, caller: Caller, request: Any) -> None:
+        """PermissionDenied unless `caller` may make this call; decided from
+        the request alone, before anything is read (AIP-193)."""
+        shop = _field(request, self.shop_field)
+        caller.require(self.roles, shop if shop or self.empty_is_platform else None)
+
+
+def _field(message: Any, path: str) -> str:
+    for name in path.split("."):
+        message = getattr(message, name)
+    return str(message)
+
+
+def _rules(prefix: str, roles: tuple[Role, ...], *methods: str) -> dict[str, Rule]:
+    return {prefix + method: Rule(frozenset(roles)) for method in methods}
+
+
+RULES: dict[str, Rule] = {
+    **_rules(
+        SCENARIO,
+        (FRONT,),
+        "GetMemberView",
+        "ListMemberBenefits",
+        "ListMemberRecords",
+        "ReportBenefitUsed",
+        "ReplenishBenefit",
+        "GetCheckoutBenefits",
+    ),
+    # A merchant's admin tool makes and runs the shop's plans.
+    **_rules(
+        PLANS,
+        (ADMIN,),
+        "CreatePlan",
+        "UpdatePlan",
+        "DeletePlan",
+        "PublishPlan",
+        "PausePlan",
+        "ResumePlan",
+        "EndPlan",
+        "PreviewPlan",
+        "ListPlanTemplates",
+        "CreatePlanFromTemplate",
+        "ExplainTermExpression",
+        "TriggerPlanRun",
+        "CancelPlanRun",
+        "RecoverPlanRun",
+    ),
+    # Operators read plans, runs and statistics of the shops they look after.
+    **_rules(
+        PLANS,
+        (ADMIN, OPERATOR),
+        "GetPlan",
+        "ListPlans",
+        "ListPlanRuns",
+        "GetPlanRun",
+        "GetPlanStatistics",
+    ),
+    # Retrying spends the downstream systems' shared capacity: an operator's call.
+    **_rules(PLANS, (OPERATOR,), "RetryFailedItems"),
+    PLANS + "GetThrottleSettings": Rule(frozenset((OPERATOR,)), empty_is_platform=True),
+    PLANS + "UpdateThrottleSetting": Rule(
+        frozenset((OPERATOR,)), shop_field="setting.shop_id", empty_is_platform=True
+    ),
+}

@@ -1,0 +1,507 @@
+"""Who may call what, RPC by RPC, generated from the public services'
+descriptors: every RPC × {no credentials, wrong credentials, a caller of
+another shop, a role without the right, the right caller}, and the right
+caller naming another shop's plan, run, member or benefit under its own
+shop. An RPC added to a public service without a case here (and a rule in
+server/auth/rules.py) fails this test."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+
+from custops.benefit.v1 import benefit_pb2
+from custops.client import CustopsClient, RetryPolicy
+from custops.plan.v1 import plan_pb2 as pb
+from custops.scenario.v1 import scenario_pb2 as spb
+from server.app import PUBLIC_SERVICES, Platform
+from server.auth.callers import Callers, new_token, token_hash
+from server.interceptors import CallInterceptor
+from tests.integration.conftest import settings
+from tests.integration.test_runs import immediate_plan
+from tests.integration.threaded import platform_in_thread
+
+S1, S2 = "shop-1", "shop-2"
+SMALL = 100  # shop-1's members; shop-2 has more, so some of its members are its alone
+FRONT, ADMIN, OPS = "front_office", "merchant_admin", "operator"
+ROLES = (FRONT, ADMIN, OPS)
+TOKENS = {f"{role}:{shop}": new_token() for role in ROLES for shop in (S1, S2)}
+ROOT = new_token()
+
+
+def _callers_file(path: Path) -> Path:
+    entries = [
+        f'[[callers]]\nname = "{name}"\nroles = ["{name.split(":")[0]}"]\n'
+        f'shops = ["{name.split(":")[1]}"]\ntoken_sha256 = "{token_hash(token)}"\n'
+        for name, token in TOKENS.items()
+    ]
+    entries.append(
+        f'[[callers]]\nname = "root"\nroles = {list(ROLES)!r}\nshops = ["*"]\n'
+        f'token_sha256 = "{token_hash(ROOT)}"\n'.replace("'", '"')
+    )
+    path.write_text("\n".join(entries))
+    return path
+
+
+@dataclass
+class World:
+    """Two shops, each with a plan whose run granted its members a coupon,
+    set up by a caller of every shop."""
+
+    platform: Platform
+    root: CustopsClient
+    plan: dict[str, pb.Plan] = field(default_factory=dict)
+    run: dict[str, pb.PlanRun] = field(default_factory=dict)
+    # Members holding an unused coupon of the shop's plan, and its id.
+    holders: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def holder(self, shop: str) -> tuple[str, str]:
+        """A member and its coupon nobody has used yet in this test module."""
+        return self.holders[shop].pop()
+
+    def draft(self, term_years: str = "2029-2030") -> pb.Plan:
+        """A new draft of shop-1 whose term has not begun (it does not fire by itself)."""
+        plan = immediate_plan()
+        plan.time.term = f"0-0 0-0 0-0 1-31 1-12 * {term_years} 2"
+        made: pb.Plan = self.root.plans.CreatePlan(pb.CreatePlanRequest(shop_id=S1, plan=plan)).plan
+        return made
+
+    def published(self, term_years: str = "2026-2030") -> pb.Plan:
+        """A new plan of shop-1, published: active (and run at once) by default."""
+        draft = self.draft(term_years)
+        plan: pb.Plan = self.root.plans.PublishPlan(
+            pb.PublishPlanRequest(shop_id=S1, plan_id=draft.plan_id, etag=draft.etag)
+        ).plan
+        return plan
+
+    def finished_run(self, shop: str, plan: pb.Plan) -> pb.PlanRun:
+        for _ in range(600):  # bounded: the platform's workers do the run
+            runs = self.root.plans.ListPlanRuns(
+                pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan.plan_id)
+            ).runs
+            if runs and runs[0].state == pb.RUN_STATE_SUCCEEDED:
+                run: pb.PlanRun = runs[0]
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"the run of {plan.plan_id} did not finish")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("authz")
+    with (
+        platform_in_thread(
+            settings(
+                f"sqlite+aiosqlite:///{folder}/authz.db",
+                callers_file=str(_callers_file(folder / "callers.toml")),
+                stubs_population=3 * SMALL,
+                stubs_shop_populations=f"{S1}={SMALL}",
+                engine_poll=0.05,
+            )
+        ) as platform,
+        CustopsClient(
+            f"127.0.0.1:{platform.port}",
+            timeout=30,
+            retry=RetryPolicy(max_attempts=1),
+            metadata=(("authorization", f"Bearer {ROOT}"),),
+        ) as root,
+    ):
+        w = World(platform, root)
+        for shop in (S1, S2):
+            draft = root.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=immediate_plan()))
+            w.plan[shop] = root.plans.PublishPlan(
+                pb.PublishPlanRequest(
+                    shop_id=shop, plan_id=draft.plan.plan_id, etag=draft.plan.etag
+                )
+            ).plan
+            w.run[shop] = w.finished_run(shop, w.plan[shop])
+            members = range(SMALL) if shop == S1 else range(SMALL, 3 * SMALL)
+            w.holders[shop] = [
+                (member, held[0].benefit_instance_id)
+                for member in (f"m{i:08d}" for i in members)
+                if (
+                    held := root.scenario.ListMemberBenefits(
+                        spb.ListMemberBenefitsRequest(
+                            shop_id=shop, member_id=member, plan_id=w.plan[shop].plan_id
+                        )
+                    ).benefits
+                )
+            ][:20]
+            assert len(w.holders[shop]) == 20
+        yield w
+
+
+def _s1_member(w: World) -> str:
+    return w.holders[S1][0][0]
+
+
+def _used(w: World) -> spb.ReplenishBenefitRequest:
+    member, coupon = w.holder(S1)
+    w.root.scenario.ReportBenefitUsed(
+        spb.ReportBenefitUsedRequest(
+            shop_id=S1, member_id=member, benefit_instance_id=coupon, order_id="o-1"
+        )
+    )
+    return spb.ReplenishBenefitRequest(
+        shop_id=S1,
+        member_id=member,
+        benefit_instance_id=coupon,
+        order_id="o-1",
+        reason="refunded",
+        request_id=uuid.uuid4().hex,
+    )
+
+
+def _unused(w: World) -> spb.ReportBenefitUsedRequest:
+    member, coupon = w.holder(S1)
+    return spb.ReportBenefitUsedRequest(
+        shop_id=S1,
+        member_id=member,
+        benefit_instance_id=coupon,
+        order_id="o-2",
+        request_id=uuid.uuid4().hex,
+    )
+
+
+def _paused(w: World) -> pb.ResumePlanRequest:
+    plan = w.published()
+    paused = w.root.plans.PausePlan(
+        pb.PausePlanRequest(shop_id=S1, plan_id=plan.plan_id, etag=plan.etag)
+    ).plan
+    return pb.ResumePlanRequest(shop_id=S1, plan_id=paused.plan_id, etag=paused.etag)
+
+
+def _benefit_rate(w: World, rate: float, burst: int) -> None:
+    w.root.plans.UpdateThrottleSetting(
+        pb.UpdateThrottleSettingRequest(
+            setting=pb.ThrottleSetting(
+                downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=rate, burst=burst
+            )
+        )
+    )
+
+
+def _running(w: World) -> pb.CancelPlanRunRequest:
+    """A run kept going: grants are throttled to one every 1000 s."""
+    _benefit_rate(w, 0.001, 1)
+    plan = w.published()
+    run = w.root.plans.TriggerPlanRun(
+        pb.TriggerPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, request_id="keep-going")
+    ).run
+    return pb.CancelPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, run_id=run.run_id)
+
+
+def _ended_run(w: World) -> pb.RecoverPlanRunRequest:
+    _benefit_rate(w, 1000, 5000)  # undo _running's throttle, if it ran before
+    plan = w.published()
+    run = w.finished_run(S1, plan)
+    return pb.RecoverPlanRunRequest(
+        shop_id=S1, plan_id=plan.plan_id, run_id=run.run_id, request_id="take-back"
+    )
+
+
+def _template(w: World) -> pb.CreatePlanFromTemplateRequest:
+    templates = w.root.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id=S1)).templates
+    return pb.CreatePlanFromTemplateRequest(shop_id=S1, template_id=templates[0].template_id)
+
+
+def _of(make: Callable[[World, pb.Plan], Message], plan: Callable[[World], pb.Plan]) -> Any:
+    return lambda w: make(w, plan(w))
+
+
+@dataclass(frozen=True)
+class Case:
+    roles: tuple[str, ...]  # the roles that may make the call
+    request: Callable[[World], Message]  # a request of shop-1 the right caller gets OK for
+
+
+def _plan1(w: World) -> pb.Plan:
+    return w.plan[S1]
+
+
+def _run1(w: World) -> pb.PlanRun:
+    return w.run[S1]
+
+
+CASES: dict[str, Case] = {
+    "CreatePlan": Case((ADMIN,), lambda w: pb.CreatePlanRequest(shop_id=S1, plan=immediate_plan())),
+    "GetPlan": Case(
+        (ADMIN, OPS), lambda w: pb.GetPlanRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
+    ),
+    "ListPlans": Case((ADMIN, OPS), lambda w: pb.ListPlansRequest(shop_id=S1)),
+    "UpdatePlan": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.UpdatePlanRequest(
+                shop_id=S1,
+                plan=pb.Plan(plan_id=p.plan_id, display_name="renamed", etag=p.etag),
+                update_mask=FieldMask(paths=["display_name"]),
+            ),
+            World.draft,
+        ),
+    ),
+    "DeletePlan": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.DeletePlanRequest(shop_id=S1, plan_id=p.plan_id, etag=p.etag),
+            World.draft,
+        ),
+    ),
+    "PublishPlan": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.PublishPlanRequest(shop_id=S1, plan_id=p.plan_id, etag=p.etag),
+            World.draft,
+        ),
+    ),
+    "PausePlan": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.PausePlanRequest(shop_id=S1, plan_id=p.plan_id, etag=p.etag),
+            World.published,
+        ),
+    ),
+    "ResumePlan": Case((ADMIN,), _paused),
+    "EndPlan": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.EndPlanRequest(shop_id=S1, plan_id=p.plan_id, etag=p.etag),
+            World.published,
+        ),
+    ),
+    "PreviewPlan": Case(
+        (ADMIN,), lambda w: pb.PreviewPlanRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
+    ),
+    "ListPlanTemplates": Case((ADMIN,), lambda w: pb.ListPlanTemplatesRequest(shop_id=S1)),
+    "CreatePlanFromTemplate": Case((ADMIN,), _template),
+    "ExplainTermExpression": Case(
+        (ADMIN,),
+        lambda w: pb.ExplainTermExpressionRequest(
+            shop_id=S1, expression="0-0 0-0 0-0 1-31 1-12 * 2026-2030 2", count=1
+        ),
+    ),
+    "ListPlanRuns": Case(
+        (ADMIN, OPS), lambda w: pb.ListPlanRunsRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
+    ),
+    "GetPlanRun": Case(
+        (ADMIN, OPS),
+        lambda w: pb.GetPlanRunRequest(
+            shop_id=S1, plan_id=_plan1(w).plan_id, run_id=_run1(w).run_id
+        ),
+    ),
+    "TriggerPlanRun": Case(
+        (ADMIN,),
+        _of(
+            lambda w, p: pb.TriggerPlanRunRequest(shop_id=S1, plan_id=p.plan_id, request_id="now"),
+            World.published,
+        ),
+    ),
+    "CancelPlanRun": Case((ADMIN,), _running),
+    "RetryFailedItems": Case(
+        (OPS,),
+        lambda w: pb.RetryFailedItemsRequest(
+            shop_id=S1, plan_id=_plan1(w).plan_id, run_id=_run1(w).run_id
+        ),
+    ),
+    "RecoverPlanRun": Case((ADMIN,), _ended_run),
+    "GetPlanStatistics": Case(
+        (ADMIN, OPS), lambda w: pb.GetPlanStatisticsRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
+    ),
+    "GetThrottleSettings": Case((OPS,), lambda w: pb.GetThrottleSettingsRequest(shop_id=S1)),
+    "UpdateThrottleSetting": Case(
+        (OPS,),
+        lambda w: pb.UpdateThrottleSettingRequest(
+            setting=pb.ThrottleSetting(
+                downstream=pb.DOWNSTREAM_NOTIFICATION, shop_id=S1, rate_per_second=50, burst=50
+            )
+        ),
+    ),
+    "GetMemberView": Case(
+        (FRONT,),
+        lambda w: spb.GetMemberViewRequest(
+            shop_id=S1, member_id=_s1_member(w), front_office=pb.FRONT_OFFICE_MICRO_MALL
+        ),
+    ),
+    "ListMemberBenefits": Case(
+        (FRONT,), lambda w: spb.ListMemberBenefitsRequest(shop_id=S1, member_id=_s1_member(w))
+    ),
+    "ListMemberRecords": Case(
+        (FRONT,), lambda w: spb.ListMemberRecordsRequest(shop_id=S1, member_id=_s1_member(w))
+    ),
+    "ReportBenefitUsed": Case((FRONT,), _unused),
+    "ReplenishBenefit": Case((FRONT,), _used),
+    "GetCheckoutBenefits": Case(
+        (FRONT,),
+        lambda w: spb.GetCheckoutBenefitsRequest(
+            shop_id=S1, member_id=_s1_member(w), store_id="store-1", order_amount=20_000
+        ),
+    ),
+}
+
+
+def _methods() -> list[MethodDescriptor]:
+    pool = descriptor_pool.Default()
+    return [m for name in PUBLIC_SERVICES for m in pool.FindServiceByName(name).methods]
+
+
+def _call(
+    w: World, method: MethodDescriptor, request: Message, token: str | None
+) -> grpc.StatusCode:
+    """The status of one call with `token` (None: no credentials)."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    output = message_factory.GetMessageClass(method.output_type)
+    metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{w.platform.port}") as channel:
+        rpc = channel.unary_unary(
+            path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=output.FromString,
+        )
+        try:
+            rpc(request, metadata=metadata, timeout=30)
+        except grpc.RpcError as err:
+            code: grpc.StatusCode = err.code()
+            return code
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
+def test_each_rpc_admits_the_right_caller_only(world: World, method: MethodDescriptor) -> None:
+    case = CASES.get(method.name)
+    assert case is not None, (
+        f"{method.full_name} has no case here: give it a rule in server/auth/rules.py "
+        "and a case in CASES"
+    )
+    request = case.request(world)
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    seen = {
+        "no credentials": _call(world, method, request, None),
+        "wrong credentials": _call(world, method, request, new_token()),
+        **{
+            f"{role} of another shop": _call(world, method, request, TOKENS[f"{role}:{S2}"])
+            for role in case.roles
+        },
+        **{
+            f"{role}, without the right": _call(world, method, request, TOKENS[f"{role}:{S1}"])
+            for role in ROLES
+            if role not in case.roles
+        },
+    }
+    # Permission comes before existence (AIP-193): the same for ids that name nothing.
+    missing = case.request(world)
+    for path in _resource_fields(method):
+        *parents, name = path.split(".")
+        holder = missing
+        for parent in parents:
+            holder = getattr(holder, parent)
+        setattr(holder, name, "no-such-" + name)
+    seen["another shop's caller, for nothing that exists"] = _call(
+        world, method, missing, TOKENS[f"{case.roles[0]}:{S2}"]
+    )
+    expected = {
+        "another shop's caller, for nothing that exists": denied,
+        "no credentials": grpc.StatusCode.UNAUTHENTICATED,
+        "wrong credentials": grpc.StatusCode.UNAUTHENTICATED,
+        **{f"{role} of another shop": denied for role in case.roles},
+        **{f"{role}, without the right": denied for role in ROLES if role not in case.roles},
+    }
+    assert seen == expected
+    # Every role that may call is served (each with a fresh request, as
+    # some calls change what they name).
+    for role in case.roles:
+        assert _call(world, method, case.request(world), TOKENS[f"{role}:{S1}"]) is (
+            grpc.StatusCode.OK
+        ), role
+
+
+# Fields naming a shop's resource; swapped for shop-2's, under shop-1, the
+# call answers NOT_FOUND. ListMemberBenefits' plan_id filters, it names nothing.
+RESOURCE_IDS = ("plan_id", "run_id", "member_id", "benefit_instance_id", "plan.plan_id")
+FILTERS = {("ListMemberBenefits", "plan_id")}
+
+
+def _resource_fields(method: MethodDescriptor) -> list[str]:
+    fields = method.input_type.fields_by_name
+    named = [f for f in RESOURCE_IDS if "." not in f and f in fields]
+    if "plan" in fields and "update_mask" in fields:  # the plan named by an update
+        named.append("plan.plan_id")
+    return [f for f in named if (method.name, f) not in FILTERS]
+
+
+def _foreign(w: World, path: str) -> str:
+    member, coupon = w.holders[S2][0]
+    return {
+        "plan_id": w.plan[S2].plan_id,
+        "plan.plan_id": w.plan[S2].plan_id,
+        "run_id": w.run[S2].run_id,
+        "member_id": member,
+        "benefit_instance_id": coupon,
+    }[path]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [(m, f) for m in _methods() for f in _resource_fields(m)],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
+def test_another_shops_resource_under_the_callers_own_shop_is_not_found(
+    world: World, method: MethodDescriptor, path: str
+) -> None:
+    case = CASES[method.name]
+    request = case.request(world)
+    *parents, name = path.split(".")
+    holder = request
+    for parent in parents:
+        holder = getattr(holder, parent)
+    assert getattr(holder, name), f"the case for {method.name} names no {path}"
+    setattr(holder, name, _foreign(world, path))
+    token = TOKENS[f"{case.roles[0]}:{S1}"]
+    assert _call(world, method, request, token) is grpc.StatusCode.NOT_FOUND
+    # shop-2's things are as they were.
+    stubs = world.platform.stubs
+    assert stubs is not None
+    coupon = stubs.benefits.instances[world.holders[S2][0][1]]
+    assert coupon.state == benefit_pb2.BENEFIT_STATE_UNUSED
+    plan = world.root.plans.GetPlan(pb.GetPlanRequest(shop_id=S2, plan_id=world.plan[S2].plan_id))
+    assert (plan.plan.display_name, plan.plan.etag) == (
+        world.plan[S2].display_name,
+        world.plan[S2].etag,
+    )
+
+
+def test_the_whole_platforms_throttles_are_for_operators_of_every_shop(world: World) -> None:
+    method = descriptor_pool.Default().FindMethodByName(
+        "custops.plan.v1.OperationPlanService.GetThrottleSettings"
+    )
+    whole = pb.GetThrottleSettingsRequest()
+    assert _call(world, method, whole, TOKENS[f"{OPS}:{S1}"]) is grpc.StatusCode.PERMISSION_DENIED
+    assert _call(world, method, whole, ROOT) is grpc.StatusCode.OK
+
+
+async def test_a_stream_that_is_not_open_is_not_served_when_callers_are_configured() -> None:
+    """Only unary calls pass the credential checks, so any other stream is
+    refused rather than served unchecked (reflection, which is open, streams)."""
+    stream = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
+
+    async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return stream
+
+    def details(method: str) -> grpc.HandlerCallDetails:
+        return type("Details", (), {"method": method, "invocation_metadata": ()})()
+
+    guarded = CallInterceptor(Callers({}))
+    assert await guarded.intercept_service(continuation, details("/custops.x.v1.S/Watch")) is None
+    reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert await guarded.intercept_service(continuation, details(reflection)) is stream
+    assert await CallInterceptor(None).intercept_service(continuation, details("/a/B")) is stream
