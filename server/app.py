@@ -23,6 +23,7 @@ from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
 from server import redis_store
+from server.auth import tls
 from server.auth.callers import Callers, CallersError, load_callers
 from server.clock import SystemClock
 from server.config import Settings
@@ -267,6 +268,7 @@ class Platform:
                 "database": make_url(normalize_url(s.database_url)).render_as_string(),
                 "redis": "in-process stand-ins" if self._redis is None else "redis",
                 "callers": s.callers_file or _NO_CALLERS,
+                "tls": tls.mode(s),
             },
         )
 
@@ -346,9 +348,19 @@ class Platform:
             await self._server.wait_for_termination()
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    """Listen on the public port: over TLS (mutual with a client CA) if configured."""
+    address = settings.listen
     try:
-        port: int = server.add_insecure_port(address)
+        credentials = tls.server_credentials(settings)
+    except tls.TlsError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        port: int = (
+            server.add_insecure_port(address)
+            if credentials is None
+            else server.add_secure_port(address, credentials)
+        )
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}; is the port in use?") from exc
     if port == 0:

@@ -40,6 +40,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
 SERVE_FLAGS = (
     "listen",
     "callers_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_ca_file",
     "database_url",
     "auto_migrate",
     "redis_url",

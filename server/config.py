@@ -33,6 +33,12 @@ class Settings:
     # TOML file of the callers allowed in (docs/security.md); empty: nobody is
     # asked for credentials, which only a loopback address allows.
     callers_file: str = ""
+    # TLS on the public port (PEM files): the server's certificate chain and
+    # its key; with a client CA, mutual TLS: a caller must present a
+    # certificate that chains to it, and is known by its common name.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     # sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.
     database_url: str = "sqlite+aiosqlite:///var/custops.db"
     # Apply migrations at start; "auto" = only for SQLite.
@@ -101,6 +107,7 @@ class Settings:
                 "configured: anyone who reaches it could call. Set CUSTOPS_CALLERS_FILE "
                 "(docs/security.md) or listen on 127.0.0.1"
             )
+        self._check_tls(problems)
         _address(self.stubs_listen, "stubs_listen", problems, loopback_only=True)
         if self.stubs == "embedded" and _same_port(self.listen, self.stubs_listen):
             problems.append(
@@ -160,6 +167,25 @@ class Settings:
             problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    def _check_tls(self, problems: list[str]) -> None:
+        # Whether the files exist and hold PEM is checked at start
+        # (server.auth.tls), like the callers file.
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            problems.append(
+                "CUSTOPS_TLS_CERT_FILE and CUSTOPS_TLS_KEY_FILE go together: set both (the "
+                "server's PEM certificate chain and its private key) or neither"
+            )
+        if self.tls_client_ca_file and not (self.tls_cert_file and self.tls_key_file):
+            problems.append(
+                "CUSTOPS_TLS_CLIENT_CA_FILE needs CUSTOPS_TLS_CERT_FILE and CUSTOPS_TLS_KEY_FILE: "
+                "client certificates are asked for only in a TLS handshake"
+            )
+        if self.tls_client_ca_file and not self.callers_file:
+            problems.append(
+                "CUSTOPS_TLS_CLIENT_CA_FILE needs CUSTOPS_CALLERS_FILE: a client certificate's "
+                'common name is only a caller if the callers file lists it (certificate = "<name>")'
+            )
 
     def shop_populations(self) -> dict[str, int]:
         sizes: dict[str, int] = {}

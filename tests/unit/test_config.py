@@ -48,3 +48,54 @@ def test_all_problems_at_once() -> None:
             env={"CUSTOPS_LISTEN": "x", "CUSTOPS_TRACING": "y", "CUSTOPS_LOG_FORMAT": "z"}
         )
     assert str(err.value).count("\n  - ") == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUSTOPS_TLS_CERT_FILE": "s.pem"}, "CUSTOPS_TLS_CERT_FILE and CUSTOPS_TLS_KEY_FILE go"),
+        ({"CUSTOPS_TLS_KEY_FILE": "s.key"}, "CUSTOPS_TLS_CERT_FILE and CUSTOPS_TLS_KEY_FILE go"),
+        (
+            {"CUSTOPS_TLS_CLIENT_CA_FILE": "ca.pem", "CUSTOPS_CALLERS_FILE": "c.toml"},
+            "CUSTOPS_TLS_CLIENT_CA_FILE needs CUSTOPS_TLS_CERT_FILE and CUSTOPS_TLS_KEY_FILE",
+        ),
+        (
+            {
+                "CUSTOPS_TLS_CERT_FILE": "s.pem",
+                "CUSTOPS_TLS_KEY_FILE": "s.key",
+                "CUSTOPS_TLS_CLIENT_CA_FILE": "ca.pem",
+            },
+            "CUSTOPS_TLS_CLIENT_CA_FILE needs CUSTOPS_CALLERS_FILE",
+        ),
+        # TLS alone says nothing about who calls: a public address still needs callers.
+        (
+            {
+                "CUSTOPS_LISTEN": "0.0.0.0:50051",
+                "CUSTOPS_TLS_CERT_FILE": "s.pem",
+                "CUSTOPS_TLS_KEY_FILE": "s.key",
+            },
+            "not a loopback address and no callers",
+        ),
+    ],
+)
+def test_tls_settings_go_together(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.load(env=env)
+    assert message in str(err.value)
+
+
+def test_mutual_tls_settings_from_environment_and_flags() -> None:
+    s = Settings.load(
+        env={
+            "CUSTOPS_LISTEN": "0.0.0.0:50051",
+            "CUSTOPS_CALLERS_FILE": "callers.toml",
+            "CUSTOPS_TLS_CERT_FILE": "server.pem",
+            "CUSTOPS_TLS_KEY_FILE": "server.key",
+        },
+        tls_client_ca_file="clients-ca.pem",
+    )
+    assert (s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file) == (
+        "server.pem",
+        "server.key",
+        "clients-ca.pem",
+    )
