@@ -27,6 +27,11 @@ PAUSED, CANCELLED = "paused", "cancelled"
 RATE_SECONDS = 5.0
 
 
+# Longer than this, a run barely moves and has no estimate (timedelta
+# itself overflows near 10**9 days).
+_LONGEST_ETA = 100 * 365 * 86400.0
+
+
 @dataclass(frozen=True)
 class Lease:
     job_id: str
@@ -388,7 +393,8 @@ class EngineStore:
         eta: timedelta | None = None
         if job.total and left == 0:
             eta = timedelta(0)
-        elif job.total and rate > 0 and job.state == RUNNING:
+        elif job.total and rate > 0 and job.state == RUNNING and left / rate < _LONGEST_ETA:
+            # A rate near zero (a run barely moving) has no estimate to give.
             eta = timedelta(seconds=left / rate)
         return Progress(
             state=job.state,
