@@ -45,8 +45,9 @@ class PlanRepository(Protocol):
         self, shop_id: str, filter: PlanFilter, after: PlanCursor | None, limit: int
     ) -> Sequence[Plan]: ...
 
-    async def save(self, plan: Plan, expected_revision: int) -> None:
-        """Store a changed plan; raise Aborted if its stored revision moved on."""
+    async def save(self, plan: Plan, before: Plan) -> None:
+        """Store a changed plan read as `before`; raise Aborted if its stored
+        revision moved on since."""
         ...
 
     async def delete(self, plan: Plan) -> None:

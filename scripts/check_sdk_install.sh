@@ -12,6 +12,7 @@ python3 -m venv "$venv"
 import importlib.util
 
 from custops.audience.v1 import audience_pb2_grpc  # noqa: F401
+from custops.audit.v1 import audit_pb2_grpc  # noqa: F401
 from custops.benefit.v1 import benefit_pb2_grpc  # noqa: F401
 from custops.client import AsyncCustopsClient, CustopsClient  # noqa: F401
 from custops.notify.v1 import notify_pb2_grpc  # noqa: F401

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from custops.audit.v1 import audit_pb2, audit_pb2_grpc
 from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
@@ -35,6 +36,7 @@ from server.engine.store import EngineStore
 from server.engine.worker import Worker
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
+from server.persistence.audit_log import AuditLog
 from server.persistence.database import (
     create_engine,
     create_read_engine,
@@ -49,6 +51,7 @@ from server.runs.store import RunStore
 from server.scenario.active_plans import ActivePlans
 from server.scenario.benefits import MemberBenefits
 from server.scenario.records import RecordReader
+from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.serving import add_health_and_reflection
@@ -68,6 +71,7 @@ SCHEDULER_TICK = 0.2  # seconds, at most, between looks for due plans
 PUBLIC_SERVICES = (
     plan_pb2.DESCRIPTOR.services_by_name["OperationPlanService"].full_name,
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioAggregationService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 # A generous cap on one message; the hostile-input issue tightens it per field.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -181,7 +185,8 @@ class Platform:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
-        interceptors.append(CallInterceptor(self._callers()))
+        audit = AuditLog(engine)
+        interceptors.append(CallInterceptor(self._callers(), audit))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -196,7 +201,7 @@ class Platform:
             if self._redis is None
             else RedisBuckets(self._redis, s.redis_prefix, dict(THROTTLE_DEFAULTS))
         )
-        throttle = ThrottleUseCases(self.buckets, clock.now)
+        throttle = ThrottleUseCases(self.buckets, clock.now, audit)
         self.jobs = EngineStore(engine)
         run_store = RunStore(engine)
         delivery = Delivery(
@@ -231,8 +236,9 @@ class Platform:
         scenario_service = ScenarioAggregationService(scenario)
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(audit), server)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)
-        self.port = _bind(server, s.listen)
+        self.port = _bind(server, s)
         await server.start()
         self._server = server
         if s.engine_concurrency:

@@ -20,6 +20,11 @@ trace_headers: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
 TRACE_HEADER_KEYS = ("traceparent", "tracestate")
 # Who is calling, once authenticated; None when no callers are configured.
 caller: ContextVar[Caller | None] = ContextVar("custops_caller", default=None)
+# The method being served ("/package.Service/Method"); "" outside a call.
+method: ContextVar[str] = ContextVar("custops_method", default="")
+# Who makes the call's changes (create_by, update_by, the audit log): the
+# authenticated caller, or with no callers configured what it says it is.
+actor: ContextVar[str] = ContextVar("custops_actor", default="anonymous")
 # time.monotonic() at which the caller's deadline expires; None = no deadline.
 deadline: ContextVar[float | None] = ContextVar("custops_deadline", default=None)
 

@@ -33,11 +33,13 @@ from domain.errors import (
 )
 from server import call_context
 from server.auth.callers import Callers
-from server.auth.rules import RULES
+from server.auth.rules import RULES, named_resource
 from server.errors import internal_status, status_of
 from server.message_checks import nul_violations
+from server.persistence.audit_log import AuditLog
 
 REQUEST_ID_KEY = "x-request-id"
+ACTOR_KEY = "x-custops-actor"  # who a caller says it is, heeded without callers configured
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger("custops.access")
 
@@ -138,9 +140,10 @@ def authorize(caller: Caller, method: str, request: Any) -> None:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, callers: Callers | None = None) -> None:
+    def __init__(self, callers: Callers | None = None, audit: AuditLog | None = None) -> None:
         # None: nobody is asked for credentials (loopback only, server.config).
         self._callers = callers
+        self._audit = audit
 
     async def intercept_service(
         self,
@@ -164,6 +167,55 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler, lambda inner: self._around(inner, method, incoming), deserializer
         )
 
+    def _admit(
+        self,
+        method: str,
+        incoming: dict[str, Any],
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Raise unless the call may go on: who calls, whether it parsed,
+        whether the caller may make it."""
+        call_context.method.set(method)
+        guarded = self._callers is not None and not method.startswith(_OPEN)
+        if guarded:
+            assert self._callers is not None
+            caller = authenticate(self._callers, incoming, certificate_name(context))
+            call_context.caller.set(caller)
+            call_context.actor.set(caller.name)
+        else:
+            claimed = incoming.get(ACTOR_KEY)
+            if isinstance(claimed, str) and claimed:
+                call_context.actor.set(claimed[:200])
+        if isinstance(request, MalformedRequest):
+            raise InvalidArgument(
+                [FieldViolation("request", "is not a valid protobuf message")],
+                reason="MALFORMED_REQUEST",
+            )
+        if guarded:
+            authorize(caller, method, request)
+        problems = nul_violations(request) if isinstance(request, Message) else []
+        if problems:
+            raise InvalidArgument(problems)
+
+    async def _audit_failure(self, method: str, request: Any, code: grpc.StatusCode) -> None:
+        """A state-changing call that failed, in the audit log: by a known
+        caller only, so that anyone without credentials cannot fill it."""
+        rule = RULES.get(method)
+        if self._audit is None or rule is None or not rule.changes:
+            return
+        if self._callers is not None and call_context.caller.get() is None:
+            return
+        parsed = not isinstance(request, MalformedRequest)
+        try:
+            await self._audit.record(
+                rule.shop_of(request) if parsed else "",
+                named_resource(request) if parsed else "",
+                code.name,
+            )
+        except Exception:  # the call's own answer matters more than its audit entry
+            log.warning("could not audit the failed %s", method, exc_info=True)
+
     def _around(self, inner: Behavior, method: str, incoming: dict[str, Any]) -> Behavior:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             given = incoming.get(REQUEST_ID_KEY, "")
@@ -184,21 +236,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.OK
             try:
                 try:
-                    guarded = self._callers is not None and not method.startswith(_OPEN)
-                    if guarded:
-                        assert self._callers is not None
-                        caller = authenticate(self._callers, incoming, certificate_name(context))
-                        call_context.caller.set(caller)
-                    if isinstance(request, MalformedRequest):
-                        raise InvalidArgument(
-                            [FieldViolation("request", "is not a valid protobuf message")],
-                            reason="MALFORMED_REQUEST",
-                        )
-                    if guarded:
-                        authorize(caller, method, request)
-                    problems = nul_violations(request) if isinstance(request, Message) else []
-                    if problems:
-                        raise InvalidArgument(problems)
+                    self._admit(method, incoming, request, context)
                     return await inner(request, context)
                 except DomainError as exc:
                     failure = rpc_status.to_status(status_of(exc, request_id))
@@ -216,6 +254,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     log.exception("unexpected error in %s", method)
                     failure = rpc_status.to_status(internal_status(request_id))
                 code = failure.code
+                await self._audit_failure(method, request, code)
                 await context.abort(
                     failure.code, failure.details, (*failure.trailing_metadata, *trailing)
                 )

@@ -16,6 +16,7 @@ from domain.access import Caller, Role
 FRONT, ADMIN, OPERATOR = Role.FRONT_OFFICE, Role.MERCHANT_ADMIN, Role.OPERATOR
 PLANS = "/custops.plan.v1.OperationPlanService/"
 SCENARIO = "/custops.scenario.v1.ScenarioAggregationService/"
+AUDIT = "/custops.audit.v1.AuditService/"
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,46 @@ class Rule:
     # a caller of every shop may see or change. Elsewhere an empty shop is
     # bad input, which the call itself answers with INVALID_ARGUMENT.
     empty_is_platform: bool = False
+    # The call changes state: the audit log records it, failed or not.
+    changes: bool = False
+
+    def shop_of(self, request: Any) -> str:
+        return _field(request, self.shop_field)
 
     def check(self, caller: Caller, request: Any) -> None:
         """PermissionDenied unless `caller` may make this call; decided from
         the request alone, before anything is read (AIP-193)."""
-        shop = _field(request, self.shop_field)
+        shop = self.shop_of(request)
         caller.require(self.roles, shop if shop or self.empty_is_platform else None)
+
+
+def named_resource(request: Any) -> str:
+    """The resource a request names, as the audit log names it:
+    plans/P[/runs/R], members/M[/benefits/B], throttles/DOWNSTREAM."""
+    plan = getattr(request, "plan_id", "") or (
+        request.plan.plan_id if _has(request, "plan") else ""
+    )
+    if plan:
+        run = getattr(request, "run_id", "")
+        return f"plans/{plan}" + (f"/runs/{run}" if run else "")
+    member = getattr(request, "member_id", "")
+    if member:
+        benefit = getattr(request, "benefit_instance_id", "")
+        return f"members/{member}" + (f"/benefits/{benefit}" if benefit else "")
+    if _has(request, "setting"):
+        return f"throttles/{_DOWNSTREAMS.get(request.setting.downstream, '')}"
+    return ""
+
+
+# custops.plan.v1.Downstream's numbers, named as server.usecases.throttle names them.
+_DOWNSTREAMS = {1: "audience", 2: "benefit", 3: "notification"}
+
+
+def _has(message: Any, name: str) -> bool:
+    try:
+        return bool(message.HasField(name))
+    except (AttributeError, ValueError):
+        return False
 
 
 def _field(message: Any, path: str) -> str:
@@ -41,8 +76,30 @@ def _field(message: Any, path: str) -> str:
     return str(message)
 
 
+# The state-changing calls.
+CHANGES = {
+    "CreatePlan",
+    "UpdatePlan",
+    "DeletePlan",
+    "PublishPlan",
+    "PausePlan",
+    "ResumePlan",
+    "EndPlan",
+    "CreatePlanFromTemplate",
+    "TriggerPlanRun",
+    "CancelPlanRun",
+    "RetryFailedItems",
+    "RecoverPlanRun",
+    "UpdateThrottleSetting",
+    "ReportBenefitUsed",
+    "ReplenishBenefit",
+}
+
+
 def _rules(prefix: str, roles: tuple[Role, ...], *methods: str) -> dict[str, Rule]:
-    return {prefix + method: Rule(frozenset(roles)) for method in methods}
+    return {
+        prefix + method: Rule(frozenset(roles), changes=method in CHANGES) for method in methods
+    }
 
 
 RULES: dict[str, Rule] = {
@@ -89,6 +146,9 @@ RULES: dict[str, Rule] = {
     **_rules(PLANS, (OPERATOR,), "RetryFailedItems"),
     PLANS + "GetThrottleSettings": Rule(frozenset((OPERATOR,)), empty_is_platform=True),
     PLANS + "UpdateThrottleSetting": Rule(
-        frozenset((OPERATOR,)), shop_field="setting.shop_id", empty_is_platform=True
+        frozenset((OPERATOR,)), shop_field="setting.shop_id", empty_is_platform=True, changes=True
     ),
+    # A shop's audit log is for its admins and operators; the platform's
+    # own entries (throttles of every shop) for operators of every shop.
+    AUDIT + "ListAuditEntries": Rule(frozenset((ADMIN, OPERATOR)), empty_is_platform=True),
 }

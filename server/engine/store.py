@@ -14,6 +14,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.persistence.audit_log import Audited, record_change
 from server.persistence.database import is_sqlite
 from server.persistence.tables import item_failures, jobs, shards
 
@@ -306,19 +307,31 @@ class EngineStore:
         return True
 
     async def set_state(
-        self, job_id: str, to: str, allowed_from: tuple[str, ...], now: datetime
+        self,
+        job_id: str,
+        to: str,
+        allowed_from: tuple[str, ...],
+        now: datetime,
+        audited: Audited | None = None,
     ) -> bool:
         """Pause, resume or cancel a job; False if it was in none of `allowed_from`."""
         values: dict[str, Any] = {"state": to, "update_time": now}
         if to == RUNNING:  # the rate is measured afresh from the resumption
             values.update(rate_from(now))
         async with self._engine.begin() as conn:
+            before = await conn.scalar(select(jobs.c.state).where(jobs.c.job_id == job_id))
             moved = await conn.execute(
                 update(jobs)
                 .where(jobs.c.job_id == job_id, jobs.c.state.in_(allowed_from))
                 .values(**values)
             )
-            return bool(moved.rowcount == 1)
+            if moved.rowcount != 1:
+                return False
+            if audited is not None:
+                await record_change(
+                    conn, audited.shop_id, audited.resource, {"state": before}, {"state": to}
+                )
+            return True
 
     async def pause(self, job_id: str, now: datetime) -> bool:
         return await self.set_state(job_id, PAUSED, (PENDING, RUNNING), now)
@@ -326,11 +339,15 @@ class EngineStore:
     async def resume(self, job_id: str, now: datetime) -> bool:
         return await self.set_state(job_id, RUNNING, (PAUSED,), now)
 
-    async def cancel(self, job_id: str, now: datetime) -> bool:
-        return await self.set_state(job_id, CANCELLED, (PENDING, RUNNING, PAUSED), now)
+    async def cancel(self, job_id: str, now: datetime, audited: Audited | None = None) -> bool:
+        return await self.set_state(job_id, CANCELLED, (PENDING, RUNNING, PAUSED), now, audited)
 
     async def retry_dead(
-        self, job_id: str, now: datetime, states: tuple[str, ...] = ("dead",)
+        self,
+        job_id: str,
+        now: datetime,
+        states: tuple[str, ...] = ("dead",),
+        audited: Audited | None = None,
     ) -> int:
         """Put a job's dead-lettered items (or, with states, also those that
         failed for good, once their cause is fixed) back in line now. A paused
@@ -351,6 +368,10 @@ class EngineStore:
                 .values(state="retrying", attempts=0, next_retry_time=now)
             )
             count = int(revived.rowcount)
+            if audited is not None:  # asked for, even when nothing had failed
+                await record_change(
+                    conn, audited.shop_id, audited.resource, None, {"items_retried": count}
+                )
             if count:
                 await conn.execute(
                     update(jobs)

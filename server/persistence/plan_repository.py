@@ -13,6 +13,7 @@ from domain.errors import Aborted
 from domain.plan import Plan, PlanState
 from domain.plan_codec import spec_from_dict, spec_to_dict
 from domain.ports import PlanCursor, PlanFilter
+from server.persistence.audit_log import record_change
 from server.persistence.tables import plans
 
 
@@ -23,7 +24,9 @@ class SqlPlanRepository:
 
     async def add(self, plan: Plan) -> None:
         self.changed_shops.add(plan.shop_id)
-        await self._conn.execute(insert(plans).values(**_row(plan)))
+        row = _row(plan)
+        await self._conn.execute(insert(plans).values(**row))
+        await record_change(self._conn, plan.shop_id, _resource(plan), None, row)
 
     async def get(self, shop_id: str, plan_id: str) -> Plan | None:
         result = await self._conn.execute(
@@ -59,16 +62,17 @@ class SqlPlanRepository:
         result = await self._conn.execute(query)
         return [plan_from_row(row) for row in result.mappings()]
 
-    async def save(self, plan: Plan, expected_revision: int) -> None:
+    async def save(self, plan: Plan, before: Plan) -> None:
+        """`before` as it was read, now `plan`, unless it changed meanwhile."""
         self.changed_shops.add(plan.shop_id)
-        values = _row(plan)
-        del values["shop_id"], values["plan_id"]
+        row = _row(plan)
+        values = {k: v for k, v in row.items() if k not in ("shop_id", "plan_id")}
         result = await self._conn.execute(
             update(plans)
             .where(
                 plans.c.shop_id == plan.shop_id,
                 plans.c.plan_id == plan.plan_id,
-                plans.c.revision == expected_revision,
+                plans.c.revision == before.revision,
             )
             .values(**values)
         )
@@ -77,6 +81,7 @@ class SqlPlanRepository:
                 f"plan {plan.plan_id} was changed concurrently; get it again and retry",
                 reason="ETAG_MISMATCH",
             )
+        await record_change(self._conn, plan.shop_id, _resource(plan), _row(before), row)
 
     async def delete(self, plan: Plan) -> None:
         self.changed_shops.add(plan.shop_id)
@@ -95,6 +100,7 @@ class SqlPlanRepository:
                 f"plan {plan.plan_id} was changed concurrently; get it again and retry",
                 reason="ETAG_MISMATCH",
             )
+        await record_change(self._conn, plan.shop_id, _resource(plan), _row(plan), None)
 
     async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
         rows = await self._conn.execute(
@@ -130,6 +136,10 @@ class SqlPlanRepository:
             )
         )
         return bool(result.rowcount == 1)
+
+
+def _resource(plan: Plan) -> str:
+    return f"plans/{plan.plan_id}"
 
 
 def _row(plan: Plan) -> dict[str, Any]:

@@ -257,3 +257,23 @@ member_benefits = Table(
     PrimaryKeyConstraint("shop_id", "instance_id", name="pk_member_benefits"),
     Index("ix_member_benefits_member", "shop_id", "member_id", "grant_time", "instance_id"),
 )
+
+# Every change a call made, and every state-changing call that failed:
+# append-only (the migration's triggers refuse UPDATE and DELETE), written
+# in the changing transaction (server/persistence/audit_log.py).
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("time", UtcDateTime(), nullable=False),
+    Column("shop_id", String(64), nullable=False),
+    Column("caller", String(200), nullable=False),
+    Column("rpc", String(200), nullable=False),
+    Column("resource", String(300), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("before", JSON),
+    Column("after", JSON),
+    Index("ix_audit_entries_shop", "shop_id", "seq"),
+    Index("ix_audit_entries_shop_resource", "shop_id", "resource", "seq"),
+)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip
+from server.persistence.audit_log import record_change
 from server.persistence.tables import (
     frequency_claims,
     jobs,
@@ -63,6 +64,11 @@ class Record:
     held: HeldBenefit | None = None  # a benefit granted: the member now holds it
 
 
+def run_resource(run: Run) -> str:
+    """The run's name in the audit log."""
+    return f"plans/{run.plan_id}/runs/{run.run_id}"
+
+
 class RunStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -70,20 +76,20 @@ class RunStore:
     async def add(self, run: Run) -> Run:
         """The run, or the one already made under its id."""
         try:
+            row = {
+                "run_id": run.run_id,
+                "shop_id": run.shop_id,
+                "plan_id": run.plan_id,
+                "kind": run.kind.value,
+                "run_trigger": run.trigger.value,
+                "fire_time": run.fire_time,
+                "job_id": run.job_id,
+                "create_time": run.create_time,
+                "target_run_id": run.target_run_id,
+            }
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    plan_runs.insert().values(
-                        run_id=run.run_id,
-                        shop_id=run.shop_id,
-                        plan_id=run.plan_id,
-                        kind=run.kind.value,
-                        run_trigger=run.trigger.value,
-                        fire_time=run.fire_time,
-                        job_id=run.job_id,
-                        create_time=run.create_time,
-                        target_run_id=run.target_run_id,
-                    )
-                )
+                await conn.execute(plan_runs.insert().values(**row))
+                await record_change(conn, run.shop_id, run_resource(run), None, row)
             return run
         except IntegrityError:
             found = await self._find(plan_runs.c.run_id == run.run_id)

@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Aborted
+from server.persistence.audit_log import record_change
 from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new
@@ -267,6 +268,13 @@ class MemberBenefits:
                     .values(state=new.state, order_id=new.order_id, use_time=new.use_time)
                 )
                 if changed.rowcount == 1:
+                    await record_change(
+                        conn,
+                        held.shop_id,
+                        f"members/{held.member_id}/benefits/{held.instance_id}",
+                        _changing(held),
+                        _changing(new),
+                    )
                     await insert_new(
                         conn, operation_records, [record.row(held.shop_id)], "record_id"
                     )
@@ -290,6 +298,11 @@ class MemberBenefits:
                 .one()
             )
         return _held(current), stored
+
+
+def _changing(held: HeldBenefit) -> dict[str, Any]:
+    """What use and give-back change."""
+    return {"state": held.state, "order_id": held.order_id, "use_time": held.use_time}
 
 
 async def _record(conn: AsyncConnection, record_id: str) -> MemberRecord | None:

@@ -21,7 +21,6 @@ P = TypeVar("P")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-ACTOR_KEY = "x-custops-actor"
 _SHOP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -121,13 +120,5 @@ def _scope_hash(scope: str) -> str:
 
 
 def actor(context: grpc.aio.ServicerContext) -> str:
-    """Who makes the change, for create_by/update_by: the authenticated
-    caller; with no callers configured (loopback only), what the caller
-    says in `x-custops-actor`."""
-    caller = call_context.caller.get()
-    if caller is not None:
-        return caller.name
-    for key, value in context.invocation_metadata() or ():
-        if key == ACTOR_KEY and isinstance(value, str) and value:
-            return value[:200]
-    return "anonymous"
+    """Who makes the change, for create_by/update_by (server.call_context.actor)."""
+    return call_context.actor.get()

@@ -152,7 +152,7 @@ class PlanUseCases:
                 spec = apply_mask(plan.spec, changes, paths)
             lifecycle.check_safe_change(plan, spec, paths)
             updated = plan.updated(spec, actor, self._clock.now())
-            await uow.plans.save(updated, expected_revision=plan.revision)
+            await uow.plans.save(updated, before=plan)
             return updated
 
         return await self._once(shop_id, key, change)
@@ -191,7 +191,7 @@ class PlanUseCases:
             plan = await existing_plan(uow, shop_id, plan_id)
             plan.check_etag(etag)
             moved = action(plan, actor, self._clock.now())
-            await uow.plans.save(moved, expected_revision=plan.revision)
+            await uow.plans.save(moved, before=plan)
             return moved
 
         return await self._once(shop_id, key, change)

@@ -15,10 +15,11 @@ from domain.plan import MissedFirePolicy, Plan, PlanState
 from domain.plan_schedule import next_fire_times
 from domain.ports import AudienceDirectory, Clock
 from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
+from server.persistence.audit_log import Audited
 from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, payload_of, shard_cursors
-from server.runs.store import Run, RunStore
+from server.runs.store import Run, RunStore, run_resource
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 log = logging.getLogger("custops.runs")
@@ -177,7 +178,8 @@ class RunUseCases:
 
     async def cancel(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
         run = await self._run(shop_id, plan_id, run_id)
-        if run.job_id and not await self._jobs.cancel(run.job_id, self._clock.now()):
+        audited = Audited(shop_id, run_resource(run))
+        if run.job_id and not await self._jobs.cancel(run.job_id, self._clock.now(), audited):
             state = (await self._jobs.job(run.job_id))["state"]
             if state != CANCELLED:
                 raise FailedPrecondition(
@@ -212,7 +214,10 @@ class RunUseCases:
                     reason=f"RUN_{state.upper()}",
                 )
             count = await self._jobs.retry_dead(
-                run.job_id, self._clock.now(), states=("failed", "dead")
+                run.job_id,
+                self._clock.now(),
+                states=("failed", "dead"),
+                audited=Audited(shop_id, run_resource(run)),
             )
         return await self._view(run), count
 

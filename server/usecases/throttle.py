@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.errors import Aborted, FieldViolation, require
+from server.persistence.audit_log import AuditLog
 from server.throttle.buckets import Buckets, BucketSettings
 
 DOWNSTREAMS = ("audience", "benefit", "notification")
@@ -42,9 +43,12 @@ class Throttle:
 
 
 class ThrottleUseCases:
-    def __init__(self, buckets: Buckets, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, buckets: Buckets, clock: Callable[[], datetime], audit: AuditLog | None = None
+    ) -> None:
         self._buckets = buckets
         self._clock = clock
+        self._audit = audit
 
     async def get(self, shop_id: str = "") -> list[Throttle]:
         out = []
@@ -87,4 +91,13 @@ class ThrottleUseCases:
             capacity=current.capacity if capacity is None else capacity,
         )
         await self._buckets.configure(name, new)
+        if self._audit is not None:
+            # The buckets live in Redis, not in the database: the entry
+            # follows the change, in a transaction of its own.
+            await self._audit.record(
+                shop_id,
+                f"throttles/{downstream}",
+                before={"rate_per_second": current.rate, "burst": current.capacity},
+                after={"rate_per_second": new.rate, "burst": new.capacity},
+            )
         return Throttle(downstream, shop_id, new, factor)

@@ -21,12 +21,14 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
+from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
 from custops.client import CustopsClient, RetryPolicy
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import PUBLIC_SERVICES, Platform
 from server.auth.callers import Callers, new_token, token_hash
+from server.auth.rules import RULES
 from server.interceptors import CallInterceptor
 from tests.integration.conftest import settings
 from tests.integration.test_runs import immediate_plan
@@ -341,6 +343,7 @@ CASES: dict[str, Case] = {
     ),
     "ReportBenefitUsed": Case((FRONT,), _unused),
     "ReplenishBenefit": Case((FRONT,), _used),
+    "ListAuditEntries": Case((ADMIN, OPS), lambda w: apb.ListAuditEntriesRequest(shop_id=S1)),
     "GetCheckoutBenefits": Case(
         (FRONT,),
         lambda w: spb.GetCheckoutBenefitsRequest(
@@ -356,12 +359,18 @@ def _methods() -> list[MethodDescriptor]:
 
 
 def _call(
-    w: World, method: MethodDescriptor, request: Message, token: str | None
+    w: World,
+    method: MethodDescriptor,
+    request: Message,
+    token: str | None,
+    request_id: str = "",
 ) -> grpc.StatusCode:
     """The status of one call with `token` (None: no credentials)."""
     path = f"/{method.containing_service.full_name}/{method.name}"
     output = message_factory.GetMessageClass(method.output_type)
-    metadata = () if token is None else (("authorization", f"Bearer {token}"),)
+    metadata = [("x-request-id", request_id or uuid.uuid4().hex)]
+    if token is not None:
+        metadata.append(("authorization", f"Bearer {token}"))
     with grpc.insecure_channel(f"127.0.0.1:{w.platform.port}") as channel:
         rpc = channel.unary_unary(
             path,
@@ -376,6 +385,38 @@ def _call(
     return grpc.StatusCode.OK
 
 
+def _audit(w: World, shop: str) -> dict[str, list[Any]]:
+    """The shop's newest audit entries by request id, as a caller of every shop reads them."""
+    entries = w.root.audit.ListAuditEntries(
+        apb.ListAuditEntriesRequest(shop_id=shop, page_size=500)
+    ).entries
+    found: dict[str, list[Any]] = {}
+    for entry in entries:
+        found.setdefault(entry.request_id, []).append(entry)
+    return found
+
+
+def _with_ids_naming_nothing(method: MethodDescriptor, request: Message) -> Message:
+    for path in _resource_fields(method):
+        *parents, name = path.split(".")
+        holder = request
+        for parent in parents:
+            holder = getattr(holder, parent)
+        setattr(holder, name, "no-such-" + name)
+    return request
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One cell of the matrix: who calls, and what they should be answered."""
+
+    label: str
+    caller: str | None  # the caller's name; None: no known credentials
+    token: str | None
+    expected: grpc.StatusCode
+    request: Message
+
+
 @pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
 def test_each_rpc_admits_the_right_caller_only(world: World, method: MethodDescriptor) -> None:
     case = CASES.get(method.name)
@@ -383,46 +424,68 @@ def test_each_rpc_admits_the_right_caller_only(world: World, method: MethodDescr
         f"{method.full_name} has no case here: give it a rule in server/auth/rules.py "
         "and a case in CASES"
     )
-    request = case.request(world)
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
     denied = grpc.StatusCode.PERMISSION_DENIED
-    seen = {
-        "no credentials": _call(world, method, request, None),
-        "wrong credentials": _call(world, method, request, new_token()),
-        **{
-            f"{role} of another shop": _call(world, method, request, TOKENS[f"{role}:{S2}"])
+    request = case.request(world)
+    attempts = [
+        Attempt("no credentials", None, None, unauthenticated, request),
+        Attempt("wrong credentials", None, new_token(), unauthenticated, request),
+        *(
+            Attempt(f"{role} of another shop", f"{role}:{S2}", TOKENS[f"{role}:{S2}"], denied, r)
             for role in case.roles
-        },
-        **{
-            f"{role}, without the right": _call(world, method, request, TOKENS[f"{role}:{S1}"])
+            for r in (request, _with_ids_naming_nothing(method, case.request(world)))
+        ),
+        *(
+            Attempt(
+                f"{role}, without the right",
+                f"{role}:{S1}",
+                TOKENS[f"{role}:{S1}"],
+                denied,
+                request,
+            )
             for role in ROLES
             if role not in case.roles
-        },
-    }
-    # Permission comes before existence (AIP-193): the same for ids that name nothing.
-    missing = case.request(world)
-    for path in _resource_fields(method):
-        *parents, name = path.split(".")
-        holder = missing
-        for parent in parents:
-            holder = getattr(holder, parent)
-        setattr(holder, name, "no-such-" + name)
-    seen["another shop's caller, for nothing that exists"] = _call(
-        world, method, missing, TOKENS[f"{case.roles[0]}:{S2}"]
-    )
-    expected = {
-        "another shop's caller, for nothing that exists": denied,
-        "no credentials": grpc.StatusCode.UNAUTHENTICATED,
-        "wrong credentials": grpc.StatusCode.UNAUTHENTICATED,
-        **{f"{role} of another shop": denied for role in case.roles},
-        **{f"{role}, without the right": denied for role in ROLES if role not in case.roles},
-    }
-    assert seen == expected
-    # Every role that may call is served (each with a fresh request, as
-    # some calls change what they name).
-    for role in case.roles:
-        assert _call(world, method, case.request(world), TOKENS[f"{role}:{S1}"]) is (
-            grpc.StatusCode.OK
-        ), role
+        ),
+        # Every role that may call is served, each with a fresh request, as
+        # some calls change what they name.
+        *(
+            Attempt(
+                f"{role}",
+                f"{role}:{S1}",
+                TOKENS[f"{role}:{S1}"],
+                grpc.StatusCode.OK,
+                case.request(world),
+            )
+            for role in case.roles
+        ),
+    ]
+    request_ids = {a.label + str(i): uuid.uuid4().hex for i, a in enumerate(attempts)}
+    seen = [
+        (a.label, _call(world, method, a.request, a.token, request_ids[a.label + str(i)]))
+        for i, a in enumerate(attempts)
+    ]
+    assert seen == [(a.label, a.expected) for a in attempts]
+
+    # The audit log: every change by its maker, every refused attempt to
+    # change by a known caller; nothing of calls that change nothing, and
+    # nothing of callers without credentials (who could otherwise fill it).
+    audit = _audit(world, S1)
+    rpc = f"{method.containing_service.full_name}/{method.name}"
+    changes = RULES[f"/{rpc}"].changes
+    for i, a in enumerate(attempts):
+        entries = audit.get(request_ids[a.label + str(i)], [])
+        if not changes or a.caller is None:
+            assert entries == [], a.label
+            continue
+        assert entries, f"{a.label}: no audit entry"
+        outcome = "OK" if a.expected is grpc.StatusCode.OK else a.expected.name
+        assert {(e.caller, e.rpc, e.outcome, e.shop_id) for e in entries} == {
+            (a.caller, rpc, outcome, S1)
+        }, a.label
+        if outcome == "OK":
+            assert all(
+                e.resource and (e.HasField("before") or e.HasField("after")) for e in entries
+            )
 
 
 # Fields naming a shop's resource; swapped for shop-2's, under shop-1, the

@@ -11,7 +11,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.app import Platform
 from tests.reflection import ReflectionClient
 
-PUBLIC = {"custops.plan.v1.OperationPlanService", "custops.scenario.v1.ScenarioAggregationService"}
+PUBLIC = {
+    "custops.plan.v1.OperationPlanService",
+    "custops.scenario.v1.ScenarioAggregationService",
+    "custops.audit.v1.AuditService",
+}
 DOWNSTREAM = {
     "custops.audience.v1.AudienceService",
     "custops.benefit.v1.BenefitService",

@@ -10,7 +10,7 @@ idempotent calls, and readable errors.
         )
         plan = client.plans.CreatePlan(request).plan
 
-Every RPC of a service is a method of `client.plans` / `client.scenario`
+Every RPC of a service is a method of `client.plans` / `client.scenario` / `client.audit`
 (`await client.plans.GetPlan(...)` with AsyncCustopsClient). A failed call
 raises CustopsError, which carries the status code, the ErrorInfo reason,
 the field violations and the request id.

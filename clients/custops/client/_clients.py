@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from custops.audit.v1 import audit_pb2_grpc
 from custops.client._errors import CustopsError
 from custops.client._retry import Attempts, RetryPolicy
 from custops.plan.v1 import plan_pb2_grpc
@@ -103,6 +104,9 @@ class CustopsClient:
         self.scenario = _SyncService(
             scenario_pb2_grpc.ScenarioAggregationServiceStub(self.channel), timeout, retry, metadata
         )
+        self.audit = _SyncService(
+            audit_pb2_grpc.AuditServiceStub(self.channel), timeout, retry, metadata
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -137,6 +141,9 @@ class AsyncCustopsClient:
         )
         self.scenario = _AsyncService(
             scenario_pb2_grpc.ScenarioAggregationServiceStub(self.channel), timeout, retry, metadata
+        )
+        self.audit = _AsyncService(
+            audit_pb2_grpc.AuditServiceStub(self.channel), timeout, retry, metadata
         )
 
     async def close(self) -> None:
