@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -37,7 +38,7 @@ async def running(database_url: str) -> AsyncIterator[tuple[Platform, AsyncCusto
     await platform.stop(grace=1)
 
 
-async def _entries(client: AsyncCustopsClient, **query: object) -> list[apb.AuditEntry]:
+async def _entries(client: AsyncCustopsClient, **query: Any) -> list[apb.AuditEntry]:
     response = await client.audit.ListAuditEntries(apb.ListAuditEntriesRequest(**query))
     return list(response.entries)
 
