@@ -25,11 +25,20 @@ class Role(enum.Enum):
 ALL_SHOPS = "*"
 
 
+# Calls a caller may make per second, and at once, unless its entry says
+# otherwise: well above one front office's honest load, well below what
+# would starve the others.
+DEFAULT_RATE = 1000.0
+DEFAULT_BURST = 2000
+
+
 @dataclass(frozen=True)
 class Caller:
     name: str
     roles: frozenset[Role]
     shops: frozenset[str]  # {"*"}: every shop
+    rate_per_second: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
 
     @property
     def every_shop(self) -> bool:

@@ -26,6 +26,7 @@ from domain.ports import Clock
 from server import redis_store
 from server.auth import tls
 from server.auth.callers import Callers, CallersError, load_callers
+from server.auth.rate_limits import CallerLimits, caller_buckets
 from server.clock import SystemClock
 from server.config import Settings
 from server.downstream.audience import GrpcAudienceDirectory
@@ -182,11 +183,19 @@ class Platform:
             benefit_platform,
             member_benefits.taken_back,
         )
+        callers = self._callers()
+        # The downstream throttles and the callers' rate limits, in one store.
+        buckets = {**THROTTLE_DEFAULTS, **caller_buckets(callers)}
+        self.buckets = (
+            LocalBuckets(buckets, clock_us=lambda: int(time.time() * 1_000_000))
+            if self._redis is None
+            else RedisBuckets(self._redis, s.redis_prefix, buckets)
+        )
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
         audit = AuditLog(engine)
-        interceptors.append(CallInterceptor(self._callers(), audit))
+        interceptors.append(CallInterceptor(callers, audit, CallerLimits(self.buckets)))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -196,11 +205,6 @@ class Platform:
         )
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
-        self.buckets = (
-            LocalBuckets(dict(THROTTLE_DEFAULTS), clock_us=lambda: int(time.time() * 1_000_000))
-            if self._redis is None
-            else RedisBuckets(self._redis, s.redis_prefix, dict(THROTTLE_DEFAULTS))
-        )
         throttle = ThrottleUseCases(self.buckets, clock.now, audit)
         self.jobs = EngineStore(engine)
         run_store = RunStore(engine)

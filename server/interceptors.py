@@ -33,6 +33,7 @@ from domain.errors import (
 )
 from server import call_context
 from server.auth.callers import Callers
+from server.auth.rate_limits import CallerLimits
 from server.auth.rules import RULES, named_resource
 from server.errors import internal_status, status_of
 from server.message_checks import nul_violations
@@ -140,10 +141,16 @@ def authorize(caller: Caller, method: str, request: Any) -> None:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, callers: Callers | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        callers: Callers | None = None,
+        audit: AuditLog | None = None,
+        limits: CallerLimits | None = None,
+    ) -> None:
         # None: nobody is asked for credentials (loopback only, server.config).
         self._callers = callers
         self._audit = audit
+        self._limits = limits
 
     async def intercept_service(
         self,
@@ -167,7 +174,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler, lambda inner: self._around(inner, method, incoming), deserializer
         )
 
-    def _admit(
+    async def _admit(
         self,
         method: str,
         incoming: dict[str, Any],
@@ -183,6 +190,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             caller = authenticate(self._callers, incoming, certificate_name(context))
             call_context.caller.set(caller)
             call_context.actor.set(caller.name)
+            if self._limits is not None:
+                await self._limits.admit(caller)
         else:
             claimed = incoming.get(ACTOR_KEY)
             if isinstance(claimed, str) and claimed:
@@ -236,7 +245,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.OK
             try:
                 try:
-                    self._admit(method, incoming, request, context)
+                    await self._admit(method, incoming, request, context)
                     return await inner(request, context)
                 except DomainError as exc:
                     failure = rpc_status.to_status(status_of(exc, request_id))

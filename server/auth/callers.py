@@ -7,6 +7,8 @@ platform, with which credential, in which roles, for which shops.
     shops = ["shop-1", "shop-2"]          # or ["*"]: every shop
     token_sha256 = "9f86d0…"              # a bearer token's SHA-256, never the token
     certificate = "mall-front-office"     # and/or a client certificate's common name
+    rate_per_second = 1000                # optional: its calls per second (default 1000)
+    burst = 2000                          # optional: calls at once (default twice the rate)
 
 Tokens are random 32-byte secrets (`new_token`), so a fast hash is enough:
 a slow key-derivation function protects guessable passwords and would cost
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domain.access import ALL_SHOPS, Caller, Role
+from domain.access import ALL_SHOPS, DEFAULT_BURST, DEFAULT_RATE, Caller, Role
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -78,7 +80,15 @@ def parse_callers(data: dict[str, Any], where: str = "the callers file") -> Call
         if not isinstance(entry, dict):
             problems.append(f"{at}: expected a table")
             continue
-        unknown = set(entry) - {"name", "roles", "shops", "token_sha256", "certificate"}
+        unknown = set(entry) - {
+            "name",
+            "roles",
+            "shops",
+            "token_sha256",
+            "certificate",
+            "rate_per_second",
+            "burst",
+        }
         if unknown:
             problems.append(f"{at}: unknown keys {sorted(unknown)}")
         name = entry.get("name")
@@ -98,7 +108,17 @@ def parse_callers(data: dict[str, Any], where: str = "the callers file") -> Call
             shops = []
         elif any(s != ALL_SHOPS and not _NAME.match(s) for s in shops):
             problems.append(f"{at}.shops: shop ids of 1-64 letters, digits or '_.:-'")
-        caller = Caller(name, frozenset(_ROLES[r] for r in roles), frozenset(shops))
+        rate = entry.get("rate_per_second", DEFAULT_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1e6:
+            problems.append(f"{at}.rate_per_second: calls per second, > 0 and at most 1,000,000")
+            rate = DEFAULT_RATE
+        burst = entry.get("burst", max(DEFAULT_BURST, int(2 * rate)))
+        if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= 10**6:
+            problems.append(f"{at}.burst: calls at once, 1-1,000,000")
+            burst = DEFAULT_BURST
+        caller = Caller(
+            name, frozenset(_ROLES[r] for r in roles), frozenset(shops), float(rate), burst
+        )
         digest, certificate = entry.get("token_sha256"), entry.get("certificate")
         if digest is None and certificate is None:
             problems.append(f"{at}: needs token_sha256 or certificate (or both)")
@@ -121,3 +141,9 @@ def parse_callers(data: dict[str, Any], where: str = "the callers file") -> Call
     if problems:
         raise CallersError(f"{where}: " + "; ".join(problems))
     return Callers(tokens, certificates)
+
+
+def every_caller(callers: Callers) -> list[Caller]:
+    """Each configured caller once, by name."""
+    known = {c.name: c for c in (*callers.by_token_hash.values(), *callers.by_certificate.values())}
+    return [known[name] for name in sorted(known)]

@@ -56,6 +56,20 @@ certificate = "ops.example"
             {"name": "a", "roles": ["operator"], "shops": ["s"], "certificate": "c", "x": 1},
             "unknown keys ['x']",
         ),
+        (
+            {
+                "name": "a",
+                "roles": ["operator"],
+                "shops": ["s"],
+                "certificate": "c",
+                "rate_per_second": 0,
+            },
+            ".rate_per_second: calls per second, > 0",
+        ),
+        (
+            {"name": "a", "roles": ["operator"], "shops": ["s"], "certificate": "c", "burst": "9"},
+            ".burst: calls at once",
+        ),
     ],
 )
 def test_every_bad_entry_is_named(entry: dict[str, object], problem: str) -> None:
@@ -98,3 +112,34 @@ def test_custops_token_prints_a_token_and_the_entry_that_admits_it(
     found = callers.with_token(token)
     assert found is not None and found.name == "mall"
     assert token not in entry
+
+
+def test_a_callers_rate_is_its_own_or_the_default() -> None:
+    callers = parse_callers(
+        {
+            "callers": [
+                {"name": "a", "roles": ["operator"], "shops": ["*"], "certificate": "a"},
+                {
+                    "name": "b",
+                    "roles": ["front_office"],
+                    "shops": ["s"],
+                    "certificate": "b",
+                    "rate_per_second": 5000,
+                },
+                {
+                    "name": "c",
+                    "roles": ["front_office"],
+                    "shops": ["s"],
+                    "certificate": "c",
+                    "rate_per_second": 0.5,
+                    "burst": 3,
+                },
+            ]
+        }
+    )
+    rates = {
+        name: (caller.rate_per_second, caller.burst)
+        for name in "abc"
+        if (caller := callers.with_certificate(name)) is not None
+    }
+    assert rates == {"a": (1000.0, 2000), "b": (5000.0, 10000), "c": (0.5, 3)}
