@@ -74,8 +74,10 @@ PUBLIC_SERVICES = (
     scenario_pb2.DESCRIPTOR.services_by_name["ScenarioAggregationService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
-# A generous cap on one message; the hostile-input issue tightens it per field.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Caps on what one call may send, far above any honest request; beyond them
+# gRPC itself answers RESOURCE_EXHAUSTED. Per field: server.message_checks.
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
 _NO_CALLERS = (
     "none: every caller on loopback is served (to require credentials: "
     "CUSTOPS_CALLERS_FILE, docs/security.md)"
@@ -200,6 +202,7 @@ class Platform:
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
         )

@@ -36,7 +36,7 @@ from server.auth.callers import Callers
 from server.auth.rate_limits import CallerLimits
 from server.auth.rules import RULES, named_resource
 from server.errors import internal_status, status_of
-from server.message_checks import nul_violations
+from server.message_checks import request_violations
 from server.persistence.audit_log import AuditLog
 
 REQUEST_ID_KEY = "x-request-id"
@@ -203,7 +203,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         if guarded:
             authorize(caller, method, request)
-        problems = nul_violations(request) if isinstance(request, Message) else []
+        problems = request_violations(request) if isinstance(request, Message) else []
         if problems:
             raise InvalidArgument(problems)
 

@@ -1,45 +1,63 @@
-"""Checks every request gets before its servicer sees it."""
+"""Checks every request gets before its servicer sees it: limits no honest
+caller comes near, so that a hostile or broken one is answered with
+INVALID_ARGUMENT naming the field instead of costing memory, time or a
+database error. Each call's own validation then applies its tighter rules
+(shop ids of 64 characters, names of 200, …)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from domain.errors import FieldViolation
 
+MAX_STRING_CHARS = 10_000
+MAX_ITEMS = 1_000  # in one repeated field or map
 _MAX_VIOLATIONS = 20
 
 
-def nul_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
-    """Strings holding U+0000, which no database here can store and no
-    caller means to send; named by their field path."""
+def request_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """Strings holding U+0000 (which no database here can store and no
+    caller means to send), strings over MAX_STRING_CHARS and lists or maps
+    over MAX_ITEMS; named by their field path."""
     out: list[FieldViolation] = []
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
+        repeated = bool(field.is_repeated)
+        if repeated and len(value) > MAX_ITEMS:
+            out.append(FieldViolation(path, f"at most {MAX_ITEMS:,} items, got {len(value):,}"))
+            continue
         if field.type == FieldDescriptor.TYPE_STRING:
-            values = value if _is_repeated(field) else [value]
-            for i, text in enumerate(values):
-                if "\x00" in text:
-                    where = f"{path}[{i}]" if _is_repeated(field) else path
-                    out.append(FieldViolation(where, "must not contain the NUL character"))
+            for where, text in _each(path, value, repeated):
+                out += _text(where, text)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 for key, item in value.items():
-                    if isinstance(key, str) and "\x00" in key:
-                        out.append(FieldViolation(path, "map keys must not contain NUL"))
-                    if isinstance(item, str) and "\x00" in item:
-                        out.append(FieldViolation(f"{path}[{key!r}]", "must not contain NUL"))
+                    if isinstance(key, str):
+                        out += _text(f"{path} key", key)
+                    if isinstance(item, str):
+                        out += _text(f"{path}[{key!r}]", item)
                     elif isinstance(item, Message):
-                        out += nul_violations(item, f"{path}[{key!r}].")
-            elif _is_repeated(field):
-                for i, item in enumerate(value):
-                    out += nul_violations(item, f"{path}[{i}].")
+                        out += request_violations(item, f"{path}[{key!r}].")
             else:
-                out += nul_violations(value, f"{path}.")
+                for where, item in _each(path, value, repeated):
+                    out += request_violations(item, f"{where}.")
         if len(out) >= _MAX_VIOLATIONS:
             break
     return out[:_MAX_VIOLATIONS]
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.is_repeated)
+def _each(path: str, value: Any, repeated: bool) -> list[tuple[str, Any]]:
+    if not repeated:
+        return [(path, value)]
+    return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _text(where: str, text: str) -> list[FieldViolation]:
+    if len(text) > MAX_STRING_CHARS:
+        return [FieldViolation(where, f"at most {MAX_STRING_CHARS:,} characters")]
+    if "\x00" in text:
+        return [FieldViolation(where, "must not contain the NUL character")]
+    return []
