@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from server.config import ENV_PREFIX, Settings
+from server.persistence.database import is_sqlite, normalize_url
 
 _READY = re.compile(r"custops serving on [^:]+:(\d+)(?:; stand-ins on port (\d+))?")
 _STUBS_READY = re.compile(r"custops stand-ins \(.*\) serving on port (\d+)")
+
+# Public port of each `custops serve` started -> the database it writes, so
+# that tests/e2e/conftest.py can find the audit log of any server a test calls.
+DATABASES: dict[int, str] = {}
 
 
 class ServerProcess:
@@ -68,7 +79,24 @@ async def start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Ser
     )
     server = ServerProcess(process, int(match.group(1)), int(match.group(2) or 0))
     server.output = lines
+    DATABASES[server.port] = database_url(cwd, args, env)
     return server
+
+
+def database_url(cwd: Path, args: Sequence[str], env: Mapping[str, str] | None) -> str:
+    """The database `custops serve` in `cwd` uses with these flags and
+    variables, as the server resolves it (a flag beats the variable, which
+    beats the default); a relative SQLite path made absolute from `cwd`."""
+    url = (env or {}).get(ENV_PREFIX + "DATABASE_URL", Settings.database_url)
+    for flag, value in itertools.pairwise((*args, "")):
+        if flag == "--database-url":
+            url = value
+        elif flag.startswith("--database-url="):
+            url = flag.partition("=")[2]
+    parsed = make_url(normalize_url(url))
+    if is_sqlite(url) and parsed.database and parsed.database != ":memory:":
+        parsed = parsed.set(database=str(Path(cwd).resolve() / parsed.database))
+    return parsed.render_as_string(hide_password=False)
 
 
 async def start_stubs(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
