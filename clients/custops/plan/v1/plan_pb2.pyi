@@ -2203,7 +2203,9 @@ class ThrottleSetting(_message.Message):
     """Largest burst; >= 1."""
     update_by: _builtins.str
     shop_id: _builtins.str
-    """Empty for the platform-wide bucket; a shop id for that shop's share."""
+    """Empty for the platform-wide bucket; a shop id for that shop's share
+    (stored and shown, not yet applied to runs: docs/decisions.md).
+    """
     effective_rate_per_second: _builtins.float
     """Output only: the rate in force now, which may be below
     `rate_per_second` while the downstream pushes back.
