@@ -284,6 +284,12 @@ class Platform:
                 "tls": tls.mode(s),
             },
         )
+        if s.plaintext_beyond_loopback:
+            log.warning(
+                "the public port is reachable beyond loopback without TLS: bearer tokens "
+                "cross the network in the clear; set CUSTOPS_TLS_CERT_FILE and "
+                "CUSTOPS_TLS_KEY_FILE (docs/security.md)"
+            )
 
     def _callers(self) -> Callers | None:
         """Who may call (None: nobody is asked, which config allows on loopback only)."""

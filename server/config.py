@@ -168,6 +168,12 @@ class Settings:
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
+    @property
+    def plaintext_beyond_loopback(self) -> bool:
+        """Listening beyond loopback without TLS: bearer tokens cross the
+        network in the clear."""
+        return not self.tls_cert_file and not _listens_on_loopback(self.listen)
+
     def _check_tls(self, problems: list[str]) -> None:
         # Whether the files exist and hold PEM is checked at start
         # (server.auth.tls), like the callers file.

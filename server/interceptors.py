@@ -2,8 +2,11 @@
 
 It gives the call a request id (the caller's `x-request-id`, or a new one)
 and returns it in trailing metadata, records the caller's deadline for
-downstream calls, turns domain errors into rich statuses (and anything
-unexpected into a bare INTERNAL), and writes one access-log line.
+downstream calls, and admits the call: who calls (bearer token or client
+certificate), within its rate, a request that parses and stays within the
+limits, and the RPC's rule (server/auth). It turns domain errors into rich
+statuses (anything unexpected into a bare INTERNAL), writes a failed
+state-changing call into the audit log, and writes one access-log line.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from domain.errors import (
 )
 from server import call_context
 from server.auth.callers import Callers
-from server.auth.rate_limits import CallerLimits
+from server.auth.rate_limits import RATE_EXCEEDED, CallerLimits
 from server.auth.rules import RULES, named_resource
 from server.errors import internal_status, status_of
 from server.message_checks import request_violations
@@ -198,7 +201,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 call_context.actor.set(claimed[:200])
         if isinstance(request, MalformedRequest):
             raise InvalidArgument(
-                [FieldViolation("request", "is not a valid protobuf message")],
+                [FieldViolation("request", f"is not a valid protobuf message ({request.problem})")],
                 reason="MALFORMED_REQUEST",
             )
         if guarded:
@@ -243,12 +246,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             context.set_trailing_metadata(trailing)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            audited = True
             try:
                 try:
                     await self._admit(method, incoming, request, context)
                     return await inner(request, context)
                 except DomainError as exc:
                     failure = rpc_status.to_status(status_of(exc, request_id))
+                    # A caller over its rate is not written down: the log
+                    # would otherwise grow at whatever rate it keeps calling.
+                    audited = exc.reason != RATE_EXCEEDED
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
@@ -263,7 +270,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     log.exception("unexpected error in %s", method)
                     failure = rpc_status.to_status(internal_status(request_id))
                 code = failure.code
-                await self._audit_failure(method, request, code)
+                if audited:
+                    await self._audit_failure(method, request, code)
                 await context.abort(
                     failure.code, failure.details, (*failure.trailing_metadata, *trailing)
                 )

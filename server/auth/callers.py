@@ -8,7 +8,7 @@ platform, with which credential, in which roles, for which shops.
     token_sha256 = "9f86d0…"              # a bearer token's SHA-256, never the token
     certificate = "mall-front-office"     # and/or a client certificate's common name
     rate_per_second = 1000                # optional: its calls per second (default 1000)
-    burst = 2000                          # optional: calls at once (default twice the rate)
+    burst = 2000                          # optional: calls at once (twice the rate, >= 2000)
 
 Tokens are random 32-byte secrets (`new_token`), so a fast hash is enough:
 a slow key-derivation function protects guessable passwords and would cost

@@ -11,6 +11,7 @@ rate, a call is RESOURCE_EXHAUSTED with a RetryInfo saying when to retry.
 from __future__ import annotations
 
 import logging
+import time
 
 from domain.access import Caller
 from domain.errors import ResourceExhausted
@@ -18,6 +19,8 @@ from server.auth.callers import Callers, every_caller
 from server.throttle.buckets import NEVER, Buckets, BucketSettings, BucketUnavailable
 
 log = logging.getLogger("custops.access")
+RATE_EXCEEDED = "CALLER_RATE_EXCEEDED"
+WARN_EVERY = 60.0  # seconds between warnings that the limits are off
 
 
 def bucket_name(caller: Caller) -> str:
@@ -36,6 +39,7 @@ def caller_buckets(callers: Callers | None) -> dict[str, BucketSettings]:
 class CallerLimits:
     def __init__(self, buckets: Buckets) -> None:
         self._buckets = buckets
+        self._warned = -WARN_EVERY  # monotonic time of the last outage warning
 
     async def admit(self, caller: Caller) -> None:
         """ResourceExhausted when the caller is over its rate."""
@@ -44,7 +48,9 @@ class CallerLimits:
         except BucketUnavailable as exc:
             # Fail open: without Redis the platform still serves (its calls
             # to the downstream systems stay throttled, and fail closed).
-            log.warning("caller rate limit not applied: %s", exc)
+            if time.monotonic() - self._warned >= WARN_EVERY:  # not once per call
+                self._warned = time.monotonic()
+                log.warning("caller rate limits not applied while: %s", exc)
             return
         if decision.granted:
             return
@@ -52,6 +58,6 @@ class CallerLimits:
         raise ResourceExhausted(
             f"caller {caller.name!r} is over its rate of {caller.rate_per_second:g} calls/s "
             f"(burst {caller.burst}); retry in {wait:.3f} s",
-            reason="CALLER_RATE_EXCEEDED",
+            reason=RATE_EXCEEDED,
             retry_after=wait,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.access import Caller, Role
+from server.mapping.plan import DOWNSTREAM_NAMES
 
 FRONT, ADMIN, OPERATOR = Role.FRONT_OFFICE, Role.MERCHANT_ADMIN, Role.OPERATOR
 PLANS = "/custops.plan.v1.OperationPlanService/"
@@ -55,12 +56,8 @@ def named_resource(request: Any) -> str:
         benefit = getattr(request, "benefit_instance_id", "")
         return f"members/{member}" + (f"/benefits/{benefit}" if benefit else "")
     if _has(request, "setting"):
-        return f"throttles/{_DOWNSTREAMS.get(request.setting.downstream, '')}"
+        return f"throttles/{DOWNSTREAM_NAMES.get(request.setting.downstream, '')}"
     return ""
-
-
-# custops.plan.v1.Downstream's numbers, named as server.usecases.throttle names them.
-_DOWNSTREAMS = {1: "audience", 2: "benefit", 3: "notification"}
 
 
 def _has(message: Any, name: str) -> bool:
@@ -90,7 +87,6 @@ CHANGES = {
     "CancelPlanRun",
     "RetryFailedItems",
     "RecoverPlanRun",
-    "UpdateThrottleSetting",
     "ReportBenefitUsed",
     "ReplenishBenefit",
 }

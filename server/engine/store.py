@@ -319,7 +319,9 @@ class EngineStore:
         if to == RUNNING:  # the rate is measured afresh from the resumption
             values.update(rate_from(now))
         async with self._engine.begin() as conn:
-            before = await conn.scalar(select(jobs.c.state).where(jobs.c.job_id == job_id))
+            before = await conn.scalar(
+                select(jobs.c.state).where(jobs.c.job_id == job_id).with_for_update()
+            )
             moved = await conn.execute(
                 update(jobs)
                 .where(jobs.c.job_id == job_id, jobs.c.state.in_(allowed_from))

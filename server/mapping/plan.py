@@ -80,6 +80,13 @@ QUIET_POLICIES = {
     pb.QUIET_HOURS_POLICY_DROP: d.QuietHoursPolicy.DROP,
 }
 
+# The throttles' downstream systems by their contract numbers.
+DOWNSTREAM_NAMES = {
+    pb.DOWNSTREAM_AUDIENCE: "audience",
+    pb.DOWNSTREAM_BENEFIT: "benefit",
+    pb.DOWNSTREAM_NOTIFICATION: "notification",
+}
+
 
 class _Violations:
     """Collects every problem met while reading a message, so that one

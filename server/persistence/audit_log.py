@@ -82,8 +82,11 @@ class AuditLog:
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
     ) -> None:
-        """In a transaction of its own: a failed state-changing call (that
-        changed nothing), or a change made outside the database (throttles)."""
+        """In a transaction of its own: a failed state-changing call, or a
+        change made outside the database (throttles). A shop id no shop can
+        have goes to the platform's own entries, for operators to see."""
+        if len(shop_id) > 64 or "\x00" in shop_id:
+            shop_id = ""
         async with self._engine.begin() as conn:
             if outcome == OK:
                 await record_change(conn, shop_id, resource, before, after)
@@ -132,15 +135,22 @@ def _entry(
 ) -> dict[str, Any]:
     return {
         "time": datetime.now(UTC),  # when it happened, whatever the platform's clock says
+        # A refused request's resource is whatever it sent: cut to the
+        # column, so that the attempt is on record rather than lost.
         "shop_id": shop_id,
-        "caller": call_context.actor.get(),
-        "rpc": call_context.method.get().lstrip("/"),
-        "resource": resource,
+        "caller": _fit(call_context.actor.get(), 200),
+        "rpc": _fit(call_context.method.get().lstrip("/"), 200),
+        "resource": _fit(resource, 300),
         "request_id": call_context.request_id.get(),
         "outcome": outcome,
         "before": before,
         "after": after,
     }
+
+
+def _fit(text: str, size: int) -> str:
+    text = text.replace("\x00", "\\0")
+    return text if len(text) <= size else text[: size - 1] + "…"
 
 
 def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:

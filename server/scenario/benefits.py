@@ -210,6 +210,13 @@ class MemberBenefits:
             per_run = Counter(h.run_id for h in found if recovered_record_id(h.instance_id) in new)
             for run_id, n in per_run.items():
                 await add_counts(conn, run_counters, {"run_id": run_id}, {"recovered": n})
+            per_plan = Counter(
+                h.plan_id for h in found if recovered_record_id(h.instance_id) in new
+            )
+            for plan_id, n in per_plan.items():
+                await record_change(
+                    conn, shop_id, f"plans/{plan_id}", None, {"benefits_taken_back": n}
+                )
 
     async def mark_used(
         self, held: HeldBenefit, order_id: str, store_id: str, request_id: str, at: datetime

@@ -21,8 +21,10 @@ from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
 from domain.products import ProductTemplate
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
+from server import call_context
 from server.mapping.plan import (
     BUSINESS_PRODUCTS,
+    DOWNSTREAM_NAMES,
     FRONT_OFFICES,
     PLAN_STATES,
     business_product_to_proto,
@@ -160,7 +162,12 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     ) -> pb.GetThrottleSettingsResponse:
         if request.shop_id:
             require(shop_id_violations(request.shop_id))
-        found = await self._throttle.get(request.shop_id)
+        # The platform-wide buckets are for callers of every shop (or when
+        # nobody is asked for credentials).
+        caller = call_context.caller.get()
+        found = await self._throttle.get(
+            request.shop_id, with_platform=caller is None or caller.every_shop
+        )
         return pb.GetThrottleSettingsResponse(settings=[_throttle_to_proto(t) for t in found])
 
     async def UpdateThrottleSetting(
@@ -176,7 +183,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         ]
         require(violations)
         changed = await self._throttle.update(
-            _DOWNSTREAMS.get(new.downstream, ""),
+            DOWNSTREAM_NAMES.get(new.downstream, ""),
             new.shop_id,
             new.rate_per_second if "rate_per_second" in paths else None,
             int(new.burst) if "burst" in paths else None,
@@ -509,12 +516,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         return response
 
 
-_DOWNSTREAMS = {
-    pb.DOWNSTREAM_AUDIENCE: "audience",
-    pb.DOWNSTREAM_BENEFIT: "benefit",
-    pb.DOWNSTREAM_NOTIFICATION: "notification",
-}
-_DOWNSTREAMS_BACK = {name: number for number, name in _DOWNSTREAMS.items()}
+_DOWNSTREAMS_BACK = {name: number for number, name in DOWNSTREAM_NAMES.items()}
 
 
 def _throttle_to_proto(t: Throttle) -> pb.ThrottleSetting:

@@ -50,10 +50,12 @@ class ThrottleUseCases:
         self._clock = clock
         self._audit = audit
 
-    async def get(self, shop_id: str = "") -> list[Throttle]:
+    async def get(self, shop_id: str = "", with_platform: bool = True) -> list[Throttle]:
+        """The platform-wide settings (unless left out) and the shop's share."""
         out = []
         for downstream in DOWNSTREAMS:
-            names = [downstream] + ([bucket_name(downstream, shop_id)] if shop_id else [])
+            names = [downstream] if with_platform or not shop_id else []
+            names += [bucket_name(downstream, shop_id)] if shop_id else []
             for name in names:
                 settings, factor = await self._buckets.settings(name)
                 out.append(Throttle(downstream, shop_id if ":" in name else "", settings, factor))

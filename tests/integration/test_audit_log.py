@@ -172,3 +172,28 @@ async def test_bad_audit_queries_name_their_fields(
             await _entries(client, **query)
         assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT, query
         assert [v.field for v in err.value.field_violations] == [field], query
+
+
+async def test_a_failed_change_is_on_record_whatever_it_sent(
+    running: tuple[Platform, AsyncCustopsClient], database_url: str
+) -> None:
+    """A shop id no shop can have, or a resource id over the column's size,
+    is kept (cut, or among the platform's own entries), not lost to a
+    database error."""
+    _, client = running
+    shop = f"{SHOP}-long-{database_url[:6]}"
+    for request, request_id in (
+        (pb.DeletePlanRequest(shop_id="s" * 100, plan_id="p"), "long-shop"),
+        (pb.DeletePlanRequest(shop_id=shop, plan_id="p" * 5000), "long-plan"),
+    ):
+        with pytest.raises(CustopsError) as err:
+            await client.plans.DeletePlan(request, metadata=(("x-request-id", request_id),))
+        assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    platform = {e.request_id: e for e in await _entries(client, shop_id="", page_size=500)}
+    assert platform["long-shop"].outcome == "INVALID_ARGUMENT"
+    (cut,) = await _entries(client, shop_id=shop)
+    assert (cut.request_id, cut.outcome, len(cut.resource)) == (
+        "long-plan",
+        "INVALID_ARGUMENT",
+        300,
+    )

@@ -550,6 +550,31 @@ def test_the_whole_platforms_throttles_are_for_operators_of_every_shop(world: Wo
     whole = pb.GetThrottleSettingsRequest()
     assert _call(world, method, whole, TOKENS[f"{OPS}:{S1}"]) is grpc.StatusCode.PERMISSION_DENIED
     assert _call(world, method, whole, ROOT) is grpc.StatusCode.OK
+    # Asked for its shop, an operator of one shop sees that shop's shares only.
+    with CustopsClient(
+        f"127.0.0.1:{world.platform.port}",
+        metadata=(("authorization", f"Bearer {TOKENS[f'{OPS}:{S1}']}"),),
+    ) as ops:
+        shown = ops.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id=S1)).settings
+    assert shown and {s.shop_id for s in shown} == {S1}
+    shown = world.root.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id=S1)).settings
+    assert {s.shop_id for s in shown} == {"", S1}
+
+
+def test_a_refused_request_is_on_record_whatever_it_sent(world: World) -> None:
+    """Ids far over their columns' sizes, or holding NUL, are cut and kept,
+    not lost to a database error."""
+    method = descriptor_pool.Default().FindMethodByName(
+        "custops.plan.v1.OperationPlanService.DeletePlan"
+    )
+    request_id = uuid.uuid4().hex
+    hostile = pb.DeletePlanRequest(shop_id=S2 + "x" * 100, plan_id="p" * 5000)
+    token = TOKENS[f"{ADMIN}:{S1}"]
+    assert _call(world, method, hostile, token, request_id) is grpc.StatusCode.PERMISSION_DENIED
+    # No shop has such an id: the attempt is among the platform's own entries.
+    found = world.root.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="")).entries
+    (entry,) = [e for e in found if e.request_id == request_id]
+    assert entry.outcome == "PERMISSION_DENIED" and len(entry.resource) == 300
 
 
 async def test_a_stream_that_is_not_open_is_not_served_when_callers_are_configured() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from custops.audit.v1 import audit_pb2 as apb
 from custops.client import AsyncCustopsClient, CustopsError, RetryPolicy
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
@@ -94,6 +95,23 @@ async def test_a_caller_over_its_rate_waits_and_the_others_are_served(
         assert [await _list(first, GREEDY), await _list(second, GREEDY)] == [exhausted] * 2
     else:
         assert [await _list(first, GREEDY), await _list(first, GREEDY)] == [ok, exhausted]
+    # Refused for its rate, a change is not in the audit log (which would grow
+    # as fast as the caller keeps calling); other failed changes are.
+    for token in (GREEDY, POLITE):
+        async with AsyncCustopsClient(
+            f"127.0.0.1:{first.port}",
+            retry=RetryPolicy(max_attempts=1),
+            metadata=(("authorization", f"Bearer {token}"),),
+        ) as client:
+            with pytest.raises(CustopsError):
+                await client.plans.DeletePlan(pb.DeletePlanRequest(shop_id="shop-1", plan_id="p9"))
+    async with AsyncCustopsClient(
+        f"127.0.0.1:{first.port}", metadata=(("authorization", f"Bearer {POLITE}"),)
+    ) as reader:
+        logged = (
+            await reader.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="shop-1"))
+        ).entries
+    assert [(e.caller, e.outcome) for e in logged] == [("polite", "NOT_FOUND")]
     # Meanwhile the other caller is served, as many times as its rate allows.
     assert [await _list(first, POLITE) for _ in range(20)] == [ok] * 20
     assert await _list(second, POLITE) == ok

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from custops.audience.v1 import audience_pb2
+from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
@@ -597,6 +598,15 @@ async def test_ending_a_plan_with_take_back_shows_on_the_members_side(
     ]
     stats = await _statistics(client, plan)
     assert stats.benefits_recovered == stats.benefits_granted > 0
+    # The audit log has the plan's end and what it took back, both by the call.
+    log = await client.audit.ListAuditEntries(
+        apb.ListAuditEntriesRequest(shop_id=shop, resource=f"plans/{plan.plan_id}")
+    )
+    ending = [e for e in log.entries if e.rpc.endswith("/EndPlan")]
+    assert {e.outcome for e in ending} == {"OK"}
+    taken = [e.after["benefits_taken_back"] for e in ending if "benefits_taken_back" in e.after]
+    assert taken == [stats.benefits_recovered]
+    assert any("state" in e.after and e.after["state"] == "ended" for e in ending)
 
 
 async def test_pages_asked_together_answer_as_pages_asked_one_by_one(

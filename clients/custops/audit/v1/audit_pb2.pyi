@@ -58,7 +58,8 @@ class AuditEntry(_message.Message):
     """The call's request id (x-request-id), as it was answered."""
     outcome: _builtins.str
     """"OK" for a change made; otherwise the failed call's status code name
-    (e.g. "PERMISSION_DENIED"), and nothing was changed.
+    (e.g. "PERMISSION_DENIED"). A call that failed after part of its work
+    was committed has an OK entry for that part besides.
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
