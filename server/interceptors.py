@@ -187,9 +187,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Raise unless the call may go on: who calls, whether it parsed,
         whether the caller may make it."""
         call_context.method.set(method)
-        guarded = self._callers is not None and not method.startswith(_OPEN)
-        if guarded:
-            assert self._callers is not None
+        caller = None
+        if self._callers is not None and not method.startswith(_OPEN):
             caller = authenticate(self._callers, incoming, certificate_name(context))
             call_context.caller.set(caller)
             call_context.actor.set(caller.name)
@@ -204,7 +203,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 [FieldViolation("request", f"is not a valid protobuf message ({request.problem})")],
                 reason="MALFORMED_REQUEST",
             )
-        if guarded:
+        if caller is not None:
             authorize(caller, method, request)
         problems = request_violations(request) if isinstance(request, Message) else []
         if problems:

@@ -38,7 +38,6 @@ from server.mapping.plan import (
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.requests import (
     PLAN_ID,
-    actor,
     decode_page_token,
     effective_page_size,
     encode_page_token,
@@ -203,7 +202,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         require(violations)
         assert spec is not None
         plan = await self._plans.create(
-            request.shop_id, spec, actor(context), request_key("CreatePlan", request)
+            request.shop_id, spec, call_context.actor.get(), request_key("CreatePlan", request)
         )
         return pb.CreatePlanResponse(plan=plan_to_proto(plan))
 
@@ -294,7 +293,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.plan.etag,
             changes,
             paths,
-            actor(context),
+            call_context.actor.get(),
             request_key("UpdatePlan", request),
         )
         return pb.UpdatePlanResponse(plan=plan_to_proto(plan))
@@ -338,7 +337,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.shop_id,
             request.plan_id,
             request.etag,
-            actor(context),
+            call_context.actor.get(),
             request_key("EndPlan", request),
             request.recover_unused_benefits,
             request.reason,
@@ -362,7 +361,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.plan_id,
             request.etag,
             action,
-            actor(context),
+            call_context.actor.get(),
             request_key(operation, request),
         )
 
@@ -406,7 +405,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.template_id,
             overrides,
             list(request.override_mask.paths),
-            actor(context),
+            call_context.actor.get(),
             request_key("CreatePlanFromTemplate", request),
         )
         return pb.CreatePlanFromTemplateResponse(plan=plan_to_proto(plan))

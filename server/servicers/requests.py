@@ -10,12 +10,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-import grpc
 from google.protobuf.message import Message
 
 from domain.errors import FieldViolation, InvalidArgument
 from domain.ports import RequestKey
-from server import call_context
 
 P = TypeVar("P")
 
@@ -117,8 +115,3 @@ def time_id_reader(valid_id: re.Pattern[str]) -> Callable[[dict[str, Any]], tupl
 
 def _scope_hash(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
-
-
-def actor(context: grpc.aio.ServicerContext) -> str:
-    """Who makes the change, for create_by/update_by (server.call_context.actor)."""
-    return call_context.actor.get()

@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import MethodDescriptor
 
 from custops.client import AsyncCustopsClient, RetryPolicy
-from server.app import Platform
+from server.app import PUBLIC_SERVICES, Platform
 from server.config import Settings
+
+
+def public_methods() -> list[MethodDescriptor]:
+    """Every RPC of the platform's public services, from their descriptors."""
+    pool = descriptor_pool.Default()
+    return [m for name in PUBLIC_SERVICES for m in pool.FindServiceByName(name).methods]
 
 
 def settings(database_url: str, **overrides: Any) -> Settings:

@@ -26,11 +26,11 @@ from custops.benefit.v1 import benefit_pb2
 from custops.client import CustopsClient, RetryPolicy
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
-from server.app import PUBLIC_SERVICES, Platform
+from server.app import Platform
 from server.auth.callers import Callers, new_token, token_hash
 from server.auth.rules import RULES
 from server.interceptors import CallInterceptor
-from tests.integration.conftest import settings
+from tests.integration.conftest import public_methods, settings
 from tests.integration.test_runs import immediate_plan
 from tests.integration.threaded import platform_in_thread
 
@@ -353,11 +353,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def _methods() -> list[MethodDescriptor]:
-    pool = descriptor_pool.Default()
-    return [m for name in PUBLIC_SERVICES for m in pool.FindServiceByName(name).methods]
-
-
 def _call(
     w: World,
     method: MethodDescriptor,
@@ -396,12 +391,17 @@ def _audit(w: World, shop: str) -> dict[str, list[Any]]:
     return found
 
 
+def _at(message: Message, path: str) -> tuple[Any, str]:
+    """The message holding the field at a dotted `path`, and the field's name."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        message = getattr(message, parent)
+    return message, name
+
+
 def _with_ids_naming_nothing(method: MethodDescriptor, request: Message) -> Message:
     for path in _resource_fields(method):
-        *parents, name = path.split(".")
-        holder = request
-        for parent in parents:
-            holder = getattr(holder, parent)
+        holder, name = _at(request, path)
         setattr(holder, name, "no-such-" + name)
     return request
 
@@ -417,7 +417,7 @@ class Attempt:
     request: Message
 
 
-@pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
+@pytest.mark.parametrize("method", public_methods(), ids=lambda m: m.name)
 def test_each_rpc_admits_the_right_caller_only(world: World, method: MethodDescriptor) -> None:
     case = CASES.get(method.name)
     assert case is not None, (
@@ -515,7 +515,7 @@ def _foreign(w: World, path: str) -> str:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [(m, f) for m in _methods() for f in _resource_fields(m)],
+    [(m, f) for m in public_methods() for f in _resource_fields(m)],
     ids=lambda v: v if isinstance(v, str) else v.name,
 )
 def test_another_shops_resource_under_the_callers_own_shop_is_not_found(
@@ -523,10 +523,7 @@ def test_another_shops_resource_under_the_callers_own_shop_is_not_found(
 ) -> None:
     case = CASES[method.name]
     request = case.request(world)
-    *parents, name = path.split(".")
-    holder = request
-    for parent in parents:
-        holder = getattr(holder, parent)
+    holder, name = _at(request, path)
     assert getattr(holder, name), f"the case for {method.name} names no {path}"
     setattr(holder, name, _foreign(world, path))
     token = TOKENS[f"{case.roles[0]}:{S1}"]

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from custops.audience.v1 import audience_pb2
 from custops.plan.v1 import plan_pb2 as pb
-from server.app import MAX_MESSAGE_BYTES, PUBLIC_SERVICES
+from server.app import MAX_MESSAGE_BYTES
 from server.message_checks import MAX_ITEMS, MAX_STRING_CHARS
+from tests.integration.conftest import public_methods
 from tests.integration.conftest import settings as platform_settings
 from tests.integration.threaded import platform_in_thread
 
@@ -148,11 +149,6 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _methods() -> list[MethodDescriptor]:
-    pool = descriptor_pool.Default()
-    return [m for name in PUBLIC_SERVICES for m in pool.FindServiceByName(name).methods]
-
-
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     folder = Path(tmp_path_factory.mktemp("rpc-fuzz"))
@@ -186,7 +182,7 @@ def _serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-@pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
+@pytest.mark.parametrize("method", public_methods(), ids=lambda m: m.name)
 def test_generated_requests_get_documented_answers(port: int, method: MethodDescriptor) -> None:
     seen: Counter[str] = Counter()
 
@@ -201,7 +197,7 @@ def test_generated_requests_get_documented_answers(port: int, method: MethodDesc
     assert seen["INVALID_ARGUMENT"] > 0, seen
 
 
-@pytest.mark.parametrize("method", _methods(), ids=lambda m: m.name)
+@pytest.mark.parametrize("method", public_methods(), ids=lambda m: m.name)
 def test_bytes_that_are_not_protobuf_are_invalid_argument(
     port: int, method: MethodDescriptor
 ) -> None:
