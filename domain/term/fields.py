@@ -4,6 +4,11 @@ A field is `*`, `?` (no specific value: day-of-month / day-of-week), or a
 comma-separated list of items: `v`, `a-b`, `a/step`, `a-b/step`, `*/step`,
 and `L` (the last day of the month, day-of-month only). Month and weekday
 names (JAN..DEC, MON..SUN) are accepted and written back as numbers.
+
+An item means the values it lists, whatever its spelling: `a/n` runs from a
+to the top of the field (Quartz), so `a/1` is `a-top`; a range with equal
+ends is its one value, step or not (`5-5/3` is 5); `*/n` inside a list is
+`low-high/n`. Each item is kept in the one form that says this.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ class Item:
                 if self.is_range
                 else f"{self.start}/{self.step}"
             )
-        if self.is_range and self.end != self.start:
+        if self.end != self.start:
             return f"{self.start}-{self.end}"
         return str(self.start)
 
@@ -166,6 +171,10 @@ def _item(part: str, spec: Spec, fail: Fail) -> Item:
         step = _number(step_text, spec, fail, what="step")
         if step < 1:
             raise fail(f"{spec.name} {part}: the step must be at least 1")
+    if body == "*":
+        if not step_text:
+            raise fail(f"{spec.name} {part}: '*' stands alone; in a list write */n")
+        return Item(spec.low, spec.high, step, is_range=True)
     if body.upper() == "L":
         if spec is not DAY_OF_MONTH:
             raise fail(f"{spec.name} {part}: 'L' (last day) is only for day-of-month")
@@ -175,10 +184,13 @@ def _item(part: str, spec: Spec, fail: Fail) -> Item:
     start_text, dash, end_text = body.partition("-")
     start = _value(start_text, spec, fail, part)
     end = _value(end_text, spec, fail, part) if dash else start
-    if step != 1 and not dash:
+    if step_text and not dash:
         end = spec.high  # `a/n`: from a to the top of the field, every n (Quartz)
-    # `a-a` is the value a: one form, so that lists deduplicate and round-trip.
-    return Item(start, end, step, is_range=bool(dash) and (start != end or step != 1))
+    if start == end:
+        return Item(start, start)  # `a-a`, `a-a/n`: the value a, one form
+    if step == 1:
+        return Item(start, end, is_range=True)  # `a/1` is `a-top`
+    return Item(start, end, step, is_range=bool(dash))
 
 
 def _value(text: str, spec: Spec, fail: Fail, part: str) -> int:

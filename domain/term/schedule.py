@@ -14,7 +14,8 @@ that hour) does not open that day.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -136,45 +137,74 @@ def _daily(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) 
 
 
 def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -> Iterator[Window]:
+    """Cron instants in order. croniter walks naive wall times; `_utc` gives
+    them the documented DST meaning, which moves a skipped wall time past
+    real ones of the gap's length: such moved instants wait in a heap until
+    the walk has passed them, so instants still come out in order."""
     years = None if e.year.any else sorted(e.year.values())
-    # croniter walks naive wall times; _utc gives them the documented DST meaning.
-    cursor = since.astimezone(zone).replace(tzinfo=None)
-    it = croniter(_cron_text(e), cursor)
+    text = _cron_text(e)
+    it = croniter(text, _first_wall(since, zone))
+    moved: list[datetime] = []  # moved instants not given yet, soonest first
     previous: datetime | None = None
+
+    def given(start: datetime) -> Iterator[Window]:
+        nonlocal previous
+        if previous is None or start > previous:  # each instant fires once
+            previous = start
+            yield Window(start, start + timedelta(seconds=1))
+
     for _ in range(_MAX_CRON_STEPS):
         local: datetime = it.get_next(datetime)
         if years is not None and local.year not in years:
             later = [y for y in years if y > local.year]
             if not later:
-                return
-            it = croniter(_cron_text(e), datetime(later[0], 1, 1) - timedelta(seconds=1))
+                break
+            it = croniter(text, datetime(later[0], 1, 1) - timedelta(seconds=1))
             continue
         start = _utc(local, zone)
+        if _skipped(local, start, zone):
+            heapq.heappush(moved, start)
+            continue
+        while moved and moved[0] <= start:
+            yield from given(heapq.heappop(moved))
         if start > until:
             return
-        if previous is not None and start <= previous:
-            # Wall times moved past a skipped hour land on instants already
-            # given (02:30 and 03:30 are both 03:30): each instant fires once.
-            continue
-        previous = start
-        yield Window(start, start + timedelta(seconds=1))
+        yield from given(start)
+    while moved and moved[0] <= until:
+        yield from given(heapq.heappop(moved))
+
+
+def _first_wall(since: datetime, zone: ZoneInfo) -> datetime:
+    """The wall time to walk from: `since`'s, or earlier by the gap when the
+    clocks sprang forward within the day before, since the wall times the
+    gap skipped land at or after `since` once moved."""
+    wall = since.astimezone(zone)
+    day_before = _plus(since, -timedelta(days=1)).astimezone(zone)
+    gap = (wall.utcoffset() or timedelta()) - (day_before.utcoffset() or timedelta())
+    return wall.replace(tzinfo=None) - max(gap, timedelta())
+
+
+def _skipped(wall: datetime, instant: datetime, zone: ZoneInfo) -> bool:
+    """Whether the zone skips this wall time (its instant reads otherwise)."""
+    return instant.astimezone(zone).replace(tzinfo=None) != wall
 
 
 def _cron_text(e: TermExpression) -> str:
-    """The croniter form: minute hour day month weekday second (0 = Sunday)."""
+    """The croniter form: minute hour day month weekday second (0 = Sunday).
 
-    def plain(f: Field) -> str:
-        return "*" if f.any else f.format()
+    Each field is handed over as the values it means, never as written:
+    croniter reads some spellings otherwise (`5-5/3` as every third)."""
 
-    if e.day_of_week.any:
-        weekday = "*"
-    else:
-        weekday = ",".join(str(v % 7) for v in sorted(e.day_of_week.values()))
-    day = plain(e.day_of_month)
-    if not e.day_of_month.any and LAST in e.day_of_month.values():
-        numbered = sorted(v for v in e.day_of_month.values() if v != LAST)
-        day = ",".join([*map(str, numbered), "L"])
-    return " ".join([plain(e.minute), plain(e.hour), day, plain(e.month), weekday, plain(e.second)])
+    def values(f: Field, shown: Callable[[int], str] = str) -> str:
+        if f.any:
+            return "*"
+        numbered = sorted(v for v in f.values() if v != LAST)
+        last = ["L"] if LAST in f.values() else []
+        return ",".join([*(shown(v) for v in numbered), *last])
+
+    fields = (e.minute, e.hour, e.day_of_month, e.month)
+    weekday = values(e.day_of_week, lambda v: str(v % 7))
+    return " ".join([*(values(f) for f in fields), weekday, values(e.second)])
 
 
 def _utc(wall: datetime, zone: ZoneInfo) -> datetime:

@@ -389,3 +389,60 @@ def test_birthday_runs_match_by_local_date_and_days_ahead() -> None:
     assert not run_matches(scope, 2, 27, run, SHANGHAI, e.days_ahead)
     # The same instant is still 26 February in New York: another date, other birthdays.
     assert run_matches(scope, 2, 27, run, NEW_YORK, e.days_ahead)
+
+
+# Issue 18, item 6: what a field says is what fires.
+
+
+def _fires(text: str, after: datetime, zone: str, count: int) -> list[datetime]:
+    return [
+        f.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        for f in term.next_fire_times(term.parse(text), after, zone, count)
+    ]
+
+
+def test_a_range_with_equal_ends_and_a_step_is_its_one_value() -> None:
+    fires = _fires("0 5-5/3 * * * ? * 30", local(2026, 12, 6, zone="UTC"), "UTC", 3)
+    assert [f.minute for f in fires] == [5, 5, 5]
+    assert [f.hour for f in fires] == [0, 1, 2]
+    assert term.canonical("0 5-5/3 * * * ? * 30") == "0 5 * * * * * 30"
+
+
+def test_a_step_of_one_runs_to_the_top_of_the_field() -> None:
+    minutes = _fires("0 8/1 * ? * * 30", local(2026, 12, 6, 10, zone="UTC"), "UTC", 53)
+    assert [f.minute for f in minutes] == [*range(8, 60), 8]
+    months = _fires("0 0 9 * 9/1 * * 31", local(2026, 8, 1, zone="UTC"), "UTC", 122)
+    assert {f.month for f in months} == {9, 10, 11, 12}
+    assert term.canonical("0 0 9 * 9/1 * * 31") == "0 0 9 * 9-12 * * 31"
+
+
+def test_a_start_just_after_a_skipped_hour_keeps_the_fire_moved_past_it() -> None:
+    after = local(2026, 3, 8, 3, 10, zone=NEW_YORK)  # 03:10 EDT, just after the gap
+    assert _fires("0 30 2 * * ? * 30", after, NEW_YORK, 2) == [
+        datetime(2026, 3, 8, 3, 30),  # 02:30 does not exist that night: 03:30 EDT
+        datetime(2026, 3, 9, 2, 30),
+    ]
+
+
+def test_a_half_hour_gap_keeps_real_and_moved_fires_in_order() -> None:
+    after = local(2026, 10, 4, 1, zone=LORD_HOWE)  # 02:00 -> 02:30 that night
+    assert _fires("0 20,40 2 ? * * 30", after, LORD_HOWE, 3) == [
+        datetime(2026, 10, 4, 2, 40),  # real
+        datetime(2026, 10, 4, 2, 50),  # 02:20 moved forward by the 30-minute gap
+        datetime(2026, 10, 5, 2, 20),
+    ]
+
+
+def test_a_star_step_is_an_item_of_a_list_too() -> None:
+    after = local(2026, 12, 6, 10, zone="UTC")
+    assert [f.minute for f in _fires("0 7,*/20 * * * ? * 30", after, "UTC", 5)] == [
+        7,
+        20,
+        40,
+        0,
+        7,
+    ]
+    assert term.canonical("0 7,*/20 * * * ? * 30") == "0 0-59/20,7 * * * * * 30"
+    with pytest.raises(term.TermExpressionError) as err:
+        term.parse("0 7,* * * * ? * 30")
+    assert "in a list write */n" in err.value.violations[0].description
