@@ -495,6 +495,8 @@ class GrantItem(_message.Message):
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Deterministic key of this grant, e.g. run + member + action; enforced."""
     member_id: _builtins.str
@@ -503,6 +505,15 @@ class GrantItem(_message.Message):
     """Units granted (points amount multiplier, number of coupons, ...); >= 1."""
     source: _builtins.str
     """Who grants, e.g. "plans/p1/runs/r1"; kept on the instances."""
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp:
+        """Optional: the window the granted instances are valid in (a plan's
+        effect window: member day holds on member day). The instances are
+        valid where this window and the template's own validity meet.
+        """
+
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -511,10 +522,12 @@ class GrantItem(_message.Message):
         template_id: _builtins.str = ...,
         quantity: _builtins.int = ...,
         source: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "member_id", b"member_id", "quantity", b"quantity", "source", b"source", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "member_id", b"member_id", "quantity", b"quantity", "source", b"source", "template_id", b"template_id", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

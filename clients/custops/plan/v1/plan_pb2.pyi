@@ -206,6 +206,8 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """Finished with failed or dead-lettered items."""
     RUN_STATE_CANCELLED: _RunState.ValueType  # 6
     RUN_STATE_FAILED: _RunState.ValueType  # 7
+    RUN_STATE_SKIPPED: _RunState.ValueType  # 8
+    """A fire that did not run: see skip_reason."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """The state of a run."""
@@ -219,6 +221,8 @@ RUN_STATE_COMPLETED_WITH_FAILURES: RunState.ValueType  # 5
 """Finished with failed or dead-lettered items."""
 RUN_STATE_CANCELLED: RunState.ValueType  # 6
 RUN_STATE_FAILED: RunState.ValueType  # 7
+RUN_STATE_SKIPPED: RunState.ValueType  # 8
+"""A fire that did not run: see skip_reason."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 class _RunKind:
@@ -568,6 +572,7 @@ class Plan(_message.Message):
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "shops/{shop_id}/plans/{plan_id}". Output only."""
     plan_id: _builtins.str
@@ -592,6 +597,12 @@ class Plan(_message.Message):
     create_by: _builtins.str
     """Output only."""
     update_by: _builtins.str
+    end_reason: _builtins.str
+    """Output only; why the plan ended, once ENDED: ENDED_ON_REQUEST (EndPlan),
+    or, when the platform ended it because nothing of its time lies ahead,
+    TERM_OVER, EFFECTIVE_TIME_OVER, ONE_OFF_FIRED, EXECUTION_TIME_OVER or
+    NO_FIRE_AHEAD (docs/time.md).
+    """
     @_builtins.property
     def audience(self) -> _audience_pb2.AudienceRule: ...
     @_builtins.property
@@ -637,10 +648,11 @@ class Plan(_message.Message):
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        end_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1154,7 +1166,10 @@ Global___PreviewPlanRequest: _TypeAlias = PreviewPlanRequest  # noqa: Y015
 
 @_typing.final
 class AudienceEstimate(_message.Message):
-    """The audience size at preview time."""
+    """The audience of the plan's next run: the members that run would meet,
+    evaluated at its fire time in the plan's zone, with the birthday its
+    execution type selects (for a plan that does not fire, the audience now).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1178,6 +1193,34 @@ class AudienceEstimate(_message.Message):
 Global___AudienceEstimate: _TypeAlias = AudienceEstimate  # noqa: Y015
 
 @_typing.final
+class RunEstimate(_message.Message):
+    """The audience of one of the plan's next runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRE_TIME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    EXACT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    exact: _builtins.bool
+    @_builtins.property
+    def fire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fire_time: _timestamp_pb2.Timestamp | None = ...,
+        count: _builtins.int = ...,
+        exact: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "exact", b"exact", "fire_time", b"fire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunEstimate: _TypeAlias = RunEstimate  # noqa: Y015
+
+@_typing.final
 class InventoryCheck(_message.Message):
     """Whether a benefit's stock covers a run."""
 
@@ -1190,7 +1233,7 @@ class InventoryCheck(_message.Message):
     SUFFICIENT_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     required: _builtins.int
-    """Units one run needs (audience estimate x quantity)."""
+    """Units the next run needs (its audience estimate x quantity)."""
     available: _builtins.int
     unlimited: _builtins.bool
     sufficient: _builtins.bool
@@ -1248,6 +1291,7 @@ class PreviewPlanResponse(_message.Message):
     NEXT_FIRE_TIMES_FIELD_NUMBER: _builtins.int
     INVENTORY_CHECKS_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    RUN_ESTIMATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def audience_estimate(self) -> Global___AudienceEstimate: ...
     @_builtins.property
@@ -1256,6 +1300,13 @@ class PreviewPlanResponse(_message.Message):
     def inventory_checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___InventoryCheck]: ...
     @_builtins.property
     def warnings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreviewWarning]: ...
+    @_builtins.property
+    def run_estimates(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunEstimate]:
+        """With the audience estimate: each of the next runs' audiences (at most
+        10), which differ for birthday plans (whose birthdays fall in each
+        run's window) and for rules that depend on the day.
+        """
+
     def __init__(
         self,
         *,
@@ -1263,10 +1314,11 @@ class PreviewPlanResponse(_message.Message):
         next_fire_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
         inventory_checks: _abc.Iterable[Global___InventoryCheck] | None = ...,
         warnings: _abc.Iterable[Global___PreviewWarning] | None = ...,
+        run_estimates: _abc.Iterable[Global___RunEstimate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times", "run_estimates", b"run_estimates", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1709,6 +1761,8 @@ class PlanRun(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     RECOVERS_RUN_ID_FIELD_NUMBER: _builtins.int
+    SKIP_REASON_FIELD_NUMBER: _builtins.int
+    RESUME_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"shops/{shop_id}/plans/{plan_id}/runs/{run_id}"."""
     run_id: _builtins.str
@@ -1719,6 +1773,12 @@ class PlanRun(_message.Message):
     kind: Global___RunKind.ValueType
     recovers_run_id: _builtins.str
     """For a recovery run: the run whose benefits it takes back."""
+    skip_reason: _builtins.str
+    """A skipped fire (state RUN_STATE_SKIPPED): why — NOT_IN_EFFECT (outside
+    the effective time), OUTSIDE_TERM (outside the operation term) or MISSED
+    (the platform was down and the missed-fire policy skipped it). One
+    record stands for the fires skipped from fire_time up to resume_time.
+    """
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1729,6 +1789,10 @@ class PlanRun(_message.Message):
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resume_time(self) -> _timestamp_pb2.Timestamp:
+        """A skipped fire: the next fire that counts."""
+
     def __init__(
         self,
         *,
@@ -1745,10 +1809,12 @@ class PlanRun(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         kind: Global___RunKind.ValueType = ...,
         recovers_run_id: _builtins.str = ...,
+        skip_reason: _builtins.str = ...,
+        resume_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "progress", b"progress", "resume_time", b"resume_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "kind", b"kind", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "recovers_run_id", b"recovers_run_id", "run_id", b"run_id", "shop_id", b"shop_id", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "fire_time", b"fire_time", "kind", b"kind", "name", b"name", "plan_id", b"plan_id", "progress", b"progress", "recovers_run_id", b"recovers_run_id", "resume_time", b"resume_time", "run_id", b"run_id", "shop_id", b"shop_id", "skip_reason", b"skip_reason", "start_time", b"start_time", "state", b"state", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -226,6 +226,7 @@ class ApplicablePlan(_message.Message):
     HEADLINE_FIELD_NUMBER: _builtins.int
     EFFECTS_FIELD_NUMBER: _builtins.int
     WINDOW_END_TIME_FIELD_NUMBER: _builtins.int
+    WINDOW_START_TIME_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     display_name: _builtins.str
     business_product: _plan_pb2.BusinessProduct.ValueType
@@ -235,8 +236,13 @@ class ApplicablePlan(_message.Message):
     def effects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanEffect]: ...
     @_builtins.property
     def window_end_time(self) -> _timestamp_pb2.Timestamp:
-        """When the plan's current window ends, if it does."""
+        """The plan's effect window (docs/time.md): for a plan that applies now,
+        the window it applies in; for an upcoming one, the next. The end is
+        unset when the window does not close.
+        """
 
+    @_builtins.property
+    def window_start_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -246,10 +252,11 @@ class ApplicablePlan(_message.Message):
         headline: _builtins.str = ...,
         effects: _abc.Iterable[Global___PlanEffect] | None = ...,
         window_end_time: _timestamp_pb2.Timestamp | None = ...,
+        window_start_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end_time", b"window_end_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name", b"display_name", "effects", b"effects", "headline", b"headline", "plan_id", b"plan_id", "window_end_time", b"window_end_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name", b"display_name", "effects", b"effects", "headline", b"headline", "plan_id", b"plan_id", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +304,7 @@ class GetMemberViewResponse(_message.Message):
     UNUSED_BENEFITS_FIELD_NUMBER: _builtins.int
     RECENT_RECORDS_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    UPCOMING_PLANS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplicablePlan]: ...
     @_builtins.property
@@ -309,6 +317,13 @@ class GetMemberViewResponse(_message.Message):
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """The instant the view was computed at."""
 
+    @_builtins.property
+    def upcoming_plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplicablePlan]:
+        """Plans that do not apply now but will, soonest first, each with the
+        start of its next effect window (e.g. member day on the 8th). Plans
+        whose windows are the member's own (birthday kinds) show when they open.
+        """
+
     def __init__(
         self,
         *,
@@ -316,10 +331,11 @@ class GetMemberViewResponse(_message.Message):
         unused_benefits: _abc.Iterable[Global___MemberBenefit] | None = ...,
         recent_records: _abc.Iterable[Global___MemberRecord] | None = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        upcoming_plans: _abc.Iterable[Global___ApplicablePlan] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "plans", b"plans", "recent_records", b"recent_records", "unused_benefits", b"unused_benefits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "plans", b"plans", "recent_records", b"recent_records", "unused_benefits", b"unused_benefits", "upcoming_plans", b"upcoming_plans"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
