@@ -1,20 +1,21 @@
 """A plan's lifecycle: draft -> scheduled -> active <-> paused -> ended.
 
 Only the transitions below exist; every one bumps the plan's revision (its
-etag). Publishing checks that the draft is complete; the move from
-scheduled to active when the effective time comes, and to ended when the
-operation term is over, belong to the scheduler, which calls `activate`
-and `expire`.
+etag). Publishing checks that the draft is complete and that something of
+its time lies ahead; the move from scheduled to active at the first fire,
+and to ended when nothing of the plan's time lies ahead (`expire`), belong
+to the scheduler, which asks the plan's calendar.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from domain import plan_schedule, term
+from domain import term
 from domain.errors import FailedPrecondition, FieldViolation
 from domain.plan import BusinessProduct, FrontOffice, Plan, PlanSpec, PlanState
+from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
 
 # state -> the states a merchant's call may move it to
 _ALLOWED = {
@@ -63,23 +64,21 @@ def publish(plan: Plan, by: str, now: datetime) -> Plan:
             reason="PLAN_INCOMPLETE",
             violations=missing,
         )
-    time, zone = plan.spec.time, plan.spec.time_zone
-    if time.term:
-        ahead = term.windows(
-            term.parse(time.term), now, now + term.schedule.HORIZON, zone, now, limit=1
-        )
-        if not ahead:
-            raise FailedPrecondition(
-                f"plan {plan.plan_id}'s operation term is over; change plan.time.term",
-                reason="TERM_OVER",
-                violations=[FieldViolation("plan.time.term", "has no window from now on")],
-            )
-    # Active when in effect and inside its term now; otherwise waiting for them.
-    in_effect = not time.effective or term.is_active(term.parse(time.effective), now, zone, now)
-    in_term = not time.term or term.is_active(term.parse(time.term), now, zone, now)
-    state = PlanState.ACTIVE if in_effect and in_term else PlanState.SCHEDULED
+    calendar = PlanCalendar(plan.spec.time, plan.spec.time_zone, now)
     # At or after now: an immediate execution fires at the publish instant.
-    fires = plan_schedule.next_fire_times(time, zone, now - timedelta(microseconds=1), 1, now)
+    first = calendar.next_decision(now - TICK)
+    if isinstance(first, End) and first.at <= now:
+        over = first.reason is EndReason.TERM_OVER
+        field = "plan.time.term" if over else "plan.time.execution"
+        raise FailedPrecondition(
+            f"plan {plan.plan_id} would never act: {first.reason.value} "
+            f"(nothing of its time lies ahead); change {field}",
+            reason="TERM_OVER" if over else "NO_FIRE_AHEAD",
+            violations=[FieldViolation(field, f"nothing lies ahead ({first.reason.value})")],
+        )
+    # Active when in effect and inside its term now; otherwise waiting for them.
+    state = PlanState.ACTIVE if calendar.allowed(now) else PlanState.SCHEDULED
+    fires = calendar.fires(now - TICK, 1)
     return replace(
         plan,
         state=state,
@@ -88,6 +87,8 @@ def publish(plan: Plan, by: str, now: datetime) -> Plan:
         update_time=now,
         publish_time=now,
         next_fire_time=fires[0] if fires else None,
+        schedule_cursor=now - TICK,
+        next_check_time=first.at,
     )
 
 
@@ -108,7 +109,28 @@ def end(plan: Plan, by: str, now: datetime) -> Plan:
             reason="ILLEGAL_TRANSITION",
         )
     _check(plan, "end")
-    return replace(_moved(plan, PlanState.ENDED, by, now), end_time=now, next_fire_time=None)
+    return _ended(plan, by, now, ENDED_ON_REQUEST)
+
+
+ENDED_ON_REQUEST = "ENDED_ON_REQUEST"
+PLATFORM = "platform"  # who ends a plan whose time is over
+
+
+def expire(plan: Plan, end: End, now: datetime) -> Plan:
+    """Nothing of the plan's time lies ahead (the calendar's `End`) and its
+    last run has ended: the platform ends it, saying why."""
+    _check(plan, "end")
+    return _ended(plan, PLATFORM, now, end.reason.value)
+
+
+def _ended(plan: Plan, by: str, now: datetime, reason: str) -> Plan:
+    return replace(
+        _moved(plan, PlanState.ENDED, by, now),
+        end_time=now,
+        end_reason=reason,
+        next_fire_time=None,
+        next_check_time=None,
+    )
 
 
 def _moved(plan: Plan, state: PlanState, by: str, now: datetime) -> Plan:

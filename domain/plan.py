@@ -68,6 +68,11 @@ class BenefitKind(enum.Enum):
     PACKAGE = "package"
 
 
+# Benefits that act on orders while the plan's effects hold (its effect
+# window, domain.plan_calendar), rather than being held and used once.
+EFFECT_KINDS = (BenefitKind.DISCOUNT, BenefitKind.POINTS_MULTIPLIER, BenefitKind.FREE_SHIPPING)
+
+
 class MessageChannel(enum.Enum):
     UNSPECIFIED = "unspecified"
     SMS = "sms"
@@ -201,7 +206,12 @@ class Plan:
     template_id: str = ""
     publish_time: datetime | None = None
     end_time: datetime | None = None
-    next_fire_time: datetime | None = None
+    next_fire_time: datetime | None = None  # the next fire that counts, shown to merchants
+    end_reason: str = ""  # once ended: why (ENDED_ON_REQUEST, or the calendar's EndReason)
+    # The scheduler's place (domain.scheduling): decisions are made up to
+    # and including `schedule_cursor`; the next is due at `next_check_time`.
+    schedule_cursor: datetime | None = None
+    next_check_time: datetime | None = None
 
     @property
     def etag(self) -> str:
@@ -224,7 +234,17 @@ class Plan:
                 f"plan {self.plan_id} has ended; it can no longer change",
                 reason="PLAN_NOT_EDITABLE",
             )
-        return replace(self, spec=spec, revision=self.revision + 1, update_by=by, update_time=at)
+        check = self.next_check_time
+        if self.state is not PlanState.DRAFT and spec.time != self.spec.time:
+            check = at  # the scheduler looks at the new time at once
+        return replace(
+            self,
+            spec=spec,
+            revision=self.revision + 1,
+            update_by=by,
+            update_time=at,
+            next_check_time=check,
+        )
 
     def check_deletable(self) -> None:
         if self.state is not PlanState.DRAFT:

@@ -116,6 +116,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "publish_time": _iso(plan.publish_time),
         "end_time": _iso(plan.end_time),
         "next_fire_time": _iso(plan.next_fire_time),
+        "end_reason": plan.end_reason,
+        "schedule_cursor": _iso(plan.schedule_cursor),
+        "next_check_time": _iso(plan.next_check_time),
     }
 
 
@@ -134,6 +137,10 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         publish_time=_from_iso(d["publish_time"]),
         end_time=_from_iso(d["end_time"]),
         next_fire_time=_from_iso(d["next_fire_time"]),
+        # Absent from what was stored before plans ended by themselves.
+        end_reason=d.get("end_reason", ""),
+        schedule_cursor=_from_iso(d.get("schedule_cursor")),
+        next_check_time=_from_iso(d.get("next_check_time")),
     )
 
 

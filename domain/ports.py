@@ -55,14 +55,23 @@ class PlanRepository(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
-        """Active and scheduled plans whose next fire time has come, earliest first."""
+        """Active and scheduled plans whose next decision is due, earliest first."""
         ...
 
-    async def advance(self, plan: Plan, to: datetime | None) -> bool:
-        """Move a plan's next fire time on from the one it was read with (a
-        scheduled plan, now firing, becomes active); False when someone else
-        did first."""
+    async def advance(self, plan: Plan, place: SchedulePlace) -> bool:
+        """Move the scheduler's place in a plan on from the one it was read
+        with; False when someone else did first."""
         ...
+
+
+@dataclass(frozen=True)
+class SchedulePlace:
+    """Where the scheduler stands in a plan (domain.scheduling.Step)."""
+
+    cursor: datetime
+    next_check: datetime | None
+    next_fire: datetime | None
+    activate: bool  # a run started: a scheduled plan becomes active
 
 
 @dataclass(frozen=True)

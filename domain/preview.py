@@ -29,9 +29,19 @@ class Warning:
 
 
 @dataclass(frozen=True)
+class RunAudience:
+    """The members one of the next runs would meet."""
+
+    fire_time: datetime
+    size: AudienceSize
+
+
+@dataclass(frozen=True)
 class Preview:
+    # The next run's audience (the audience now, for a plan that does not fire).
     audience: AudienceSize | None = None
     fire_times: tuple[datetime, ...] = ()
+    runs: tuple[RunAudience, ...] = ()
     inventory: tuple[InventoryCheck, ...] = ()
     warnings: tuple[Warning, ...] = field(default_factory=tuple)
 
@@ -67,7 +77,9 @@ def warnings(
     """Things a merchant should know; none of them stops a publish."""
     out: list[Warning] = []
     if audience is not None and audience.count == 0:
-        out.append(Warning("plan.audience", "AUDIENCE_EMPTY", "no member matches the audience now"))
+        out.append(
+            Warning("plan.audience", "AUDIENCE_EMPTY", "no member is in the next run's audience")
+        )
     if fires is not None and not fires:
         out.append(
             Warning(

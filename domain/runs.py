@@ -17,11 +17,11 @@ from domain.plan import (
     FrequencyWindow,
     GrantBenefits,
     Plan,
+    PlanSpec,
     QuietHours,
     QuietHoursPolicy,
     SendMessage,
 )
-from domain.plan_schedule import next_fire_times
 from domain.zones import zone as zone_of
 
 
@@ -44,8 +44,6 @@ class Skip(enum.Enum):
     QUIET_HOURS = "QUIET_HOURS"
 
 
-_CATCH_UP_PAGES = 1000  # of 100 fire times, looked through for the latest missed
-
 ACT = "act"
 ACT_SILENT = "act-silent"  # granted, but its messages dropped for quiet hours
 
@@ -55,6 +53,13 @@ def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> st
     racing to start it, or a scheduler retrying after a crash, meet one run."""
     seed = f"{shop_id}/{plan_id}/{kind.value}/{fire_time.isoformat()}"
     return "r" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+def skip_id(shop_id: str, plan_id: str, fire_time: datetime) -> str:
+    """A skipped fire's record among the runs: named by the fire, apart from
+    the run a catch-up names after the same fire."""
+    seed = f"{shop_id}/{plan_id}/skip/{fire_time.isoformat()}"
+    return "s" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
 def manual_run_id(shop_id: str, plan_id: str, request_id: str) -> str:
@@ -93,32 +98,6 @@ def frequency_window(plan: Plan, fire_time: datetime) -> str:
         return f"birthday-year/{birthday.occasion(born.scope, local, born.days_ahead)}"
     # A run by hand fires at "now", to the microsecond: in UTC, compactly.
     return f"period/{fire_time.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
-
-
-def latest_missed_fire(plan: Plan, first: datetime, now: datetime) -> datetime:
-    """The latest of a plan's fire times from `first` (a missed one) to `now`.
-
-    Looked for back from `now` in growing spans, so a dense schedule (every
-    few seconds) missed for days costs a few look-ups, not a walk through
-    every fire time since `first`."""
-    anchor = plan.publish_time or first
-    span = timedelta(minutes=1)
-    while True:
-        start = max(first, now - span)
-        latest = None
-        for _ in range(_CATCH_UP_PAGES):  # bounded
-            after = latest or start
-            page = next_fire_times(plan.spec.time, plan.spec.time_zone, after, 100, anchor)
-            due = [f for f in page if f <= now]
-            if due:
-                latest = due[-1]
-            if len(due) < 100:
-                break
-        if latest is not None:
-            return latest
-        if start == first:  # nothing after the first missed fire is due
-            return first
-        span *= 4
 
 
 def units_per_member(plan: Plan) -> int:
@@ -161,11 +140,15 @@ def drops_in_quiet_hours(quiet: QuietHours | None) -> bool:
 
 
 def run_audience(plan: Plan) -> Rule | None:
+    return run_rule(plan.spec)
+
+
+def run_rule(spec: PlanSpec) -> Rule | None:
     """The rule a run selects members by: a birthday plan adds the birthday
     its execution type asks for (day, week, month; N days ahead), evaluated
     at the run's fire time in the plan's zone by the audience system."""
-    rule = plan.spec.audience
-    born = _execution_birthday(plan)
+    rule = spec.audience
+    born = _execution_birthday(spec)
     if born is None:
         return rule
     return born if rule is None else AllOf((rule, born))
@@ -174,13 +157,13 @@ def run_audience(plan: Plan) -> Rule | None:
 def birthday_condition(plan: Plan) -> Birthday | None:
     """The birthday a plan's runs select members by: its execution type's,
     else one its audience requires (alone, or as part of an all-of)."""
-    return _execution_birthday(plan) or _required_birthday(plan.spec.audience)
+    return _execution_birthday(plan.spec) or _required_birthday(plan.spec.audience)
 
 
-def _execution_birthday(plan: Plan) -> Birthday | None:
-    if not plan.spec.time.execution:
+def _execution_birthday(spec: PlanSpec) -> Birthday | None:
+    if not spec.time.execution:
         return None
-    execution = term.parse(plan.spec.time.execution)
+    execution = term.parse(spec.time.execution)
     if not execution.kind.is_birthday:
         return None
     return Birthday(birthday.scope_of(execution.kind), execution.days_ahead)

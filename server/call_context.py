@@ -7,6 +7,8 @@ that the request id and the caller's deadline travel to downstream calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from domain.access import Caller
@@ -35,3 +37,16 @@ def remaining(default: float) -> float:
     if expires is None:
         return default
     return max(0.0, min(default, expires - time.monotonic()))
+
+
+@contextmanager
+def platform_work(name: str) -> Iterator[None]:
+    """Work the platform does by itself that the audit log records (a plan
+    whose time is over ending): its caller is "platform", its method
+    `custops.platform.Scheduler/<name>`."""
+    tokens = (method.set(f"/custops.platform.Scheduler/{name}"), actor.set("platform"))
+    try:
+        yield
+    finally:
+        method.reset(tokens[0])
+        actor.reset(tokens[1])

@@ -230,6 +230,7 @@ def plan_to_proto(plan: d.Plan) -> pb.Plan:
     msg.plan_id, msg.shop_id = plan.plan_id, plan.shop_id
     msg.state = _PLAN_STATES_BACK[plan.state]
     msg.etag, msg.template_id = plan.etag, plan.template_id
+    msg.end_reason = plan.end_reason
     msg.create_by, msg.update_by = plan.create_by, plan.update_by
     msg.create_time.CopyFrom(timestamp(plan.create_time))
     msg.update_time.CopyFrom(timestamp(plan.update_time))

@@ -7,6 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from custops.plan.v1 import plan_pb2 as pb
 from domain.runs import RunKind, RunTrigger
 from server.mapping.plan import timestamp
+from server.runs.store import SKIPPED
 from server.usecases.runs import ENDED_STATES, PlanTotals, RunView
 
 RUN_STATES = {
@@ -16,6 +17,7 @@ RUN_STATES = {
     "succeeded": pb.RUN_STATE_SUCCEEDED,
     "completed_with_failures": pb.RUN_STATE_COMPLETED_WITH_FAILURES,
     "cancelled": pb.RUN_STATE_CANCELLED,
+    SKIPPED: pb.RUN_STATE_SKIPPED,
 }
 _KINDS = {RunKind.DELIVERY: pb.RUN_KIND_DELIVERY, RunKind.RECOVERY: pb.RUN_KIND_RECOVERY}
 _TRIGGERS = {
@@ -29,6 +31,12 @@ def _skipped(counters: dict[str, int]) -> dict[str, int]:
     return {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("skipped.")}
 
 
+def _state(view: RunView) -> str:
+    if view.run.skip_reason:
+        return SKIPPED
+    return view.progress.state if view.progress else "pending"
+
+
 def run_to_proto(view: RunView) -> pb.PlanRun:
     run, progress, counters = view.run, view.progress, view.counters
     msg = pb.PlanRun(
@@ -37,10 +45,11 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
         plan_id=run.plan_id,
         shop_id=run.shop_id,
         fire_time=timestamp(run.fire_time),
-        state=RUN_STATES.get(progress.state if progress else "pending", pb.RUN_STATE_PENDING),
+        state=RUN_STATES.get(_state(view), pb.RUN_STATE_PENDING),
         trigger=_TRIGGERS[run.trigger],
         kind=_KINDS[run.kind],
         recovers_run_id=run.target_run_id,
+        skip_reason=run.skip_reason,
         create_time=timestamp(run.create_time),
         progress=pb.RunProgress(
             targeted=counters.get("targeted", 0),
@@ -50,6 +59,8 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
             recovered=counters.get("recovered", 0),
         ),
     )
+    if run.resume_time is not None:
+        msg.resume_time.CopyFrom(timestamp(run.resume_time))
     if progress is not None:
         msg.progress.total = progress.total
         msg.progress.done = progress.processed

@@ -115,6 +115,8 @@ def applying_plan_to_proto(applying: ApplyingPlan) -> pb.ApplicablePlan:
         headline=_headline(plan.spec.business_product, plan.spec.display_name),
         effects=[effect_to_proto(e) for e in applying.effects],
     )
+    if applying.window_start is not None:
+        out.window_start_time.CopyFrom(timestamp(applying.window_start))
     if applying.window_end is not None:
         out.window_end_time.CopyFrom(timestamp(applying.window_end))
     return out
@@ -137,6 +139,9 @@ _PRODUCT_LINES = {
 
 
 def _headline(product: BusinessProduct, display_name: str) -> str:
-    """One line for the page: the product's lead-in, then the plan's name."""
+    """One line for the page: the product's lead-in, then the plan's name —
+    unless the name already leads with it ("Member day: double points")."""
     lead = _PRODUCT_LINES.get(product)
-    return f"{lead}: {display_name}" if lead else display_name
+    if not lead or display_name.casefold().startswith(lead.casefold()):
+        return display_name
+    return f"{lead}: {display_name}"

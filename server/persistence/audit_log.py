@@ -4,7 +4,9 @@ A change is recorded by the code that makes it, on the connection of the
 transaction that makes it (`record_change`), so the entry and the change
 commit or vanish together. Who, which call and which request come from the
 call being served (server.call_context); work the platform does by itself
-(scheduled runs, the engine's batches) is not a call and is not recorded.
+(scheduled runs, the engine's batches) is not a call and is not recorded,
+except ending a plan whose time is over, which is recorded as caller
+"platform" (call_context.platform_work).
 A state-changing call that fails is recorded by the call interceptor, in a
 transaction of its own (`AuditLog.record`). Nothing updates or deletes an
 entry: the API has no such call and the database refuses it (migration 0008).

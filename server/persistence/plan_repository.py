@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain.errors import Aborted
 from domain.plan import Plan, PlanState
 from domain.plan_codec import spec_from_dict, spec_to_dict
-from domain.ports import PlanCursor, PlanFilter
+from domain.ports import PlanCursor, PlanFilter, SchedulePlace
 from server.persistence.audit_log import record_change
 from server.persistence.tables import plans
 
@@ -106,34 +106,37 @@ class SqlPlanRepository:
         rows = await self._conn.execute(
             select(plans)
             .where(
-                # A scheduled plan's first fire is when it comes into effect.
                 plans.c.state.in_((PlanState.ACTIVE.value, PlanState.SCHEDULED.value)),
-                plans.c.next_fire_time <= now,
+                plans.c.next_check_time <= now,
             )
-            .order_by(plans.c.next_fire_time)
+            .order_by(plans.c.next_check_time)
             .limit(limit)
         )
         return [plan_from_row(r) for r in rows.mappings()]
 
-    async def advance(self, plan: Plan, to: datetime | None) -> bool:
-        # Only from the fire time it was read with: of two schedulers, one moves it.
-        # A scheduled plan has come into effect with its first fire: it is
-        # active now (a new revision, so etags held from before are stale);
-        # any other state (paused meanwhile, say) stays as it is.
+    async def advance(self, plan: Plan, place: SchedulePlace) -> bool:
+        # Only from the place it was read at: of two schedulers, one moves it.
+        # A scheduled plan whose first run started is active now (a new
+        # revision, so etags held from before are stale); any other state
+        # (paused meanwhile, say) stays as it is.
         self.changed_shops.add(plan.shop_id)
-        scheduled = plans.c.state == PlanState.SCHEDULED.value
+        values: dict[str, Any] = {
+            "schedule_cursor": place.cursor,
+            "next_check_time": place.next_check,
+            "next_fire_time": place.next_fire,
+        }
+        if place.activate:
+            scheduled = plans.c.state == PlanState.SCHEDULED.value
+            values["state"] = case((scheduled, PlanState.ACTIVE.value), else_=plans.c.state)
+            values["revision"] = case((scheduled, plans.c.revision + 1), else_=plans.c.revision)
         result = await self._conn.execute(
             update(plans)
             .where(
                 plans.c.shop_id == plan.shop_id,
                 plans.c.plan_id == plan.plan_id,
-                plans.c.next_fire_time == plan.next_fire_time,
+                plans.c.next_check_time == plan.next_check_time,
             )
-            .values(
-                next_fire_time=to,
-                state=case((scheduled, PlanState.ACTIVE.value), else_=plans.c.state),
-                revision=case((scheduled, plans.c.revision + 1), else_=plans.c.revision),
-            )
+            .values(**values)
         )
         return bool(result.rowcount == 1)
 
@@ -160,6 +163,9 @@ def _row(plan: Plan) -> dict[str, Any]:
         "publish_time": plan.publish_time,
         "end_time": plan.end_time,
         "next_fire_time": plan.next_fire_time,
+        "end_reason": plan.end_reason,
+        "schedule_cursor": plan.schedule_cursor,
+        "next_check_time": plan.next_check_time,
     }
 
 
@@ -178,4 +184,7 @@ def plan_from_row(row: Any) -> Plan:
         publish_time=row["publish_time"],
         end_time=row["end_time"],
         next_fire_time=row["next_fire_time"],
+        end_reason=row["end_reason"],
+        schedule_cursor=row["schedule_cursor"],
+        next_check_time=row["next_check_time"],
     )

@@ -69,12 +69,17 @@ plans = Table(
     Column("publish_time", UtcDateTime()),
     Column("end_time", UtcDateTime()),
     Column("next_fire_time", UtcDateTime()),
+    Column("end_reason", String(32), nullable=False, server_default=""),
+    # The scheduler's place (domain.scheduling): decided up to the cursor,
+    # next decision due at the check time.
+    Column("schedule_cursor", UtcDateTime()),
+    Column("next_check_time", UtcDateTime()),
     PrimaryKeyConstraint("shop_id", "plan_id", name="pk_plans"),
     # Lists are per shop, newest first.
     Index("ix_plans_shop_created", "shop_id", "create_time", "plan_id"),
     Index("ix_plans_shop_front_office", "shop_id", "front_office"),
     # The scheduler's question, "which plans are due?", costs O(due plans).
-    Index("ix_plans_due", "state", "next_fire_time"),
+    Index("ix_plans_due", "state", "next_check_time"),
     # The shopper's side asks for a shop's active plans on every page.
     Index("ix_plans_shop_state", "shop_id", "state"),
 )
@@ -162,6 +167,9 @@ plan_runs = Table(
     Column("create_time", UtcDateTime(), nullable=False),
     # A recovery run: the run whose grants it takes back.
     Column("target_run_id", String(64), nullable=False, server_default=""),
+    # A skipped fire (no job): why, and the next fire that counts.
+    Column("skip_reason", String(32), nullable=False, server_default=""),
+    Column("resume_time", UtcDateTime()),
     # The run id is derived from (plan, kind, fire time) — or, by hand, from
     # the request id — so the primary key makes a run once.
     Index("ix_plan_runs_plan", "shop_id", "plan_id", "create_time"),

@@ -14,7 +14,8 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from domain import runs
-from domain.plan import GrantBenefits, Plan, SendMessage
+from domain.plan import EFFECT_KINDS, GrantBenefits, Plan, SendMessage
+from domain.plan_calendar import PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
@@ -145,7 +146,15 @@ class Delivery:
         defer = quiet_end is not None and not drop
         messaging = [] if defer else [i.key for i in items if decided[i.key] == runs.ACT]
         await self._send(plan, run, messaging, records, problems)
-        await self.store.record(run, records, now)
+        # Refused for good with nothing done for them: their slot and budget
+        # units go back (a timeout is no refusal: the grant may have landed).
+        acted = {r.member_id for r in records}
+        released = {
+            m: reason
+            for m, (reason, retryable) in problems.items()
+            if not retryable and m not in acted
+        }
+        await self.store.record(run, records, now, released=released)
         out = []
         for item in items:
             problem = problems.get(item.key)
@@ -176,6 +185,11 @@ class Delivery:
         records: list[Record],
         problems: dict[str, tuple[str, bool]],
     ) -> None:
+        # Effects (double points, a discount) hold for the run's effect window:
+        # the benefit platform is told, so the instances are valid then only.
+        window = PlanCalendar.of(plan, run.fire_time).effect_window_of(run.fire_time)
+        valid_from = timestamp(window.start) if window is not None else None
+        valid_until = timestamp(window.end) if window is not None and window.end else None
         grants = [
             benefit_pb2.GrantItem(
                 idempotency_key=runs.grant_key(plan.plan_id, run.run_id, m, a, b),
@@ -183,6 +197,8 @@ class Delivery:
                 template_id=benefit.template_id,
                 quantity=benefit.quantity,
                 source=runs.grant_source(plan.plan_id),
+                valid_from=valid_from if benefit.kind in EFFECT_KINDS else None,
+                valid_until=valid_until if benefit.kind in EFFECT_KINDS else None,
             )
             for m in members
             for a, action in enumerate(plan.spec.actions)

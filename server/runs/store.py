@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +40,9 @@ class Run:
     create_time: datetime
     job_id: str = ""
     target_run_id: str = ""  # a recovery run: the run it takes back
+    # A skipped fire (it has no job): why, and the next fire that counts.
+    skip_reason: str = ""
+    resume_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Record:
     held: HeldBenefit | None = None  # a benefit granted: the member now holds it
 
 
+# The state of a skipped fire among the runs (it has no job).
+SKIPPED = "skipped"
+# A member's outcome once it failed for good and gave back its slot and units.
+RELEASED = "fail:"
+
+
 def run_resource(run: Run) -> str:
     """The run's name in the audit log."""
     return f"plans/{run.plan_id}/runs/{run.run_id}"
@@ -86,6 +95,8 @@ class RunStore:
                 "job_id": run.job_id,
                 "create_time": run.create_time,
                 "target_run_id": run.target_run_id,
+                "skip_reason": run.skip_reason,
+                "resume_time": run.resume_time,
             }
             async with self._engine.begin() as conn:
                 await conn.execute(plan_runs.insert().values(**row))
@@ -124,7 +135,9 @@ class RunStore:
         query = select(plan_runs).where(
             plan_runs.c.shop_id == shop_id, plan_runs.c.plan_id == plan_id
         )
-        if state:
+        if state == SKIPPED:
+            query = query.where(plan_runs.c.skip_reason != "")
+        elif state:
             query = query.join(jobs, jobs.c.job_id == plan_runs.c.job_id).where(
                 jobs.c.state == state
             )
@@ -153,9 +166,32 @@ class RunStore:
         async with self._engine.connect() as conn:
             return [r[0] for r in await conn.execute(query)]
 
+    async def unfinished(self, shop_id: str, plan_id: str, ended: tuple[str, ...]) -> int:
+        """The plan's delivery runs not ended yet: a job in another state than
+        `ended`, or a run whose job is still being made."""
+        query = (
+            select(func.count())
+            .select_from(plan_runs.outerjoin(jobs, jobs.c.job_id == plan_runs.c.job_id))
+            .where(
+                plan_runs.c.shop_id == shop_id,
+                plan_runs.c.plan_id == plan_id,
+                plan_runs.c.kind == RunKind.DELIVERY.value,
+                plan_runs.c.skip_reason == "",
+                or_(jobs.c.state.is_(None), jobs.c.state.not_in(ended)),
+            )
+        )
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
     async def decide(self, run: Run, members: list[str], limits: Limits) -> dict[str, str]:
         """Each member's outcome in this run ("act", "act-silent" or
-        "skip:REASON"), decided the first time the run meets the member."""
+        "skip:REASON"), decided the first time the run meets the member — or
+        again, when the member failed for good and was released (`record`).
+
+        A member takes the next frequency slot of its window, then its
+        budget units. One skipped (budget, quiet hours) gives the slot back
+        in this transaction: raise the budget and the member can still get
+        it. Two runs racing for one member's last slot: one wins."""
         async with self._engine.begin() as conn:
             new = await insert_new(
                 conn,
@@ -167,12 +203,25 @@ class RunStore:
                 "member_id",
             )
             fresh = [m for m in members if m in new]
-            outcomes = {m: ACT for m in fresh}
+            earlier: dict[str, str] = {}
+            if len(fresh) < len(members):
+                rows = await conn.execute(
+                    select(run_members.c.member_id, run_members.c.outcome).where(
+                        run_members.c.run_id == run.run_id,
+                        run_members.c.member_id.in_([m for m in members if m not in new]),
+                    )
+                )
+                earlier = {r[0]: r[1] for r in rows}
+            again = [m for m, outcome in earlier.items() if outcome.startswith(RELEASED)]
+            deciding = fresh + again
+            outcomes = {m: ACT for m in deciding}
             skipped: dict[str, str] = {}
-            if limits.max_times > 0 and fresh:
-                skipped |= await self._frequency(conn, run, fresh, limits)
-            eligible = [m for m in fresh if m not in skipped]
-            units = {m: 0 for m in fresh}
+            claimed: set[str] = set()
+            if limits.max_times > 0 and deciding:
+                at_limit, claimed = await self._frequency(conn, run, deciding, limits)
+                skipped |= at_limit
+            eligible = [m for m in deciding if m not in skipped]
+            units = {m: 0 for m in deciding}
             if limits.budget > 0 and limits.units > 0 and eligible:
                 granted = await self._reserve(conn, run, len(eligible), limits)
                 for m in eligible[granted:]:
@@ -180,7 +229,7 @@ class RunStore:
                 for m in eligible[:granted]:
                     units[m] = limits.units
             if limits.silent:  # quiet hours drop messages: grants only, if any
-                for m in fresh:
+                for m in deciding:
                     if m in skipped:
                         continue
                     if limits.units > 0:
@@ -189,10 +238,11 @@ class RunStore:
                         skipped[m] = Skip.QUIET_HOURS.value
             for m, reason in skipped.items():
                 outcomes[m] = f"skip:{reason}"
+            await self._unclaim(conn, run, [m for m in skipped if m in claimed])
             changed = [
                 {"r": run.run_id, "m": m, "o": outcomes[m], "u": units[m]}
-                for m in fresh
-                if outcomes[m] != ACT or units[m]
+                for m in deciding
+                if outcomes[m] != ACT or units[m] or m in again
             ]
             if changed:
                 await conn.execute(
@@ -213,21 +263,14 @@ class RunStore:
             counts = {"targeted": len(fresh)}
             counts |= {f"skipped.{r}": n for r, n in Counter(reasons).items()}
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
-            before = [m for m in members if m not in new]
-            if before:
-                rows = await conn.execute(
-                    select(run_members.c.member_id, run_members.c.outcome).where(
-                        run_members.c.run_id == run.run_id, run_members.c.member_id.in_(before)
-                    )
-                )
-                outcomes |= {r[0]: r[1] for r in rows}
-            return outcomes
+            return earlier | outcomes
 
     async def _frequency(
         self, conn: AsyncConnection, run: Run, members: list[str], limits: Limits
-    ) -> dict[str, str]:
-        """Claim the next slot of each member's window; members at the limit,
-        or beaten to their last slot by a concurrent run, are skipped."""
+    ) -> tuple[dict[str, str], set[str]]:
+        """Claim the next slot of each member's window: (members at the limit,
+        or beaten to their last slot by a concurrent run, skipped; members
+        whose slot this run claimed)."""
         rows = await conn.execute(
             select(frequency_claims.c.member_id, func.count())
             .where(
@@ -252,7 +295,43 @@ class RunStore:
             for m in wanted
         ]
         won = await insert_new(conn, frequency_claims, claims, "member_id")
-        return skipped | {m: reason for m in wanted if m not in won}
+        return skipped | {m: reason for m in wanted if m not in won}, won
+
+    async def _unclaim(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
+        """Give back the frequency slots this run claimed for these members."""
+        if members:
+            await conn.execute(
+                delete(frequency_claims).where(
+                    frequency_claims.c.plan_id == run.plan_id,
+                    frequency_claims.c.run_id == run.run_id,
+                    frequency_claims.c.member_id.in_(members),
+                )
+            )
+
+    async def release(self, conn: AsyncConnection, run: Run, failed: dict[str, str]) -> None:
+        """Members the downstream refused for good (OUT_OF_STOCK, say) with
+        nothing granted: their frequency slot and budget units go back, and
+        a retry of the member (RetryFailedItems) decides it again."""
+        if not failed:
+            return
+        members = list(failed)
+        where = and_(run_members.c.run_id == run.run_id, run_members.c.member_id.in_(members))
+        held = int(await conn.scalar(select(func.sum(run_members.c.units)).where(where)) or 0)
+        await conn.execute(
+            update(run_members)
+            .where(
+                run_members.c.run_id == bindparam("r"), run_members.c.member_id == bindparam("m")
+            )
+            .values(outcome=bindparam("o"), units=0),
+            [{"r": run.run_id, "m": m, "o": f"{RELEASED}{r}"[:32]} for m, r in failed.items()],
+        )
+        await self._unclaim(conn, run, members)
+        if held:
+            await conn.execute(
+                update(plan_budgets)
+                .where(plan_budgets.c.shop_id == run.shop_id, plan_budgets.c.plan_id == run.plan_id)
+                .values(used=plan_budgets.c.used - held)
+            )
 
     async def _reserve(self, conn: AsyncConnection, run: Run, wanted: int, limits: Limits) -> int:
         """How many of `wanted` members the plan's budget still covers; their
@@ -273,9 +352,16 @@ class RunStore:
         return fits
 
     async def record(
-        self, run: Run, records: list[Record], now: datetime, extra: dict[str, int] | None = None
+        self,
+        run: Run,
+        records: list[Record],
+        now: datetime,
+        extra: dict[str, int] | None = None,
+        released: dict[str, str] | None = None,
     ) -> None:
-        """Write user operation records once each; counters grow by what was new."""
+        """Write user operation records once each; counters grow by what was
+        new. Members `released` (failed for good, by reason) give back what
+        they held, in the same transaction."""
         rows = [
             {
                 "record_id": r.record_id,
@@ -301,6 +387,7 @@ class RunStore:
                     if name:
                         counts[name] = counts.get(name, 0) + 1
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
+            await self.release(conn, run, released or {})
 
     async def counters(self, run_id: str) -> dict[str, int]:
         async with self._engine.connect() as conn:
@@ -331,7 +418,9 @@ class RunStore:
         """(runs, counters summed over them, budget units used)."""
         async with self._engine.connect() as conn:
             runs = select(plan_runs.c.run_id).where(
-                plan_runs.c.shop_id == shop_id, plan_runs.c.plan_id == plan_id
+                plan_runs.c.shop_id == shop_id,
+                plan_runs.c.plan_id == plan_id,
+                plan_runs.c.skip_reason == "",  # a skipped fire is no run
             )
             count = int(await conn.scalar(select(func.count()).select_from(runs.subquery())) or 0)
             counters = await _summed(conn, run_counters.c.run_id.in_(runs))
@@ -376,4 +465,6 @@ def _run(row: Any) -> Run:
         create_time=row["create_time"],
         job_id=row["job_id"],
         target_run_id=row["target_run_id"],
+        skip_reason=row["skip_reason"],
+        resume_time=row["resume_time"],
     )

@@ -18,8 +18,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.applicability import Applicability, applicability
 from domain.plan import Plan, PlanState
+from domain.plan_calendar import Effect, PlanCalendar
 from server.persistence.plan_repository import plan_from_row
 from server.persistence.tables import plans
 
@@ -30,8 +30,8 @@ LIVE_STATES = (PlanState.ACTIVE.value, PlanState.SCHEDULED.value)
 class _Entry:
     loaded: float
     plans: list[Plan]
-    # Per plan id: whether it applies, kept until its answer may change.
-    applicability: dict[str, Applicability] = field(default_factory=dict)
+    # Per plan id: its calendar's effect answer, kept until it may change.
+    effects: dict[str, Effect] = field(default_factory=dict)
 
 
 class ActivePlans:
@@ -49,18 +49,17 @@ class ActivePlans:
         for shop_id in shop_ids:
             self._entries.pop(shop_id, None)
 
-    async def applying(self, shop_id: str, now: datetime) -> list[tuple[Plan, Applicability]]:
-        """The shop's live plans that apply at `now` by their time, with
-        when their current window ends."""
+    async def timely(self, shop_id: str, now: datetime) -> list[tuple[Plan, Effect]]:
+        """The shop's live plans, each with whether its effects hold at `now`
+        by its time (its calendar's answer), or when they next do."""
         entry = await self._entry(shop_id)
         out = []
         for plan in entry.plans:
-            known = entry.applicability.get(plan.plan_id)
+            known = entry.effects.get(plan.plan_id)
             if known is None or not known.holds_at(now):
-                known = applicability(plan.spec.time, plan.spec.time_zone, plan.publish_time, now)
-                entry.applicability[plan.plan_id] = known
-            if known.applies:
-                out.append((plan, known))
+                known = PlanCalendar.of(plan, now).executing(now)
+                entry.effects[plan.plan_id] = known
+            out.append((plan, known))
         return out
 
     async def _entry(self, shop_id: str) -> _Entry:
@@ -78,10 +77,10 @@ class ActivePlans:
         fresh = _Entry(loaded, [plan_from_row(r) for r in rows])
         if entry is not None:  # unchanged plans keep what was worked out
             kept = {p.plan_id: p.revision for p in entry.plans}
-            fresh.applicability = {
-                p.plan_id: entry.applicability[p.plan_id]
+            fresh.effects = {
+                p.plan_id: entry.effects[p.plan_id]
                 for p in fresh.plans
-                if kept.get(p.plan_id) == p.revision and p.plan_id in entry.applicability
+                if kept.get(p.plan_id) == p.revision and p.plan_id in entry.effects
             }
         # A plan write committed while reading may not be in what was read:
         # answer with it this once, but keep nothing.

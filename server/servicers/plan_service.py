@@ -460,6 +460,12 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 pb.PreviewWarning(field=w.field, reason=w.reason, message=w.message)
                 for w in seen.warnings
             ],
+            run_estimates=[
+                pb.RunEstimate(
+                    fire_time=timestamp(r.fire_time), count=r.size.count, exact=r.size.exact
+                )
+                for r in seen.runs
+            ],
         )
         if seen.audience is not None:
             response.audience_estimate.CopyFrom(

@@ -84,6 +84,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
         )
         return pb.GetMemberViewResponse(
             plans=[self._plan_message(p) for p in view.plans],
+            upcoming_plans=[self._plan_message(p) for p in view.upcoming],
             unused_benefits=[benefit_to_proto(b, view.as_of) for b in view.unused],
             recent_records=[record_to_proto(r) for r in view.records],
             as_of_time=timestamp(view.as_of),

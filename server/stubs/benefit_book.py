@@ -177,6 +177,12 @@ class BenefitBook:
             return first
         if not item.member_id or item.quantity < 1:
             raise ItemError("INVALID_ITEM", "member_id is required and quantity must be >= 1")
+        if (
+            item.HasField("valid_from")
+            and item.HasField("valid_until")
+            and item.valid_until.ToDatetime() <= item.valid_from.ToDatetime()
+        ):
+            raise ItemError("INVALID_ITEM", "valid_until must be after valid_from")
         template = self.template(shop_id, item.template_id)
         parts = (
             [(self.template(shop_id, c.template_id), c.quantity) for c in template.components]
@@ -224,6 +230,14 @@ class BenefitBook:
         self, shop_id: str, item: pb.GrantItem, part: pb.BenefitTemplate, now: datetime, k: int
     ) -> pb.BenefitInstance:
         start = now + timedelta(days=k * part.periodicity.interval_days)
+        end = start + timedelta(days=part.validity_days or 3650)
+        # Valid where the template's validity and the grant's window meet
+        # (a window already over makes an instance that is expired at once).
+        if item.HasField("valid_from"):
+            start = max(start, item.valid_from.ToDatetime(now.tzinfo))
+        if item.HasField("valid_until"):
+            end = min(end, item.valid_until.ToDatetime(now.tzinfo))
+        end = max(start, end)
         instance = pb.BenefitInstance(
             instance_id=f"bi-{self._id_tag}-{next(self._ids):010d}",
             shop_id=shop_id,
@@ -234,7 +248,7 @@ class BenefitBook:
             quantity=1,
             state=pb.BENEFIT_STATE_UNUSED,
             valid_from=timestamp(start),
-            valid_until=timestamp(start + timedelta(days=part.validity_days or 3650)),
+            valid_until=timestamp(end),
             grant_time=timestamp(now),
             source=item.source,
             idempotency_key=item.idempotency_key,

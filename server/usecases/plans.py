@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from domain import lifecycle, plan_schedule, preview, runs
+from domain import lifecycle, preview, runs
 from domain.errors import (
     DuplicateRequest,
     FailedPrecondition,
@@ -26,6 +27,7 @@ from domain.plan import (
     new_plan,
     validate_spec,
 )
+from domain.plan_calendar import TICK, PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.ports import (
     AudienceDirectory,
@@ -43,6 +45,8 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 # Benefits taken back within an EndPlan call; for more, or for one run's
 # grants, RecoverPlanRun starts a throttled recovery run.
 RECOVER_IN_CALL = 10_000
+# The next runs whose audiences a preview counts, one audience call each.
+RUN_ESTIMATES = 10
 
 
 T = TypeVar("T")
@@ -166,15 +170,15 @@ class PlanUseCases:
 
         await self._once(shop_id, key, change)
 
-    async def _estimate(self, shop_id: str, spec: PlanSpec) -> AudienceSize:
-        if spec.audience is None:
+    async def _estimate(self, shop_id: str, spec: PlanSpec, at: datetime) -> AudienceSize:
+        """The members a run at `at` would meet."""
+        rule = runs.run_rule(spec)
+        if spec.audience is None or rule is None:
             raise FailedPrecondition(
                 "the plan has no audience rule yet; set plan.audience to estimate it",
                 reason="AUDIENCE_NOT_SET",
             )
-        return await self._audience.estimate(
-            shop_id, spec.audience, self._clock.now(), spec.time_zone
-        )
+        return await self._audience.estimate(shop_id, rule, at, spec.time_zone)
 
     async def transition(
         self,
@@ -203,11 +207,21 @@ class PlanUseCases:
         warnings they give rise to."""
         spec = plan.spec if isinstance(plan, Plan) else plan
         require(validate_spec(spec))
-        fires = tuple(self._fire_times(plan, count)) if "fire_times" in parts else None
+        counted = parts & {"audience", "inventory"}
+        fires = None
+        if "fire_times" in parts or (counted and spec.time.execution):
+            fires = tuple(self._fire_times(plan, count))
         audience = None
+        estimates: tuple[preview.RunAudience, ...] = ()
         checks: tuple[preview.InventoryCheck, ...] = ()
-        if parts & {"audience", "inventory"}:
-            audience = await self._estimate(shop_id, spec)
+        if counted:
+            # Each of the next runs meets its own members (a birthday plan's
+            # birthdays fall in each run's window): asked together.
+            at = fires[:RUN_ESTIMATES] if fires else (self._clock.now(),)
+            sizes = await asyncio.gather(*(self._estimate(shop_id, spec, t) for t in at))
+            audience = sizes[0]
+            if fires:
+                estimates = tuple(preview.RunAudience(t, n) for t, n in zip(at, sizes, strict=True))
         if "inventory" in parts and audience is not None:
             if self._benefits is None:
                 raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
@@ -216,7 +230,8 @@ class PlanUseCases:
             checks = tuple(preview.inventory_checks(spec, audience, stock))
         return preview.Preview(
             audience=audience,
-            fire_times=fires or (),
+            fire_times=fires[:count] if fires and "fire_times" in parts else (),
+            runs=estimates,
             inventory=checks,
             warnings=tuple(preview.warnings(spec, audience, fires, checks)),
         )
@@ -260,8 +275,7 @@ class PlanUseCases:
         now = self._clock.now()
         anchor = plan.publish_time if isinstance(plan, Plan) and plan.publish_time else now
         # At or after now, as publishing asks: "immediately" fires at the publish instant.
-        after = now - timedelta(microseconds=1)
-        return plan_schedule.next_fire_times(spec.time, spec.time_zone, after, count, anchor)
+        return PlanCalendar(spec.time, spec.time_zone, anchor).fires(now - TICK, count)
 
     async def _once(
         self, shop_id: str, key: RequestKey | None, change: Callable[[UnitOfWork], Awaitable[T]]

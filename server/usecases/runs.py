@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain import runs
+from domain import lifecycle, runs, scheduling
 from domain.errors import FailedPrecondition, NotFound, Unavailable
-from domain.plan import MissedFirePolicy, Plan, PlanState
-from domain.plan_schedule import next_fire_times
-from domain.ports import AudienceDirectory, Clock
+from domain.plan import Plan, PlanState
+from domain.plan_calendar import TICK, End, PlanCalendar
+from domain.ports import AudienceDirectory, Clock, SchedulePlace
+from server import call_context
 from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
 from server.persistence.audit_log import Audited
 from server.runs import recovery
@@ -24,9 +25,8 @@ from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 log = logging.getLogger("custops.runs")
 
-# A fire time the scheduler meets later than this was missed (the service
-# was down): the plan's missed-fire policy decides what happens.
-LATE_AFTER = timedelta(minutes=1)
+# A plan whose time is over waits this long between looks at its last run.
+END_RECHECK = timedelta(seconds=5)
 # The engine's job states in which a run has ended.
 ENDED_STATES = ("succeeded", "completed_with_failures", CANCELLED)
 
@@ -66,38 +66,67 @@ class RunUseCases:
         self._estimates: set[asyncio.Task[None]] = set()  # kept until done
 
     async def tick(self, limit: int = 100) -> int:
-        """The scheduler: start the runs of due plans; how many plans were due."""
+        """The scheduler: carry out what is due for each due plan; how many were due."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = list(await uow.plans.due(now, limit))
         for plan in due:
             try:
-                await self._fire(plan, now)
+                await self._step(plan, now)
             except Exception:  # one plan's trouble must not hold up every other shop's
-                log.warning("firing plan %s failed; next tick", plan.plan_id, exc_info=True)
+                log.warning("scheduling plan %s failed; next tick", plan.plan_id, exc_info=True)
         return len(due)
 
-    async def _fire(self, plan: Plan, now: datetime) -> None:
-        fire = plan.next_fire_time
-        assert fire is not None
-        anchor = plan.publish_time or fire
-        zone = plan.spec.time_zone
-        # The run is named after the stored fire time, which every replica
-        # reads alike: a replica that sees the fire on time and one that sees
-        # it late (and catches up to a later missed fire) meet one run.
-        run_id = runs.run_id(plan.shop_id, plan.plan_id, runs.RunKind.DELIVERY, fire)
-        if fire >= now - LATE_AFTER:
-            await self.start(plan, fire, runs.RunTrigger.SCHEDULE, run_id)
-            after = fire
-        else:
-            latest = runs.latest_missed_fire(plan, fire, now)
-            if plan.spec.time.missed_fire_policy is MissedFirePolicy.RUN_ONCE:
-                await self.start(plan, latest, runs.RunTrigger.CATCH_UP, run_id)
-            after = max(now, latest)
-        following = next_fire_times(plan.spec.time, zone, after, 1, anchor)
+    async def _step(self, plan: Plan, now: datetime) -> None:
+        """What the plan's calendar decided (domain.scheduling), carried out.
+        Runs and skipped fires are named by their fire times, which every
+        replica reads alike, so replicas racing meet one of each; of their
+        moves of the plan, one lands."""
+        assert plan.next_check_time is not None
+        cursor = plan.schedule_cursor or plan.next_check_time - TICK
+        calendar = PlanCalendar.of(plan, now)
+        step = scheduling.step(calendar, cursor, now, plan.spec.time.missed_fire_policy)
+        for start in step.starts:
+            run_id = runs.run_id(plan.shop_id, plan.plan_id, runs.RunKind.DELIVERY, start.named_for)
+            await self.start(plan, start.fire_time, start.trigger, run_id)
+        for skip in step.skips:
+            await self._store.add(
+                Run(
+                    runs.skip_id(plan.shop_id, plan.plan_id, skip.at),
+                    plan.shop_id,
+                    plan.plan_id,
+                    runs.RunKind.DELIVERY,
+                    runs.RunTrigger.SCHEDULE,
+                    skip.at,
+                    now,
+                    skip_reason=skip.reason.value,
+                    resume_time=skip.resume,
+                )
+            )
+        if step.end is not None and await self._ended(plan, step.end, now):
+            return
+        next_check = step.next_check
+        if step.end is not None:  # over, but a run goes on: look again shortly
+            next_check = now + END_RECHECK
+        place = SchedulePlace(step.cursor, next_check, step.next_fire, bool(step.starts))
         async with self._uow() as uow:
-            await uow.plans.advance(plan, following[0] if following else None)
+            await uow.plans.advance(plan, place)
             await uow.commit()
+
+    async def _ended(self, plan: Plan, end: End, now: datetime) -> bool:
+        """End a plan whose time is over once its last run has ended; the
+        audit log says the platform did it and why."""
+        if await self._store.unfinished(plan.shop_id, plan.plan_id, ENDED_STATES):
+            return False
+        with call_context.platform_work("EndPlan"):
+            async with self._uow() as uow:
+                current = await existing_plan(uow, plan.shop_id, plan.plan_id)
+                if current.revision != plan.revision:
+                    return False  # changed meanwhile: decided again at the next tick
+                await uow.plans.save(lifecycle.expire(current, end, now), before=current)
+                await uow.commit()
+        log.info("plan %s ended by itself: %s", plan.plan_id, end.reason.value)
+        return True
 
     async def start(
         self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str = ""
@@ -156,8 +185,17 @@ class RunUseCases:
                 f"plan {plan_id} is {plan.state.value}; only an active plan runs",
                 reason="PLAN_NOT_ACTIVE",
             )
+        now = self._clock.now()
+        calendar = PlanCalendar.of(plan, now)
+        for answer, reason, what in (
+            (calendar.in_effect(now), "NOT_IN_EFFECT", "in effect"),
+            (calendar.in_term(now), "OUTSIDE_TERM", "inside its operation term"),
+        ):
+            if not answer.value:
+                then = f"; it is from {answer.until.isoformat()}" if answer.until else ""
+                raise FailedPrecondition(f"plan {plan_id} is not {what} now{then}", reason=reason)
         manual = runs.manual_run_id(shop_id, plan_id, request_id) if request_id else ""
-        run = await self.start(plan, self._clock.now(), runs.RunTrigger.MANUAL, manual)
+        run = await self.start(plan, now, runs.RunTrigger.MANUAL, manual)
         return await self._view(run)
 
     async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
@@ -192,9 +230,14 @@ class RunUseCases:
         """Failed and dead-lettered members are tried again (e.g. after a restock)."""
         run = await self._run(shop_id, plan_id, run_id)
         plan = await self._plan(shop_id, plan_id)
-        if run.kind is runs.RunKind.DELIVERY and plan.state is not PlanState.ACTIVE:
+        # A plan that ended by itself still finishes what its last runs began.
+        if run.kind is runs.RunKind.DELIVERY and plan.state not in (
+            PlanState.ACTIVE,
+            PlanState.ENDED,
+        ):
             raise FailedPrecondition(
-                f"plan {plan_id} is {plan.state.value}; only an active plan's members are granted",
+                f"plan {plan_id} is {plan.state.value}; only an active or ended plan's "
+                "members are granted",
                 reason="PLAN_NOT_ACTIVE",
             )
         if await self._store.recoveries_of(run):

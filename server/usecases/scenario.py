@@ -15,9 +15,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.applicability import Applicability
+from domain.audience import AllOf, Birthday, Rule
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
-from domain.plan import BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
+from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
+from domain.plan_calendar import Effect
 from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
 from server import call_context
 from server.batching import Coalescer
@@ -35,9 +36,6 @@ from server.scenario.records import MemberRecord, RecordReader
 from server.scenario.templates import TemplateValues
 from server.usecases.plans import UnitOfWorkFactory
 
-# Plan benefits that act on an order while the plan applies, rather than
-# being held and used once.
-EFFECT_KINDS = (BenefitKind.DISCOUNT, BenefitKind.POINTS_MULTIPLIER, BenefitKind.FREE_SHIPPING)
 # What a store cannot use: shown on micro-mall pages only.
 ONLINE_ONLY = (BenefitKind.FREE_SHIPPING.value, BenefitKind.PAID_CONTENT.value)
 STORE_FRONT_OFFICES = (FrontOffice.RETAIL, FrontOffice.RETAIL_CHAIN)
@@ -45,7 +43,11 @@ STORE_FRONT_OFFICES = (FrontOffice.RETAIL, FrontOffice.RETAIL_CHAIN)
 
 @dataclass(frozen=True)
 class ApplyingPlan:
+    """A plan as a page shows it: its effects and its effect window (the
+    one it applies in, or for an upcoming plan the next)."""
+
     plan: Plan
+    window_start: datetime | None
     window_end: datetime | None
     effects: tuple[TemplateValue, ...]
 
@@ -70,6 +72,7 @@ class _Page:
     """What a batch found for one page."""
 
     plans: list[ApplyingPlan]
+    upcoming: list[ApplyingPlan]
     benefits: list[HeldBenefit]
     records: list[MemberRecord]
     as_of: datetime
@@ -78,6 +81,7 @@ class _Page:
 @dataclass(frozen=True)
 class MemberView:
     plans: list[ApplyingPlan]
+    upcoming: list[ApplyingPlan]
     unused: list[HeldBenefit]
     records: list[MemberRecord]
     as_of: datetime
@@ -115,7 +119,8 @@ class ScenarioUseCases:
         # per page, so a busy process does less work per page.
         self.pages: Coalescer[str, _Ask, _Page] = Coalescer(self._page_batch)
         self._answers: dict[
-            tuple[str, int, datetime | None, tuple[str, ...]], tuple[ApplyingPlan, float]
+            tuple[str, int, datetime | None, datetime | None, tuple[str, ...]],
+            tuple[ApplyingPlan, float],
         ] = {}
         self._monotonic = time.monotonic
 
@@ -140,7 +145,7 @@ class ScenarioUseCases:
             call_context.deadline.get(),
         )
         page = await self.pages.load(shop_id, ask)
-        return MemberView(page.plans, page.benefits, page.records, page.as_of)
+        return MemberView(page.plans, page.upcoming, page.benefits, page.records, page.as_of)
 
     async def checkout(self, shop_id: str, member_id: str, order_amount: int) -> Checkout:
         """For a member at a store now: the store plans that apply to them
@@ -175,17 +180,21 @@ class ScenarioUseCases:
             if applying is None:
                 out.append(_no_member(shop_id, ask.member_id))
                 continue
-            plans = []
+            plans: list[ApplyingPlan] = []
+            upcoming: list[ApplyingPlan] = []
             for plan, when in applying:
                 if plan.spec.front_office not in ask.front_offices:
                     continue
-                plans.append(await self._answer(plan, when, ask.hidden))
+                shown = await self._answer(plan, when, ask.hidden)
+                (plans if when.applies else upcoming).append(shown)
+            upcoming.sort(key=lambda p: (p.window_start, p.plan.plan_id))
             held = usable.get(ask.member_id, [])
             if ask.hidden:
                 held = [h for h in held if h.kind not in ask.hidden]
             out.append(
                 _Page(
                     plans,
+                    upcoming,
                     held[: ask.benefit_limit],
                     records.get(ask.member_id, [])[: ask.record_limit],
                     now,
@@ -316,44 +325,47 @@ class ScenarioUseCases:
         member_ids: Sequence[str],
         front_offices: Collection[FrontOffice],
         now: datetime,
-    ) -> dict[str, list[tuple[Plan, Applicability]]]:
-        """Per member of the shop, the plans for these front offices that
-        apply now by their time and, by one call to the audience system for
-        all the members, to that member. A stranger to the shop is left out."""
+    ) -> dict[str, list[tuple[Plan, Effect]]]:
+        """Per member of the shop, the plans for these front offices whose
+        effects hold now or come next by their calendar, and whose audience
+        (with, for a birthday plan, the member's birthday period) takes the
+        member, by one call to the audience system for all the members. A
+        stranger to the shop is left out."""
         timely = [
-            (plan, when)
-            for plan, when in await self._active.applying(shop_id, now)
-            if plan.spec.front_office in front_offices
+            (plan, effect)
+            for plan, effect in await self._active.timely(shop_id, now)
+            if plan.spec.front_office in front_offices and _shown(effect)
         ]
         checks = [
-            RuleCheck(plan.plan_id, plan.spec.audience, plan.spec.time_zone)
-            for plan, _ in timely
-            if plan.spec.audience is not None
+            RuleCheck(plan.plan_id, rule, plan.spec.time_zone)
+            for plan, effect in timely
+            if (rule := _member_rule(plan, effect)) is not None
         ]
         matched = await self._audience.match_rules(shop_id, member_ids, checks, now)
+        checked = {c.key for c in checks}
         return {
             member_id: [
-                (plan, when)
-                for plan, when in timely
-                if plan.spec.audience is None or plan.plan_id in keys
+                (plan, effect)
+                for plan, effect in timely
+                if plan.plan_id not in checked or plan.plan_id in keys
             ]
             for member_id, keys in matched.items()
         }
 
-    async def _answer(
-        self, plan: Plan, when: Applicability, hidden: tuple[str, ...]
-    ) -> ApplyingPlan:
-        """What a page shows of a plan that applies: the same object for
-        every page until the plan, its window or the shaping changes, or a
-        second passes (its effects' template values may change)."""
-        key = (plan.plan_id, plan.revision, when.window_end, hidden)
+    async def _answer(self, plan: Plan, when: Effect, hidden: tuple[str, ...]) -> ApplyingPlan:
+        """What a page shows of a plan: the same object for every page until
+        the plan, its window or the shaping changes, or a second passes (its
+        effects' template values may change)."""
+        window = when.window
+        start, end = (window.start, window.end) if window is not None else (None, None)
+        key = (plan.plan_id, plan.revision, start, end, hidden)
         kept = self._answers.get(key)
         at = self._monotonic()
         if kept is not None and kept[1] > at:
             return kept[0]
         if len(self._answers) >= 10_000:
             self._answers.clear()
-        answer = ApplyingPlan(plan, when.window_end, await self._effects(plan, hidden))
+        answer = ApplyingPlan(plan, start, end, await self._effects(plan, hidden))
         self._answers[key] = (answer, at + 1.0)
         return answer
 
@@ -392,6 +404,24 @@ class ScenarioUseCases:
     async def _member(self, shop_id: str, member_id: str) -> None:
         if member_id not in await self._audience.known(shop_id, [member_id]):
             raise _no_member(shop_id, member_id)
+
+
+def _shown(effect: Effect) -> bool:
+    """A plan a page shows: its effects hold now, or come next (a birthday
+    plan's next window is the member's own, shown when it opens)."""
+    if effect.applies:
+        return True
+    return effect.window is not None and effect.birthday is None
+
+
+def _member_rule(plan: Plan, effect: Effect) -> Rule | None:
+    """Who the plan's effects are for now: its audience, and for a birthday
+    plan, members whose birthday period holds the instant."""
+    rule = plan.spec.audience
+    if effect.birthday is None:
+        return rule
+    born = Birthday(effect.birthday)
+    return born if rule is None else AllOf((rule, born))
 
 
 def _no_member(shop_id: str, member_id: str) -> NotFound:

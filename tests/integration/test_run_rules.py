@@ -130,7 +130,15 @@ class Ops:
         return await _finished(self.client, plan, run.run_id)
 
     async def runs(self, plan: pb.Plan) -> list[pb.PlanRun]:
-        """Every run of the plan, newest first."""
+        """Every run of the plan, newest first (skipped fires left out)."""
+        return [r for r in await self.listed(plan) if r.state != pb.RUN_STATE_SKIPPED]
+
+    async def skipped(self, plan: pb.Plan) -> list[pb.PlanRun]:
+        """The plan's skipped fires, newest first."""
+        return [r for r in await self.listed(plan) if r.state == pb.RUN_STATE_SKIPPED]
+
+    async def listed(self, plan: pb.Plan) -> list[pb.PlanRun]:
+        """Everything ListPlanRuns lists of the plan, newest first."""
         found: list[pb.PlanRun] = []
         token = ""
         for _ in range(100):
@@ -343,6 +351,11 @@ async def test_a_plan_fires_once_its_effective_time_comes(manual: Ops) -> None:
     (run,) = await manual.runs(plan)
     assert run.fire_time.ToDatetime(UTC) == at(date(2026, 11, 26))
     assert (await manual.plan(plan)).state == pb.PLAN_STATE_ACTIVE
+    # The fire of the 25th came before the plan was in effect: on record as skipped.
+    (skipped,) = await manual.skipped(plan)
+    assert skipped.fire_time.ToDatetime(UTC) == at(date(2026, 11, 25))
+    assert skipped.skip_reason == "NOT_IN_EFFECT"
+    assert skipped.resume_time.ToDatetime(UTC) == run.fire_time.ToDatetime(UTC)
 
 
 # Missed fires.
@@ -362,6 +375,13 @@ async def test_fires_missed_while_down_follow_the_plans_policy(
     await ops.platform.runs.tick()
     # Both go on with the next fire still to come.
     assert (await ops.plan(plan)).next_fire_time.ToDatetime(UTC) == at(date(2026, 11, 29))
+    # The fires passed over are on record: from the 25th, up to the one run
+    # once (the 28th) or the next to come (the 29th).
+    (missed,) = await ops.skipped(plan)
+    assert missed.skip_reason == "MISSED"
+    assert missed.fire_time.ToDatetime(UTC) == at(date(2026, 11, 25))
+    resume = 28 if policy == pb.MISSED_FIRE_POLICY_RUN_ONCE else 29
+    assert missed.resume_time.ToDatetime(UTC) == at(date(2026, 11, resume))
     audience = await _audience(ops.platform, plan)
     if policy == pb.MISSED_FIRE_POLICY_RUN_ONCE:
         (late,) = await ops.all_finished(plan, 1)
@@ -407,8 +427,9 @@ async def test_a_fire_seen_on_time_by_one_replica_and_late_by_another_is_one_run
     manual: Ops,
 ) -> None:
     """Every ten seconds: replica A meets the stored fire 59 s after it (on
-    time), replica B, which read the same row, 75 s after (late: it catches
-    up to a later missed fire). Both name the run after the stored fire."""
+    time: it runs it and the five after it, all on time), replica B, which
+    read the same row, 75 s after (late: it catches up to a later missed
+    fire). Both name the first run after the stored fire: one run."""
     plan = daily_plan(pb.MISSED_FIRE_POLICY_RUN_ONCE)
     plan.time.execution = "*/10 * * * * ? * 30"
     plan = await manual.publish(plan)
@@ -417,10 +438,12 @@ async def test_a_fire_seen_on_time_by_one_replica_and_late_by_another_is_one_run
     # Both replicas hold the row as it was before either moved it on (white
     # box: the interleaving of two processes, played in one).
     stored = await runs_._plan(manual.shop, plan.plan_id)
-    await runs_._fire(stored, NOW + timedelta(seconds=59))
-    await runs_._fire(stored, NOW + timedelta(seconds=75))
-    (run,) = await manual.runs(plan)
-    assert run.trigger == pb.RUN_TRIGGER_SCHEDULE and run.fire_time.ToDatetime(UTC) == NOW
+    await runs_._step(stored, NOW + timedelta(seconds=59))
+    await runs_._step(stored, NOW + timedelta(seconds=75))
+    started = [r for r in await manual.runs(plan) if r.state != pb.RUN_STATE_SKIPPED]
+    firsts = [r for r in started if r.fire_time.ToDatetime(UTC) == NOW]
+    assert [r.trigger for r in firsts] == [pb.RUN_TRIGGER_SCHEDULE]
+    assert len({r.run_id for r in started}) == len(started) == 6
 
 
 # Birthdays.

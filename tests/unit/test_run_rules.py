@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 from domain import audience as a
 from domain import plan as d
-from domain.runs import frequency_window, latest_missed_fire
+from domain.plan_calendar import TICK, PlanCalendar
+from domain.runs import frequency_window
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PUBLISHED = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -72,6 +73,11 @@ def test_a_birthday_day_or_month_window_is_the_birthdays_year() -> None:
         a.AllOf((a.Levels(("V1",)), a.Birthday(a.BirthdayScope.MONTH, 3))),
     )
     assert frequency_window(daily, local(2026, 12, 30, 9)) == "birthday-year/2027"
+
+
+def latest_missed_fire(p: d.Plan, first: datetime, now: datetime) -> datetime | None:
+    """The latest fire from `first` (a missed one, included) to `now`."""
+    return PlanCalendar.of(p, now).latest_fire(first - TICK, now)
 
 
 def test_the_latest_missed_fire_of_a_sparse_schedule() -> None:
