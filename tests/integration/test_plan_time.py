@@ -8,6 +8,7 @@ the whole audience, and a budget skip using up the member's frequency slot.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
+from server.runs.store import Limits
 from server.stubs.population import Member
 from tests.integration.test_run_rules import (
     DAILY_AT_9,
@@ -320,3 +322,28 @@ async def test_a_member_refused_for_stock_gives_back_his_slot_and_budget(manual:
     granted = _granted(manual.platform, plan.plan_id)
     assert set(granted) == audience and set(granted.values()) == {1}
     assert Counter(granted.values()) == Counter({1: len(audience)})
+
+
+async def test_two_runs_racing_for_one_member_give_one_grant(manual: Ops) -> None:
+    """Two runs of a once-per-member plan decide the same members at the same
+    moment (on PostgreSQL, truly at once): each member is acted on by one of
+    them, and both runs together grant each member once."""
+    plan = daily_plan()
+    plan.limits.frequency.max_times = 1
+    plan.limits.frequency.window = pb.FREQUENCY_WINDOW_PLAN
+    plan = await manual.publish(plan)
+    triggered = [await manual.trigger(plan, key) for key in ("a", "b")]
+    members = sorted(await _audience(manual.platform, plan))
+    # White box: the two runs' first batches, decided at the same instant.
+    assert manual.platform.runs is not None
+    store = manual.platform.runs._store
+    runs = [await store.get(manual.shop, plan.plan_id, r.run_id) for r in triggered]
+    limits = Limits(window="plan", max_times=1, units=1, budget=0)
+    decided = await asyncio.gather(*(store.decide(r, members, limits) for r in runs if r))
+    acting = Counter(m for d in decided for m, outcome in d.items() if outcome == "act")
+    assert acting == Counter(dict.fromkeys(members, 1))
+    await manual.worker().drain()
+    finished = [await manual.run(plan, r.run_id) for r in triggered]
+    assert sum(r.progress.granted for r in finished) == len(members)
+    granted = _granted(manual.platform, plan.plan_id)
+    assert set(granted) == set(members) and set(granted.values()) == {1}

@@ -352,6 +352,7 @@ def test_the_scheduler_makes_exactly_the_calendars_fires(
             break
         now = result.next_check + timedelta(seconds=delays[i % len(delays)])
     assert started == sorted(set(started))
+    assert all(_active(time.term, f, c) and _active(time.effective, f, c) for f in started)
     expected = oracle_fires(c, time, publish - TICK, started[-1] if started else publish)
     assert started == expected
     if ended is not None:
