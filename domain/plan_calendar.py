@@ -16,12 +16,12 @@ Every window is half-open, [start, end). The rules (docs/time.md):
   inside effective ∩ term (a window the effective time or the term clips
   fires where the clipped part starts; one split in two fires once). An
   execution fire that does not count is skipped, with its reason.
-- **Effect windows.** An instant's effects hold for its local calendar day
-  in the plan's zone (member day at 09:00 on the 8th: the whole 8th); a
-  window's hold for the window; "immediately" and "after a delay" are
-  instants of the day they fire on; a birthday kind's hold, per member, for
-  the member's birthday day, week or month. Effects show only inside
-  effective ∩ term.
+- **Effect windows.** The effects of an instant that counts hold for its
+  local calendar day in the plan's zone (member day at 09:00 on the 8th:
+  the whole 8th); a window's hold for its part inside effective ∩ term;
+  "immediately" and "after a delay" are instants of the day they fire on;
+  a birthday kind's hold, per member, for the member's birthday day, week
+  or month. Effects show only inside effective ∩ term.
 - **The end.** When no fire lies ahead, the plan is over once the effect
   window of its last fire has closed.
 
@@ -421,16 +421,16 @@ class _Run:
 
 class _Spans:
     """The effect spans of an execution time that is not a birthday kind:
-    the local day of each instant, or each window itself; the day a one-off
-    ("immediately", "after a delay") fires on."""
+    the local day of each instant that counts, or each window itself (the
+    meet with effective ∩ term keeps the windows' parts that count); the day
+    a one-off ("immediately", "after a delay") fires on."""
 
     def __init__(self, calendar: PlanCalendar, start: datetime, horizon: datetime) -> None:
         self._calendar = calendar
         x = calendar.execution
         assert x is not None
         self._x = x
-        # An instant later on the day of `start` still makes that day an effect day.
-        self._run = calendar._run(x, _day_of(start, calendar.zone).start, horizon)
+        self._run = calendar._run(x, start, horizon)
         self._one_off: Window | None = None
         if x.kind in _OPEN_ENDED:
             fired = calendar.fires(calendar.anchor - TICK, 1)
@@ -442,16 +442,10 @@ class _Spans:
             return one if one is not None and (one.end is None or one.end > t) else None
         if not _is_point_kind(self._x):
             return self._run.past(t)
-        cursor = _day_of(t, self._calendar.zone).start
-        for _ in range(_MAX_STEPS):
-            instant = self._run.past(cursor)
-            if instant is None:
-                return None
-            day = _day_of(instant.start, self._calendar.zone)
-            if day.end is not None and day.end > t:
-                return day
-            cursor = day.end or instant.end or instant.start
-        raise _TooFar(t)
+        # The first instant that counts from the start of t's day: its day.
+        day = _day_of(t, self._calendar.zone)
+        counted = next(self._calendar._counted(day.start - TICK), None)
+        return None if counted is None else _day_of(counted[0], self._calendar.zone)
 
 
 class _Windows(Protocol):

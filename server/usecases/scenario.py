@@ -123,6 +123,7 @@ class ScenarioUseCases:
             tuple[ApplyingPlan, float],
         ] = {}
         self._monotonic = time.monotonic
+        self._birthday_rules: dict[tuple[str, int], Rule] = {}
 
     async def view(
         self,
@@ -339,7 +340,7 @@ class ScenarioUseCases:
         checks = [
             RuleCheck(plan.plan_id, rule, plan.spec.time_zone)
             for plan, effect in timely
-            if (rule := _member_rule(plan, effect)) is not None
+            if (rule := self._member_rule(plan, effect)) is not None
         ]
         matched = await self._audience.match_rules(shop_id, member_ids, checks, now)
         checked = {c.key for c in checks}
@@ -351,6 +352,23 @@ class ScenarioUseCases:
             ]
             for member_id, keys in matched.items()
         }
+
+    def _member_rule(self, plan: Plan, effect: Effect) -> Rule | None:
+        """Who the plan's effects are for now: its audience, and for a
+        birthday plan, members whose birthday period holds the instant —
+        one object per plan revision, so the audience adapter keeps the
+        checks it built (it knows rules by identity)."""
+        rule = plan.spec.audience
+        if effect.birthday is None:
+            return rule
+        key = (plan.plan_id, plan.revision)
+        kept = self._birthday_rules.get(key)
+        if kept is None:
+            if len(self._birthday_rules) >= 10_000:
+                self._birthday_rules.clear()
+            born = Birthday(effect.birthday)
+            kept = self._birthday_rules[key] = born if rule is None else AllOf((rule, born))
+        return kept
 
     async def _answer(self, plan: Plan, when: Effect, hidden: tuple[str, ...]) -> ApplyingPlan:
         """What a page shows of a plan: the same object for every page until
@@ -412,16 +430,6 @@ def _shown(effect: Effect) -> bool:
     if effect.applies:
         return True
     return effect.window is not None and effect.birthday is None
-
-
-def _member_rule(plan: Plan, effect: Effect) -> Rule | None:
-    """Who the plan's effects are for now: its audience, and for a birthday
-    plan, members whose birthday period holds the instant."""
-    rule = plan.spec.audience
-    if effect.birthday is None:
-        return rule
-    born = Birthday(effect.birthday)
-    return born if rule is None else AllOf((rule, born))
 
 
 def _no_member(shop_id: str, member_id: str) -> NotFound:

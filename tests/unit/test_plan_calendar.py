@@ -247,11 +247,15 @@ SPAN = timedelta(days=16)
 
 
 @st.composite
-def plans(draw: st.DrawFn) -> tuple[PlanCalendar, datetime]:
+def plan_times(
+    draw: st.DrawFn, first: datetime = datetime(2026, 1, 1), last: datetime = datetime(2027, 12, 1)
+) -> tuple[PlanTime, str, datetime]:
+    """A random plan's time, its zone and its publish instant (a fixed
+    period lies in the publish month, so that it is near)."""
     zone = draw(st.sampled_from(ZONES))
-    start = draw(
-        st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 1), timezones=st.just(UTC))
-    ).replace(microsecond=draw(st.sampled_from([0, 123456])))
+    start = draw(st.datetimes(first, last, timezones=st.just(UTC))).replace(
+        microsecond=draw(st.sampled_from([0, 123456]))
+    )
     month_of = start.astimezone(ZoneInfo(zone))
     fill = {"m": month_of.month, "y": month_of.year}
     time = PlanTime(
@@ -259,7 +263,11 @@ def plans(draw: st.DrawFn) -> tuple[PlanCalendar, datetime]:
         term=draw(st.sampled_from(TERM)).format(**fill),
         execution=draw(st.sampled_from(EXECUTION)).format(**fill),
     )
-    return PlanCalendar(time, zone, start), start
+    return time, zone, start
+
+
+def plans() -> st.SearchStrategy[tuple[PlanCalendar, datetime]]:
+    return plan_times().map(lambda t: (PlanCalendar(t[0], t[1], t[2]), t[2]))
 
 
 def _active(e: str, at: datetime, c: PlanCalendar) -> bool:
@@ -319,7 +327,15 @@ def oracle_applies(c: PlanCalendar, time: PlanTime, at: datetime, born: tuple[in
         instants = term.windows(
             x, midnight.astimezone(UTC), following.astimezone(UTC), c.zone, c.anchor
         )
-        return any(w.start.astimezone(ZoneInfo(c.zone)).date() == day for w in instants)
+        # The day of an instant that counts (in effect and in term).
+        return any(
+            w.start.astimezone(ZoneInfo(c.zone)).date() == day
+            and all(
+                not text or term.is_active(term.parse(text), w.start, c.zone, c.anchor)
+                for text in (time.effective, time.term)
+            )
+            for w in instants
+        )
     return term.is_active(x, at, c.zone, c.anchor)
 
 
