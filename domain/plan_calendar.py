@@ -430,7 +430,7 @@ class _Spans:
         x = calendar.execution
         assert x is not None
         self._x = x
-        self._run = calendar._run(x, start, horizon)
+        self._windows = None if _is_point_kind(x) else calendar._run(x, start, horizon)
         self._one_off: Window | None = None
         if x.kind in _OPEN_ENDED:
             fired = calendar.fires(calendar.anchor - TICK, 1)
@@ -440,8 +440,8 @@ class _Spans:
         if self._x.kind in _OPEN_ENDED:
             one = self._one_off
             return one if one is not None and (one.end is None or one.end > t) else None
-        if not _is_point_kind(self._x):
-            return self._run.past(t)
+        if self._windows is not None:
+            return self._windows.past(t)
         # The first instant that counts from the start of t's day: its day.
         day = _day_of(t, self._calendar.zone)
         counted = next(self._calendar._counted(day.start - TICK), None)

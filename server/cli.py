@@ -197,8 +197,8 @@ WATCH_HELP = """\
 Polls GetPlanRun every --interval seconds and shows the run's progress:
 processed/total, percentage, rate, ETA, state and counters. On a terminal the
 line is redrawn in place; when stdout is a pipe or a file, one line per poll.
-Without --run it watches the plan's newest run (waiting for a first run if
-the plan has none yet). When the run ends it prints a summary line (state,
+Without --run it watches the plan's newest run that is not a skipped fire
+(waiting for a first run if the plan has none yet). When the run ends it prints a summary line (state,
 counters, skipped by reason) and exits with:
 
   0  succeeded
@@ -209,10 +209,13 @@ counters, skipped by reason) and exits with:
      one line on stderr)
   2  bad arguments
   6  --timeout passed before the run ended
+  7  the run named with --run is a skipped fire (it never ran)
 """
 
 # Seconds one call may take, whatever is left of --timeout.
 CALL_TIMEOUT = 10.0
+# Runs looked at for the newest that ran (skipped fires are listed among them).
+NEWEST_LOOKED_AT = 50
 
 
 def _add_runs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -313,11 +316,15 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 waiting = False
                 while not run_id:
                     runs = await client.plans.ListPlanRuns(
-                        pb.ListPlanRunsRequest(shop_id=args.shop, plan_id=args.plan, page_size=1),
+                        pb.ListPlanRunsRequest(
+                            shop_id=args.shop, plan_id=args.plan, page_size=NEWEST_LOOKED_AT
+                        ),
                         timeout=call_timeout(),
                     )
-                    if runs.runs:
-                        run_id = runs.runs[0].run_id
+                    # The newest run that does something: a skipped fire has no progress.
+                    ran = [r for r in runs.runs if r.state != pb.RUN_STATE_SKIPPED]
+                    if ran:
+                        run_id = ran[0].run_id
                     else:
                         if not waiting:
                             print(f"plan {args.plan} has no run yet; waiting", file=err)

@@ -23,6 +23,7 @@ STATE_NAMES = {
     pb.RUN_STATE_COMPLETED_WITH_FAILURES: "completed with failures",
     pb.RUN_STATE_CANCELLED: "cancelled",
     pb.RUN_STATE_FAILED: "failed",
+    pb.RUN_STATE_SKIPPED: "skipped",
 }
 TRIGGER_NAMES = {
     pb.RUN_TRIGGER_UNSPECIFIED: "-",
@@ -43,6 +44,7 @@ EXIT_CODES = {
     pb.RUN_STATE_COMPLETED_WITH_FAILURES: 3,
     pb.RUN_STATE_CANCELLED: 4,
     pb.RUN_STATE_FAILED: 5,
+    pb.RUN_STATE_SKIPPED: 7,  # a fire that did not run (named with --run)
 }
 TERMINAL = frozenset(EXIT_CODES)
 

@@ -8,14 +8,16 @@ import os
 import re
 import socket
 import sys
+from datetime import date
 from pathlib import Path
 
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
+from tests.integration.test_run_rules import Ops, at, daily_plan, manual
 from tests.integration.test_runs import POPULATION, _publish, immediate_plan, running
 
-__all__ = ["running"]  # the fixture, imported for pytest
+__all__ = ["manual", "running"]  # the fixtures, imported for pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +152,28 @@ async def test_watch_says_what_went_wrong_in_one_line(
     assert waiting in ([], [f"plan {draft.plan_id} has no run yet; waiting"])
     assert gave_up == "custops: --timeout 0.5s passed; no run to watch yet"
     assert bad_interval[0] == 2 and "--interval must be > 0" in bad_interval[2]
+
+
+async def test_watch_without_a_run_skips_skipped_fires(manual: Ops, tmp_path: Path) -> None:
+    """Weekends only, daily at nine: Saturday's run, then Monday's fire on
+    record as skipped (the newest entry). The watch follows Saturday's run."""
+    plan = daily_plan()
+    plan.time.effective = "* * * * * 6,7 * 32"
+    plan = await manual.publish(plan)
+    assert manual.platform.runs is not None
+    for day in (28, 30):  # Saturday 28, Monday 30 November 2026
+        manual.set_clock(at(date(2026, 11, day), 9, 0, 10))
+        await manual.platform.runs.tick()
+    await manual.worker().drain()
+    newest = (await manual.listed(plan))[0]
+    assert newest.state == pb.RUN_STATE_SKIPPED
+    (saturday,) = await manual.runs(plan)
+    assert saturday.state == pb.RUN_STATE_SUCCEEDED
+    args = ("--target", f"127.0.0.1:{manual.platform.port}", "--shop", manual.shop)
+    code, out, _ = await custops(tmp_path, "runs", "watch", *args, "--plan", plan.plan_id)
+    assert code == 0, out  # Saturday's run: succeeded
+    assert "succeeded" in out.splitlines()[-1]
+    code, _, _ = await custops(
+        tmp_path, "runs", "watch", *args, "--plan", plan.plan_id, "--run", newest.run_id
+    )
+    assert code == 7

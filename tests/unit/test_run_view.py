@@ -198,7 +198,9 @@ def test_terminal_states_and_exit_codes() -> None:
         pb.RUN_STATE_COMPLETED_WITH_FAILURES: 3,
         pb.RUN_STATE_CANCELLED: 4,
         pb.RUN_STATE_FAILED: 5,
+        pb.RUN_STATE_SKIPPED: 7,
     }
+    assert run_view.state_name(pb.RUN_STATE_SKIPPED) == "skipped"
 
 
 def test_on_a_terminal_the_line_is_redrawn_in_place() -> None:
