@@ -198,8 +198,8 @@ Polls GetPlanRun every --interval seconds and shows the run's progress:
 processed/total, percentage, rate, ETA, state and counters. On a terminal the
 line is redrawn in place; when stdout is a pipe or a file, one line per poll.
 Without --run it watches the plan's newest run that is not a skipped fire
-(waiting for a first run if the plan has none yet). When the run ends it prints a summary line (state,
-counters, skipped by reason) and exits with:
+(waiting for a first run if the plan has none yet). When the run ends it
+prints a summary line (state, counters, skipped by reason) and exits with:
 
   0  succeeded
   3  completed with failures (failed or dead-lettered items)
