@@ -25,17 +25,17 @@ Every window is half-open, [start, end). The rules (docs/time.md):
 - **The end.** When no fire lies ahead, the plan is over once the effect
   window of its last fire has closed.
 
-Every walk is bounded: windows are read page by page, up to the term
-language's horizon (8 years), and at most `_MAX_STEPS` windows per answer.
+Every walk is bounded (domain/windows.py): windows are read page by page,
+up to the term language's horizon (8 years), and at most a set number of
+windows per answer.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Protocol
+from datetime import date, datetime, timedelta
 
 from domain import term
 from domain.audience import BirthdayScope
@@ -43,12 +43,19 @@ from domain.birthday import scope_of
 from domain.plan import Plan, PlanTime
 from domain.term import TermExpression, TermKind, Window
 from domain.term.schedule import HORIZON
-from domain.zones import zone as zone_of
+from domain.windows import TICK as TICK  # the calendar's "just before": public
+from domain.windows import (
+    TooFar,
+    WindowRun,
+    day_of,
+    earliest,
+    is_point,
+    local_date,
+    meet,
+    meet_with,
+    midnight,
+)
 
-TICK = timedelta(microseconds=1)
-_FIRST_PAGE, _PAGE = 4, 256  # windows read at once: first, and at most
-_MAX_STEPS = 50_000  # windows looked at per answer
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_OFF = (TermKind.IMMEDIATE, TermKind.DELAY, TermKind.FIXED_PERIOD)
 _OPEN_ENDED = (TermKind.IMMEDIATE, TermKind.DELAY)
 
@@ -168,15 +175,15 @@ class PlanCalendar:
         try:
             if x.kind.is_birthday:
                 scope = scope_of(x.kind)
-                piece = next(self._meet([self._effective, self._term], at, horizon), None)
+                piece = next(self.meet([self._effective, self._term], at, horizon), None)
                 if piece is None or piece.start > at:
                     return Effect(False, piece, piece.start if piece else horizon, scope)
-                period = self._period(scope, _local_date(at, self.zone))
-                window = Window(period.start, _earliest(period.end, piece.end))
+                period = self._period(scope, local_date(at, self.zone))
+                window = Window(period.start, earliest(period.end, piece.end))
                 return Effect(True, window, window.end, scope)
             runs = [self._run(n, at, horizon) for n in (self._effective, self._term)]
-            piece = next(_meet([*runs, _Spans(self, at, horizon)], at), None)
-        except _TooFar as far:
+            piece = next(meet([*runs, _Spans(self, at, horizon)], at), None)
+        except TooFar as far:
             return Effect(False, None, far.at)
         if piece is None:
             return Effect(False, None, horizon)
@@ -193,7 +200,7 @@ class PlanCalendar:
         if x is None:
             return None
         if x.kind.is_birthday:
-            local = _local_date(fire, self.zone) + timedelta(days=x.days_ahead)
+            local = local_date(fire, self.zone) + timedelta(days=x.days_ahead)
             return self._period(scope_of(x.kind), local)
         effect = self.executing(fire)
         return effect.window if effect.applies else None
@@ -210,7 +217,7 @@ class PlanCalendar:
                 out.append(fire)
                 if len(out) >= count:
                     break
-        except _TooFar:
+        except TooFar:
             pass  # what the bounded walk found
         return out
 
@@ -227,7 +234,7 @@ class PlanCalendar:
                     if fire > until:
                         break
                     latest = fire
-            except _TooFar:
+            except TooFar:
                 pass  # the latest the bounded walk found
             if latest is not None or start == after:
                 return latest
@@ -248,7 +255,7 @@ class PlanCalendar:
                     return Fire(fire)
                 return Skip(upcoming.start, self._skip_reason(upcoming), fire)
             return End(self._end_time(after), self._end_reason(after))
-        except _TooFar as far:
+        except TooFar as far:
             return Wait(max(far.at, after + TICK))
 
     # -- inside -----------------------------------------------------------
@@ -274,11 +281,11 @@ class PlanCalendar:
         start = min(after, open_at.start) if open_at is not None else after
         runs = [self._run(n, start, horizon) for n in (x, self._effective, self._term)]
         last: datetime | None = None  # start of the window whose first part was seen
-        for piece, window in _meet_with(runs, start):
+        for piece, window in meet_with(runs, start):
             if window.start == last:
                 continue  # a window fires once, at its first part
             last = window.start
-            if _is_point(window) and piece.start != window.start:
+            if is_point(window) and piece.start != window.start:
                 continue  # an instant counts only when it lies inside
             if piece.start > after:
                 yield piece.start, window
@@ -317,7 +324,7 @@ class PlanCalendar:
         assert x is not None
         if x.kind.is_birthday and self.allowed(after):
             window = self.effect_window_of(after)
-            piece = next(self._meet([self._effective, self._term], after, after + HORIZON), None)
+            piece = next(self.meet([self._effective, self._term], after, after + HORIZON), None)
             ends = [e for e in (window.end if window else None, piece.end if piece else None) if e]
             return max(after, min(ends)) if ends else after
         effect = self.executing(after)
@@ -327,13 +334,13 @@ class PlanCalendar:
 
     # -- building blocks --------------------------------------------------
 
-    def _run(self, e: TermExpression | None, start: datetime, horizon: datetime) -> _Run:
-        return _Run(e, self.zone, self.anchor, start, horizon)
+    def _run(self, e: TermExpression | None, start: datetime, horizon: datetime) -> WindowRun:
+        return WindowRun(e, self.zone, self.anchor, start, horizon)
 
-    def _meet(
+    def meet(
         self, notions: Sequence[TermExpression | None], start: datetime, horizon: datetime
     ) -> Iterator[Window]:
-        return _meet([self._run(n, start, horizon) for n in notions], start)
+        return meet([self._run(n, start, horizon) for n in notions], start)
 
     def _period(self, scope: BirthdayScope, day: date) -> Window:
         """The local day, Monday-Sunday week or calendar month of `day`."""
@@ -345,78 +352,7 @@ class PlanCalendar:
         else:
             first = day.replace(day=1)
             last = (first + timedelta(days=32)).replace(day=1)
-        return Window(_midnight(first, self.zone), _midnight(last, self.zone))
-
-
-class _TooFar(Exception):
-    def __init__(self, at: datetime) -> None:
-        super().__init__(at)
-        self.at = at
-
-
-class _Run:
-    """The windows of one notion that end after a moving instant, read a
-    page at a time; a notion left unset is one window that never closes."""
-
-    def __init__(
-        self,
-        e: TermExpression | None,
-        zone: str,
-        anchor: datetime,
-        start: datetime,
-        horizon: datetime,
-    ) -> None:
-        self._e, self._zone, self._anchor, self._horizon = e, zone, anchor, horizon
-        self._page: list[Window] = []
-        self._full = False
-        self._i = 0
-        # Most questions need a window or two: pages start small and grow.
-        self._size = _FIRST_PAGE
-        self._load(start)
-
-    def _load(self, start: datetime) -> None:
-        if self._e is None:
-            self._page, self._full = [Window(_EARLIEST, None)], False
-        elif start >= self._horizon:
-            self._page, self._full = [], False
-        else:
-            self._page = term.windows(
-                self._e, start, self._horizon, self._zone, self._anchor, limit=self._size
-            )
-            self._full = len(self._page) >= self._size
-            self._size = min(self._size * 4, _PAGE)
-        self._i = 0
-
-    def past(self, t: datetime) -> Window | None:
-        """The first window that ends after `t`, or None."""
-        for _ in range(_MAX_STEPS):
-            if self._i >= len(self._page):
-                if not self._full:
-                    return None
-                last = self._page[-1]
-                self._load(max(t, last.start + TICK))
-                continue
-            window = self._page[self._i]
-            if window.end is None or window.end > t:
-                return window
-            tail = self._page[-1]
-            if self._full and tail.end is not None and tail.end <= t:
-                self._load(t)  # jump: the whole page is behind
-            else:
-                self._i += 1
-        raise _TooFar(t)
-
-    def first(self, wanted: Callable[[Window], bool] = lambda _: True) -> Window | None:
-        """The first window from here on that `wanted` accepts."""
-        t = _EARLIEST
-        for _ in range(_MAX_STEPS):
-            window = self.past(t)
-            if window is None or wanted(window):
-                return window
-            if window.end is None:
-                return None
-            t = window.end  # a notion's windows never overlap
-        raise _TooFar(t)
+        return Window(midnight(first, self.zone), midnight(last, self.zone))
 
 
 class _Spans:
@@ -434,7 +370,7 @@ class _Spans:
         self._one_off: Window | None = None
         if x.kind in _OPEN_ENDED:
             fired = calendar.fires(calendar.anchor - TICK, 1)
-            self._one_off = _day_of(fired[0], calendar.zone) if fired else None
+            self._one_off = day_of(fired[0], calendar.zone) if fired else None
 
     def past(self, t: datetime) -> Window | None:
         if self._x.kind in _OPEN_ENDED:
@@ -443,68 +379,14 @@ class _Spans:
         if self._windows is not None:
             return self._windows.past(t)
         # The first instant that counts from the start of t's day: its day.
-        day = _day_of(t, self._calendar.zone)
+        day = day_of(t, self._calendar.zone)
         counted = next(self._calendar._counted(day.start - TICK), None)
-        return None if counted is None else _day_of(counted[0], self._calendar.zone)
-
-
-class _Windows(Protocol):
-    def past(self, t: datetime) -> Window | None: ...
-
-
-def _meet_with(runs: Sequence[_Windows], start: datetime) -> Iterator[tuple[Window, Window]]:
-    """The pieces where every run has a window, in order, from those ending
-    after `start`; each with the first run's window it lies in."""
-    t = start
-    for _ in range(_MAX_STEPS):
-        windows = [r.past(t) for r in runs]
-        if any(w is None for w in windows):
-            return
-        found = [w for w in windows if w is not None]
-        low = max(w.start for w in found)
-        ends = [w.end for w in found if w.end is not None]
-        high = min(ends) if ends else None
-        if high is None or low < high:
-            yield Window(low, high), found[0]
-            if high is None:
-                return
-            t = high
-        else:
-            t = low  # no overlap: every run moves to where the latest starts
-    raise _TooFar(t)
-
-
-def _meet(runs: Sequence[_Windows], start: datetime) -> Iterator[Window]:
-    for piece, _ in _meet_with(runs, start):
-        yield piece
+        return None if counted is None else day_of(counted[0], self._calendar.zone)
 
 
 def _parse(text: str) -> TermExpression | None:
     return term.parse(text) if text else None
 
 
-def _is_point(window: Window) -> bool:
-    return window.end is not None and window.end - window.start <= timedelta(seconds=1)
-
-
 def _is_point_kind(e: TermExpression) -> bool:
     return e.kind is TermKind.CRON or (e.kind.has_daily_window and e.day_window.is_point)
-
-
-def _local_date(at: datetime, zone: str) -> date:
-    return at.astimezone(zone_of(zone)).date()
-
-
-def _midnight(day: date, zone: str) -> datetime:
-    return datetime.combine(day, time()).replace(tzinfo=zone_of(zone)).astimezone(UTC)
-
-
-def _day_of(at: datetime, zone: str) -> Window:
-    day = _local_date(at, zone)
-    return Window(_midnight(day, zone), _midnight(day + timedelta(days=1), zone))
-
-
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
