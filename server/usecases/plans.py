@@ -45,6 +45,8 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 # Benefits taken back within an EndPlan call; for more, or for one run's
 # grants, RecoverPlanRun starts a throttled recovery run.
 RECOVER_IN_CALL = 10_000
+# An EndPlan outcome's count of benefits taken back, kept beside its plan.
+RECOVERED = "recovered"
 # The next runs whose audiences a preview counts, one audience call each.
 RUN_ESTIMATES = 10
 
@@ -251,18 +253,33 @@ class PlanUseCases:
         — after `stop_runs` has cancelled its runs, so no new batch grants
         behind the take-back."""
         plan = await self.transition(shop_id, plan_id, etag, lifecycle.end, actor, key)
+        if key is not None:
+            async with self._uow() as uow:
+                first = await uow.requests.find(shop_id, key)
+            if first is not None and RECOVERED in first:
+                return plan, int(first[RECOVERED])  # a retry: the first answer, whole
         if stop_runs is not None:
             await stop_runs(plan)
-        if not recover:
-            return plan, 0
-        if self._benefits is None:
-            raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
-        taken = await self._benefits.recover_unused(
-            shop_id, runs.grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
-        )
-        if self._taken_back is not None:
-            await self._taken_back(shop_id, taken)
-        return plan, len(taken)
+        recovered = 0
+        if recover:
+            if self._benefits is None:
+                raise Unavailable(
+                    "no benefit platform is configured", reason="NO_BENEFIT_PLATFORM"
+                )
+            taken = await self._benefits.recover_unused(
+                shop_id, runs.grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
+            )
+            if self._taken_back is not None:
+                await self._taken_back(shop_id, taken)
+            recovered = len(taken)
+        if key is not None:
+            # The answer is kept once the take-back is done: a retry after a
+            # crash before this point takes back again (idempotent by key).
+            async with self._uow() as uow:
+                outcome = _outcome_to_dict(plan) | {RECOVERED: recovered}
+                await uow.requests.complete(shop_id, key, outcome)
+                await uow.commit()
+        return plan, recovered
 
     def _fire_times(self, plan: Plan | PlanSpec, count: int) -> list[datetime]:
         """The next fire times of a plan, as if it were published now."""

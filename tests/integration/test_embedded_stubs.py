@@ -146,14 +146,16 @@ async def test_ending_a_plan_takes_back_its_unused_benefits(tmp_path: Path) -> N
                     shop_id="s1", instance_id=used.instance_id, order_id="o1", idempotency_key="u"
                 )
             )
-            ended = await client.plans.EndPlan(
-                pb.EndPlanRequest(
-                    shop_id="s1",
-                    plan_id=plan.plan_id,
-                    recover_unused_benefits=True,
-                    reason="mistake",
-                )
+            end = pb.EndPlanRequest(
+                shop_id="s1",
+                plan_id=plan.plan_id,
+                recover_unused_benefits=True,
+                reason="mistake",
+                request_id="end-once",
             )
+            ended = await client.plans.EndPlan(end)
+            # The same request again: the first answer, count included.
+            replayed = await client.plans.EndPlan(end)
             left = await benefits.ListBenefitInstances(
                 benefit_pb2.ListBenefitInstancesRequest(
                     shop_id="s1", source=f"plans/{plan.plan_id}"
@@ -163,5 +165,6 @@ async def test_ending_a_plan_takes_back_its_unused_benefits(tmp_path: Path) -> N
         await platform.stop(grace=1)
     assert ended.plan.state == pb.PLAN_STATE_ENDED
     assert ended.recovered_count == 2
+    assert replayed == ended
     states = sorted(benefit_pb2.BenefitState.Name(i.state) for i in left.instances)
     assert states == ["BENEFIT_STATE_RECOVERED", "BENEFIT_STATE_RECOVERED", "BENEFIT_STATE_USED"]
