@@ -263,9 +263,7 @@ class PlanUseCases:
         recovered = 0
         if recover:
             if self._benefits is None:
-                raise Unavailable(
-                    "no benefit platform is configured", reason="NO_BENEFIT_PLATFORM"
-                )
+                raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
             taken = await self._benefits.recover_unused(
                 shop_id, runs.grant_source(plan_id), reason or "plan ended", RECOVER_IN_CALL
             )
