@@ -9,13 +9,15 @@ to the scheduler, which asks the plan's calendar.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
 from domain import term
 from domain.errors import FailedPrecondition, FieldViolation
-from domain.plan import BusinessProduct, FrontOffice, Plan, PlanSpec, PlanState
+from domain.plan import BusinessProduct, FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
 from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
+from domain.ports import TemplateInfo
 
 # state -> the states a merchant's call may move it to
 _ALLOWED = {
@@ -51,6 +53,39 @@ def missing_for_publish(spec: PlanSpec, path: str = "plan") -> list[FieldViolati
         out.append(FieldViolation(f"{path}.time.execution", "required to publish"))
     if not spec.actions:
         out.append(FieldViolation(f"{path}.actions", "at least one action to publish"))
+    return out
+
+
+def granted_templates(spec: PlanSpec) -> list[str]:
+    """The benefit templates the plan's actions grant, in order, once each."""
+    ids = (g.template_id for a in spec.actions if isinstance(a, GrantBenefits) for g in a.benefits)
+    return list(dict.fromkeys(ids))
+
+
+def benefit_violations(
+    spec: PlanSpec, known: Mapping[str, TemplateInfo], path: str = "plan"
+) -> list[FieldViolation]:
+    """Each grant as the benefit platform can give it: its template exists,
+    is not retired, and is of the grant's kind — otherwise every member of
+    every run would fail."""
+    out = []
+    for i, action in enumerate(spec.actions):
+        if not isinstance(action, GrantBenefits):
+            continue
+        for j, grant in enumerate(action.benefits):
+            where = f"{path}.actions[{i}].grant_benefit.benefits[{j}]"
+            info = known.get(grant.template_id)
+            if info is None:
+                problem = f"the benefit platform has no template {grant.template_id!r}"
+                out.append(FieldViolation(f"{where}.template_id", problem))
+            elif info.retired:
+                problem = f"template {grant.template_id!r} is retired; choose another"
+                out.append(FieldViolation(f"{where}.template_id", problem))
+            elif info.kind is not grant.kind:
+                problem = (
+                    f"template {grant.template_id!r} is {info.kind.value}, not {grant.kind.value}"
+                )
+                out.append(FieldViolation(f"{where}.kind", problem))
     return out
 
 

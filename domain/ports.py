@@ -164,10 +164,24 @@ class Stock:
     unlimited: bool
 
 
+@dataclass(frozen=True)
+class TemplateInfo:
+    """What publishing checks of a benefit template."""
+
+    template_id: str
+    kind: BenefitKind
+    retired: bool
+
+
 class BenefitCatalog(Protocol):
     """The benefit platform, as far as planning needs it."""
 
     async def inventory(self, shop_id: str, template_ids: Sequence[str]) -> list[Stock]: ...
+
+    async def describe(self, shop_id: str, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
+        """The templates of these ids the platform has (for the shop, or as
+        presets); an id it does not know is left out."""
+        ...
 
     async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
         """Take back (回收) the unused benefits granted under `source`, at most

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.plan import BenefitKind
-from domain.ports import Stock, TemplateValue
+from domain.ports import Stock, TemplateInfo, TemplateValue
 from domain.runs import recover_key
 from server.downstream.errors import translate
 from server.mapping.plan import BENEFIT_KINDS
@@ -29,6 +30,26 @@ class GrpcBenefitCatalog:
         except grpc.aio.AioRpcError as exc:
             raise translate(SYSTEM, exc) from exc
         return [Stock(i.template_id, i.available, i.unlimited) for i in response.inventories]
+
+    async def describe(self, shop_id: str, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
+        async def one(template_id: str) -> TemplateInfo | None:
+            request = benefit_pb2.GetBenefitTemplateRequest(
+                shop_id=shop_id, template_id=template_id
+            )
+            try:
+                found = (await self._stub.GetBenefitTemplate(request)).template
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise translate(SYSTEM, exc) from exc
+            return TemplateInfo(
+                found.template_id,
+                BENEFIT_KINDS.get(found.kind, BenefitKind.UNSPECIFIED),
+                found.state == benefit_pb2.BENEFIT_TEMPLATE_STATE_RETIRED,
+            )
+
+        found = await asyncio.gather(*(one(t) for t in dict.fromkeys(template_ids)))
+        return {info.template_id: info for info in found if info is not None}
 
     async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
         recovered: list[str] = []

@@ -310,7 +310,14 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
     async def PublishPlan(
         self, request: pb.PublishPlanRequest, context: Context
     ) -> pb.PublishPlanResponse:
-        plan = await self._step(request, context, lifecycle.publish, "PublishPlan")
+        require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
+        plan = await self._plans.publish(
+            request.shop_id,
+            request.plan_id,
+            request.etag,
+            call_context.actor.get(),
+            request_key("PublishPlan", request),
+        )
         return pb.PublishPlanResponse(plan=plan_to_proto(plan))
 
     async def PausePlan(

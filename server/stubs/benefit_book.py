@@ -189,6 +189,9 @@ class BenefitBook:
             if template.kind == pb.BENEFIT_KIND_PACKAGE
             else [(template, 1)]
         )
+        retired = next((t for t in (template, *(p for p, _ in parts)) if _retired(t)), None)
+        if retired is not None:
+            raise ItemError("TEMPLATE_RETIRED", f"template {retired.template_id} is retired")
         needs: dict[tuple[str, str], int] = {}  # stock to take, of limited templates
         count = 0
         for part, per in parts:
@@ -350,3 +353,7 @@ class BenefitBook:
             for i in self.instances.values()
             if i.shop_id == shop_id and (not member_id or i.member_id == member_id)
         ]
+
+
+def _retired(template: pb.BenefitTemplate) -> bool:
+    return template.state == pb.BENEFIT_TEMPLATE_STATE_RETIRED

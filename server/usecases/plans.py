@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from domain import lifecycle, preview, runs
 from domain.errors import (
+    Aborted,
     DuplicateRequest,
     FailedPrecondition,
     FieldViolation,
@@ -23,6 +24,7 @@ from domain.plan import (
     FrontOffice,
     Plan,
     PlanSpec,
+    PlanState,
     apply_mask,
     new_plan,
     validate_spec,
@@ -201,6 +203,51 @@ class PlanUseCases:
             return moved
 
         return await self._once(shop_id, key, change)
+
+    async def publish(
+        self, shop_id: str, plan_id: str, etag: str, actor: str, key: RequestKey | None
+    ) -> Plan:
+        """Publish a draft whose grants the benefit platform can give (asked
+        before the change, outside its transaction): a template that does
+        not exist, is retired or is of another kind is FAILED_PRECONDITION
+        with a violation per grant; the platform unreachable is UNAVAILABLE
+        with a retry hint. Either way nothing changes."""
+        checked = None
+        if key is None or not await self._answered(shop_id, key):
+            async with self._uow() as uow:
+                draft = await existing_plan(uow, shop_id, plan_id)
+            if draft.state is PlanState.DRAFT:
+                await self._check_benefits(shop_id, draft)
+                checked = draft.spec.actions
+
+        def publish_checked(plan: Plan, by: str, now: datetime) -> Plan:
+            if checked is not None and plan.spec.actions != checked:
+                raise Aborted(
+                    f"plan {plan_id}'s actions changed while they were checked; retry",
+                    reason="ETAG_MISMATCH",
+                )
+            return lifecycle.publish(plan, by, now)
+
+        return await self.transition(shop_id, plan_id, etag, publish_checked, actor, key)
+
+    async def _check_benefits(self, shop_id: str, plan: Plan) -> None:
+        templates = lifecycle.granted_templates(plan.spec)
+        if not templates or self._benefits is None:
+            return
+        known = await self._benefits.describe(shop_id, templates)
+        problems = lifecycle.benefit_violations(plan.spec, known)
+        if problems:
+            raise FailedPrecondition(
+                f"plan {plan.plan_id} grants what the benefit platform cannot give: "
+                + "; ".join(f"{v.field} {v.description}" for v in problems),
+                reason="BENEFIT_TEMPLATE_UNUSABLE",
+                violations=problems,
+            )
+
+    async def _answered(self, shop_id: str, key: RequestKey) -> bool:
+        """Whether a call with this request id has been answered (a retry)."""
+        async with self._uow() as uow:
+            return await uow.requests.find(shop_id, key) is not None
 
     async def preview(
         self, shop_id: str, plan: Plan | PlanSpec, parts: set[str], count: int

@@ -55,7 +55,7 @@ def birthday_plan(name: str = "Birthday gift") -> pb.Plan:
                 grant_benefit=pb.GrantBenefitAction(
                     benefits=[
                         pb.BenefitGrant(
-                            template_id="coupon-10",
+                            template_id="coupon-10-off-100",
                             kind=benefit_pb2.BENEFIT_KIND_COUPON,
                             quantity=1,
                         )

@@ -125,6 +125,24 @@ ITEM_STATUS_FAILED: ItemStatus.ValueType  # 3
 """Not done; see `failure`."""
 Global___ItemStatus: _TypeAlias = ItemStatus  # noqa: Y015
 
+class _BenefitTemplateState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BenefitTemplateStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BenefitTemplateState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BENEFIT_TEMPLATE_STATE_UNSPECIFIED: _BenefitTemplateState.ValueType  # 0
+    BENEFIT_TEMPLATE_STATE_ACTIVE: _BenefitTemplateState.ValueType  # 1
+    BENEFIT_TEMPLATE_STATE_RETIRED: _BenefitTemplateState.ValueType  # 2
+
+class BenefitTemplateState(_BenefitTemplateState, metaclass=_BenefitTemplateStateEnumTypeWrapper):
+    """Whether a template may still be granted."""
+
+BENEFIT_TEMPLATE_STATE_UNSPECIFIED: BenefitTemplateState.ValueType  # 0
+BENEFIT_TEMPLATE_STATE_ACTIVE: BenefitTemplateState.ValueType  # 1
+BENEFIT_TEMPLATE_STATE_RETIRED: BenefitTemplateState.ValueType  # 2
+Global___BenefitTemplateState: _TypeAlias = BenefitTemplateState  # noqa: Y015
+
 @_typing.final
 class ItemFailure(_message.Message):
     """Why one item failed."""
@@ -259,6 +277,7 @@ class BenefitTemplate(_message.Message):
     INDUSTRY_FIELD_NUMBER: _builtins.int
     INVENTORY_FIELD_NUMBER: _builtins.int
     UNLIMITED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     shop_id: _builtins.str
     """Owner shop; empty for industry presets."""
@@ -272,6 +291,10 @@ class BenefitTemplate(_message.Message):
     inventory: _builtins.int
     """Remaining inventory; ignored when `unlimited`."""
     unlimited: _builtins.bool
+    state: Global___BenefitTemplateState.ValueType
+    """RETIRED: no longer granted (grants fail TEMPLATE_RETIRED); instances
+    already held stay valid. Unset means active.
+    """
     @_builtins.property
     def value(self) -> Global___BenefitValue: ...
     @_builtins.property
@@ -295,10 +318,11 @@ class BenefitTemplate(_message.Message):
         industry: Global___Industry.ValueType = ...,
         inventory: _builtins.int = ...,
         unlimited: _builtins.bool = ...,
+        state: Global___BenefitTemplateState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["periodicity", b"periodicity", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "display_name", b"display_name", "industry", b"industry", "inventory", b"inventory", "kind", b"kind", "periodicity", b"periodicity", "shop_id", b"shop_id", "template_id", b"template_id", "unlimited", b"unlimited", "validity_days", b"validity_days", "value", b"value", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "display_name", b"display_name", "industry", b"industry", "inventory", b"inventory", "kind", b"kind", "periodicity", b"periodicity", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "unlimited", b"unlimited", "validity_days", b"validity_days", "value", b"value", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
