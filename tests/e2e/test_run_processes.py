@@ -122,7 +122,7 @@ def _plan(execution: str = ONCE_SOON) -> pb.Plan:
     grants = plan.actions[0].grant_benefit.benefits
     second = pb.BenefitGrant()
     second.CopyFrom(grants[0])
-    second.template_id = TEMPLATES[1]
+    second.template_id, second.kind = TEMPLATES[1], benefit_pb2.BENEFIT_KIND_FREE_SHIPPING
     grants.append(second)
     assert tuple(g.template_id for g in grants) == TEMPLATES
     return plan

@@ -97,16 +97,20 @@ async def test_faults_in_the_benefit_platform_still_grant_each_member_once(
         assert platform.stubs is not None
         await _throttle(client, pb.DOWNSTREAM_BENEFIT, 100_000, 5000)
         benefit = platform.stubs.pressures["benefit"]
-        benefit.configure(
-            CapacitySettings(),
-            FaultSettings(error_rate=0.10, timeout_rate=0.05, lost_response_rate=0.10),
-        )
         plan = immediate_plan()
         # Two benefits per member: each batch of 500 members is two calls.
         plan.actions[0].grant_benefit.benefits.add(
             template_id="points-100", kind=benefit_pb2.BENEFIT_KIND_POINTS, quantity=1
         )
+        # Published before the faults begin: publishing asks the benefit
+        # platform about its templates, and a fault there is the publish's
+        # own (tests/integration/test_publish_checks.py). The run, started
+        # at the scheduler's next tick, meets them.
         plan = await _publish(client, plan)
+        benefit.configure(
+            CapacitySettings(),
+            FaultSettings(error_rate=0.10, timeout_rate=0.05, lost_response_rate=0.10),
+        )
         # The clock runs twice as fast as real time: back-offs come due
         # sooner, leases (30 s) still outlast every batch. A quarter of the
         # calls fail, and a batch that fails several times in a row waits
