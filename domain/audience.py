@@ -91,6 +91,20 @@ Rule = (
 )
 
 
+def listed_members(rule: Rule) -> tuple[str, ...] | None:
+    """The ids a rule is limited to, when it names them (a precise audience,
+    alone or as part of an all-of); None when it does not."""
+    match rule:
+        case Members(ids):
+            return ids
+        case AllOf(rules):
+            for sub in rules:
+                found = listed_members(sub)
+                if found is not None:
+                    return found
+    return None
+
+
 def validate_rule(rule: Rule, path: str, depth: int = 1) -> list[FieldViolation]:
     """Every shape problem of `rule`, each named by its field path."""
     if depth > MAX_RULE_DEPTH:

@@ -37,11 +37,30 @@ class RunAudience:
 
 
 @dataclass(frozen=True)
+class UnknownMembers:
+    """Listed members (a precise audience) the audience system does not know."""
+
+    count: int
+    first: tuple[str, ...]  # at most SHOWN_UNKNOWN, in the list's order
+
+
+SHOWN_UNKNOWN = 10
+
+
+def unknown_members(listed: tuple[str, ...], known: set[str]) -> UnknownMembers | None:
+    unknown = [m for m in dict.fromkeys(listed) if m not in known]
+    if not unknown:
+        return None
+    return UnknownMembers(len(unknown), tuple(unknown[:SHOWN_UNKNOWN]))
+
+
+@dataclass(frozen=True)
 class Preview:
     # The next run's audience (the audience now, for a plan that does not fire).
     audience: AudienceSize | None = None
     fire_times: tuple[datetime, ...] = ()
     runs: tuple[RunAudience, ...] = ()
+    unknown: UnknownMembers | None = None
     inventory: tuple[InventoryCheck, ...] = ()
     warnings: tuple[Warning, ...] = field(default_factory=tuple)
 
@@ -73,9 +92,20 @@ def warnings(
     audience: AudienceSize | None,
     fires: tuple[datetime, ...] | None,
     checks: tuple[InventoryCheck, ...],
+    unknown: UnknownMembers | None = None,
 ) -> list[Warning]:
     """Things a merchant should know; none of them stops a publish."""
     out: list[Warning] = []
+    if unknown is not None:
+        more = ", ..." if unknown.count > len(unknown.first) else ""
+        out.append(
+            Warning(
+                "plan.audience.members",
+                "UNKNOWN_MEMBERS",
+                f"{unknown.count} listed members are unknown to the audience system and will "
+                f"be skipped: {', '.join(unknown.first)}{more}",
+            )
+        )
     if audience is not None and audience.count == 0:
         out.append(
             Warning("plan.audience", "AUDIENCE_EMPTY", "no member is in the next run's audience")

@@ -42,6 +42,7 @@ class Skip(enum.Enum):
     FREQUENCY_LIMIT = "FREQUENCY_LIMIT"
     BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     QUIET_HOURS = "QUIET_HOURS"
+    UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # listed, but the audience system does not know it
 
 
 ACT = "act"

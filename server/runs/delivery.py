@@ -14,6 +14,7 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from domain import runs
+from domain.audience import Rule, listed_members
 from domain.plan import EFFECT_KINDS, GrantBenefits, Plan, SendMessage
 from domain.plan_calendar import PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
@@ -33,14 +34,21 @@ SHARDS = 4
 GRANT_CHUNK = 500
 
 
-def shard_cursors(shards: int) -> list[str]:
-    """A cursor is "shard/shards/page token" of the audience system's paging."""
-    return [f"{i}/{shards}/" for i in range(shards)]
+# The cursor of the one page of a precise audience's members the audience
+# system does not know: each is skipped (UNKNOWN_MEMBER), on record.
+UNKNOWN = "unknown"
+
+
+def shard_cursors(shards: int, listed: bool = False) -> list[str]:
+    """A cursor is "shard/shards/page token" of the audience system's paging;
+    a plan that lists its members has one more shard, of those unknown."""
+    return [f"{i}/{shards}/" for i in range(shards)] + ([UNKNOWN] if listed else [])
 
 
 def payload_of(run: Run, plan: Plan) -> dict[str, Any]:
     """What a delivery job carries: the run, and the plan as it was when the
     run started."""
+    rule = runs.run_audience(plan)
     return {
         "run_id": run.run_id,
         "shop_id": run.shop_id,
@@ -49,6 +57,7 @@ def payload_of(run: Run, plan: Plan) -> dict[str, Any]:
         "fire_time": run.fire_time.isoformat(),
         "plan": plan_to_dict(plan),
         "shards": SHARDS,
+        "listed": rule is not None and listed_members(rule) is not None,
     }
 
 
@@ -87,12 +96,14 @@ class Delivery:
         self._plans: dict[str, Plan] = {}
 
     def split(self, payload: dict[str, Any]) -> list[str]:
-        return shard_cursors(int(payload.get("shards", SHARDS)))
+        return shard_cursors(int(payload.get("shards", SHARDS)), bool(payload.get("listed")))
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
-        index, shards, token = cursor.split("/", 2)
         plan = self._plan(payload)
         rule = runs.run_audience(plan)
+        if cursor == UNKNOWN:
+            return await self._unknown(payload["shop_id"], rule)
+        index, shards, token = cursor.split("/", 2)
         request = audience_pb2.ListAudienceMembersRequest(
             shop_id=payload["shop_id"],
             rule=rule_to_proto(rule) if rule is not None else None,
@@ -114,7 +125,30 @@ class Delivery:
             f"{index}/{shards}/{following}" if following else None,
         )
 
+    async def _unknown(self, shop_id: str, rule: Rule | None) -> Page:
+        """The listed members the audience system does not know, as one page."""
+        listed = list(listed_members(rule) or ()) if rule is not None else []
+        if not listed:
+            return Page([], None)
+        request = audience_pb2.BatchGetMemberProfilesRequest(shop_id=shop_id, member_ids=listed)
+        response = await throttled(
+            self.buckets,
+            "audience",
+            len(listed),
+            lambda: self.audience.BatchGetMemberProfiles(request),
+        )
+        skip = {"skip": runs.Skip.UNKNOWN_MEMBER.value}
+        return Page([Item(m, dict(skip)) for m in dict.fromkeys(response.unknown_member_ids)], None)
+
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        skipped = [i for i in items if i.data.get("skip")]
+        if skipped:
+            for reason in {str(i.data["skip"]) for i in skipped}:
+                keys = [i.key for i in skipped if i.data["skip"] == reason]
+                await self.store.skip(run_of(payload), keys, reason)
+            done = [ItemResult(i.key, Outcome.DONE) for i in skipped]
+            rest = [i for i in items if not i.data.get("skip")]
+            return done + (await self.execute(payload, rest) if rest else [])
         plan, run = self._plan(payload), run_of(payload)
         now = self.now()
         limits_ = plan.spec.limits

@@ -166,6 +166,23 @@ class RunStore:
         async with self._engine.connect() as conn:
             return [r[0] for r in await conn.execute(query)]
 
+    async def skip(self, run: Run, members: list[str], reason: str) -> None:
+        """Members the run skips before deciding anything (a listed member the
+        audience system does not know): on record once each, and counted."""
+        async with self._engine.begin() as conn:
+            new = await insert_new(
+                conn,
+                run_members,
+                [
+                    {"run_id": run.run_id, "member_id": m, "outcome": f"skip:{reason}", "units": 0}
+                    for m in members
+                ],
+                "member_id",
+            )
+            if new:
+                counts = {f"skipped.{reason}": len(new)}
+                await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
+
     async def unfinished(self, shop_id: str, plan_id: str, ended: tuple[str, ...]) -> int:
         """The plan's delivery runs not ended yet: a job in another state than
         `ended`, or a run whose job is still being made."""

@@ -474,6 +474,10 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 for r in seen.runs
             ],
         )
+        if seen.unknown is not None:
+            response.unknown_members.CopyFrom(
+                pb.UnknownMembers(count=seen.unknown.count, first_member_ids=seen.unknown.first)
+            )
         if seen.audience is not None:
             response.audience_estimate.CopyFrom(
                 pb.AudienceEstimate(count=seen.audience.count, exact=seen.audience.exact)

@@ -34,7 +34,7 @@ from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from domain.zones import zone as zone_of
 from server.mapping.audience import rule_from_proto
 from server.mapping.plan import in_term_years, timestamp
-from server.stubs.audience_rules import Moment, evaluate, listed_members
+from server.stubs.audience_rules import Moment, evaluate
 from server.stubs.population import Member, Population
 from server.stubs.pressure import MAX_BATCH, Pressure
 
@@ -71,7 +71,7 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         return pb.EstimateAudienceResponse(count=count, exact=exact)
 
     def _estimate(self, shop_id: str, rule: a.Rule, moment: Moment) -> tuple[int, bool]:
-        listed = listed_members(rule)
+        listed = a.listed_members(rule)
         size = self.population.size_of(shop_id)
         if listed is not None:
             return len(self._matching_ids(shop_id, rule, moment, listed)), True
@@ -137,7 +137,7 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
     def _page(
         self, shop_id: str, rule: a.Rule, moment: Moment, position: int, end: int, page_size: int
     ) -> tuple[list[str], int]:
-        listed = listed_members(rule)
+        listed = a.listed_members(rule)
         if listed is not None:
             # A precise audience: only its members, in index order.
             ids = self._matching_ids(shop_id, rule, moment, listed)

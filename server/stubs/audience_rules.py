@@ -50,17 +50,3 @@ def _within(event: datetime | None, days: int, at: datetime) -> bool:
 
 def _after(later: datetime | None, earlier: datetime | None) -> bool:
     return later is not None and earlier is not None and later >= earlier
-
-
-def listed_members(rule: a.Rule) -> tuple[str, ...] | None:
-    """The ids a rule is limited to, when it names them (a precise audience);
-    then only those need evaluating instead of the whole population."""
-    match rule:
-        case a.Members(ids):
-            return ids
-        case a.AllOf(rules):
-            for sub in rules:
-                found = listed_members(sub)
-                if found is not None:
-                    return found
-    return None

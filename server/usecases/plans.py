@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from domain import lifecycle, preview, runs
+from domain.audience import listed_members
 from domain.errors import (
     Aborted,
     DuplicateRequest,
@@ -271,6 +272,11 @@ class PlanUseCases:
             audience = sizes[0]
             if fires:
                 estimates = tuple(preview.RunAudience(t, n) for t, n in zip(at, sizes, strict=True))
+        unknown = None
+        listed = listed_members(spec.audience) if counted and spec.audience else None
+        if listed:
+            known = await self._audience.known(shop_id, listed)
+            unknown = preview.unknown_members(listed, known)
         if "inventory" in parts and audience is not None:
             if self._benefits is None:
                 raise Unavailable("no benefit platform is configured", reason="NO_BENEFIT_PLATFORM")
@@ -281,8 +287,9 @@ class PlanUseCases:
             audience=audience,
             fire_times=fires[:count] if fires and "fire_times" in parts else (),
             runs=estimates,
+            unknown=unknown,
             inventory=checks,
-            warnings=tuple(preview.warnings(spec, audience, fires, checks)),
+            warnings=tuple(preview.warnings(spec, audience, fires, checks, unknown)),
         )
 
     async def end(

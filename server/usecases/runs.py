@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from domain import lifecycle, runs, scheduling
+from domain.audience import listed_members
 from domain.errors import FailedPrecondition, NotFound, Unavailable
 from domain.plan import Plan, PlanState
 from domain.plan_calendar import TICK, End, PlanCalendar
@@ -144,9 +145,9 @@ class RunUseCases:
         return await self._launch(plan, run, now)
 
     async def _launch(self, plan: Plan, run: Run, now: datetime) -> Run:
-        job_id = await self._jobs.create_job(
-            DELIVERY, run.run_id, payload_of(run, plan), shard_cursors(SHARDS), now, now
-        )
+        payload = payload_of(run, plan)
+        cursors = shard_cursors(SHARDS, payload["listed"])
+        job_id = await self._jobs.create_job(DELIVERY, run.run_id, payload, cursors, now, now)
         await self._store.set_job(run.run_id, job_id)
         # The plan as it is now, not as it was read: a pause or end that
         # landed meanwhile steered only the jobs that existed then.
@@ -173,7 +174,11 @@ class RunUseCases:
             estimate = await self._audience.estimate(
                 plan.shop_id, rule, run.fire_time, plan.spec.time_zone
             )
-            await self._jobs.set_total(job_id, estimate.count)
+            total = estimate.count
+            listed = listed_members(rule)
+            if listed:  # the unknown ones are items too: each is skipped
+                total += len(set(listed) - await self._audience.known(plan.shop_id, listed))
+            await self._jobs.set_total(job_id, total)
         except Exception:  # the run goes on without a total
             log.warning("no audience estimate for run %s", run.run_id, exc_info=True)
 

@@ -1292,6 +1292,7 @@ class PreviewPlanResponse(_message.Message):
     INVENTORY_CHECKS_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
     RUN_ESTIMATES_FIELD_NUMBER: _builtins.int
+    UNKNOWN_MEMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def audience_estimate(self) -> Global___AudienceEstimate: ...
     @_builtins.property
@@ -1307,6 +1308,13 @@ class PreviewPlanResponse(_message.Message):
         run's window) and for rules that depend on the day.
         """
 
+    @_builtins.property
+    def unknown_members(self) -> Global___UnknownMembers:
+        """With the audience estimate, for a precise audience (a list of member
+        ids): the listed members the audience system does not know. Their
+        runs skip them (UNKNOWN_MEMBER); unset when every listed member is known.
+        """
+
     def __init__(
         self,
         *,
@@ -1315,14 +1323,42 @@ class PreviewPlanResponse(_message.Message):
         inventory_checks: _abc.Iterable[Global___InventoryCheck] | None = ...,
         warnings: _abc.Iterable[Global___PreviewWarning] | None = ...,
         run_estimates: _abc.Iterable[Global___RunEstimate] | None = ...,
+        unknown_members: Global___UnknownMembers | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "unknown_members", b"unknown_members"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times", "run_estimates", b"run_estimates", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience_estimate", b"audience_estimate", "inventory_checks", b"inventory_checks", "next_fire_times", b"next_fire_times", "run_estimates", b"run_estimates", "unknown_members", b"unknown_members", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewPlanResponse: _TypeAlias = PreviewPlanResponse  # noqa: Y015
+
+@_typing.final
+class UnknownMembers(_message.Message):
+    """Listed members the audience system does not know."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_MEMBER_IDS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    @_builtins.property
+    def first_member_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The first few of them (at most 10), in the list's order."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        first_member_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_member_ids", b"first_member_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnknownMembers: _TypeAlias = UnknownMembers  # noqa: Y015
 
 @_typing.final
 class PlanTemplate(_message.Message):
