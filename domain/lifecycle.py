@@ -15,7 +15,7 @@ from datetime import datetime
 
 from domain import term
 from domain.errors import FailedPrecondition, FieldViolation
-from domain.plan import BusinessProduct, FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
+from domain.plan import FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
 from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
 from domain.ports import TemplateInfo
 
@@ -43,8 +43,8 @@ def _check(plan: Plan, action: str) -> None:
 def missing_for_publish(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
     """What a draft must still get before it can be published."""
     out = []
-    if spec.business_product is BusinessProduct.UNSPECIFIED:
-        out.append(FieldViolation(f"{path}.business_product", "required to publish"))
+    if not spec.product_id:
+        out.append(FieldViolation(f"{path}.product_id", "required to publish"))
     if spec.front_office is FrontOffice.UNSPECIFIED:
         out.append(FieldViolation(f"{path}.front_office", "required to publish"))
     if spec.audience is None:

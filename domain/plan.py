@@ -27,6 +27,8 @@ MAX_BENEFITS_PER_ACTION = 20
 MAX_PARAMS = 50
 MAX_ID_LENGTH = 64
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# A product id: what a template file may name its product, and a column holds.
+PRODUCT_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class PlanState(enum.Enum):
@@ -35,16 +37,6 @@ class PlanState(enum.Enum):
     ACTIVE = "active"
     PAUSED = "paused"
     ENDED = "ended"
-
-
-class BusinessProduct(enum.Enum):
-    UNSPECIFIED = "unspecified"
-    BIRTHDAY = "birthday"
-    HOLIDAY = "holiday"
-    MEMBER_DAY = "member_day"
-    PRECISE_AUDIENCE = "precise_audience"
-    INTEREST_AUDIENCE = "interest_audience"
-    INTERACTIVE_FAN = "interactive_fan"
 
 
 class FrontOffice(enum.Enum):
@@ -159,7 +151,9 @@ class PlanSpec:
 
     display_name: str
     description: str = ""
-    business_product: BusinessProduct = BusinessProduct.UNSPECIFIED
+    # The business product, by its id in the product catalog ("" = not set
+    # yet): products are data (server/products/*.toml), not a closed list.
+    product_id: str = ""
     front_office: FrontOffice = FrontOffice.UNSPECIFIED
     time_zone: str = DEFAULT_TIME_ZONE
     audience: Rule | None = None
@@ -173,7 +167,7 @@ class PlanSpec:
 UPDATABLE_FIELDS: tuple[str, ...] = (
     "display_name",
     "description",
-    "business_product",
+    "product_id",
     "front_office",
     "time_zone",
     "audience",
@@ -320,6 +314,13 @@ def validate_spec(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
     if len(spec.description) > MAX_DESCRIPTION_LENGTH:
         out.append(
             FieldViolation(f"{path}.description", f"at most {MAX_DESCRIPTION_LENGTH} characters")
+        )
+    if spec.product_id and not PRODUCT_ID.fullmatch(spec.product_id):
+        out.append(
+            FieldViolation(
+                f"{path}.product_id",
+                "a product id: a lower-case letter, then up to 31 of a-z, 0-9 and _",
+            )
         )
     out += _time_zone(spec.time_zone, f"{path}.time_zone")
     if spec.audience is not None:

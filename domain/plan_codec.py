@@ -13,7 +13,6 @@ from domain.plan import (
     Action,
     BenefitGrant,
     BenefitKind,
-    BusinessProduct,
     FrequencyLimit,
     FrequencyWindow,
     FrontOffice,
@@ -31,6 +30,7 @@ from domain.plan import (
 )
 
 FORMAT_VERSION = 1
+UNSET = "unspecified"  # a product not chosen yet, as stored
 
 
 def spec_to_dict(spec: PlanSpec) -> dict[str, Any]:
@@ -40,7 +40,8 @@ def spec_to_dict(spec: PlanSpec) -> dict[str, Any]:
         "v": FORMAT_VERSION,
         "display_name": spec.display_name,
         "description": spec.description,
-        "business_product": spec.business_product.value,
+        # Stored under the name of the enum it replaced, whose values were ids.
+        "business_product": spec.product_id or UNSET,
         "front_office": spec.front_office.value,
         "time_zone": spec.time_zone,
         "audience": None if spec.audience is None else rule_to_dict(spec.audience),
@@ -74,7 +75,7 @@ def spec_from_dict(d: dict[str, Any]) -> PlanSpec:
     return PlanSpec(
         display_name=d["display_name"],
         description=d["description"],
-        business_product=BusinessProduct(d["business_product"]),
+        product_id="" if d["business_product"] == UNSET else d["business_product"],
         front_office=FrontOffice(d["front_office"]),
         time_zone=d["time_zone"],
         audience=None if d["audience"] is None else rule_from_dict(d["audience"]),

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.audience import Rule
-from domain.plan import BenefitKind, BusinessProduct, FrontOffice, Plan, PlanState
+from domain.plan import BenefitKind, FrontOffice, Plan, PlanState
 
 
 class Clock(Protocol):
@@ -20,7 +20,7 @@ class Clock(Protocol):
 @dataclass(frozen=True)
 class PlanFilter:
     state: PlanState | None = None
-    business_product: BusinessProduct | None = None
+    product_id: str = ""
     front_office: FrontOffice | None = None
     # Case-insensitive substring of the display name; "" = any.
     name_contains: str = ""

@@ -69,6 +69,8 @@ class ProductTemplate:
     allowed: Allowed
     front_offices: frozenset[FrontOffice]
     editable_fields: tuple[str, ...]
+    # What a shopper's page leads a plan of this product with ("Member day").
+    headline: str = ""
 
 
 def unknown_components(allowed: Allowed) -> list[str]:
@@ -89,11 +91,11 @@ def variation_violations(
 ) -> list[FieldViolation]:
     """Where a plan departs from what its product allows."""
     out: list[FieldViolation] = []
-    if spec.business_product is not t.preset.business_product:
+    if spec.product_id != t.preset.product_id:
         out.append(
             FieldViolation(
-                f"{path}.business_product",
-                f"is fixed to {t.preset.business_product.value} by template {t.template_id}",
+                f"{path}.product_id",
+                f"is fixed to {t.preset.product_id} by template {t.template_id}",
             )
         )
     if spec.front_office not in t.front_offices:

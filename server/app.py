@@ -238,6 +238,7 @@ class Platform:
             benefit_platform,
             unit_of_work,
             clock,
+            headlines={t.preset.product_id: t.headline for t in catalog.values() if t.headline},
         )
         self.scenario = scenario
         scenario_service = ScenarioAggregationService(scenario)

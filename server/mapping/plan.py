@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,15 +21,25 @@ from server.mapping.audience import rule_from_proto, rule_to_proto
 
 E = TypeVar("E", bound=enum.Enum)
 
+# The deprecated BusinessProduct enum: the ids of the seed's six products.
 BUSINESS_PRODUCTS = {
-    pb.BUSINESS_PRODUCT_UNSPECIFIED: d.BusinessProduct.UNSPECIFIED,
-    pb.BUSINESS_PRODUCT_BIRTHDAY: d.BusinessProduct.BIRTHDAY,
-    pb.BUSINESS_PRODUCT_HOLIDAY: d.BusinessProduct.HOLIDAY,
-    pb.BUSINESS_PRODUCT_MEMBER_DAY: d.BusinessProduct.MEMBER_DAY,
-    pb.BUSINESS_PRODUCT_PRECISE_AUDIENCE: d.BusinessProduct.PRECISE_AUDIENCE,
-    pb.BUSINESS_PRODUCT_INTEREST_AUDIENCE: d.BusinessProduct.INTEREST_AUDIENCE,
-    pb.BUSINESS_PRODUCT_INTERACTIVE_FAN: d.BusinessProduct.INTERACTIVE_FAN,
+    pb.BUSINESS_PRODUCT_UNSPECIFIED: "",
+    pb.BUSINESS_PRODUCT_BIRTHDAY: "birthday",
+    pb.BUSINESS_PRODUCT_HOLIDAY: "holiday",
+    pb.BUSINESS_PRODUCT_MEMBER_DAY: "member_day",
+    pb.BUSINESS_PRODUCT_PRECISE_AUDIENCE: "precise_audience",
+    pb.BUSINESS_PRODUCT_INTEREST_AUDIENCE: "interest_audience",
+    pb.BUSINESS_PRODUCT_INTERACTIVE_FAN: "interactive_fan",
 }
+# Field-mask paths of the deprecated field, and what they mean now.
+RENAMED_PATHS = {"business_product": "product_id"}
+
+
+def renamed(paths: Iterable[str]) -> list[str]:
+    """A field mask's paths as the plan's fields are named now."""
+    return [RENAMED_PATHS.get(p, p) for p in paths]
+
+
 FRONT_OFFICES = {
     pb.FRONT_OFFICE_UNSPECIFIED: d.FrontOffice.UNSPECIFIED,
     pb.FRONT_OFFICE_MICRO_MALL: d.FrontOffice.MICRO_MALL,
@@ -171,12 +181,7 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
     spec = d.PlanSpec(
         display_name=msg.display_name,
         description=msg.description,
-        business_product=v.enum(
-            BUSINESS_PRODUCTS,
-            msg.business_product,
-            f"{path}.business_product",
-            d.BusinessProduct.UNSPECIFIED,
-        ),
+        product_id=msg.product_id or _product_of_enum(v, msg.business_product, path),
         front_office=v.enum(
             FRONT_OFFICES, msg.front_office, f"{path}.front_office", d.FrontOffice.UNSPECIFIED
         ),
@@ -246,7 +251,8 @@ def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
     msg = pb.Plan(
         display_name=spec.display_name,
         description=spec.description,
-        business_product=_BUSINESS_PRODUCTS_BACK[spec.business_product],
+        product_id=spec.product_id,
+        business_product=business_product_to_proto(spec.product_id),  # type: ignore[arg-type]
         front_office=_FRONT_OFFICES_BACK[spec.front_office],
         time_zone=spec.time_zone,
         time=pb.PlanTime(
@@ -286,8 +292,19 @@ def benefit_kind_to_proto(kind: d.BenefitKind) -> int:
     return int(_BENEFIT_KINDS_BACK[kind])
 
 
-def business_product_to_proto(product: d.BusinessProduct) -> int:
-    return int(_BUSINESS_PRODUCTS_BACK[product])
+def business_product_to_proto(product_id: str) -> int:
+    """The deprecated enum's value of a product: UNSPECIFIED for any product
+    that is not one of the seed's six."""
+    return int(_BUSINESS_PRODUCTS_BACK.get(product_id, pb.BUSINESS_PRODUCT_UNSPECIFIED))
+
+
+def _product_of_enum(v: _Violations, value: int, path: str) -> str:
+    """The id the deprecated enum names (an old client's request)."""
+    product: str | None = BUSINESS_PRODUCTS.get(value)  # type: ignore[call-overload]
+    if product is not None:
+        return product
+    v.items.append(FieldViolation(f"{path}.business_product", f"unknown enum value {value}"))
+    return ""
 
 
 def _action_to_proto(action: d.Action) -> pb.Action:
@@ -344,7 +361,7 @@ def _back(mapping: Mapping[Any, E]) -> dict[E, Any]:
     return out
 
 
-_BUSINESS_PRODUCTS_BACK = _back(BUSINESS_PRODUCTS)
+_BUSINESS_PRODUCTS_BACK = {product: number for number, product in BUSINESS_PRODUCTS.items()}
 _FRONT_OFFICES_BACK = _back(FRONT_OFFICES)
 _PLAN_STATES_BACK = _back(PLAN_STATES)
 _BENEFIT_KINDS_BACK = _back(BENEFIT_KINDS)

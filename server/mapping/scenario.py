@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from custops.benefit.v1 import benefit_pb2
 from custops.scenario.v1 import scenario_pb2 as pb
-from domain.plan import BenefitKind, BusinessProduct
+from domain.plan import BenefitKind
 from domain.ports import TemplateValue
 from server.mapping.plan import (
     BENEFIT_KINDS,
@@ -111,8 +111,9 @@ def applying_plan_to_proto(applying: ApplyingPlan) -> pb.ApplicablePlan:
     out = pb.ApplicablePlan(
         plan_id=plan.plan_id,
         display_name=plan.spec.display_name,
-        business_product=business_product_to_proto(plan.spec.business_product),  # type: ignore[arg-type]
-        headline=_headline(plan.spec.business_product, plan.spec.display_name),
+        product_id=plan.spec.product_id,
+        business_product=business_product_to_proto(plan.spec.product_id),  # type: ignore[arg-type]
+        headline=applying.headline,
         effects=[effect_to_proto(e) for e in applying.effects],
     )
     if applying.window_start is not None:
@@ -129,19 +130,3 @@ def effect_to_proto(value: TemplateValue) -> pb.PlanEffect:
         amount=value.amount,
         description=value.description or value.display_name,
     )
-
-
-_PRODUCT_LINES = {
-    BusinessProduct.BIRTHDAY: "Your birthday gift",
-    BusinessProduct.MEMBER_DAY: "Member day",
-    BusinessProduct.HOLIDAY: "Holiday offer",
-}
-
-
-def _headline(product: BusinessProduct, display_name: str) -> str:
-    """One line for the page: the product's lead-in, then the plan's name —
-    unless the name already leads with it ("Member day: double points")."""
-    lead = _PRODUCT_LINES.get(product)
-    if not lead or display_name.casefold().startswith(lead.casefold()):
-        return display_name
-    return f"{lead}: {display_name}"

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import Aborted
 from domain.plan import Plan, PlanState
-from domain.plan_codec import spec_from_dict, spec_to_dict
+from domain.plan_codec import UNSET, spec_from_dict, spec_to_dict
 from domain.ports import PlanCursor, PlanFilter, SchedulePlace
 from server.persistence.audit_log import record_change
 from server.persistence.tables import plans
@@ -41,8 +41,8 @@ class SqlPlanRepository:
         query = select(plans).where(plans.c.shop_id == shop_id)
         if filter.state is not None:
             query = query.where(plans.c.state == filter.state.value)
-        if filter.business_product is not None:
-            query = query.where(plans.c.business_product == filter.business_product.value)
+        if filter.product_id:
+            query = query.where(plans.c.business_product == filter.product_id)
         if filter.front_office is not None:
             query = query.where(plans.c.front_office == filter.front_office.value)
         if filter.name_contains:
@@ -150,7 +150,7 @@ def _row(plan: Plan) -> dict[str, Any]:
         "shop_id": plan.shop_id,
         "plan_id": plan.plan_id,
         "display_name": plan.spec.display_name,
-        "business_product": plan.spec.business_product.value,
+        "business_product": plan.spec.product_id or UNSET,  # the column's old name
         "front_office": plan.spec.front_office.value,
         "state": plan.state.value,
         "revision": plan.revision,

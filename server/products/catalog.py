@@ -50,6 +50,7 @@ def load_template(path: Path) -> ProductTemplate:
             allowed=allowed,
             front_offices=frozenset(FrontOffice(f) for f in data["front_offices"]),
             editable_fields=tuple(data["editable"]),
+            headline=data.get("headline", ""),
         )
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise TemplateError(f"{path}: {exc.__class__.__name__}: {exc}") from exc

@@ -17,7 +17,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.plan.v1 import plan_pb2_grpc
 from domain import lifecycle
 from domain.errors import FieldViolation, InvalidArgument, Unimplemented, require
-from domain.plan import MAX_NAME_LENGTH, Plan, PlanSpec
+from domain.plan import MAX_NAME_LENGTH, PRODUCT_ID, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
 from domain.products import ProductTemplate
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
@@ -31,6 +31,7 @@ from server.mapping.plan import (
     front_office_to_proto,
     in_term_years,
     plan_to_proto,
+    renamed,
     spec_from_proto,
     spec_to_proto,
     timestamp,
@@ -220,13 +221,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             state = PLAN_STATES.get(request.state)
             if state is None:
                 violations.append(FieldViolation("state", f"unknown plan state {request.state}"))
-        product = None
-        if request.business_product:
-            product = BUSINESS_PRODUCTS.get(request.business_product)
-            if product is None:
-                violations.append(
-                    FieldViolation("business_product", f"unknown value {request.business_product}")
-                )
+        product = _product_filter(request, violations)
         front_office = None
         if request.front_office:
             front_office = FRONT_OFFICES.get(request.front_office)
@@ -245,7 +240,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 "plans",
                 request.shop_id,
                 request.state,
-                request.business_product,
+                product,
                 request.front_office,
                 request.display_name_contains,
             )
@@ -255,7 +250,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.shop_id,
             PlanFilter(
                 state=state,
-                business_product=product,
+                product_id=product,
                 front_office=front_office,
                 name_contains=request.display_name_contains,
             ),
@@ -285,7 +280,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
                 )
             )
         require(violations)
-        paths = list(request.update_mask.paths)
+        paths = renamed(request.update_mask.paths)
         changes = _changes(request.plan)
         plan = await self._plans.update(
             request.shop_id,
@@ -376,16 +371,12 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         self, request: pb.ListPlanTemplatesRequest, context: Context
     ) -> pb.ListPlanTemplatesResponse:
         violations = shop_id_violations(request.shop_id) + page_size_violations(request.page_size)
-        product = (
-            BUSINESS_PRODUCTS.get(request.business_product) if request.business_product else None
-        )
+        product = _product_filter(request, violations)
         office = FRONT_OFFICES.get(request.front_office) if request.front_office else None
-        if request.business_product and product is None:
-            violations.append(FieldViolation("business_product", "unknown value"))
         if request.front_office and office is None:
             violations.append(FieldViolation("front_office", "unknown value"))
         require(violations)
-        scope = f"templates|{request.business_product}|{request.front_office}"
+        scope = f"templates|{product}|{request.front_office}"
         after = decode_page_token(request.page_token, scope, lambda p: str(p["id"]))
         found = [
             t
@@ -411,7 +402,7 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
             request.shop_id,
             request.template_id,
             overrides,
-            list(request.override_mask.paths),
+            renamed(request.override_mask.paths),
             call_context.actor.get(),
             request_key("CreatePlanFromTemplate", request),
         )
@@ -547,15 +538,41 @@ def _throttle_to_proto(t: Throttle) -> pb.ThrottleSetting:
 
 
 def _template_to_proto(t: ProductTemplate) -> pb.PlanTemplate:
+    allowed = t.allowed
     return pb.PlanTemplate(
         template_id=t.template_id,
-        business_product=business_product_to_proto(t.preset.business_product),  # type: ignore[arg-type]
+        product_id=t.preset.product_id,
+        business_product=business_product_to_proto(t.preset.product_id),  # type: ignore[arg-type]
         display_name=t.display_name,
         description=t.description,
         preset=spec_to_proto(t.preset),
         editable_fields=t.editable_fields,
         front_offices=sorted(front_office_to_proto(f) for f in t.front_offices),  # type: ignore[misc]
+        allowed=pb.ProductComponents(
+            effective=sorted(allowed.effective),
+            term=sorted(allowed.term),
+            execution=sorted(allowed.execution),
+            audience=sorted(allowed.audience),
+            actions=sorted(allowed.actions),
+        ),
     )
+
+
+def _product_filter(
+    request: pb.ListPlansRequest | pb.ListPlanTemplatesRequest, violations: list[FieldViolation]
+) -> str:
+    """The product a list asks for ("" for any): its id, or the deprecated enum's."""
+    if request.product_id:
+        if not PRODUCT_ID.fullmatch(request.product_id):
+            violations.append(FieldViolation("product_id", "a product id, e.g. member_day"))
+        return request.product_id
+    product = BUSINESS_PRODUCTS.get(request.business_product)
+    if product is None:
+        violations.append(
+            FieldViolation("business_product", f"unknown value {request.business_product}")
+        )
+        return ""
+    return str(product)
 
 
 def _plan_cursor(position: dict[str, Any]) -> PlanCursor:

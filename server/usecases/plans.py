@@ -21,7 +21,6 @@ from domain.errors import (
     require,
 )
 from domain.plan import (
-    BusinessProduct,
     FrontOffice,
     Plan,
     PlanSpec,
@@ -81,15 +80,28 @@ class PlanUseCases:
         self._catalog = catalog or {}
         self._benefits = benefits
 
-    def templates(
-        self, product: BusinessProduct | None, office: FrontOffice | None
-    ) -> list[ProductTemplate]:
+    def templates(self, product: str, office: FrontOffice | None) -> list[ProductTemplate]:
+        """The catalog's templates, of one product ("" for any) and front office."""
         return [
             t
             for _, t in sorted(self._catalog.items())
-            if (product is None or t.preset.business_product is product)
+            if (not product or t.preset.product_id == product)
             and (office is None or office in t.front_offices)
         ]
+
+    def _check_product(self, spec: PlanSpec, path: str = "plan") -> None:
+        """A plan's product is one the catalog has (a template file made it)."""
+        known = sorted({t.preset.product_id for t in self._catalog.values()})
+        if spec.product_id and known and spec.product_id not in known:
+            require(
+                [
+                    FieldViolation(
+                        f"{path}.product_id",
+                        f"unknown product {spec.product_id!r}; the catalog has: "
+                        + ", ".join(known),
+                    )
+                ]
+            )
 
     def template(self, template_id: str) -> ProductTemplate:
         found = self._catalog.get(template_id)
@@ -119,6 +131,8 @@ class PlanUseCases:
     async def create(
         self, shop_id: str, spec: PlanSpec, actor: str, key: RequestKey | None
     ) -> Plan:
+        self._check_product(spec)
+
         async def change(uow: UnitOfWork) -> Plan:
             plan = new_plan(shop_id, _new_id(), spec, actor, self._clock.now())
             await uow.plans.add(plan)
@@ -159,6 +173,7 @@ class PlanUseCases:
                 )
             else:
                 spec = apply_mask(plan.spec, changes, paths)
+            self._check_product(spec)
             lifecycle.check_safe_change(plan, spec, paths)
             updated = plan.updated(spec, actor, self._clock.now())
             await uow.plans.save(updated, before=plan)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +50,7 @@ class ApplyingPlan:
     window_start: datetime | None
     window_end: datetime | None
     effects: tuple[TemplateValue, ...]
+    headline: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class ScenarioUseCases:
         uow: UnitOfWorkFactory,
         clock: Clock,
         templates: TemplateValues | None = None,
+        headlines: Mapping[str, str] | None = None,
     ) -> None:
         self._records = records
         self._benefits = benefits
@@ -114,6 +116,8 @@ class ScenarioUseCases:
         self._uow = uow
         self._clock = clock
         self._templates = templates or TemplateValues(ledger)
+        # Per product id: what a page leads its plans with (the catalog's).
+        self._headlines = dict(headlines or {})
         # Pages of a shop asked at the same time go to the audience system
         # and the database together: one call and one read per batch, not
         # per page, so a busy process does less work per page.
@@ -383,7 +387,8 @@ class ScenarioUseCases:
             return kept[0]
         if len(self._answers) >= 10_000:
             self._answers.clear()
-        answer = ApplyingPlan(plan, start, end, await self._effects(plan, hidden))
+        effects = await self._effects(plan, hidden)
+        answer = ApplyingPlan(plan, start, end, effects, self._headline(plan))
         self._answers[key] = (answer, at + 1.0)
         return answer
 
@@ -422,6 +427,15 @@ class ScenarioUseCases:
     async def _member(self, shop_id: str, member_id: str) -> None:
         if member_id not in await self._audience.known(shop_id, [member_id]):
             raise _no_member(shop_id, member_id)
+
+    def _headline(self, plan: Plan) -> str:
+        """One line for the page: the product's lead-in, then the plan's name —
+        unless the name already leads with it ("Member day: double points")."""
+        lead = self._headlines.get(plan.spec.product_id, "")
+        name = plan.spec.display_name
+        if not lead or name.casefold().startswith(lead.casefold()):
+            return name
+        return f"{lead}: {name}"
 
 
 def _shown(effect: Effect) -> bool:

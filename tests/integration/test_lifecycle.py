@@ -129,7 +129,7 @@ async def test_an_incomplete_draft_says_everything_it_lacks(lc: AsyncCustopsClie
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert err.value.reason == "PLAN_INCOMPLETE"
     assert {v.field for v in err.value.field_violations} == {
-        "plan.business_product",
+        "plan.product_id",
         "plan.front_office",
         "plan.audience",
         "plan.time.execution",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
 
 from custops.audience.v1 import audience_pb2
 from custops.client import AsyncCustopsClient, CustopsError
@@ -16,8 +19,10 @@ from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform, StartupError
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
+from tests.integration.test_runs import _finished
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 SIX = [
     "birthday",
     "holiday",
@@ -174,7 +179,7 @@ actions = ["grant_benefit"]
 
 [preset]
 display_name = "Happy anniversary"
-business_product = "holiday"
+business_product = "shop_anniversary"
 front_office = "retail"
 audience = { levels = ["V0", "V1", "V2", "V3", "V4", "V5"] }
 
@@ -193,7 +198,8 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
     folder.mkdir()
     (folder / "shop_anniversary.toml").write_text(SEVENTH, encoding="utf-8")
     platform = Platform(
-        settings(database_url, product_templates=str(folder)), clock=SteppingClock(NOW)
+        settings(database_url, product_templates=str(folder), stubs_population=3000),
+        clock=SteppingClock(NOW),
     )
     await platform.start()
     try:
@@ -206,6 +212,12 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
                 )
             ).plan
             assert plan.front_office == pb.FRONT_OFFICE_RETAIL
+            # A product of its own: an id no enum knows, listed with what it allows.
+            (seventh,) = [t for t in listed.templates if t.template_id == "shop_anniversary"]
+            assert seventh.product_id == "shop_anniversary"
+            assert seventh.business_product == pb.BUSINESS_PRODUCT_UNSPECIFIED
+            assert list(seventh.allowed.execution) == ["immediately"]
+            assert plan.product_id == "shop_anniversary"
             published = await client.plans.PublishPlan(
                 pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id)
             )
@@ -213,6 +225,25 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
             # "Immediately" fires once, when the term opens: 2027-03-01 00:00 in Shanghai.
             opens = published.plan.next_fire_time.ToDatetime(UTC)
             assert opens == datetime(2027, 2, 28, 16, 0, tzinfo=UTC)
+            # It runs: every member gets the mug when the term opens.
+            clock = platform.clock
+            assert isinstance(clock, SteppingClock)
+            clock.current = opens + timedelta(seconds=5)
+            run = await _finished(client, published.plan)
+            assert run.state == pb.RUN_STATE_SUCCEEDED and run.progress.granted > 0
+            listed_plans = await client.plans.ListPlans(
+                pb.ListPlansRequest(shop_id="s1", product_id="shop_anniversary")
+            )
+            assert [p.plan_id for p in listed_plans.plans] == [plan.plan_id]
+            # A client built from the contract before product ids still reads it.
+            got = await client.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
+            old: Any = _old_message("custops.plan.v1.GetPlanResponse").FromString(
+                got.SerializeToString()
+            )
+            assert old.plan.display_name == "Happy anniversary"
+            assert old.plan.plan_id == plan.plan_id
+            assert old.plan.business_product == 0  # no value of the old enum names it
+            assert old.plan.state == pb.PLAN_STATE_ACTIVE
     finally:
         await platform.stop(grace=1)
 
@@ -226,3 +257,13 @@ async def test_a_broken_template_file_stops_the_start(tmp_path: Path) -> None:
     )
     with pytest.raises(StartupError, match=r"bad\.toml: unknown component audience: horoscope"):
         await platform.start()
+
+
+def _old_message(name: str) -> type[Message]:
+    """A message class of the plan contract as it was before product ids
+    (tests/data holds its descriptors, as `protoc --include_imports` wrote them)."""
+    pool = descriptor_pool.DescriptorPool()
+    data = (ROOT / "tests" / "data" / "plan-contract-before-product-ids.binpb").read_bytes()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
+        pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))

@@ -138,7 +138,7 @@ specs = st.builds(
     d.PlanSpec,
     display_name=st.text(min_size=1, max_size=20),
     description=st.text(max_size=20),
-    business_product=st.sampled_from(d.BusinessProduct),
+    product_id=st.sampled_from(["", "birthday", "member_day", "payday", "shop_anniversary"]),
     front_office=st.sampled_from(d.FrontOffice),
     time_zone=st.sampled_from(["Asia/Shanghai", "UTC", "America/New_York"]),
     audience=st.none() | rules,

@@ -25,6 +25,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _BusinessProduct:
@@ -42,7 +47,10 @@ class _BusinessProductEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Busin
     BUSINESS_PRODUCT_INTERACTIVE_FAN: _BusinessProduct.ValueType  # 6
 
 class BusinessProduct(_BusinessProduct, metaclass=_BusinessProductEnumTypeWrapper):
-    """The business products built on the plan core (the seed's six)."""
+    """The seed's six business products. Deprecated: products are data, known by
+    their id in the product catalog (`product_id`); a product added as a
+    template file has an id and no value here.
+    """
 
 BUSINESS_PRODUCT_UNSPECIFIED: BusinessProduct.ValueType  # 0
 BUSINESS_PRODUCT_BIRTHDAY: BusinessProduct.ValueType  # 1
@@ -572,6 +580,7 @@ class Plan(_message.Message):
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "shops/{shop_id}/plans/{plan_id}". Output only."""
@@ -582,7 +591,22 @@ class Plan(_message.Message):
     display_name: _builtins.str
     """Required; 1-100 characters."""
     description: _builtins.str
-    business_product: Global___BusinessProduct.ValueType
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self) -> Global___BusinessProduct.ValueType:
+        """Deprecated: use product_id. Kept for existing clients: on output it names
+        the product when it is one of the seed's six (else UNSPECIFIED); on input
+        it is read as that product's id when product_id is empty.
+        """
+
+    @business_product.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self, value: Global___BusinessProduct.ValueType) -> None:
+        """Deprecated: use product_id. Kept for existing clients: on output it names
+        the product when it is one of the seed's six (else UNSPECIFIED); on input
+        it is read as that product's id when product_id is empty.
+        """
+
     front_office: Global___FrontOffice.ValueType
     time_zone: _builtins.str
     """IANA time zone of every time of the plan; default "Asia/Shanghai"."""
@@ -597,6 +621,11 @@ class Plan(_message.Message):
     create_by: _builtins.str
     """Output only."""
     update_by: _builtins.str
+    product_id: _builtins.str
+    """The business product, by its id in the product catalog (the ids
+    ListPlanTemplates lists, e.g. "birthday", "member_day", or the id of a
+    product added as a template file); required to publish.
+    """
     end_reason: _builtins.str
     """Output only; why the plan ended, once ENDED: ENDED_ON_REQUEST (EndPlan),
     or, when the platform ended it because nothing of its time lies ahead,
@@ -648,11 +677,12 @@ class Plan(_message.Message):
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        product_id: _builtins.str = ...,
         end_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "product_id", b"product_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -758,6 +788,7 @@ class ListPlansRequest(_message.Message):
     BUSINESS_PRODUCT_FIELD_NUMBER: _builtins.int
     FRONT_OFFICE_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_CONTAINS_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     page_size: _builtins.int
     """0 means the default (50); capped at 500; negative is invalid."""
@@ -765,12 +796,22 @@ class ListPlansRequest(_message.Message):
     """Opaque token from a previous response."""
     state: Global___PlanState.ValueType
     """Only plans in this state, when set."""
-    business_product: Global___BusinessProduct.ValueType
-    """Only plans of this business product, when set."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self) -> Global___BusinessProduct.ValueType:
+        """Deprecated: use product_id."""
+
+    @business_product.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self, value: Global___BusinessProduct.ValueType) -> None:
+        """Deprecated: use product_id."""
+
     front_office: Global___FrontOffice.ValueType
     """Only plans for this front office, when set."""
     display_name_contains: _builtins.str
     """Only plans whose display name contains this text (case-insensitive)."""
+    product_id: _builtins.str
+    """Only plans of this product, when set."""
     def __init__(
         self,
         *,
@@ -781,10 +822,11 @@ class ListPlansRequest(_message.Message):
         business_product: Global___BusinessProduct.ValueType = ...,
         front_office: Global___FrontOffice.ValueType = ...,
         display_name_contains: _builtins.str = ...,
+        product_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name_contains", b"display_name_contains", "front_office", b"front_office", "page_size", b"page_size", "page_token", b"page_token", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name_contains", b"display_name_contains", "front_office", b"front_office", "page_size", b"page_size", "page_token", b"page_token", "product_id", b"product_id", "shop_id", b"shop_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1373,10 +1415,23 @@ class PlanTemplate(_message.Message):
     PRESET_FIELD_NUMBER: _builtins.int
     EDITABLE_FIELDS_FIELD_NUMBER: _builtins.int
     FRONT_OFFICES_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
-    business_product: Global___BusinessProduct.ValueType
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self) -> Global___BusinessProduct.ValueType:
+        """Deprecated: use product_id."""
+
+    @business_product.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self, value: Global___BusinessProduct.ValueType) -> None:
+        """Deprecated: use product_id."""
+
     display_name: _builtins.str
     description: _builtins.str
+    product_id: _builtins.str
+    """The product's id (the preset's product_id)."""
     @_builtins.property
     def preset(self) -> Global___Plan:
         """The plan a merchant starts from."""
@@ -1389,6 +1444,10 @@ class PlanTemplate(_message.Message):
     def front_offices(self) -> _containers.RepeatedScalarFieldContainer[Global___FrontOffice.ValueType]:
         """Front offices the template is offered to."""
 
+    @_builtins.property
+    def allowed(self) -> Global___ProductComponents:
+        """The components the product allows, by registry name."""
+
     def __init__(
         self,
         *,
@@ -1399,14 +1458,57 @@ class PlanTemplate(_message.Message):
         preset: Global___Plan | None = ...,
         editable_fields: _abc.Iterable[_builtins.str] | None = ...,
         front_offices: _abc.Iterable[Global___FrontOffice.ValueType] | None = ...,
+        product_id: _builtins.str = ...,
+        allowed: Global___ProductComponents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preset", b"preset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "preset", b"preset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "description", b"description", "display_name", b"display_name", "editable_fields", b"editable_fields", "front_offices", b"front_offices", "preset", b"preset", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "business_product", b"business_product", "description", b"description", "display_name", b"display_name", "editable_fields", b"editable_fields", "front_offices", b"front_offices", "preset", b"preset", "product_id", b"product_id", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanTemplate: _TypeAlias = PlanTemplate  # noqa: Y015
+
+@_typing.final
+class ProductComponents(_message.Message):
+    """The components of a product, by their registry names: for each time
+    notion its calculators (e.g. "daily", "birthday_day", "payday"), then
+    audience conditions and actions.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFECTIVE_FIELD_NUMBER: _builtins.int
+    TERM_FIELD_NUMBER: _builtins.int
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def effective(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def term(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def execution(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def audience(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        effective: _abc.Iterable[_builtins.str] | None = ...,
+        term: _abc.Iterable[_builtins.str] | None = ...,
+        execution: _abc.Iterable[_builtins.str] | None = ...,
+        audience: _abc.Iterable[_builtins.str] | None = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "effective", b"effective", "execution", b"execution", "term", b"term"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductComponents: _TypeAlias = ProductComponents  # noqa: Y015
 
 @_typing.final
 class ListPlanTemplatesRequest(_message.Message):
@@ -1417,11 +1519,23 @@ class ListPlanTemplatesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     BUSINESS_PRODUCT_FIELD_NUMBER: _builtins.int
     FRONT_OFFICE_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
-    business_product: Global___BusinessProduct.ValueType
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self) -> Global___BusinessProduct.ValueType:
+        """Deprecated: use product_id."""
+
+    @business_product.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self, value: Global___BusinessProduct.ValueType) -> None:
+        """Deprecated: use product_id."""
+
     front_office: Global___FrontOffice.ValueType
+    product_id: _builtins.str
+    """Only the templates of this product, when set."""
     def __init__(
         self,
         *,
@@ -1430,10 +1544,11 @@ class ListPlanTemplatesRequest(_message.Message):
         page_token: _builtins.str = ...,
         business_product: Global___BusinessProduct.ValueType = ...,
         front_office: Global___FrontOffice.ValueType = ...,
+        product_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "front_office", b"front_office", "page_size", b"page_size", "page_token", b"page_token", "shop_id", b"shop_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "front_office", b"front_office", "page_size", b"page_size", "page_token", b"page_token", "product_id", b"product_id", "shop_id", b"shop_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _MemberBenefitStatus:
@@ -227,11 +232,23 @@ class ApplicablePlan(_message.Message):
     EFFECTS_FIELD_NUMBER: _builtins.int
     WINDOW_END_TIME_FIELD_NUMBER: _builtins.int
     WINDOW_START_TIME_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     display_name: _builtins.str
-    business_product: _plan_pb2.BusinessProduct.ValueType
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self) -> _plan_pb2.BusinessProduct.ValueType:
+        """Deprecated: use product_id."""
+
+    @business_product.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def business_product(self, value: _plan_pb2.BusinessProduct.ValueType) -> None:
+        """Deprecated: use product_id."""
+
     headline: _builtins.str
     """One line for the page, e.g. "Your birthday month gift"."""
+    product_id: _builtins.str
+    """The plan's business product, by id."""
     @_builtins.property
     def effects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanEffect]: ...
     @_builtins.property
@@ -253,10 +270,11 @@ class ApplicablePlan(_message.Message):
         effects: _abc.Iterable[Global___PlanEffect] | None = ...,
         window_end_time: _timestamp_pb2.Timestamp | None = ...,
         window_start_time: _timestamp_pb2.Timestamp | None = ...,
+        product_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name", b"display_name", "effects", b"effects", "headline", b"headline", "plan_id", b"plan_id", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_product", b"business_product", "display_name", b"display_name", "effects", b"effects", "headline", b"headline", "plan_id", b"plan_id", "product_id", b"product_id", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
