@@ -228,8 +228,8 @@ def check_safe_change(plan: Plan, new: PlanSpec, paths: list[str]) -> None:
 
 
 def _extends(old: str, new: str) -> bool:
-    if not old or not new:
-        return False
+    if not old or not new or old.startswith("@") or new.startswith("@"):
+        return False  # only fixed periods (type 2) extend
     before, after = term.parse(old), term.parse(new)
     if (
         before.kind is not term.TermKind.FIXED_PERIOD

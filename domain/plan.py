@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from domain.audience import Rule, validate_rule
+from domain.calculators import violations as time_violations
 from domain.errors import Aborted, FailedPrecondition, FieldViolation, require
-from domain.term.expression import violations as term_violations
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 
 MAX_NAME_LENGTH = 100
@@ -330,7 +330,7 @@ def validate_spec(spec: PlanSpec, path: str = "plan") -> list[FieldViolation]:
         if value:
             out += [
                 FieldViolation(f"{path}.time.{attr}.{v.field}", v.description)
-                for v in term_violations(value)
+                for v in time_violations(value)
             ]
     if len(spec.actions) > MAX_ACTIONS:
         out.append(FieldViolation(f"{path}.actions", f"at most {MAX_ACTIONS} actions"))

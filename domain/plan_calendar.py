@@ -37,11 +37,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from domain import term
+from domain import calculators
 from domain.audience import BirthdayScope
-from domain.birthday import scope_of
+from domain.calculators import Calculator
 from domain.plan import Plan, PlanTime
-from domain.term import TermExpression, TermKind, Window
+from domain.term import Window
 from domain.term.schedule import HORIZON
 from domain.windows import TICK as TICK  # the calendar's "just before": public
 from domain.windows import (
@@ -55,9 +55,6 @@ from domain.windows import (
     meet_with,
     midnight,
 )
-
-_ONE_OFF = (TermKind.IMMEDIATE, TermKind.DELAY, TermKind.FIXED_PERIOD)
-_OPEN_ENDED = (TermKind.IMMEDIATE, TermKind.DELAY)
 
 
 class SkipReason(enum.Enum):
@@ -173,8 +170,8 @@ class PlanCalendar:
             return Effect(False, None, None)
         horizon = at + HORIZON
         try:
-            if x.kind.is_birthday:
-                scope = scope_of(x.kind)
+            if x.birthday is not None:
+                scope = x.birthday.scope
                 piece = next(self.meet([self._effective, self._term], at, horizon), None)
                 if piece is None or piece.start > at:
                     return Effect(False, piece, piece.start if piece else horizon, scope)
@@ -199,9 +196,9 @@ class PlanCalendar:
         x = self.execution
         if x is None:
             return None
-        if x.kind.is_birthday:
-            local = local_date(fire, self.zone) + timedelta(days=x.days_ahead)
-            return self._period(scope_of(x.kind), local)
+        if x.birthday is not None:
+            local = local_date(fire, self.zone) + timedelta(days=x.birthday.days_ahead)
+            return self._period(x.birthday.scope, local)
         effect = self.executing(fire)
         return effect.window if effect.applies else None
 
@@ -260,10 +257,10 @@ class PlanCalendar:
 
     # -- inside -----------------------------------------------------------
 
-    def _inside(self, e: TermExpression | None, at: datetime) -> Answer:
+    def _inside(self, e: Calculator | None, at: datetime) -> Answer:
         if e is None:
             return Answer(True, None)
-        nearby = term.windows(e, at, at + HORIZON, self.zone, self.anchor, limit=2)
+        nearby = e.windows(at, at + HORIZON, self.zone, self.anchor, 2)
         inside = next((w for w in nearby if w.contains(at)), None)
         if inside is not None:
             return Answer(True, inside.end)
@@ -294,7 +291,7 @@ class PlanCalendar:
         if self._effective is None:
             return SkipReason.OUTSIDE_TERM
         end = window.end or window.start + TICK
-        meets = term.windows(self._effective, window.start, end, self.zone, self.anchor, limit=1)
+        meets = self._effective.windows(window.start, end, self.zone, self.anchor, 1)
         return SkipReason.OUTSIDE_TERM if meets else SkipReason.NOT_IN_EFFECT
 
     def _end_reason(self, after: datetime) -> EndReason:
@@ -305,7 +302,7 @@ class PlanCalendar:
         horizon = after + HORIZON
         upcoming = self._run(x, after, horizon).first(lambda w: w.start > after)
         if upcoming is None:
-            if x.kind in _ONE_OFF:
+            if x.one_off:
                 fired = self.fires(self.anchor - TICK, 1)
                 return EndReason.ONE_OFF_FIRED if fired else EndReason.NO_FIRE_AHEAD
             return EndReason.EXECUTION_TIME_OVER
@@ -322,7 +319,7 @@ class PlanCalendar:
         effect window at `after`, or later for birthdays ahead)."""
         x = self.execution
         assert x is not None
-        if x.kind.is_birthday and self.allowed(after):
+        if x.birthday is not None and self.allowed(after):
             window = self.effect_window_of(after)
             piece = next(self.meet([self._effective, self._term], after, after + HORIZON), None)
             ends = [e for e in (window.end if window else None, piece.end if piece else None) if e]
@@ -334,11 +331,11 @@ class PlanCalendar:
 
     # -- building blocks --------------------------------------------------
 
-    def _run(self, e: TermExpression | None, start: datetime, horizon: datetime) -> WindowRun:
+    def _run(self, e: Calculator | None, start: datetime, horizon: datetime) -> WindowRun:
         return WindowRun(e, self.zone, self.anchor, start, horizon)
 
     def meet(
-        self, notions: Sequence[TermExpression | None], start: datetime, horizon: datetime
+        self, notions: Sequence[Calculator | None], start: datetime, horizon: datetime
     ) -> Iterator[Window]:
         return meet([self._run(n, start, horizon) for n in notions], start)
 
@@ -366,14 +363,14 @@ class _Spans:
         x = calendar.execution
         assert x is not None
         self._x = x
-        self._windows = None if _is_point_kind(x) else calendar._run(x, start, horizon)
+        self._windows = None if x.point else calendar._run(x, start, horizon)
         self._one_off: Window | None = None
-        if x.kind in _OPEN_ENDED:
+        if x.open_ended:
             fired = calendar.fires(calendar.anchor - TICK, 1)
             self._one_off = day_of(fired[0], calendar.zone) if fired else None
 
     def past(self, t: datetime) -> Window | None:
-        if self._x.kind in _OPEN_ENDED:
+        if self._x.open_ended:
             one = self._one_off
             return one if one is not None and (one.end is None or one.end > t) else None
         if self._windows is not None:
@@ -384,9 +381,5 @@ class _Spans:
         return None if counted is None else day_of(counted[0], self._calendar.zone)
 
 
-def _parse(text: str) -> TermExpression | None:
-    return term.parse(text) if text else None
-
-
-def _is_point_kind(e: TermExpression) -> bool:
-    return e.kind is TermKind.CRON or (e.kind.has_daily_window and e.day_window.is_point)
+def _parse(text: str) -> Calculator | None:
+    return calculators.parse(text) if text else None

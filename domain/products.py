@@ -12,24 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain import audience as a
-from domain import term
+from domain import calculators, term
 from domain.errors import FieldViolation
 from domain.plan import Action, FrontOffice, GrantBenefits, PlanSpec, SendMessage
-from domain.term.kinds import TermKind
 
-# The registry: component name -> what it stands for in the model.
-TIME_CALCULATORS: dict[str, TermKind] = {
-    "immediately": TermKind.IMMEDIATE,
-    "delay": TermKind.DELAY,
-    "fixed_period": TermKind.FIXED_PERIOD,
-    "cron": TermKind.CRON,
-    "daily": TermKind.DAILY,
-    "weekly": TermKind.WEEKLY,
-    "monthly": TermKind.MONTHLY,
-    "birthday_day": TermKind.BIRTHDAY_DAY,
-    "birthday_week": TermKind.BIRTHDAY_WEEK,
-    "birthday_month": TermKind.BIRTHDAY_MONTH,
-}
+# The registries: component name -> what it stands for in the model. Time
+# calculators are domain.calculators' (a term expression's type, or a
+# calculator registered by name such as "payday").
 AUDIENCE_CONDITIONS: dict[str, type] = {
     "levels": a.Levels,
     "birthday": a.Birthday,
@@ -79,7 +68,7 @@ def unknown_components(allowed: Allowed) -> list[str]:
         f"{notion}: {name}"
         for notion in TIME_NOTIONS
         for name in getattr(allowed, notion)
-        if name not in TIME_CALCULATORS
+        if name not in calculators.names()
     ]
     out += [f"audience: {n}" for n in allowed.audience if n not in AUDIENCE_CONDITIONS]
     out += [f"actions: {n}" for n in allowed.actions if n not in ACTION_EXECUTORS]
@@ -109,15 +98,14 @@ def variation_violations(
         if not text:
             continue
         try:
-            kind = term.parse(text).kind
-        except term.TermExpressionError:
+            calculator = calculators.parse(text).name
+        except (term.TermExpressionError, calculators.CalculatorError):
             continue  # the plan's own validation names it
-        allowed_kinds = {TIME_CALCULATORS[n] for n in names}
-        if kind not in allowed_kinds:
+        if calculator not in names:
             out.append(
                 FieldViolation(
                     f"{path}.time.{notion}",
-                    f"type {kind.value} ({kind.label}) is not allowed by template "
+                    f"{calculator} is not allowed by template "
                     f"{t.template_id}; allowed: {', '.join(sorted(names)) or 'none'}",
                 )
             )

@@ -11,7 +11,7 @@ import enum
 import hashlib
 from datetime import UTC, datetime, time, timedelta
 
-from domain import birthday, term
+from domain import birthday, calculators
 from domain.audience import AllOf, Birthday, BirthdayScope, Rule
 from domain.plan import (
     FrequencyWindow,
@@ -164,10 +164,7 @@ def birthday_condition(plan: Plan) -> Birthday | None:
 def _execution_birthday(spec: PlanSpec) -> Birthday | None:
     if not spec.time.execution:
         return None
-    execution = term.parse(spec.time.execution)
-    if not execution.kind.is_birthday:
-        return None
-    return Birthday(birthday.scope_of(execution.kind), execution.days_ahead)
+    return calculators.parse(spec.time.execution).birthday
 
 
 def _required_birthday(rule: Rule | None) -> Birthday | None:

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
-from domain import term
-from domain.term import TermExpression, Window
+from domain.term import Window
 from domain.zones import zone as zone_of
 
 TICK = timedelta(microseconds=1)
@@ -29,13 +28,21 @@ class TooFar(Exception):
         self.at = at
 
 
+class WindowSource(Protocol):
+    """What computes a notion's windows (domain.calculators.Calculator)."""
+
+    def windows(
+        self, start: datetime, end: datetime, zone: str, anchor: datetime | None, limit: int
+    ) -> list[Window]: ...
+
+
 class WindowRun:
     """The windows of one notion that end after a moving instant, read a
     page at a time; a notion left unset is one window that never closes."""
 
     def __init__(
         self,
-        e: TermExpression | None,
+        e: WindowSource | None,
         zone: str,
         anchor: datetime,
         start: datetime,
@@ -55,9 +62,7 @@ class WindowRun:
         elif start >= self._horizon:
             self._page, self._full = [], False
         else:
-            self._page = term.windows(
-                self._e, start, self._horizon, self._zone, self._anchor, limit=self._size
-            )
+            self._page = self._e.windows(start, self._horizon, self._zone, self._anchor, self._size)
             self._full = len(self._page) >= self._size
             self._size = min(self._size * 4, _PAGE)
         self._i = 0

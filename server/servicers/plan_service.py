@@ -516,6 +516,8 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         if answer.kind is not None:
             response.type_code = answer.kind.value
             response.type_name = answer.kind.label
+        elif answer.calculator:  # a registered calculator has a name, no type code
+            response.type_name = answer.calculator
         for window in answer.windows:
             shown = response.next_windows.add(start=timestamp(window.start))
             if window.end is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from domain import term
+from domain import calculators, term
 from domain.errors import FieldViolation
 
 _TICK = timedelta(microseconds=1)  # so that a fire time at `start` counts
@@ -17,6 +17,7 @@ class Explanation:
     violations: tuple[FieldViolation, ...] = ()
     normalized: str = ""
     kind: term.TermKind | None = None
+    calculator: str = ""  # its registry name ("daily", "payday")
     description_en: str = ""
     description_zh: str = ""
     windows: tuple[term.Window, ...] = ()
@@ -26,22 +27,28 @@ class Explanation:
 def explain(
     expression: str, zone: str, start: datetime, anchor: datetime, count: int
 ) -> Explanation:
-    """What an expression means and when it is open and fires from `start` on.
+    """What an expression — a term expression, or a registered calculator
+    such as `@payday 09:00` — means and when it is open and fires from
+    `start` on.
 
     An invalid expression is an answer here (valid=False with its
     violations), not an error: checking expressions is what this is for."""
     try:
-        parsed = term.parse(expression)
-    except term.TermExpressionError as exc:
-        return Explanation(valid=False, violations=exc.violations)
-    windows = term.windows(parsed, start, start + term.schedule.HORIZON, zone, anchor, limit=count)
-    fires = term.next_fire_times(parsed, start - _TICK, zone, count, anchor)
+        parsed = calculators.parse(expression)
+    except (term.TermExpressionError, calculators.CalculatorError) as exc:
+        return Explanation(valid=False, violations=tuple(exc.violations))
+    horizon = start + term.schedule.HORIZON
+    windows = parsed.windows(start, horizon, zone, anchor, count)
+    # Fire times are window starts; a window open at `start` fired before it.
+    ahead = parsed.windows(start - _TICK, horizon, zone, anchor, count + 1)
+    fires = [w.start for w in ahead if w.start >= start][:count]
     return Explanation(
         valid=True,
         normalized=parsed.format(),
-        kind=parsed.kind,
-        description_en=term.describe(parsed, "en"),
-        description_zh=term.describe(parsed, "zh"),
+        kind=parsed.expression.kind if isinstance(parsed, calculators.TermCalculator) else None,
+        calculator=parsed.name,
+        description_en=parsed.describe("en"),
+        description_zh=parsed.describe("zh"),
         windows=tuple(windows),
         fire_times=tuple(fires),
     )

@@ -1670,6 +1670,9 @@ class ExplainTermExpressionRequest(_message.Message):
     ANCHOR_TIME_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     expression: _builtins.str
+    """A term expression, or a registered time calculator written
+    `@name arguments`, e.g. "@payday 09:00" (docs/time.md).
+    """
     time_zone: _builtins.str
     """IANA zone to evaluate in; default "Asia/Shanghai"."""
     count: _builtins.int
@@ -1746,9 +1749,13 @@ class ExplainTermExpressionResponse(_message.Message):
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_ZH_FIELD_NUMBER: _builtins.int
     normalized: _builtins.str
-    """The canonical form: eight fields, `?` as `*`, names as numbers."""
+    """The canonical form: eight fields, `?` as `*`, names as numbers (for a
+    calculator, its own canonical text, e.g. "@payday 10 09:00").
+    """
     type_code: _builtins.int
-    """The trailing type code and its name, e.g. 31 "daily"."""
+    """The trailing type code and its name, e.g. 31 "daily"; for a registered
+    calculator, no code (0) and its name, e.g. "payday".
+    """
     type_name: _builtins.str
     description: _builtins.str
     """The meaning in English."""
