@@ -31,6 +31,7 @@ SIX = [
     "member_day",
     "precise_audience",
 ]
+BUILT_IN = sorted([*SIX, "payday"])
 
 
 @pytest.fixture
@@ -42,11 +43,16 @@ async def tc(database_url: str) -> AsyncIterator[AsyncCustopsClient]:
     await platform.stop(grace=1)
 
 
-async def test_the_six_products_are_listed(tc: AsyncCustopsClient) -> None:
+async def test_the_built_in_products_are_listed(tc: AsyncCustopsClient) -> None:
+    """The seed's six, and payday (a template file and one time calculator)."""
     listed = await tc.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1"))
-    assert [t.template_id for t in listed.templates] == SIX
-    assert {pb.BusinessProduct.Name(t.business_product) for t in listed.templates} == {
-        f"BUSINESS_PRODUCT_{n.upper()}" for n in SIX
+    assert [t.template_id for t in listed.templates] == BUILT_IN
+    assert [t.product_id for t in listed.templates] == BUILT_IN
+    # The deprecated enum names the seed's six, and nothing else.
+    assert {
+        t.template_id: pb.BusinessProduct.Name(t.business_product) for t in listed.templates
+    } == {n: f"BUSINESS_PRODUCT_{n.upper()}" for n in SIX} | {
+        "payday": "BUSINESS_PRODUCT_UNSPECIFIED"
     }
     retail = await tc.plans.ListPlanTemplates(
         pb.ListPlanTemplatesRequest(shop_id="s1", front_office=pb.FRONT_OFFICE_RETAIL)
@@ -56,10 +62,10 @@ async def test_the_six_products_are_listed(tc: AsyncCustopsClient) -> None:
     rest = await tc.plans.ListPlanTemplates(
         pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4, page_token=first.next_page_token)
     )
-    assert [t.template_id for t in [*first.templates, *rest.templates]] == SIX
+    assert [t.template_id for t in [*first.templates, *rest.templates]] == BUILT_IN
 
 
-@pytest.mark.parametrize("template_id", SIX)
+@pytest.mark.parametrize("template_id", BUILT_IN)
 async def test_each_template_makes_a_publishable_plan_from_its_defaults(
     tc: AsyncCustopsClient, template_id: str
 ) -> None:
@@ -101,10 +107,12 @@ REFUSED: dict[str, tuple[str, pb.Plan]] = {
             audience=audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=["V5"]))
         ),
     ),
+    # Payday allows its own calculator only: a plain monthly time is refused.
+    "payday": ("time.execution", pb.Plan(time=pb.PlanTime(execution="0 0 9 10 * * * 33"))),
 }
 
 
-@pytest.mark.parametrize("template_id", SIX)
+@pytest.mark.parametrize("template_id", BUILT_IN)
 async def test_each_template_refuses_a_variation_it_does_not_allow(
     tc: AsyncCustopsClient, template_id: str
 ) -> None:
