@@ -20,6 +20,7 @@ class Role(enum.Enum):
     FRONT_OFFICE = "front_office"  # the shoppers' side: pages, checkout, use, give-back
     MERCHANT_ADMIN = "merchant_admin"  # operation plans and their runs, for its shops
     OPERATOR = "operator"  # throttles, retries, every shop's statistics
+    APPROVER = "approver"  # approves or rejects large plans, for its shops
 
 
 ALL_SHOPS = "*"

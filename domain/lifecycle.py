@@ -15,7 +15,7 @@ from datetime import datetime
 
 from domain import term
 from domain.errors import FailedPrecondition, FieldViolation
-from domain.plan import FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
+from domain.plan import Approval, FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
 from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
 from domain.ports import TemplateInfo
 
@@ -127,6 +127,50 @@ def publish(plan: Plan, by: str, now: datetime) -> Plan:
     )
 
 
+def request_approval(plan: Plan, by: str, now: datetime, audience: int, threshold: int) -> Plan:
+    """A draft too large to publish alone (its next run's audience is above
+    the shop's threshold) waits for an approver."""
+    _check(plan, "publish")
+    missing = missing_for_publish(plan.spec)
+    if missing:
+        publish(plan, by, now)  # says what is missing, as publishing does
+    approval = Approval(by, now, audience, threshold)
+    moved = _moved(plan, PlanState.AWAITING_APPROVAL, by, now)
+    return replace(moved, approval=approval)
+
+
+def approve(plan: Plan, by: str, now: datetime) -> Plan:
+    """An approver other than the author publishes a plan awaiting approval."""
+    approval = _awaiting(plan)
+    if by == approval.requested_by:
+        raise FailedPrecondition(
+            f"plan {plan.plan_id} was put up for approval by {by}; another approver must "
+            "approve it",
+            reason="SELF_APPROVAL",
+        )
+    published = publish(replace(plan, state=PlanState.DRAFT), by, now)
+    return replace(
+        published, approval=replace(approval, decided_by=by, decide_time=now, approved=True)
+    )
+
+
+def reject(plan: Plan, by: str, now: datetime, reason: str) -> Plan:
+    """An approver sends a plan awaiting approval back to its author, saying why."""
+    approval = _awaiting(plan)
+    decided = replace(approval, decided_by=by, decide_time=now, reject_reason=reason)
+    return replace(_moved(plan, PlanState.DRAFT, by, now), approval=decided)
+
+
+def _awaiting(plan: Plan) -> Approval:
+    if plan.state is not PlanState.AWAITING_APPROVAL or plan.approval is None:
+        raise FailedPrecondition(
+            f"plan {plan.plan_id} is {plan.state.value}; only a plan awaiting approval "
+            "can be approved or rejected",
+            reason="NOT_AWAITING_APPROVAL",
+        )
+    return plan.approval
+
+
 def pause(plan: Plan, by: str, now: datetime) -> Plan:
     _check(plan, "pause")
     return _moved(plan, PlanState.PAUSED, by, now)
@@ -188,8 +232,8 @@ SAFE_WHEN_PUBLISHED = (
 
 
 def check_safe_change(plan: Plan, new: PlanSpec, paths: list[str]) -> None:
-    if plan.state is PlanState.DRAFT:
-        return
+    if plan.state in (PlanState.DRAFT, PlanState.AWAITING_APPROVAL):
+        return  # not published (a plan awaiting approval changed is a draft again)
     problems = [
         FieldViolation(
             f"update_mask.paths[{i}]",

@@ -37,6 +37,7 @@ class PlanState(enum.Enum):
     ACTIVE = "active"
     PAUSED = "paused"
     ENDED = "ended"
+    AWAITING_APPROVAL = "awaiting"  # for approval: its audience is above the shop's threshold
 
 
 class FrontOffice(enum.Enum):
@@ -187,6 +188,20 @@ UPDATABLE_FIELDS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Approval:
+    """Who asked to publish a large plan, and who decided."""
+
+    requested_by: str
+    request_time: datetime
+    audience: int  # the next run's audience estimate
+    threshold: int  # the shop's, when asked
+    decided_by: str = ""
+    decide_time: datetime | None = None
+    approved: bool = False
+    reject_reason: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     shop_id: str
     plan_id: str
@@ -206,6 +221,7 @@ class Plan:
     # and including `schedule_cursor`; the next is due at `next_check_time`.
     schedule_cursor: datetime | None = None
     next_check_time: datetime | None = None
+    approval: Approval | None = None
 
     @property
     def etag(self) -> str:
@@ -231,9 +247,14 @@ class Plan:
         check = self.next_check_time
         if self.state is not PlanState.DRAFT and spec.time != self.spec.time:
             check = at  # the scheduler looks at the new time at once
+        # A plan changed while awaiting approval is a draft again: what the
+        # approver would approve is not what was asked for.
+        waiting = self.state is PlanState.AWAITING_APPROVAL
         return replace(
             self,
             spec=spec,
+            state=PlanState.DRAFT if waiting else self.state,
+            approval=None if waiting else self.approval,
             revision=self.revision + 1,
             update_by=by,
             update_time=at,
@@ -241,7 +262,7 @@ class Plan:
         )
 
     def check_deletable(self) -> None:
-        if self.state is not PlanState.DRAFT:
+        if self.state not in (PlanState.DRAFT, PlanState.AWAITING_APPROVAL):
             raise FailedPrecondition(
                 f"plan {self.plan_id} is {self.state.value}; published plans are ended, "
                 "never deleted, because records point to them",

@@ -11,6 +11,7 @@ from typing import Any
 from domain import audience as a
 from domain.plan import (
     Action,
+    Approval,
     BenefitGrant,
     BenefitKind,
     FrequencyLimit,
@@ -120,7 +121,38 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "end_reason": plan.end_reason,
         "schedule_cursor": _iso(plan.schedule_cursor),
         "next_check_time": _iso(plan.next_check_time),
+        "approval": approval_to_dict(plan.approval),
     }
+
+
+def approval_to_dict(approval: Approval | None) -> dict[str, Any] | None:
+    if approval is None:
+        return None
+    return {
+        "requested_by": approval.requested_by,
+        "request_time": approval.request_time.isoformat(),
+        "audience": approval.audience,
+        "threshold": approval.threshold,
+        "decided_by": approval.decided_by,
+        "decide_time": _iso(approval.decide_time),
+        "approved": approval.approved,
+        "reject_reason": approval.reject_reason,
+    }
+
+
+def approval_from_dict(d: dict[str, Any] | None) -> Approval | None:
+    if d is None:
+        return None
+    return Approval(
+        requested_by=d["requested_by"],
+        request_time=datetime.fromisoformat(d["request_time"]),
+        audience=d["audience"],
+        threshold=d["threshold"],
+        decided_by=d["decided_by"],
+        decide_time=_from_iso(d["decide_time"]),
+        approved=d["approved"],
+        reject_reason=d["reject_reason"],
+    )
 
 
 def plan_from_dict(d: dict[str, Any]) -> Plan:
@@ -142,6 +174,7 @@ def plan_from_dict(d: dict[str, Any]) -> Plan:
         end_reason=d.get("end_reason", ""),
         schedule_cursor=_from_iso(d.get("schedule_cursor")),
         next_check_time=_from_iso(d.get("next_check_time")),
+        approval=approval_from_dict(d.get("approval")),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from domain.audience import Rule
 from domain.plan import BenefitKind, FrontOffice, Plan, PlanState
+from domain.shop_policy import ShopPolicy
 
 
 class Clock(Protocol):
@@ -101,6 +102,18 @@ class RequestLog(Protocol):
         ...
 
 
+class ShopPolicies(Protocol):
+    """Shops' policies (domain.shop_policy)."""
+
+    async def get(self, shop_id: str) -> ShopPolicy:
+        """The shop's policy; no limits (revision 0) when it set none."""
+        ...
+
+    async def save(self, policy: ShopPolicy, before: ShopPolicy) -> None:
+        """`before` as read, now `policy`; Aborted when it changed meanwhile."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the repositories; commits only when asked."""
 
@@ -109,6 +122,9 @@ class UnitOfWork(Protocol):
 
     @property
     def requests(self) -> RequestLog: ...
+
+    @property
+    def shop_policies(self) -> ShopPolicies: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -16,6 +16,7 @@ from domain.audience import AllOf, Birthday, BirthdayScope, Rule
 from domain.plan import (
     FrequencyWindow,
     GrantBenefits,
+    MessageChannel,
     Plan,
     PlanSpec,
     QuietHours,
@@ -28,6 +29,7 @@ from domain.zones import zone as zone_of
 class RunKind(enum.Enum):
     DELIVERY = "delivery"
     RECOVERY = "recovery"
+    TEST = "test"  # the plan's actions for named test members, counted apart
 
 
 class RunTrigger(enum.Enum):
@@ -42,11 +44,40 @@ class Skip(enum.Enum):
     FREQUENCY_LIMIT = "FREQUENCY_LIMIT"
     BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     QUIET_HOURS = "QUIET_HOURS"
+    OPTED_OUT = "OPTED_OUT"  # opted out of the channel the plan messages on
+    CONTACT_CAP = "CONTACT_CAP"  # at the shop's contact limit on that channel
     UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # listed, but the audience system does not know it
 
 
 ACT = "act"
-ACT_SILENT = "act-silent"  # granted, but its messages dropped for quiet hours
+ACT_SILENT = "act-silent"  # granted, but its messages dropped (quiet hours, consent, caps)
+# Acted on, but not messaged on these channels (the member opted out of
+# them, or is at the shop's contact limit there): "act-no:1,3".
+ACT_EXCEPT = "act-no:"
+_CHANNEL_CODES = list(MessageChannel)
+
+
+def acts(outcome: str) -> bool:
+    """Whether a member's outcome has the run act on it (grant, and message
+    where not withheld)."""
+    return outcome in (ACT, ACT_SILENT) or outcome.startswith(ACT_EXCEPT)
+
+
+def withheld(outcome: str) -> frozenset[MessageChannel] | None:
+    """The channels a member is not messaged on; None for all of them."""
+    if outcome == ACT_SILENT:
+        return None
+    if outcome.startswith(ACT_EXCEPT):
+        codes = outcome.removeprefix(ACT_EXCEPT).split(",")
+        return frozenset(_CHANNEL_CODES[int(c)] for c in codes)
+    return frozenset()
+
+
+def act_except(channels: set[MessageChannel]) -> str:
+    """The outcome of a member acted on but not messaged on `channels`."""
+    return ACT_EXCEPT + ",".join(
+        str(_CHANNEL_CODES.index(c)) for c in sorted(channels, key=_CHANNEL_CODES.index)
+    )
 
 
 def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> str:
@@ -61,6 +92,15 @@ def skip_id(shop_id: str, plan_id: str, fire_time: datetime) -> str:
     the run a catch-up names after the same fire."""
     seed = f"{shop_id}/{plan_id}/skip/{fire_time.isoformat()}"
     return "s" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+def test_run_id(shop_id: str, plan_id: str, request_id: str) -> str:
+    """A test run is named by its request id: a retried request meets it."""
+    seed = f"{shop_id}/{plan_id}/test/{request_id}"
+    return "t" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+MAX_TEST_MEMBERS = 20
 
 
 def manual_run_id(shop_id: str, plan_id: str, request_id: str) -> str:

@@ -63,6 +63,7 @@ from server.tracing import DownstreamInterceptor, TracingServerInterceptor, trac
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
 from server.usecases.scenario import ScenarioUseCases
+from server.usecases.shop_policy import ShopPolicyUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
 from server.usecases.throttle import ThrottleUseCases
 
@@ -229,7 +230,8 @@ class Platform:
             GrpcAudienceDirectory(audience_channel),
             clock,
         )
-        plan_service = OperationPlanService(plans, clock, throttle, self.runs)
+        policies = ShopPolicyUseCases(unit_of_work, clock)
+        plan_service = OperationPlanService(plans, clock, throttle, policies, self.runs)
         scenario = ScenarioUseCases(
             RecordReader(engine),
             member_benefits,

@@ -15,6 +15,7 @@ from domain.access import Caller, Role
 from server.mapping.plan import DOWNSTREAM_NAMES
 
 FRONT, ADMIN, OPERATOR = Role.FRONT_OFFICE, Role.MERCHANT_ADMIN, Role.OPERATOR
+APPROVER = Role.APPROVER
 PLANS = "/custops.plan.v1.OperationPlanService/"
 SCENARIO = "/custops.scenario.v1.ScenarioAggregationService/"
 AUDIT = "/custops.audit.v1.AuditService/"
@@ -57,6 +58,8 @@ def named_resource(request: Any) -> str:
         return f"members/{member}" + (f"/benefits/{benefit}" if benefit else "")
     if _has(request, "setting"):
         return f"throttles/{DOWNSTREAM_NAMES.get(request.setting.downstream, '')}"
+    if _has(request, "policy"):
+        return SHOP_POLICY
     return ""
 
 
@@ -73,6 +76,9 @@ def _field(message: Any, path: str) -> str:
     return str(message)
 
 
+# The audit log's name of a shop's policy.
+SHOP_POLICY = "shop_policy"
+
 # The state-changing calls.
 CHANGES = {
     "CreatePlan",
@@ -87,6 +93,8 @@ CHANGES = {
     "CancelPlanRun",
     "RetryFailedItems",
     "RecoverPlanRun",
+    "ApprovePlan",
+    "RejectPlan",
     "ReportBenefitUsed",
     "ReplenishBenefit",
 }
@@ -144,6 +152,13 @@ RULES: dict[str, Rule] = {
     PLANS + "UpdateThrottleSetting": Rule(
         frozenset((OPERATOR,)), shop_field="setting.shop_id", empty_is_platform=True, changes=True
     ),
+    # A shop's policy bounds all of its plans: its admins set it.
+    PLANS + "GetShopPolicy": Rule(frozenset((ADMIN, OPERATOR))),
+    PLANS + "UpdateShopPolicy": Rule(
+        frozenset((ADMIN,)), shop_field="policy.shop_id", changes=True
+    ),
+    # A plan above the shop's approval threshold needs a second pair of eyes.
+    **_rules(PLANS, (APPROVER,), "ApprovePlan", "RejectPlan"),
     # A shop's audit log is for its admins and operators; the platform's
     # own entries (throttles of every shop) for operators of every shop.
     AUDIT + "ListAuditEntries": Rule(frozenset((ADMIN, OPERATOR)), empty_is_platform=True),

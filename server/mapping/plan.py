@@ -52,6 +52,7 @@ PLAN_STATES = {
     pb.PLAN_STATE_ACTIVE: d.PlanState.ACTIVE,
     pb.PLAN_STATE_PAUSED: d.PlanState.PAUSED,
     pb.PLAN_STATE_ENDED: d.PlanState.ENDED,
+    pb.PLAN_STATE_AWAITING_APPROVAL: d.PlanState.AWAITING_APPROVAL,
 }
 BENEFIT_KINDS = {
     benefit_pb2.BENEFIT_KIND_UNSPECIFIED: d.BenefitKind.UNSPECIFIED,
@@ -236,6 +237,8 @@ def plan_to_proto(plan: d.Plan) -> pb.Plan:
     msg.state = _PLAN_STATES_BACK[plan.state]
     msg.etag, msg.template_id = plan.etag, plan.template_id
     msg.end_reason = plan.end_reason
+    if plan.approval is not None:
+        msg.approval.CopyFrom(_approval_to_proto(plan.approval))
     msg.create_by, msg.update_by = plan.create_by, plan.update_by
     msg.create_time.CopyFrom(timestamp(plan.create_time))
     msg.update_time.CopyFrom(timestamp(plan.update_time))
@@ -244,6 +247,21 @@ def plan_to_proto(plan: d.Plan) -> pb.Plan:
         if value is not None:
             getattr(msg, attr).CopyFrom(timestamp(value))
     return msg
+
+
+def _approval_to_proto(approval: d.Approval) -> pb.PlanApproval:
+    out = pb.PlanApproval(
+        requested_by=approval.requested_by,
+        request_time=timestamp(approval.request_time),
+        audience_estimate=approval.audience,
+        threshold=approval.threshold,
+        decided_by=approval.decided_by,
+        approved=approval.approved,
+        reject_reason=approval.reject_reason,
+    )
+    if approval.decide_time is not None:
+        out.decide_time.CopyFrom(timestamp(approval.decide_time))
+    return out
 
 
 def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:

@@ -19,7 +19,11 @@ RUN_STATES = {
     "cancelled": pb.RUN_STATE_CANCELLED,
     SKIPPED: pb.RUN_STATE_SKIPPED,
 }
-_KINDS = {RunKind.DELIVERY: pb.RUN_KIND_DELIVERY, RunKind.RECOVERY: pb.RUN_KIND_RECOVERY}
+_KINDS = {
+    RunKind.DELIVERY: pb.RUN_KIND_DELIVERY,
+    RunKind.RECOVERY: pb.RUN_KIND_RECOVERY,
+    RunKind.TEST: pb.RUN_KIND_TEST,
+}
 _TRIGGERS = {
     RunTrigger.SCHEDULE: pb.RUN_TRIGGER_SCHEDULE,
     RunTrigger.MANUAL: pb.RUN_TRIGGER_MANUAL,
@@ -95,4 +99,7 @@ def totals_to_proto(plan_id: str, totals: PlanTotals) -> pb.PlanStatistics:
         failed=totals.failed,
         dead=totals.dead,
         budget_used=totals.budget_used,
+        test_runs=totals.test_runs,
+        test_benefits_granted=totals.test_counters.get("granted", 0),
+        test_messages_sent=totals.test_counters.get("sent", 0),
     )

@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import Aborted
 from domain.plan import Plan, PlanState
-from domain.plan_codec import UNSET, spec_from_dict, spec_to_dict
+from domain.plan_codec import (
+    UNSET,
+    approval_from_dict,
+    approval_to_dict,
+    spec_from_dict,
+    spec_to_dict,
+)
 from domain.ports import PlanCursor, PlanFilter, SchedulePlace
 from server.persistence.audit_log import record_change
 from server.persistence.tables import plans
@@ -92,7 +98,7 @@ class SqlPlanRepository:
                 plans.c.shop_id == plan.shop_id,
                 plans.c.plan_id == plan.plan_id,
                 plans.c.revision == plan.revision,
-                plans.c.state == PlanState.DRAFT.value,
+                plans.c.state.in_((PlanState.DRAFT.value, PlanState.AWAITING_APPROVAL.value)),
             )
         )
         if result.rowcount != 1:
@@ -166,6 +172,7 @@ def _row(plan: Plan) -> dict[str, Any]:
         "end_reason": plan.end_reason,
         "schedule_cursor": plan.schedule_cursor,
         "next_check_time": plan.next_check_time,
+        "approval": approval_to_dict(plan.approval),
     }
 
 
@@ -187,4 +194,5 @@ def plan_from_row(row: Any) -> Plan:
         end_reason=row["end_reason"],
         schedule_cursor=row["schedule_cursor"],
         next_check_time=row["next_check_time"],
+        approval=approval_from_dict(row["approval"]),
     )

@@ -74,6 +74,8 @@ plans = Table(
     # next decision due at the check time.
     Column("schedule_cursor", UtcDateTime()),
     Column("next_check_time", UtcDateTime()),
+    # A large plan's approval (domain.plan_codec.approval_to_dict), once asked for.
+    Column("approval", JSON),
     PrimaryKeyConstraint("shop_id", "plan_id", name="pk_plans"),
     # Lists are per shop, newest first.
     Index("ix_plans_shop_created", "shop_id", "create_time", "plan_id"),
@@ -198,6 +200,36 @@ frequency_claims = Table(
     Column("slot", Integer, nullable=False),
     Column("run_id", String(64), nullable=False),
     PrimaryKeyConstraint("plan_id", "window", "member_id", "slot", name="pk_frequency_claims"),
+)
+
+# A shop's policy (domain.shop_policy), one row a shop: its contact limits
+# as JSON, and the audience above which publishing needs an approval.
+shop_policies = Table(
+    "shop_policies",
+    metadata,
+    Column("shop_id", String(64), primary_key=True),
+    Column("contact_limits", JSON, nullable=False),
+    Column("approval_threshold", BigInteger, nullable=False),
+    Column("revision", BigInteger, nullable=False),
+    Column("update_by", String(200), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+)
+
+# Contact limits: the n-th message a member gets on a channel in a window,
+# from any plan of the shop, is slot n, unique — as frequency claims are.
+contact_claims = Table(
+    "contact_claims",
+    metadata,
+    Column("shop_id", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("window", String(16), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    PrimaryKeyConstraint(
+        "shop_id", "channel", "window", "member_id", "slot", name="pk_contact_claims"
+    ),
+    Index("ix_contact_claims_run", "run_id", "member_id"),
 )
 
 plan_budgets = Table(

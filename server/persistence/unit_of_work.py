@@ -11,6 +11,7 @@ from domain.errors import Unavailable
 from domain.ports import Clock
 from server.persistence.plan_repository import SqlPlanRepository
 from server.persistence.request_log import SqlRequestLog
+from server.persistence.shop_policies import SqlShopPolicies
 
 
 class SqlUnitOfWork:
@@ -18,6 +19,7 @@ class SqlUnitOfWork:
 
     plans: SqlPlanRepository
     requests: SqlRequestLog
+    shop_policies: SqlShopPolicies
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class SqlUnitOfWork:
             raise Unavailable(f"the database cannot be reached: {exc.__class__.__name__}") from exc
         self.plans = SqlPlanRepository(self._conn)
         self.requests = SqlRequestLog(self._conn, self._clock)
+        self.shop_policies = SqlShopPolicies(self._conn)
         return self
 
     async def __aexit__(self, kind: object, error: object, tb: object) -> None:

@@ -13,9 +13,9 @@ import grpc
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
-from domain import runs
+from domain import runs, shop_policy
 from domain.audience import Rule, listed_members
-from domain.plan import EFFECT_KINDS, GrantBenefits, Plan, SendMessage
+from domain.plan import EFFECT_KINDS, GrantBenefits, MessageChannel, Plan, SendMessage
 from domain.plan_calendar import PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
@@ -37,6 +37,8 @@ GRANT_CHUNK = 500
 # The cursor of the one page of a precise audience's members the audience
 # system does not know: each is skipped (UNKNOWN_MEMBER), on record.
 UNKNOWN = "unknown"
+# The cursor of a test run's one page: its named test members.
+TEST_SHARD = "test"
 
 
 def shard_cursors(shards: int, listed: bool = False) -> list[str]:
@@ -96,6 +98,8 @@ class Delivery:
         self._plans: dict[str, Plan] = {}
 
     def split(self, payload: dict[str, Any]) -> list[str]:
+        if payload.get("test_members"):
+            return [TEST_SHARD]
         return shard_cursors(int(payload.get("shards", SHARDS)), bool(payload.get("listed")))
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
@@ -103,6 +107,8 @@ class Delivery:
         rule = runs.run_audience(plan)
         if cursor == UNKNOWN:
             return await self._unknown(payload["shop_id"], rule)
+        if cursor == TEST_SHARD:
+            return Page([Item(m) for m in payload["test_members"]], None)
         index, shards, token = cursor.split("/", 2)
         request = audience_pb2.ListAudienceMembersRequest(
             shop_id=payload["shop_id"],
@@ -140,6 +146,31 @@ class Delivery:
         skip = {"skip": runs.Skip.UNKNOWN_MEMBER.value}
         return Page([Item(m, dict(skip)) for m in dict.fromkeys(response.unknown_member_ids)], None)
 
+    async def _opted_out(
+        self, run: Run, items: list[Item], channels: tuple[MessageChannel, ...]
+    ) -> dict[str, frozenset[MessageChannel]]:
+        """The channels each member opted out of, as the audience system says,
+        for a plan that messages (members met before are not asked again)."""
+        members = [i.key for i in items if not i.data.get("messages_only")]
+        if not channels or not members:
+            return {}
+        request = audience_pb2.BatchGetMemberProfilesRequest(
+            shop_id=run.shop_id, member_ids=members
+        )
+        response = await throttled(
+            self.buckets,
+            "audience",
+            len(members),
+            lambda: self.audience.BatchGetMemberProfiles(request),
+        )
+        return {
+            p.member_id: frozenset(
+                _CHANNELS_OF[c] for c in p.opted_out_channels if c in _CHANNELS_OF
+            )
+            for p in response.profiles
+            if p.opted_out_channels
+        }
+
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         skipped = [i for i in items if i.data.get("skip")]
         if skipped:
@@ -158,28 +189,37 @@ class Delivery:
             else None
         )
         drop = quiet_end is not None and runs.drops_in_quiet_hours(limits_.quiet_hours)
+        channels = shop_policy.channels(plan)
+        test = bool(payload.get("test_members"))  # neither frequency, budget nor caps
         decided = await self.store.decide(
             run,
             [i.key for i in items],
             Limits(
                 window=runs.frequency_window(plan, run.fire_time),
-                max_times=limits_.frequency.max_times,
+                max_times=0 if test else limits_.frequency.max_times,
                 units=runs.units_per_member(plan),
-                budget=limits_.total_budget,
+                budget=0 if test else limits_.total_budget,
                 silent=drop,
+                capped=not test,
+                channels=channels,
+                opted_out=await self._opted_out(run, items, channels) if not drop else {},
+                zone=plan.spec.time_zone,
             ),
         )
         problems: dict[str, tuple[str, bool]] = {}  # member -> (reason, retryable)
         records: list[Record] = []
         granting = [
-            i.key
-            for i in items
-            if decided[i.key] in (runs.ACT, runs.ACT_SILENT) and not i.data.get("messages_only")
+            i.key for i in items if runs.acts(decided[i.key]) and not i.data.get("messages_only")
         ]
         await self._grant(plan, run, granting, records, problems)
         defer = quiet_end is not None and not drop
-        messaging = [] if defer else [i.key for i in items if decided[i.key] == runs.ACT]
-        await self._send(plan, run, messaging, records, problems)
+        # Who gets messages, and on which channels not (consent, contact limits).
+        messaging = {
+            i.key: withheld
+            for i in items
+            if runs.acts(decided[i.key]) and (withheld := runs.withheld(decided[i.key])) is not None
+        }
+        await self._send(plan, run, {} if defer else messaging, records, problems)
         # Refused for good with nothing done for them: their slot and budget
         # units go back (a timeout is no refusal: the grant may have landed).
         acted = {r.member_id for r in records}
@@ -188,7 +228,10 @@ class Delivery:
             for m, (reason, retryable) in problems.items()
             if not retryable and m not in acted
         }
-        await self.store.record(run, records, now, released=released)
+        # Refused for good, whatever was granted: the member was not messaged,
+        # so the shop's contact slots it took count for nothing.
+        uncontacted = [m for m, (_, retryable) in problems.items() if not retryable]
+        await self.store.record(run, records, now, released=released, uncontacted=uncontacted)
         out = []
         for item in items:
             problem = problems.get(item.key)
@@ -197,7 +240,7 @@ class Delivery:
                 out.append(
                     ItemResult(item.key, Outcome.RETRY if retryable else Outcome.FAILED, reason)
                 )
-            elif defer and decided[item.key] == runs.ACT:
+            elif defer and item.key in messaging:
                 out.append(
                     ItemResult(
                         item.key,
@@ -292,10 +335,11 @@ class Delivery:
         self,
         plan: Plan,
         run: Run,
-        members: list[str],
+        members: dict[str, frozenset[MessageChannel]],
         records: list[Record],
         problems: dict[str, tuple[str, bool]],
     ) -> None:
+        """Each member's messages, but on the channels withheld from it."""
         messages = [
             notify_pb2.Message(
                 idempotency_key=runs.message_key(plan.plan_id, run.run_id, m, a),
@@ -305,10 +349,10 @@ class Delivery:
                 params=dict(action.params),
                 source=runs.grant_source(plan.plan_id),
             )
-            for m in members
+            for m, withheld in members.items()
             if m not in problems
             for a, action in enumerate(plan.spec.actions)
-            if isinstance(action, SendMessage)
+            if isinstance(action, SendMessage) and action.channel not in withheld
         ]
         if not messages:
             return
@@ -352,6 +396,7 @@ class Delivery:
 
 
 _CHANNELS = {domain: wire for wire, domain in CHANNELS.items()}
+_CHANNELS_OF = dict(CHANNELS)
 
 
 def _items_pushed_back(response: benefit_pb2.BatchGrantBenefitsResponse) -> bool:

@@ -6,7 +6,8 @@ runs twice (after a crash, on a retry) never counts twice."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +15,13 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip
+from domain import shop_policy
+from domain.plan import MessageChannel
+from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip, act_except
 from server.persistence.audit_log import record_change
+from server.persistence.shop_policies import SqlShopPolicies
 from server.persistence.tables import (
+    contact_claims,
     frequency_claims,
     jobs,
     operation_records,
@@ -54,6 +59,13 @@ class Limits:
     units: int  # budget units one member costs
     budget: int  # 0: no budget
     silent: bool = False  # messages dropped (quiet hours, DROP policy)
+    # The channels the plan messages on, the channels each member opted out
+    # of (the audience system's consent), and the zone the shop's contact
+    # windows are counted in.
+    channels: tuple[MessageChannel, ...] = ()
+    capped: bool = True  # the shop's contact limits apply (not to a test run)
+    opted_out: Mapping[str, frozenset[MessageChannel]] = field(default_factory=dict)
+    zone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -155,11 +167,12 @@ class RunStore:
         return [_run(r) for r in rows]
 
     async def job_ids(self, shop_id: str, plan_id: str, kind: RunKind | None = None) -> list[str]:
-        """The jobs of a plan's runs (of one kind, when given)."""
+        """The jobs of a plan's runs (of one kind, when given; but test runs)."""
         query = select(plan_runs.c.job_id).where(
             plan_runs.c.shop_id == shop_id,
             plan_runs.c.plan_id == plan_id,
             plan_runs.c.job_id != "",
+            plan_runs.c.kind != RunKind.TEST.value,
         )
         if kind is not None:
             query = query.where(plan_runs.c.kind == kind.value)
@@ -233,10 +246,11 @@ class RunStore:
             deciding = fresh + again
             outcomes = {m: ACT for m in deciding}
             skipped: dict[str, str] = {}
-            claimed: set[str] = set()
             if limits.max_times > 0 and deciding:
-                at_limit, claimed = await self._frequency(conn, run, deciding, limits)
-                skipped |= at_limit
+                skipped |= await self._frequency(conn, run, deciding, limits)
+            withheld_for: dict[str, str] = {}  # why a member is not messaged somewhere
+            if limits.channels and not limits.silent:
+                withheld_for = await self._contact(conn, run, deciding, skipped, outcomes, limits)
             eligible = [m for m in deciding if m not in skipped]
             units = {m: 0 for m in deciding}
             if limits.budget > 0 and limits.units > 0 and eligible:
@@ -255,7 +269,7 @@ class RunStore:
                         skipped[m] = Skip.QUIET_HOURS.value
             for m, reason in skipped.items():
                 outcomes[m] = f"skip:{reason}"
-            await self._unclaim(conn, run, [m for m in skipped if m in claimed])
+            await self._unclaim(conn, run, list(skipped))
             changed = [
                 {"r": run.run_id, "m": m, "o": outcomes[m], "u": units[m]}
                 for m in deciding
@@ -271,10 +285,13 @@ class RunStore:
                     .values(outcome=bindparam("o"), units=bindparam("u")),
                     changed,
                 )
-            # A silent member was acted on but its messages count as skipped.
+            # A member acted on without (some of) its messages counts as
+            # skipped for why: consent, the contact limit, or quiet hours.
             reasons = [
-                Skip.QUIET_HOURS.value if outcome == ACT_SILENT else outcome.removeprefix("skip:")
-                for outcome in outcomes.values()
+                outcome.removeprefix("skip:")
+                if outcome.startswith("skip:")
+                else withheld_for.get(m, Skip.QUIET_HOURS.value)
+                for m, outcome in outcomes.items()
                 if outcome != ACT
             ]
             counts = {"targeted": len(fresh)}
@@ -284,10 +301,9 @@ class RunStore:
 
     async def _frequency(
         self, conn: AsyncConnection, run: Run, members: list[str], limits: Limits
-    ) -> tuple[dict[str, str], set[str]]:
-        """Claim the next slot of each member's window: (members at the limit,
-        or beaten to their last slot by a concurrent run, skipped; members
-        whose slot this run claimed)."""
+    ) -> dict[str, str]:
+        """Claim the next slot of each member's window; members at the limit,
+        or beaten to their last slot by a concurrent run, are skipped."""
         rows = await conn.execute(
             select(frequency_claims.c.member_id, func.count())
             .where(
@@ -312,10 +328,112 @@ class RunStore:
             for m in wanted
         ]
         won = await insert_new(conn, frequency_claims, claims, "member_id")
-        return skipped | {m: reason for m in wanted if m not in won}, won
+        return skipped | {m: reason for m in wanted if m not in won}
+
+    async def _contact(
+        self,
+        conn: AsyncConnection,
+        run: Run,
+        deciding: list[str],
+        skipped: dict[str, str],
+        outcomes: dict[str, str],
+        limits: Limits,
+    ) -> dict[str, str]:
+        """The shop's contact rules for members about to be acted on: no
+        message on a channel a member opted out of, and none past the
+        shop's limit there — slots claimed across plans as frequency slots
+        are. Sets their outcomes (messages withheld, or skipped when nothing
+        is left to do) and says why, per member withheld from."""
+        candidates = [m for m in deciding if m not in skipped]
+        everything = set(limits.channels)
+        withheld: dict[str, set[MessageChannel]] = {}
+        why: dict[str, str] = {}
+        for m in candidates:
+            out = limits.opted_out.get(m, frozenset()) & everything
+            if out:
+                withheld[m], why[m] = set(out), Skip.OPTED_OUT.value
+        policy = await SqlShopPolicies(conn).get(run.shop_id)
+        for channel in limits.channels if limits.capped else ():
+            limit = policy.limit(channel)
+            if limit is None:
+                continue
+            wanting = [m for m in candidates if channel not in withheld.get(m, ())]
+            key = shop_policy.window_key(limit.window, run.fire_time, limits.zone)
+            for m in await self._contact_slots(
+                conn, run, channel, key, wanting, limit.max_messages
+            ):
+                withheld.setdefault(m, set()).add(channel)
+                why.setdefault(m, Skip.CONTACT_CAP.value)
+                if limit.caps_grants:
+                    skipped[m] = Skip.CONTACT_CAP.value
+        for m, channels in withheld.items():
+            if m in skipped:
+                continue
+            if channels < everything:
+                outcomes[m] = act_except(channels)
+            elif limits.units > 0:
+                outcomes[m] = ACT_SILENT  # grants only
+            else:
+                skipped[m] = why[m]  # nothing left to do for them
+        return why
+
+    async def _contact_slots(
+        self,
+        conn: AsyncConnection,
+        run: Run,
+        channel: MessageChannel,
+        window: str,
+        members: list[str],
+        most: int,
+    ) -> set[str]:
+        """Claim each member's next message slot on `channel` in the shop's
+        `window`; the members at the limit (or beaten to it) are returned."""
+        if not members:
+            return set()
+        where = and_(
+            contact_claims.c.shop_id == run.shop_id,
+            contact_claims.c.channel == channel.value,
+            contact_claims.c.window == window,
+            contact_claims.c.member_id.in_(members),
+        )
+        rows = await conn.execute(
+            select(contact_claims.c.member_id, func.count())
+            .where(where)
+            .group_by(contact_claims.c.member_id)
+        )
+        used: dict[str, int] = {r[0]: r[1] for r in rows}
+        full = {m for m in members if used.get(m, 0) >= most}
+        wanted = [m for m in members if m not in full]
+        won = await insert_new(
+            conn,
+            contact_claims,
+            [
+                {
+                    "shop_id": run.shop_id,
+                    "channel": channel.value,
+                    "window": window,
+                    "member_id": m,
+                    "slot": used.get(m, 0) + 1,
+                    "run_id": run.run_id,
+                }
+                for m in wanted
+            ],
+            "member_id",
+        )
+        return full | {m for m in wanted if m not in won}
+
+    async def _uncontact(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
+        """Give back the contact slots this run claimed for these members."""
+        if members:
+            await conn.execute(
+                delete(contact_claims).where(
+                    contact_claims.c.run_id == run.run_id,
+                    contact_claims.c.member_id.in_(members),
+                )
+            )
 
     async def _unclaim(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
-        """Give back the frequency slots this run claimed for these members."""
+        """Give back the frequency and contact slots this run claimed for these members."""
         if members:
             await conn.execute(
                 delete(frequency_claims).where(
@@ -324,6 +442,7 @@ class RunStore:
                     frequency_claims.c.member_id.in_(members),
                 )
             )
+            await self._uncontact(conn, run, members)
 
     async def release(self, conn: AsyncConnection, run: Run, failed: dict[str, str]) -> None:
         """Members the downstream refused for good (OUT_OF_STOCK, say) with
@@ -375,10 +494,12 @@ class RunStore:
         now: datetime,
         extra: dict[str, int] | None = None,
         released: dict[str, str] | None = None,
+        uncontacted: list[str] | None = None,
     ) -> None:
         """Write user operation records once each; counters grow by what was
         new. Members `released` (failed for good, by reason) give back what
-        they held, in the same transaction."""
+        they held, in the same transaction; members `uncontacted` (not
+        messaged after all) give back their contact slots."""
         rows = [
             {
                 "record_id": r.record_id,
@@ -405,6 +526,7 @@ class RunStore:
                         counts[name] = counts.get(name, 0) + 1
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
             await self.release(conn, run, released or {})
+            await self._uncontact(conn, run, uncontacted or [])
 
     async def counters(self, run_id: str) -> dict[str, int]:
         async with self._engine.connect() as conn:
@@ -431,13 +553,18 @@ class RunStore:
             )
         return int(count or 0)
 
-    async def plan_totals(self, shop_id: str, plan_id: str) -> tuple[int, dict[str, int], int]:
-        """(runs, counters summed over them, budget units used)."""
+    async def plan_totals(
+        self, shop_id: str, plan_id: str, test: bool = False
+    ) -> tuple[int, dict[str, int], int]:
+        """(runs, counters summed over them, budget units used): of the plan's
+        runs, or (`test`) of its test runs, which are counted apart."""
+        kind = plan_runs.c.kind == RunKind.TEST.value
         async with self._engine.connect() as conn:
             runs = select(plan_runs.c.run_id).where(
                 plan_runs.c.shop_id == shop_id,
                 plan_runs.c.plan_id == plan_id,
                 plan_runs.c.skip_reason == "",  # a skipped fire is no run
+                kind if test else ~kind,
             )
             count = int(await conn.scalar(select(func.count()).select_from(runs.subquery())) or 0)
             counters = await _summed(conn, run_counters.c.run_id.in_(runs))

@@ -20,6 +20,7 @@ from domain.errors import FieldViolation, InvalidArgument, Unimplemented, requir
 from domain.plan import MAX_NAME_LENGTH, PRODUCT_ID, Plan, PlanSpec
 from domain.ports import Clock, PlanCursor, PlanFilter
 from domain.products import ProductTemplate
+from domain.runs import MAX_TEST_MEMBERS
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from server import call_context
 from server.mapping.plan import (
@@ -37,6 +38,7 @@ from server.mapping.plan import (
     timestamp,
 )
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
+from server.servicers.approvals import ApprovalCalls
 from server.servicers.requests import (
     PLAN_ID,
     decode_page_token,
@@ -49,25 +51,31 @@ from server.servicers.requests import (
     time_id_reader,
     time_id_token,
 )
+from server.servicers.shop_policy import ShopPolicyCalls
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
+from server.usecases.shop_policy import ShopPolicyUseCases
 from server.usecases.terms import explain
 from server.usecases.throttle import Throttle, ThrottleUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
+class OperationPlanService(
+    ShopPolicyCalls, ApprovalCalls, plan_pb2_grpc.OperationPlanServiceServicer
+):
     def __init__(
         self,
         plans: PlanUseCases,
         clock: Clock,
         throttle: ThrottleUseCases,
+        policies: ShopPolicyUseCases,
         runs: RunUseCases | None = None,
     ) -> None:
         self._plans = plans
         self._clock = clock
         self._throttle = throttle
+        self._policies = policies
         self._runs = runs
 
     def _run_cases(self) -> RunUseCases:
@@ -116,8 +124,19 @@ class OperationPlanService(plan_pb2_grpc.OperationPlanServiceServicer):
         violations = shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id)
         if len(request.request_id) > 128:
             violations.append(FieldViolation("request_id", "at most 128 characters"))
+        testers = list(request.test_member_ids)
+        if len(testers) > MAX_TEST_MEMBERS or any(not m.strip() or len(m) > 64 for m in testers):
+            violations.append(
+                FieldViolation(
+                    "test_member_ids", f"1-{MAX_TEST_MEMBERS} member ids of 1-64 characters"
+                )
+            )
         require(violations)
-        view = await self._run_cases().trigger(request.shop_id, request.plan_id, request.request_id)
+        runs = self._run_cases()
+        if testers:
+            view = await runs.test(request.shop_id, request.plan_id, request.request_id, testers)
+        else:
+            view = await runs.trigger(request.shop_id, request.plan_id, request.request_id)
         return pb.TriggerPlanRunResponse(run=run_to_proto(view))
 
     async def RecoverPlanRun(

@@ -7,8 +7,10 @@ import math
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from custops.notify.v1 import notify_pb2
 from custops.stubadmin.v1 import stubadmin_pb2 as pb
 from custops.stubadmin.v1 import stubadmin_pb2_grpc
+from server.stubs.population import Population
 from server.stubs.pressure import CapacitySettings, FaultSettings, Pressure
 
 _SYSTEMS: dict[int, str] = {
@@ -28,8 +30,26 @@ _PATHS = {
 
 
 class StubAdmin(stubadmin_pb2_grpc.StubAdminServiceServicer):
-    def __init__(self, pressures: dict[str, Pressure]) -> None:
+    def __init__(self, pressures: dict[str, Pressure], population: Population) -> None:
         self._pressures = pressures
+        self._population = population
+
+    async def SetMemberConsent(
+        self, request: pb.SetMemberConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetMemberConsentResponse:
+        if self._population.index_of(request.member_id, request.shop_id) is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no member {request.member_id!r} in the population"
+            )
+        if request.channel not in notify_pb2.MessageChannel.values() or not request.channel:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "channel: a MessageChannel")
+        key = (request.shop_id, request.member_id)
+        channels = self._population.opted_out.setdefault(key, set())
+        if request.opted_out:
+            channels.add(request.channel)
+        else:
+            channels.discard(request.channel)
+        return pb.SetMemberConsentResponse()
 
     async def _pressure(self, system: int, context: grpc.aio.ServicerContext) -> Pressure:
         name = _SYSTEMS.get(system)

@@ -76,7 +76,9 @@ class Stubs:
             self.notifications = notification
             notify_pb2_grpc.add_NotificationServiceServicer_to_server(notification, server)
             names.append(_service_name(notify_pb2.DESCRIPTOR, "NotificationService"))
-        stubadmin_pb2_grpc.add_StubAdminServiceServicer_to_server(StubAdmin(self.pressures), server)
+        stubadmin_pb2_grpc.add_StubAdminServiceServicer_to_server(
+            StubAdmin(self.pressures, self.population), server
+        )
         await add_health_and_reflection(server, tuple(names))
         self.port = server.add_insecure_port(listen)
         if self.port == 0:

@@ -244,6 +244,9 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         member = self.population.member(shop_id, index)
         return [key for key, rule, moment in checks if evaluate(rule, member, moment)]
 
+    def _profile(self, shop_id: str, m: Member) -> pb.MemberProfile:
+        return _profile(shop_id, m, self.population.opted_out.get((shop_id, m.member_id), set()))
+
     async def BatchGetMemberProfiles(
         self, request: pb.BatchGetMemberProfilesRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetMemberProfilesResponse:
@@ -257,7 +260,8 @@ class AudienceStub(audience_pb2_grpc.AudienceServiceServicer):
         self.pressure.item_succeeded(len(members))
         await self.pressure.deliver(context)
         return pb.BatchGetMemberProfilesResponse(
-            profiles=[_profile(request.shop_id, m) for m in members], unknown_member_ids=unknown
+            profiles=[self._profile(request.shop_id, m) for m in members],
+            unknown_member_ids=unknown,
         )
 
 
@@ -290,8 +294,9 @@ async def _parse_checks(
     return out
 
 
-def _profile(shop_id: str, m: Member) -> pb.MemberProfile:
+def _profile(shop_id: str, m: Member, opted_out: set[int]) -> pb.MemberProfile:
     profile = pb.MemberProfile(
+        opted_out_channels=sorted(opted_out),  # type: ignore[arg-type]
         member_id=m.member_id,
         shop_id=shop_id,
         level=m.level,

@@ -136,6 +136,9 @@ class Population:
         if bad:
             raise ValueError(f"shop sizes must be >= 0 (shops {', '.join(map(repr, bad))})")
         self.seed = seed
+        # Channels members opted out of marketing messages on, by (shop, member):
+        # none unless set (StubAdminService/SetMemberConsent).
+        self.opted_out: dict[tuple[str, str], set[int]] = {}
         # The default size, of every shop without its own.
         self.size = size
         self.shop_sizes = sizes

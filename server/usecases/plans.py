@@ -7,13 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import TypeVar
 
 from domain import lifecycle, preview, runs
 from domain.audience import listed_members
 from domain.errors import (
     Aborted,
-    DuplicateRequest,
     FailedPrecondition,
     FieldViolation,
     NotFound,
@@ -30,7 +29,6 @@ from domain.plan import (
     validate_spec,
 )
 from domain.plan_calendar import TICK, PlanCalendar
-from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.ports import (
     AudienceDirectory,
     AudienceSize,
@@ -42,6 +40,7 @@ from domain.ports import (
     UnitOfWork,
 )
 from domain.products import ProductTemplate, variation_violations
+from server.usecases.once import once, outcome_to_dict
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 # Benefits taken back within an EndPlan call; for more, or for one run's
@@ -227,14 +226,22 @@ class PlanUseCases:
         before the change, outside its transaction): a template that does
         not exist, is retired or is of another kind is FAILED_PRECONDITION
         with a violation per grant; the platform unreachable is UNAVAILABLE
-        with a retry hint. Either way nothing changes."""
+        with a retry hint. Either way nothing changes. A draft whose next run
+        would reach more members than the shop's approval threshold waits
+        for an approver instead (AWAITING_APPROVAL)."""
         checked = None
+        waits: tuple[int, int] | None = None  # (audience, threshold) when it must wait
         if key is None or not await self._answered(shop_id, key):
             async with self._uow() as uow:
                 draft = await existing_plan(uow, shop_id, plan_id)
+                policy = await uow.shop_policies.get(shop_id)
             if draft.state is PlanState.DRAFT:
                 await self._check_benefits(shop_id, draft)
                 checked = draft.spec.actions
+                if policy.approval_threshold and draft.spec.audience is not None:
+                    audience = (await self._next_run_audience(shop_id, draft.spec)).count
+                    if policy.needs_approval(audience):
+                        waits = (audience, policy.approval_threshold)
 
         def publish_checked(plan: Plan, by: str, now: datetime) -> Plan:
             if checked is not None and plan.spec.actions != checked:
@@ -242,9 +249,43 @@ class PlanUseCases:
                     f"plan {plan_id}'s actions changed while they were checked; retry",
                     reason="ETAG_MISMATCH",
                 )
+            if waits is not None:
+                return lifecycle.request_approval(plan, by, now, *waits)
             return lifecycle.publish(plan, by, now)
 
         return await self.transition(shop_id, plan_id, etag, publish_checked, actor, key)
+
+    async def approve(
+        self, shop_id: str, plan_id: str, etag: str, actor: str, key: RequestKey | None
+    ) -> Plan:
+        """An approver publishes a plan awaiting approval (its grants asked
+        about again: a template may have been retired meanwhile)."""
+        if key is None or not await self._answered(shop_id, key):
+            async with self._uow() as uow:
+                waiting = await existing_plan(uow, shop_id, plan_id)
+            if waiting.state is PlanState.AWAITING_APPROVAL:
+                await self._check_benefits(shop_id, waiting)
+        return await self.transition(shop_id, plan_id, etag, lifecycle.approve, actor, key)
+
+    async def reject(
+        self,
+        shop_id: str,
+        plan_id: str,
+        etag: str,
+        reason: str,
+        actor: str,
+        key: RequestKey | None,
+    ) -> Plan:
+        def rejected(plan: Plan, by: str, now: datetime) -> Plan:
+            return lifecycle.reject(plan, by, now, reason)
+
+        return await self.transition(shop_id, plan_id, etag, rejected, actor, key)
+
+    async def _next_run_audience(self, shop_id: str, spec: PlanSpec) -> AudienceSize:
+        """The members the plan's next run would meet (now, if it never fires)."""
+        now = self._clock.now()
+        fires = PlanCalendar(spec.time, spec.time_zone, now).fires(now - TICK, 1)
+        return await self._estimate(shop_id, spec, fires[0] if fires else now)
 
     async def _check_benefits(self, shop_id: str, plan: Plan) -> None:
         templates = lifecycle.granted_templates(plan.spec)
@@ -343,7 +384,7 @@ class PlanUseCases:
             # The answer is kept once the take-back is done: a retry after a
             # crash before this point takes back again (idempotent by key).
             async with self._uow() as uow:
-                outcome = _outcome_to_dict(plan) | {RECOVERED: recovered}
+                outcome = outcome_to_dict(plan) | {RECOVERED: recovered}
                 await uow.requests.complete(shop_id, key, outcome)
                 await uow.commit()
         return plan, recovered
@@ -364,27 +405,7 @@ class PlanUseCases:
     async def _once(
         self, shop_id: str, key: RequestKey | None, change: Callable[[UnitOfWork], Awaitable[T]]
     ) -> T:
-        """Run `change` in one transaction, at most once per request key: a
-        retry returns the outcome of the first call and changes nothing."""
-        for _attempt in range(2):
-            try:
-                async with self._uow() as uow:
-                    if key is not None:
-                        stored = await uow.requests.find(shop_id, key)
-                        if stored is not None:
-                            return cast(T, _outcome_from_dict(stored))
-                        # Claimed before the change, so a concurrent retry
-                        # waits here and then replays this call's outcome.
-                        await uow.requests.reserve(shop_id, key)
-                    result = await change(uow)
-                    if key is not None:
-                        await uow.requests.complete(shop_id, key, _outcome_to_dict(result))
-                    await uow.commit()
-                    return result
-            except DuplicateRequest:
-                # A concurrent call with the same key won; the next pass finds its outcome.
-                continue
-        raise DuplicateRequest("the request id is being used by a concurrent call; retry")
+        return await once(self._uow, shop_id, key, change)
 
 
 def _override(
@@ -419,17 +440,3 @@ async def existing_plan(uow: UnitOfWork, shop_id: str, plan_id: str) -> Plan:
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-def _outcome_to_dict(result: object) -> dict[str, Any]:
-    if result is None:
-        return {"kind": "none"}
-    if isinstance(result, Plan):
-        return {"kind": "plan", "plan": plan_to_dict(result)}
-    raise TypeError(f"cannot remember an outcome of type {type(result).__name__}")
-
-
-def _outcome_from_dict(stored: dict[str, Any]) -> object:
-    if stored["kind"] == "plan":
-        return plan_from_dict(stored["plan"])
-    return None

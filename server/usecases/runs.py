@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from domain import lifecycle, runs, scheduling
 from domain.audience import listed_members
-from domain.errors import FailedPrecondition, NotFound, Unavailable
+from domain.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable, require
 from domain.plan import Plan, PlanState
 from domain.plan_calendar import TICK, End, PlanCalendar
 from domain.ports import AudienceDirectory, Clock, SchedulePlace
@@ -20,7 +20,7 @@ from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
 from server.persistence.audit_log import Audited
 from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
-from server.runs.delivery import SHARDS, payload_of, shard_cursors
+from server.runs.delivery import SHARDS, TEST_SHARD, payload_of, shard_cursors
 from server.runs.store import Run, RunStore, run_resource
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
@@ -46,6 +46,8 @@ class PlanTotals:
     failed: int
     dead: int
     budget_used: int
+    test_runs: int = 0
+    test_counters: dict[str, int] = field(default_factory=dict)
 
 
 class RunUseCases:
@@ -203,6 +205,50 @@ class RunUseCases:
         run = await self.start(plan, now, runs.RunTrigger.MANUAL, manual)
         return await self._view(run)
 
+    async def test(
+        self, shop_id: str, plan_id: str, request_id: str, members: list[str]
+    ) -> RunView:
+        """A test run: the plan's actions — real grants and sends — for these
+        members only, whatever its audience, time, frequency limit, budget
+        and contact limits (consent still holds); any plan but an ended one.
+        The same request id gives the same run."""
+        plan = await self._plan(shop_id, plan_id)
+        if plan.state is PlanState.ENDED:
+            raise FailedPrecondition(f"plan {plan_id} has ended", reason="PLAN_ENDED")
+        if not plan.spec.actions:
+            raise FailedPrecondition(
+                f"plan {plan_id} has no actions to test yet", reason="PLAN_INCOMPLETE"
+            )
+        strangers = [m for m in members if m not in await self._audience.known(shop_id, members)]
+        if strangers:
+            require(
+                [
+                    FieldViolation(
+                        "test_member_ids",
+                        f"members the audience system does not know: {', '.join(strangers[:5])}",
+                    )
+                ]
+            )
+        now = self._clock.now()
+        kind = runs.RunKind.TEST
+        run_id = (
+            runs.test_run_id(shop_id, plan_id, request_id)
+            if request_id
+            else runs.run_id(shop_id, plan_id, kind, now)
+        )
+        run = await self._store.add(
+            Run(run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now)
+        )
+        if not run.job_id:
+            payload = payload_of(run, plan) | {"test_members": list(dict.fromkeys(members))}
+            job_id = await self._jobs.create_job(
+                DELIVERY, run_id, payload, [TEST_SHARD], now, now, len(payload["test_members"])
+            )
+            await self._store.set_job(run_id, job_id)
+            self.wake()
+            run = Run(**{**run.__dict__, "job_id": job_id})
+        return await self._view(run)
+
     async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
         return await self._view(await self._run(shop_id, plan_id, run_id))
 
@@ -340,8 +386,10 @@ class RunUseCases:
     async def totals(self, shop_id: str, plan_id: str) -> PlanTotals:
         await self._plan(shop_id, plan_id)
         count, counters, used = await self._store.plan_totals(shop_id, plan_id)
+        tests, test_counters, _ = await self._store.plan_totals(shop_id, plan_id, test=True)
         failures = await self._jobs.failure_counts(await self._store.job_ids(shop_id, plan_id))
-        return PlanTotals(count, counters, failures.get("failed", 0), failures.get("dead", 0), used)
+        failed, dead = failures.get("failed", 0), failures.get("dead", 0)
+        return PlanTotals(count, counters, failed, dead, used, tests, test_counters)
 
     async def _view(self, run: Run) -> RunView:
         progress = None

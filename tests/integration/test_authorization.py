@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
 from custops.client import CustopsClient, RetryPolicy
+from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
@@ -36,8 +37,8 @@ from tests.integration.threaded import platform_in_thread
 
 S1, S2 = "shop-1", "shop-2"
 SMALL = 100  # shop-1's members; shop-2 has more, so some of its members are its alone
-FRONT, ADMIN, OPS = "front_office", "merchant_admin", "operator"
-ROLES = (FRONT, ADMIN, OPS)
+FRONT, ADMIN, OPS, APPROVER = "front_office", "merchant_admin", "operator", "approver"
+ROLES = (FRONT, ADMIN, OPS, APPROVER)
 TOKENS = {f"{role}:{shop}": new_token() for role in ROLES for shop in (S1, S2)}
 ROOT = new_token()
 
@@ -86,6 +87,20 @@ class World:
             pb.PublishPlanRequest(shop_id=S1, plan_id=draft.plan_id, etag=draft.etag)
         ).plan
         return plan
+
+    def awaiting(self) -> pb.Plan:
+        """A new plan of shop-1 awaiting approval: published by the root
+        caller while the shop's threshold was one member."""
+        self._threshold(1)
+        try:
+            return self.published()
+        finally:
+            self._threshold(0)
+
+    def _threshold(self, members: int) -> None:
+        self.root.plans.UpdateShopPolicy(
+            pb.UpdateShopPolicyRequest(policy=pb.ShopPolicy(shop_id=S1, approval_threshold=members))
+        )
 
     def finished_run(self, shop: str, plan: pb.Plan) -> pb.PlanRun:
         for _ in range(600):  # bounded: the platform's workers do the run
@@ -326,6 +341,33 @@ CASES: dict[str, Case] = {
         lambda w: pb.UpdateThrottleSettingRequest(
             setting=pb.ThrottleSetting(
                 downstream=pb.DOWNSTREAM_NOTIFICATION, shop_id=S1, rate_per_second=50, burst=50
+            )
+        ),
+    ),
+    "GetShopPolicy": Case((ADMIN, OPS), lambda w: pb.GetShopPolicyRequest(shop_id=S1)),
+    "ApprovePlan": Case(
+        (APPROVER,),
+        _of(lambda w, p: pb.ApprovePlanRequest(shop_id=S1, plan_id=p.plan_id), World.awaiting),
+    ),
+    "RejectPlan": Case(
+        (APPROVER,),
+        _of(
+            lambda w, p: pb.RejectPlanRequest(shop_id=S1, plan_id=p.plan_id, reason="too broad"),
+            World.awaiting,
+        ),
+    ),
+    "UpdateShopPolicy": Case(
+        (ADMIN,),
+        lambda w: pb.UpdateShopPolicyRequest(
+            policy=pb.ShopPolicy(
+                shop_id=S1,
+                contact_limits=[
+                    pb.ContactLimit(
+                        channel=notify_pb2.MESSAGE_CHANNEL_SMS,
+                        max_messages=3,
+                        window=pb.CONTACT_WINDOW_WEEK,
+                    )
+                ],
             )
         ),
     ),

@@ -22,72 +22,73 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from custops.notify.v1 import notify_pb2 as custops_dot_notify_dot_v1_dot_notify__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"custops/audience/v1/audience.proto\x12\x13\x63ustops.audience.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\"\xde\x04\n\x0c\x41udienceRule\x12\x35\n\x06levels\x18\x01 \x01(\x0b\x32#.custops.audience.v1.LevelConditionH\x00\x12:\n\x08\x62irthday\x18\x02 \x01(\x0b\x32&.custops.audience.v1.BirthdayConditionH\x00\x12:\n\x08\x66ollower\x18\x03 \x01(\x0b\x32&.custops.audience.v1.FollowerConditionH\x00\x12L\n\x12\x62rowsed_not_bought\x18\x04 \x01(\x0b\x32..custops.audience.v1.BrowsedNotBoughtConditionH\x00\x12\x46\n\x0f\x63\x61rted_not_paid\x18\x05 \x01(\x0b\x32+.custops.audience.v1.CartedNotPaidConditionH\x00\x12\x31\n\x04tags\x18\x06 \x01(\x0b\x32!.custops.audience.v1.TagConditionH\x00\x12/\n\x06\x61ll_of\x18\x07 \x01(\x0b\x32\x1d.custops.audience.v1.RuleListH\x00\x12/\n\x06\x61ny_of\x18\x08 \x01(\x0b\x32\x1d.custops.audience.v1.RuleListH\x00\x12\x33\n\x06negate\x18\t \x01(\x0b\x32!.custops.audience.v1.AudienceRuleH\x00\x12\x32\n\x07members\x18\n \x01(\x0b\x32\x1f.custops.audience.v1.MemberListH\x00\x42\x0b\n\tcondition\"<\n\x08RuleList\x12\x30\n\x05rules\x18\x01 \x03(\x0b\x32!.custops.audience.v1.AudienceRule\" \n\x0eLevelCondition\x12\x0e\n\x06levels\x18\x01 \x03(\t\"Z\n\x11\x42irthdayCondition\x12\x31\n\x05scope\x18\x01 \x01(\x0e\x32\".custops.audience.v1.BirthdayScope\x12\x12\n\ndays_ahead\x18\x02 \x01(\x05\"\x13\n\x11\x46ollowerCondition\"0\n\x19\x42rowsedNotBoughtCondition\x12\x13\n\x0bwithin_days\x18\x01 \x01(\x05\"-\n\x16\x43\x61rtedNotPaidCondition\x12\x13\n\x0bwithin_days\x18\x01 \x01(\x05\"J\n\x0cTagCondition\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x05match\x18\x02 \x01(\x0e\x32\x1d.custops.audience.v1.TagMatch\" \n\nMemberList\x12\x12\n\nmember_ids\x18\x01 \x03(\t\"\xf3\x02\n\rMemberProfile\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0f\n\x07shop_id\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12+\n\x08\x62irthday\x18\x04 \x01(\x0b\x32\x19.custops.audience.v1.Date\x12\x10\n\x08\x66ollower\x18\x05 \x01(\x08\x12\x34\n\x10last_browse_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_order_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_cart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\t \x03(\t\x12-\n\tjoin_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64isplay_name\x18\x0b \x01(\t\"J\n\nEvaluation\x12)\n\x05\x61s_of\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"\x90\x01\n\x17\x45stimateAudienceRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\"8\n\x18\x45stimateAudienceResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\r\n\x05\x65xact\x18\x02 \x01(\x08\"\xe4\x01\n\x1aListAudienceMembersRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x13\n\x0bshard_count\x18\x06 \x01(\x05\x12\x13\n\x0bshard_index\x18\x07 \x01(\x05\"J\n\x1bListAudienceMembersResponse\x12\x12\n\nmember_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\x13MatchMembersRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\x12\x12\n\nmember_ids\x18\x04 \x03(\t\"N\n\x14MatchMembersResponse\x12\x1a\n\x12matched_member_ids\x18\x01 \x03(\t\x12\x1a\n\x12unknown_member_ids\x18\x02 \x03(\t\"~\n\tRuleCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\"m\n\x17MatchMemberRulesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12.\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1e.custops.audience.v1.RuleCheck\"H\n\x18MatchMemberRulesResponse\x12\x14\n\x0cmatched_keys\x18\x01 \x03(\t\x12\x16\n\x0eunknown_member\x18\x02 \x01(\x08\"\x9e\x01\n\x1c\x42\x61tchMatchMemberRulesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\t\x12.\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1e.custops.audience.v1.RuleCheck\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x11MemberRuleMatches\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cmatched_keys\x18\x02 \x03(\t\x12\x16\n\x0eunknown_member\x18\x03 \x01(\x08\"X\n\x1d\x42\x61tchMatchMemberRulesResponse\x12\x37\n\x07members\x18\x01 \x03(\x0b\x32&.custops.audience.v1.MemberRuleMatches\"D\n\x1d\x42\x61tchGetMemberProfilesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\t\"r\n\x1e\x42\x61tchGetMemberProfilesResponse\x12\x34\n\x08profiles\x18\x01 \x03(\x0b\x32\".custops.audience.v1.MemberProfile\x12\x1a\n\x12unknown_member_ids\x18\x02 \x03(\t*z\n\rBirthdayScope\x12\x1e\n\x1a\x42IRTHDAY_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42IRTHDAY_SCOPE_DAY\x10\x01\x12\x17\n\x13\x42IRTHDAY_SCOPE_WEEK\x10\x02\x12\x18\n\x14\x42IRTHDAY_SCOPE_MONTH\x10\x03*K\n\x08TagMatch\x12\x19\n\x15TAG_MATCH_UNSPECIFIED\x10\x00\x12\x11\n\rTAG_MATCH_ANY\x10\x01\x12\x11\n\rTAG_MATCH_ALL\x10\x02\x32\xd6\x05\n\x0f\x41udienceService\x12o\n\x10\x45stimateAudience\x12,.custops.audience.v1.EstimateAudienceRequest\x1a-.custops.audience.v1.EstimateAudienceResponse\x12x\n\x13ListAudienceMembers\x12/.custops.audience.v1.ListAudienceMembersRequest\x1a\x30.custops.audience.v1.ListAudienceMembersResponse\x12\x63\n\x0cMatchMembers\x12(.custops.audience.v1.MatchMembersRequest\x1a).custops.audience.v1.MatchMembersResponse\x12o\n\x10MatchMemberRules\x12,.custops.audience.v1.MatchMemberRulesRequest\x1a-.custops.audience.v1.MatchMemberRulesResponse\x12~\n\x15\x42\x61tchMatchMemberRules\x12\x31.custops.audience.v1.BatchMatchMemberRulesRequest\x1a\x32.custops.audience.v1.BatchMatchMemberRulesResponse\x12\x81\x01\n\x16\x42\x61tchGetMemberProfiles\x12\x32.custops.audience.v1.BatchGetMemberProfilesRequest\x1a\x33.custops.audience.v1.BatchGetMemberProfilesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"custops/audience/v1/audience.proto\x12\x13\x63ustops.audience.v1\x1a\x1e\x63ustops/notify/v1/notify.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x04\x44\x61te\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\"\xde\x04\n\x0c\x41udienceRule\x12\x35\n\x06levels\x18\x01 \x01(\x0b\x32#.custops.audience.v1.LevelConditionH\x00\x12:\n\x08\x62irthday\x18\x02 \x01(\x0b\x32&.custops.audience.v1.BirthdayConditionH\x00\x12:\n\x08\x66ollower\x18\x03 \x01(\x0b\x32&.custops.audience.v1.FollowerConditionH\x00\x12L\n\x12\x62rowsed_not_bought\x18\x04 \x01(\x0b\x32..custops.audience.v1.BrowsedNotBoughtConditionH\x00\x12\x46\n\x0f\x63\x61rted_not_paid\x18\x05 \x01(\x0b\x32+.custops.audience.v1.CartedNotPaidConditionH\x00\x12\x31\n\x04tags\x18\x06 \x01(\x0b\x32!.custops.audience.v1.TagConditionH\x00\x12/\n\x06\x61ll_of\x18\x07 \x01(\x0b\x32\x1d.custops.audience.v1.RuleListH\x00\x12/\n\x06\x61ny_of\x18\x08 \x01(\x0b\x32\x1d.custops.audience.v1.RuleListH\x00\x12\x33\n\x06negate\x18\t \x01(\x0b\x32!.custops.audience.v1.AudienceRuleH\x00\x12\x32\n\x07members\x18\n \x01(\x0b\x32\x1f.custops.audience.v1.MemberListH\x00\x42\x0b\n\tcondition\"<\n\x08RuleList\x12\x30\n\x05rules\x18\x01 \x03(\x0b\x32!.custops.audience.v1.AudienceRule\" \n\x0eLevelCondition\x12\x0e\n\x06levels\x18\x01 \x03(\t\"Z\n\x11\x42irthdayCondition\x12\x31\n\x05scope\x18\x01 \x01(\x0e\x32\".custops.audience.v1.BirthdayScope\x12\x12\n\ndays_ahead\x18\x02 \x01(\x05\"\x13\n\x11\x46ollowerCondition\"0\n\x19\x42rowsedNotBoughtCondition\x12\x13\n\x0bwithin_days\x18\x01 \x01(\x05\"-\n\x16\x43\x61rtedNotPaidCondition\x12\x13\n\x0bwithin_days\x18\x01 \x01(\x05\"J\n\x0cTagCondition\x12\x0c\n\x04tags\x18\x01 \x03(\t\x12,\n\x05match\x18\x02 \x01(\x0e\x32\x1d.custops.audience.v1.TagMatch\" \n\nMemberList\x12\x12\n\nmember_ids\x18\x01 \x03(\t\"\xb2\x03\n\rMemberProfile\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x0f\n\x07shop_id\x18\x02 \x01(\t\x12\r\n\x05level\x18\x03 \x01(\t\x12+\n\x08\x62irthday\x18\x04 \x01(\x0b\x32\x19.custops.audience.v1.Date\x12\x10\n\x08\x66ollower\x18\x05 \x01(\x08\x12\x34\n\x10last_browse_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_order_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_cart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\t \x03(\t\x12-\n\tjoin_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64isplay_name\x18\x0b \x01(\t\x12=\n\x12opted_out_channels\x18\x0c \x03(\x0e\x32!.custops.notify.v1.MessageChannel\"J\n\nEvaluation\x12)\n\x05\x61s_of\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"\x90\x01\n\x17\x45stimateAudienceRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\"8\n\x18\x45stimateAudienceResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\r\n\x05\x65xact\x18\x02 \x01(\x08\"\xe4\x01\n\x1aListAudienceMembersRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x13\n\x0bshard_count\x18\x06 \x01(\x05\x12\x13\n\x0bshard_index\x18\x07 \x01(\x05\"J\n\x1bListAudienceMembersResponse\x12\x12\n\nmember_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa0\x01\n\x13MatchMembersRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\x12\x12\n\nmember_ids\x18\x04 \x03(\t\"N\n\x14MatchMembersResponse\x12\x1a\n\x12matched_member_ids\x18\x01 \x03(\t\x12\x1a\n\x12unknown_member_ids\x18\x02 \x03(\t\"~\n\tRuleCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x04rule\x18\x02 \x01(\x0b\x32!.custops.audience.v1.AudienceRule\x12\x33\n\nevaluation\x18\x03 \x01(\x0b\x32\x1f.custops.audience.v1.Evaluation\"m\n\x17MatchMemberRulesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12.\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1e.custops.audience.v1.RuleCheck\"H\n\x18MatchMemberRulesResponse\x12\x14\n\x0cmatched_keys\x18\x01 \x03(\t\x12\x16\n\x0eunknown_member\x18\x02 \x01(\x08\"\x9e\x01\n\x1c\x42\x61tchMatchMemberRulesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\t\x12.\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x1e.custops.audience.v1.RuleCheck\x12)\n\x05\x61s_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x11MemberRuleMatches\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cmatched_keys\x18\x02 \x03(\t\x12\x16\n\x0eunknown_member\x18\x03 \x01(\x08\"X\n\x1d\x42\x61tchMatchMemberRulesResponse\x12\x37\n\x07members\x18\x01 \x03(\x0b\x32&.custops.audience.v1.MemberRuleMatches\"D\n\x1d\x42\x61tchGetMemberProfilesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x12\n\nmember_ids\x18\x02 \x03(\t\"r\n\x1e\x42\x61tchGetMemberProfilesResponse\x12\x34\n\x08profiles\x18\x01 \x03(\x0b\x32\".custops.audience.v1.MemberProfile\x12\x1a\n\x12unknown_member_ids\x18\x02 \x03(\t*z\n\rBirthdayScope\x12\x1e\n\x1a\x42IRTHDAY_SCOPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42IRTHDAY_SCOPE_DAY\x10\x01\x12\x17\n\x13\x42IRTHDAY_SCOPE_WEEK\x10\x02\x12\x18\n\x14\x42IRTHDAY_SCOPE_MONTH\x10\x03*K\n\x08TagMatch\x12\x19\n\x15TAG_MATCH_UNSPECIFIED\x10\x00\x12\x11\n\rTAG_MATCH_ANY\x10\x01\x12\x11\n\rTAG_MATCH_ALL\x10\x02\x32\xd6\x05\n\x0f\x41udienceService\x12o\n\x10\x45stimateAudience\x12,.custops.audience.v1.EstimateAudienceRequest\x1a-.custops.audience.v1.EstimateAudienceResponse\x12x\n\x13ListAudienceMembers\x12/.custops.audience.v1.ListAudienceMembersRequest\x1a\x30.custops.audience.v1.ListAudienceMembersResponse\x12\x63\n\x0cMatchMembers\x12(.custops.audience.v1.MatchMembersRequest\x1a).custops.audience.v1.MatchMembersResponse\x12o\n\x10MatchMemberRules\x12,.custops.audience.v1.MatchMemberRulesRequest\x1a-.custops.audience.v1.MatchMemberRulesResponse\x12~\n\x15\x42\x61tchMatchMemberRules\x12\x31.custops.audience.v1.BatchMatchMemberRulesRequest\x1a\x32.custops.audience.v1.BatchMatchMemberRulesResponse\x12\x81\x01\n\x16\x42\x61tchGetMemberProfiles\x12\x32.custops.audience.v1.BatchGetMemberProfilesRequest\x1a\x33.custops.audience.v1.BatchGetMemberProfilesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custops.audience.v1.audience_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BIRTHDAYSCOPE']._serialized_start=3208
-  _globals['_BIRTHDAYSCOPE']._serialized_end=3330
-  _globals['_TAGMATCH']._serialized_start=3332
-  _globals['_TAGMATCH']._serialized_end=3407
-  _globals['_DATE']._serialized_start=92
-  _globals['_DATE']._serialized_end=140
-  _globals['_AUDIENCERULE']._serialized_start=143
-  _globals['_AUDIENCERULE']._serialized_end=749
-  _globals['_RULELIST']._serialized_start=751
-  _globals['_RULELIST']._serialized_end=811
-  _globals['_LEVELCONDITION']._serialized_start=813
-  _globals['_LEVELCONDITION']._serialized_end=845
-  _globals['_BIRTHDAYCONDITION']._serialized_start=847
-  _globals['_BIRTHDAYCONDITION']._serialized_end=937
-  _globals['_FOLLOWERCONDITION']._serialized_start=939
-  _globals['_FOLLOWERCONDITION']._serialized_end=958
-  _globals['_BROWSEDNOTBOUGHTCONDITION']._serialized_start=960
-  _globals['_BROWSEDNOTBOUGHTCONDITION']._serialized_end=1008
-  _globals['_CARTEDNOTPAIDCONDITION']._serialized_start=1010
-  _globals['_CARTEDNOTPAIDCONDITION']._serialized_end=1055
-  _globals['_TAGCONDITION']._serialized_start=1057
-  _globals['_TAGCONDITION']._serialized_end=1131
-  _globals['_MEMBERLIST']._serialized_start=1133
-  _globals['_MEMBERLIST']._serialized_end=1165
-  _globals['_MEMBERPROFILE']._serialized_start=1168
-  _globals['_MEMBERPROFILE']._serialized_end=1539
-  _globals['_EVALUATION']._serialized_start=1541
-  _globals['_EVALUATION']._serialized_end=1615
-  _globals['_ESTIMATEAUDIENCEREQUEST']._serialized_start=1618
-  _globals['_ESTIMATEAUDIENCEREQUEST']._serialized_end=1762
-  _globals['_ESTIMATEAUDIENCERESPONSE']._serialized_start=1764
-  _globals['_ESTIMATEAUDIENCERESPONSE']._serialized_end=1820
-  _globals['_LISTAUDIENCEMEMBERSREQUEST']._serialized_start=1823
-  _globals['_LISTAUDIENCEMEMBERSREQUEST']._serialized_end=2051
-  _globals['_LISTAUDIENCEMEMBERSRESPONSE']._serialized_start=2053
-  _globals['_LISTAUDIENCEMEMBERSRESPONSE']._serialized_end=2127
-  _globals['_MATCHMEMBERSREQUEST']._serialized_start=2130
-  _globals['_MATCHMEMBERSREQUEST']._serialized_end=2290
-  _globals['_MATCHMEMBERSRESPONSE']._serialized_start=2292
-  _globals['_MATCHMEMBERSRESPONSE']._serialized_end=2370
-  _globals['_RULECHECK']._serialized_start=2372
-  _globals['_RULECHECK']._serialized_end=2498
-  _globals['_MATCHMEMBERRULESREQUEST']._serialized_start=2500
-  _globals['_MATCHMEMBERRULESREQUEST']._serialized_end=2609
-  _globals['_MATCHMEMBERRULESRESPONSE']._serialized_start=2611
-  _globals['_MATCHMEMBERRULESRESPONSE']._serialized_end=2683
-  _globals['_BATCHMATCHMEMBERRULESREQUEST']._serialized_start=2686
-  _globals['_BATCHMATCHMEMBERRULESREQUEST']._serialized_end=2844
-  _globals['_MEMBERRULEMATCHES']._serialized_start=2846
-  _globals['_MEMBERRULEMATCHES']._serialized_end=2930
-  _globals['_BATCHMATCHMEMBERRULESRESPONSE']._serialized_start=2932
-  _globals['_BATCHMATCHMEMBERRULESRESPONSE']._serialized_end=3020
-  _globals['_BATCHGETMEMBERPROFILESREQUEST']._serialized_start=3022
-  _globals['_BATCHGETMEMBERPROFILESREQUEST']._serialized_end=3090
-  _globals['_BATCHGETMEMBERPROFILESRESPONSE']._serialized_start=3092
-  _globals['_BATCHGETMEMBERPROFILESRESPONSE']._serialized_end=3206
-  _globals['_AUDIENCESERVICE']._serialized_start=3410
-  _globals['_AUDIENCESERVICE']._serialized_end=4136
+  _globals['_BIRTHDAYSCOPE']._serialized_start=3303
+  _globals['_BIRTHDAYSCOPE']._serialized_end=3425
+  _globals['_TAGMATCH']._serialized_start=3427
+  _globals['_TAGMATCH']._serialized_end=3502
+  _globals['_DATE']._serialized_start=124
+  _globals['_DATE']._serialized_end=172
+  _globals['_AUDIENCERULE']._serialized_start=175
+  _globals['_AUDIENCERULE']._serialized_end=781
+  _globals['_RULELIST']._serialized_start=783
+  _globals['_RULELIST']._serialized_end=843
+  _globals['_LEVELCONDITION']._serialized_start=845
+  _globals['_LEVELCONDITION']._serialized_end=877
+  _globals['_BIRTHDAYCONDITION']._serialized_start=879
+  _globals['_BIRTHDAYCONDITION']._serialized_end=969
+  _globals['_FOLLOWERCONDITION']._serialized_start=971
+  _globals['_FOLLOWERCONDITION']._serialized_end=990
+  _globals['_BROWSEDNOTBOUGHTCONDITION']._serialized_start=992
+  _globals['_BROWSEDNOTBOUGHTCONDITION']._serialized_end=1040
+  _globals['_CARTEDNOTPAIDCONDITION']._serialized_start=1042
+  _globals['_CARTEDNOTPAIDCONDITION']._serialized_end=1087
+  _globals['_TAGCONDITION']._serialized_start=1089
+  _globals['_TAGCONDITION']._serialized_end=1163
+  _globals['_MEMBERLIST']._serialized_start=1165
+  _globals['_MEMBERLIST']._serialized_end=1197
+  _globals['_MEMBERPROFILE']._serialized_start=1200
+  _globals['_MEMBERPROFILE']._serialized_end=1634
+  _globals['_EVALUATION']._serialized_start=1636
+  _globals['_EVALUATION']._serialized_end=1710
+  _globals['_ESTIMATEAUDIENCEREQUEST']._serialized_start=1713
+  _globals['_ESTIMATEAUDIENCEREQUEST']._serialized_end=1857
+  _globals['_ESTIMATEAUDIENCERESPONSE']._serialized_start=1859
+  _globals['_ESTIMATEAUDIENCERESPONSE']._serialized_end=1915
+  _globals['_LISTAUDIENCEMEMBERSREQUEST']._serialized_start=1918
+  _globals['_LISTAUDIENCEMEMBERSREQUEST']._serialized_end=2146
+  _globals['_LISTAUDIENCEMEMBERSRESPONSE']._serialized_start=2148
+  _globals['_LISTAUDIENCEMEMBERSRESPONSE']._serialized_end=2222
+  _globals['_MATCHMEMBERSREQUEST']._serialized_start=2225
+  _globals['_MATCHMEMBERSREQUEST']._serialized_end=2385
+  _globals['_MATCHMEMBERSRESPONSE']._serialized_start=2387
+  _globals['_MATCHMEMBERSRESPONSE']._serialized_end=2465
+  _globals['_RULECHECK']._serialized_start=2467
+  _globals['_RULECHECK']._serialized_end=2593
+  _globals['_MATCHMEMBERRULESREQUEST']._serialized_start=2595
+  _globals['_MATCHMEMBERRULESREQUEST']._serialized_end=2704
+  _globals['_MATCHMEMBERRULESRESPONSE']._serialized_start=2706
+  _globals['_MATCHMEMBERRULESRESPONSE']._serialized_end=2778
+  _globals['_BATCHMATCHMEMBERRULESREQUEST']._serialized_start=2781
+  _globals['_BATCHMATCHMEMBERRULESREQUEST']._serialized_end=2939
+  _globals['_MEMBERRULEMATCHES']._serialized_start=2941
+  _globals['_MEMBERRULEMATCHES']._serialized_end=3025
+  _globals['_BATCHMATCHMEMBERRULESRESPONSE']._serialized_start=3027
+  _globals['_BATCHMATCHMEMBERRULESRESPONSE']._serialized_end=3115
+  _globals['_BATCHGETMEMBERPROFILESREQUEST']._serialized_start=3117
+  _globals['_BATCHGETMEMBERPROFILESREQUEST']._serialized_end=3185
+  _globals['_BATCHGETMEMBERPROFILESRESPONSE']._serialized_start=3187
+  _globals['_BATCHGETMEMBERPROFILESRESPONSE']._serialized_end=3301
+  _globals['_AUDIENCESERVICE']._serialized_start=3505
+  _globals['_AUDIENCESERVICE']._serialized_end=4231
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ never evaluates a rule itself, it asks this service.
 """
 
 from collections import abc as _abc
+from custops.notify.v1 import notify_pb2 as _notify_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -383,6 +384,7 @@ class MemberProfile(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     JOIN_TIME_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    OPTED_OUT_CHANNELS_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     shop_id: _builtins.str
     level: _builtins.str
@@ -400,6 +402,12 @@ class MemberProfile(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def join_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def opted_out_channels(self) -> _containers.RepeatedScalarFieldContainer[_notify_pb2.MessageChannel.ValueType]:
+        """The channels the member opted out of marketing messages on: no plan
+        sends them a message there.
+        """
+
     def __init__(
         self,
         *,
@@ -414,10 +422,11 @@ class MemberProfile(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         join_time: _timestamp_pb2.Timestamp | None = ...,
         display_name: _builtins.str = ...,
+        opted_out_channels: _abc.Iterable[_notify_pb2.MessageChannel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["birthday", b"birthday", "join_time", b"join_time", "last_browse_time", b"last_browse_time", "last_cart_time", b"last_cart_time", "last_order_time", b"last_order_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birthday", b"birthday", "display_name", b"display_name", "follower", b"follower", "join_time", b"join_time", "last_browse_time", b"last_browse_time", "last_cart_time", b"last_cart_time", "last_order_time", b"last_order_time", "level", b"level", "member_id", b"member_id", "shop_id", b"shop_id", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birthday", b"birthday", "display_name", b"display_name", "follower", b"follower", "join_time", b"join_time", "last_browse_time", b"last_browse_time", "last_cart_time", b"last_cart_time", "last_order_time", b"last_order_time", "level", b"level", "member_id", b"member_id", "opted_out_channels", b"opted_out_channels", "shop_id", b"shop_id", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

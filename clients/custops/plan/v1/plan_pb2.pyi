@@ -95,6 +95,11 @@ class _PlanStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanState.V
     """Inside its effective time and operation term."""
     PLAN_STATE_PAUSED: _PlanState.ValueType  # 4
     PLAN_STATE_ENDED: _PlanState.ValueType  # 5
+    PLAN_STATE_AWAITING_APPROVAL: _PlanState.ValueType  # 6
+    """Published by its author, waiting for an approver (its audience is above
+    the shop's approval threshold): ApprovePlan publishes it, RejectPlan
+    and UpdatePlan return it to DRAFT.
+    """
 
 class PlanState(_PlanState, metaclass=_PlanStateEnumTypeWrapper):
     """The lifecycle of a plan: DRAFT -> SCHEDULED -> ACTIVE <-> PAUSED -> ENDED."""
@@ -107,6 +112,11 @@ PLAN_STATE_ACTIVE: PlanState.ValueType  # 3
 """Inside its effective time and operation term."""
 PLAN_STATE_PAUSED: PlanState.ValueType  # 4
 PLAN_STATE_ENDED: PlanState.ValueType  # 5
+PLAN_STATE_AWAITING_APPROVAL: PlanState.ValueType  # 6
+"""Published by its author, waiting for an approver (its audience is above
+the shop's approval threshold): ApprovePlan publishes it, RejectPlan
+and UpdatePlan return it to DRAFT.
+"""
 Global___PlanState: _TypeAlias = PlanState  # noqa: Y015
 
 class _MissedFirePolicy:
@@ -244,6 +254,10 @@ class _RunKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunKind.Value
     """Acts on the plan's audience for one fire time."""
     RUN_KIND_RECOVERY: _RunKind.ValueType  # 2
     """Takes back the still-unused benefits one delivery run granted."""
+    RUN_KIND_TEST: _RunKind.ValueType  # 3
+    """A test: the plan's actions for named test members (TriggerPlanRun with
+    test_member_ids), counted apart from the plan's statistics.
+    """
 
 class RunKind(_RunKind, metaclass=_RunKindEnumTypeWrapper):
     """What a run does."""
@@ -253,6 +267,10 @@ RUN_KIND_DELIVERY: RunKind.ValueType  # 1
 """Acts on the plan's audience for one fire time."""
 RUN_KIND_RECOVERY: RunKind.ValueType  # 2
 """Takes back the still-unused benefits one delivery run granted."""
+RUN_KIND_TEST: RunKind.ValueType  # 3
+"""A test: the plan's actions for named test members (TriggerPlanRun with
+test_member_ids), counted apart from the plan's statistics.
+"""
 Global___RunKind: _TypeAlias = RunKind  # noqa: Y015
 
 class _RunTrigger:
@@ -294,6 +312,28 @@ DOWNSTREAM_AUDIENCE: Downstream.ValueType  # 1
 DOWNSTREAM_BENEFIT: Downstream.ValueType  # 2
 DOWNSTREAM_NOTIFICATION: Downstream.ValueType  # 3
 Global___Downstream: _TypeAlias = Downstream  # noqa: Y015
+
+class _ContactWindow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContactWindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContactWindow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTACT_WINDOW_UNSPECIFIED: _ContactWindow.ValueType  # 0
+    CONTACT_WINDOW_DAY: _ContactWindow.ValueType  # 1
+    CONTACT_WINDOW_WEEK: _ContactWindow.ValueType  # 2
+    CONTACT_WINDOW_MONTH: _ContactWindow.ValueType  # 3
+
+class ContactWindow(_ContactWindow, metaclass=_ContactWindowEnumTypeWrapper):
+    """The window a contact limit counts in: a calendar day, Monday-Sunday week or
+    month, in the zone of the plan that sends.
+    """
+
+CONTACT_WINDOW_UNSPECIFIED: ContactWindow.ValueType  # 0
+CONTACT_WINDOW_DAY: ContactWindow.ValueType  # 1
+CONTACT_WINDOW_WEEK: ContactWindow.ValueType  # 2
+CONTACT_WINDOW_MONTH: ContactWindow.ValueType  # 3
+Global___ContactWindow: _TypeAlias = ContactWindow  # noqa: Y015
 
 @_typing.final
 class PlanTime(_message.Message):
@@ -581,6 +621,7 @@ class Plan(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "shops/{shop_id}/plans/{plan_id}". Output only."""
@@ -652,6 +693,10 @@ class Plan(_message.Message):
     def next_fire_time(self) -> _timestamp_pb2.Timestamp:
         """Output only; when the plan fires next, if it will."""
 
+    @_builtins.property
+    def approval(self) -> Global___PlanApproval:
+        """Output only: the approval a large plan needed to be published."""
+
     def __init__(
         self,
         *,
@@ -678,11 +723,12 @@ class Plan(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
         product_id: _builtins.str = ...,
+        approval: Global___PlanApproval | None = ...,
         end_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "product_id", b"product_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "approval", b"approval", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "product_id", b"product_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2084,19 +2130,29 @@ class TriggerPlanRunRequest(_message.Message):
     SHOP_ID_FIELD_NUMBER: _builtins.int
     PLAN_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TEST_MEMBER_IDS_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     plan_id: _builtins.str
     request_id: _builtins.str
+    @_builtins.property
+    def test_member_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A test run when set: the plan's actions — real grants and sends — for
+        these members only (1-20, members the audience system knows), whatever
+        the plan's audience, state (any but ENDED), time, frequency limit,
+        budget and contact limits; consent still holds. Marked RUN_KIND_TEST.
+        """
+
     def __init__(
         self,
         *,
         shop_id: _builtins.str = ...,
         plan_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        test_member_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "request_id", b"request_id", "shop_id", b"shop_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "request_id", b"request_id", "shop_id", b"shop_id", "test_member_ids", b"test_member_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2343,6 +2399,9 @@ class PlanStatistics(_message.Message):
     DEAD_FIELD_NUMBER: _builtins.int
     BUDGET_USED_FIELD_NUMBER: _builtins.int
     USE_RATE_FIELD_NUMBER: _builtins.int
+    TEST_RUNS_FIELD_NUMBER: _builtins.int
+    TEST_BENEFITS_GRANTED_FIELD_NUMBER: _builtins.int
+    TEST_MESSAGES_SENT_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     runs: _builtins.int
     members_targeted: _builtins.int
@@ -2359,6 +2418,12 @@ class PlanStatistics(_message.Message):
     """(benefits_used - benefits_replenished) / benefits_granted; 0 when
     nothing was granted.
     """
+    test_runs: _builtins.int
+    """Test runs (RUN_KIND_TEST), counted apart: none of the figures above
+    includes them.
+    """
+    test_benefits_granted: _builtins.int
+    test_messages_sent: _builtins.int
     @_builtins.property
     def skipped(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -2377,10 +2442,13 @@ class PlanStatistics(_message.Message):
         dead: _builtins.int = ...,
         budget_used: _builtins.int = ...,
         use_rate: _builtins.float = ...,
+        test_runs: _builtins.int = ...,
+        test_benefits_granted: _builtins.int = ...,
+        test_messages_sent: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped", "use_rate", b"use_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped", "test_benefits_granted", b"test_benefits_granted", "test_messages_sent", b"test_messages_sent", "test_runs", b"test_runs", "use_rate", b"use_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2550,3 +2618,314 @@ class UpdateThrottleSettingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateThrottleSettingResponse: _TypeAlias = UpdateThrottleSettingResponse  # noqa: Y015
+
+@_typing.final
+class ContactLimit(_message.Message):
+    """At most `max_messages` messages on `channel` per member per window, from
+    all of the shop's plans together (a global frequency cap). A member at
+    the limit is skipped for that channel's messages (CONTACT_CAP).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGES_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CAPS_GRANTS_FIELD_NUMBER: _builtins.int
+    channel: _notify_pb2.MessageChannel.ValueType
+    max_messages: _builtins.int
+    """>= 1."""
+    window: Global___ContactWindow.ValueType
+    caps_grants: _builtins.bool
+    """Also withhold the grants of a plan that would message a member at the
+    limit on this channel; by default grants go out, only messages stop.
+    """
+    def __init__(
+        self,
+        *,
+        channel: _notify_pb2.MessageChannel.ValueType = ...,
+        max_messages: _builtins.int = ...,
+        window: Global___ContactWindow.ValueType = ...,
+        caps_grants: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caps_grants", b"caps_grants", "channel", b"channel", "max_messages", b"max_messages", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactLimit: _TypeAlias = ContactLimit  # noqa: Y015
+
+@_typing.final
+class ShopPolicy(_message.Message):
+    """A shop's policies over all of its plans."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_LIMITS_FIELD_NUMBER: _builtins.int
+    APPROVAL_THRESHOLD_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_BY_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    approval_threshold: _builtins.int
+    """Publishing a plan whose next run's audience estimate is above this needs
+    an approval by another caller with the approver role; 0 means never.
+    """
+    etag: _builtins.str
+    """Output only."""
+    update_by: _builtins.str
+    @_builtins.property
+    def contact_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContactLimit]:
+        """At most one limit per channel."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        contact_limits: _abc.Iterable[Global___ContactLimit] | None = ...,
+        approval_threshold: _builtins.int = ...,
+        etag: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        update_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_threshold", b"approval_threshold", "contact_limits", b"contact_limits", "etag", b"etag", "shop_id", b"shop_id", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShopPolicy: _TypeAlias = ShopPolicy  # noqa: Y015
+
+@_typing.final
+class GetShopPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShopPolicyRequest: _TypeAlias = GetShopPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetShopPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ShopPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ShopPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShopPolicyResponse: _TypeAlias = GetShopPolicyResponse  # noqa: Y015
+
+@_typing.final
+class UpdateShopPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def policy(self) -> Global___ShopPolicy:
+        """The policy with `shop_id`, its new values and (optionally) `etag`."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___ShopPolicy | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateShopPolicyRequest: _TypeAlias = UpdateShopPolicyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateShopPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ShopPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ShopPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateShopPolicyResponse: _TypeAlias = UpdateShopPolicyResponse  # noqa: Y015
+
+@_typing.final
+class PlanApproval(_message.Message):
+    """The approval of a plan whose audience is above the shop's threshold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    AUDIENCE_ESTIMATE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    REJECT_REASON_FIELD_NUMBER: _builtins.int
+    requested_by: _builtins.str
+    """Who asked to publish it, when, and the audience estimate that made it need one."""
+    audience_estimate: _builtins.int
+    threshold: _builtins.int
+    decided_by: _builtins.str
+    """Who decided, when; a rejection's reason."""
+    approved: _builtins.bool
+    reject_reason: _builtins.str
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decide_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        requested_by: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        audience_estimate: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        decided_by: _builtins.str = ...,
+        decide_time: _timestamp_pb2.Timestamp | None = ...,
+        approved: _builtins.bool = ...,
+        reject_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "audience_estimate", b"audience_estimate", "decide_time", b"decide_time", "decided_by", b"decided_by", "reject_reason", b"reject_reason", "request_time", b"request_time", "requested_by", b"requested_by", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanApproval: _TypeAlias = PlanApproval  # noqa: Y015
+
+@_typing.final
+class ApprovePlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    etag: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "plan_id", b"plan_id", "request_id", b"request_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePlanRequest: _TypeAlias = ApprovePlanRequest  # noqa: Y015
+
+@_typing.final
+class ApprovePlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> Global___Plan: ...
+    def __init__(
+        self,
+        *,
+        plan: Global___Plan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovePlanResponse: _TypeAlias = ApprovePlanResponse  # noqa: Y015
+
+@_typing.final
+class RejectPlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    etag: _builtins.str
+    reason: _builtins.str
+    """Required: what the author should change, 1-500 characters."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "plan_id", b"plan_id", "reason", b"reason", "request_id", b"request_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectPlanRequest: _TypeAlias = RejectPlanRequest  # noqa: Y015
+
+@_typing.final
+class RejectPlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> Global___Plan: ...
+    def __init__(
+        self,
+        *,
+        plan: Global___Plan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectPlanResponse: _TypeAlias = RejectPlanResponse  # noqa: Y015

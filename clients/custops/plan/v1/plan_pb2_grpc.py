@@ -150,6 +150,26 @@ class OperationPlanServiceStub:
                 request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingRequest.SerializeToString,
                 response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingResponse.FromString,
                 _registered_method=True)
+        self.GetShopPolicy = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/GetShopPolicy',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyResponse.FromString,
+                _registered_method=True)
+        self.UpdateShopPolicy = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/UpdateShopPolicy',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyResponse.FromString,
+                _registered_method=True)
+        self.ApprovePlan = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/ApprovePlan',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanResponse.FromString,
+                _registered_method=True)
+        self.RejectPlan = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/RejectPlan',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanResponse.FromString,
+                _registered_method=True)
 
 
 class OperationPlanServiceServicer:
@@ -317,6 +337,37 @@ class OperationPlanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetShopPolicy(self, request, context):
+        """Gets the shop's policy: how many messages a member may get per channel
+        and window from all of its plans together, and how large a plan may be
+        before publishing it needs an approver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateShopPolicy(self, request, context):
+        """Replaces the shop's policy; it holds for decisions made after it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovePlan(self, request, context):
+        """Approves a plan awaiting approval, which publishes it; an approver other
+        than the caller who asked to publish it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectPlan(self, request, context):
+        """Rejects a plan awaiting approval: it returns to DRAFT, with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationPlanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +480,26 @@ def add_OperationPlanServiceServicer_to_server(servicer, server):
                     servicer.UpdateThrottleSetting,
                     request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingRequest.FromString,
                     response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingResponse.SerializeToString,
+            ),
+            'GetShopPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShopPolicy,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyResponse.SerializeToString,
+            ),
+            'UpdateShopPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateShopPolicy,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyResponse.SerializeToString,
+            ),
+            'ApprovePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePlan,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanResponse.SerializeToString,
+            ),
+            'RejectPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectPlan,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1031,6 +1102,114 @@ class OperationPlanService:
             '/custops.plan.v1.OperationPlanService/UpdateThrottleSetting',
             custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingRequest.SerializeToString,
             custops_dot_plan_dot_v1_dot_plan__pb2.UpdateThrottleSettingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShopPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/GetShopPolicy',
+            custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.GetShopPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateShopPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/UpdateShopPolicy',
+            custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.UpdateShopPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/ApprovePlan',
+            custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.ApprovePlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/RejectPlan',
+            custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.RejectPlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,19 @@ class OperationPlanServiceStub:
     """Gets the throttle settings of every downstream system."""
     UpdateThrottleSetting: _grpc.UnaryUnaryMultiCallable[_plan_pb2.UpdateThrottleSettingRequest, _plan_pb2.UpdateThrottleSettingResponse]
     """Sets the rate of one downstream system, effective at once on all replicas."""
+    GetShopPolicy: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetShopPolicyRequest, _plan_pb2.GetShopPolicyResponse]
+    """Gets the shop's policy: how many messages a member may get per channel
+    and window from all of its plans together, and how large a plan may be
+    before publishing it needs an approver.
+    """
+    UpdateShopPolicy: _grpc.UnaryUnaryMultiCallable[_plan_pb2.UpdateShopPolicyRequest, _plan_pb2.UpdateShopPolicyResponse]
+    """Replaces the shop's policy; it holds for decisions made after it."""
+    ApprovePlan: _grpc.UnaryUnaryMultiCallable[_plan_pb2.ApprovePlanRequest, _plan_pb2.ApprovePlanResponse]
+    """Approves a plan awaiting approval, which publishes it; an approver other
+    than the caller who asked to publish it.
+    """
+    RejectPlan: _grpc.UnaryUnaryMultiCallable[_plan_pb2.RejectPlanRequest, _plan_pb2.RejectPlanResponse]
+    """Rejects a plan awaiting approval: it returns to DRAFT, with the reason."""
 
 @_typing.type_check_only
 class OperationPlanServiceAsyncStub(OperationPlanServiceStub):
@@ -149,6 +162,19 @@ class OperationPlanServiceAsyncStub(OperationPlanServiceStub):
     """Gets the throttle settings of every downstream system."""
     UpdateThrottleSetting: _aio.UnaryUnaryMultiCallable[_plan_pb2.UpdateThrottleSettingRequest, _plan_pb2.UpdateThrottleSettingResponse]  # type: ignore[assignment]
     """Sets the rate of one downstream system, effective at once on all replicas."""
+    GetShopPolicy: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetShopPolicyRequest, _plan_pb2.GetShopPolicyResponse]  # type: ignore[assignment]
+    """Gets the shop's policy: how many messages a member may get per channel
+    and window from all of its plans together, and how large a plan may be
+    before publishing it needs an approver.
+    """
+    UpdateShopPolicy: _aio.UnaryUnaryMultiCallable[_plan_pb2.UpdateShopPolicyRequest, _plan_pb2.UpdateShopPolicyResponse]  # type: ignore[assignment]
+    """Replaces the shop's policy; it holds for decisions made after it."""
+    ApprovePlan: _aio.UnaryUnaryMultiCallable[_plan_pb2.ApprovePlanRequest, _plan_pb2.ApprovePlanResponse]  # type: ignore[assignment]
+    """Approves a plan awaiting approval, which publishes it; an approver other
+    than the caller who asked to publish it.
+    """
+    RejectPlan: _aio.UnaryUnaryMultiCallable[_plan_pb2.RejectPlanRequest, _plan_pb2.RejectPlanResponse]  # type: ignore[assignment]
+    """Rejects a plan awaiting approval: it returns to DRAFT, with the reason."""
 
 class OperationPlanServiceServicer(metaclass=_abc_1.ABCMeta):
     """OperationPlanService is what a merchant's admin uses: "pick customers by
@@ -338,5 +364,42 @@ class OperationPlanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plan_pb2.UpdateThrottleSettingResponse, _abc.Awaitable[_plan_pb2.UpdateThrottleSettingResponse]]:
         """Sets the rate of one downstream system, effective at once on all replicas."""
+
+    @_abc_1.abstractmethod
+    def GetShopPolicy(
+        self,
+        request: _plan_pb2.GetShopPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.GetShopPolicyResponse, _abc.Awaitable[_plan_pb2.GetShopPolicyResponse]]:
+        """Gets the shop's policy: how many messages a member may get per channel
+        and window from all of its plans together, and how large a plan may be
+        before publishing it needs an approver.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateShopPolicy(
+        self,
+        request: _plan_pb2.UpdateShopPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.UpdateShopPolicyResponse, _abc.Awaitable[_plan_pb2.UpdateShopPolicyResponse]]:
+        """Replaces the shop's policy; it holds for decisions made after it."""
+
+    @_abc_1.abstractmethod
+    def ApprovePlan(
+        self,
+        request: _plan_pb2.ApprovePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.ApprovePlanResponse, _abc.Awaitable[_plan_pb2.ApprovePlanResponse]]:
+        """Approves a plan awaiting approval, which publishes it; an approver other
+        than the caller who asked to publish it.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectPlan(
+        self,
+        request: _plan_pb2.RejectPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.RejectPlanResponse, _abc.Awaitable[_plan_pb2.RejectPlanResponse]]:
+        """Rejects a plan awaiting approval: it returns to DRAFT, with the reason."""
 
 def add_OperationPlanServiceServicer_to_server(servicer: OperationPlanServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from custops.notify.v1 import notify_pb2 as custops_dot_notify_dot_v1_dot_notify__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$custops/stubadmin/v1/stubadmin.proto\x12\x14\x63ustops.stubadmin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"3\n\x08\x43\x61pacity\x12\x18\n\x10items_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x03\"\xae\x01\n\x06\x46\x61ults\x12\x12\n\nerror_rate\x18\x01 \x01(\x01\x12\x1a\n\x12lost_response_rate\x18\x02 \x01(\x01\x12\x14\n\x0ctimeout_rate\x18\x03 \x01(\x01\x12.\n\x0blatency_min\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_max\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa0\x01\n\x0cStubSettings\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\x12\x30\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x1e.custops.stubadmin.v1.Capacity\x12,\n\x06\x66\x61ults\x18\x03 \x01(\x0b\x32\x1c.custops.stubadmin.v1.Faults\"\x86\x03\n\x0cStubCounters\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x03\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x1d\n\x15rejected_for_capacity\x18\x07 \x01(\x03\x12\x17\n\x0finjected_errors\x18\x08 \x01(\x03\x12\x16\n\x0elost_responses\x18\t \x01(\x03\x12\x10\n\x08timeouts\x18\n \x01(\x03\x12T\n\x12\x66\x61ilures_by_reason\x18\x0b \x03(\x0b\x32\x38.custops.stubadmin.v1.StubCounters.FailuresByReasonEntry\x1a\x37\n\x15\x46\x61iluresByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"J\n\x16GetStubSettingsRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"O\n\x17GetStubSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\"\x82\x01\n\x19UpdateStubSettingsRequest\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"R\n\x1aUpdateStubSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\"J\n\x16GetStubCountersRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"O\n\x17GetStubCountersResponse\x12\x34\n\x08\x63ounters\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubCounters\"L\n\x18ResetStubCountersRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"Q\n\x19ResetStubCountersResponse\x12\x34\n\x08\x63ounters\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubCounters*z\n\nStubSystem\x12\x1b\n\x17STUB_SYSTEM_UNSPECIFIED\x10\x00\x12\x18\n\x14STUB_SYSTEM_AUDIENCE\x10\x01\x12\x17\n\x13STUB_SYSTEM_BENEFIT\x10\x02\x12\x1c\n\x18STUB_SYSTEM_NOTIFICATION\x10\x03\x32\xe1\x03\n\x10StubAdminService\x12n\n\x0fGetStubSettings\x12,.custops.stubadmin.v1.GetStubSettingsRequest\x1a-.custops.stubadmin.v1.GetStubSettingsResponse\x12w\n\x12UpdateStubSettings\x12/.custops.stubadmin.v1.UpdateStubSettingsRequest\x1a\x30.custops.stubadmin.v1.UpdateStubSettingsResponse\x12n\n\x0fGetStubCounters\x12,.custops.stubadmin.v1.GetStubCountersRequest\x1a-.custops.stubadmin.v1.GetStubCountersResponse\x12t\n\x11ResetStubCounters\x12..custops.stubadmin.v1.ResetStubCountersRequest\x1a/.custops.stubadmin.v1.ResetStubCountersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$custops/stubadmin/v1/stubadmin.proto\x12\x14\x63ustops.stubadmin.v1\x1a\x1e\x63ustops/notify/v1/notify.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"3\n\x08\x43\x61pacity\x12\x18\n\x10items_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x03\"\xae\x01\n\x06\x46\x61ults\x12\x12\n\nerror_rate\x18\x01 \x01(\x01\x12\x1a\n\x12lost_response_rate\x18\x02 \x01(\x01\x12\x14\n\x0ctimeout_rate\x18\x03 \x01(\x01\x12.\n\x0blatency_min\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_max\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa0\x01\n\x0cStubSettings\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\x12\x30\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x1e.custops.stubadmin.v1.Capacity\x12,\n\x06\x66\x61ults\x18\x03 \x01(\x0b\x32\x1c.custops.stubadmin.v1.Faults\"\x86\x03\n\x0cStubCounters\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x03\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x1d\n\x15rejected_for_capacity\x18\x07 \x01(\x03\x12\x17\n\x0finjected_errors\x18\x08 \x01(\x03\x12\x16\n\x0elost_responses\x18\t \x01(\x03\x12\x10\n\x08timeouts\x18\n \x01(\x03\x12T\n\x12\x66\x61ilures_by_reason\x18\x0b \x03(\x0b\x32\x38.custops.stubadmin.v1.StubCounters.FailuresByReasonEntry\x1a\x37\n\x15\x46\x61iluresByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"J\n\x16GetStubSettingsRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"O\n\x17GetStubSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\"\x82\x01\n\x19UpdateStubSettingsRequest\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"R\n\x1aUpdateStubSettingsResponse\x12\x34\n\x08settings\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubSettings\"J\n\x16GetStubCountersRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"O\n\x17GetStubCountersResponse\x12\x34\n\x08\x63ounters\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubCounters\"L\n\x18ResetStubCountersRequest\x12\x30\n\x06system\x18\x01 \x01(\x0e\x32 .custops.stubadmin.v1.StubSystem\"Q\n\x19ResetStubCountersResponse\x12\x34\n\x08\x63ounters\x18\x01 \x01(\x0b\x32\".custops.stubadmin.v1.StubCounters\"\x84\x01\n\x17SetMemberConsentRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x32\n\x07\x63hannel\x18\x03 \x01(\x0e\x32!.custops.notify.v1.MessageChannel\x12\x11\n\topted_out\x18\x04 \x01(\x08\"\x1a\n\x18SetMemberConsentResponse*z\n\nStubSystem\x12\x1b\n\x17STUB_SYSTEM_UNSPECIFIED\x10\x00\x12\x18\n\x14STUB_SYSTEM_AUDIENCE\x10\x01\x12\x17\n\x13STUB_SYSTEM_BENEFIT\x10\x02\x12\x1c\n\x18STUB_SYSTEM_NOTIFICATION\x10\x03\x32\xd4\x04\n\x10StubAdminService\x12n\n\x0fGetStubSettings\x12,.custops.stubadmin.v1.GetStubSettingsRequest\x1a-.custops.stubadmin.v1.GetStubSettingsResponse\x12w\n\x12UpdateStubSettings\x12/.custops.stubadmin.v1.UpdateStubSettingsRequest\x1a\x30.custops.stubadmin.v1.UpdateStubSettingsResponse\x12n\n\x0fGetStubCounters\x12,.custops.stubadmin.v1.GetStubCountersRequest\x1a-.custops.stubadmin.v1.GetStubCountersResponse\x12t\n\x11ResetStubCounters\x12..custops.stubadmin.v1.ResetStubCountersRequest\x1a/.custops.stubadmin.v1.ResetStubCountersResponse\x12q\n\x10SetMemberConsent\x12-.custops.stubadmin.v1.SetMemberConsentRequest\x1a..custops.stubadmin.v1.SetMemberConsentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +36,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._loaded_options = None
   _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._serialized_options = b'8\001'
-  _globals['_STUBSYSTEM']._serialized_start=1606
-  _globals['_STUBSYSTEM']._serialized_end=1728
-  _globals['_CAPACITY']._serialized_start=128
-  _globals['_CAPACITY']._serialized_end=179
-  _globals['_FAULTS']._serialized_start=182
-  _globals['_FAULTS']._serialized_end=356
-  _globals['_STUBSETTINGS']._serialized_start=359
-  _globals['_STUBSETTINGS']._serialized_end=519
-  _globals['_STUBCOUNTERS']._serialized_start=522
-  _globals['_STUBCOUNTERS']._serialized_end=912
-  _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._serialized_start=857
-  _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._serialized_end=912
-  _globals['_GETSTUBSETTINGSREQUEST']._serialized_start=914
-  _globals['_GETSTUBSETTINGSREQUEST']._serialized_end=988
-  _globals['_GETSTUBSETTINGSRESPONSE']._serialized_start=990
-  _globals['_GETSTUBSETTINGSRESPONSE']._serialized_end=1069
-  _globals['_UPDATESTUBSETTINGSREQUEST']._serialized_start=1072
-  _globals['_UPDATESTUBSETTINGSREQUEST']._serialized_end=1202
-  _globals['_UPDATESTUBSETTINGSRESPONSE']._serialized_start=1204
-  _globals['_UPDATESTUBSETTINGSRESPONSE']._serialized_end=1286
-  _globals['_GETSTUBCOUNTERSREQUEST']._serialized_start=1288
-  _globals['_GETSTUBCOUNTERSREQUEST']._serialized_end=1362
-  _globals['_GETSTUBCOUNTERSRESPONSE']._serialized_start=1364
-  _globals['_GETSTUBCOUNTERSRESPONSE']._serialized_end=1443
-  _globals['_RESETSTUBCOUNTERSREQUEST']._serialized_start=1445
-  _globals['_RESETSTUBCOUNTERSREQUEST']._serialized_end=1521
-  _globals['_RESETSTUBCOUNTERSRESPONSE']._serialized_start=1523
-  _globals['_RESETSTUBCOUNTERSRESPONSE']._serialized_end=1604
-  _globals['_STUBADMINSERVICE']._serialized_start=1731
-  _globals['_STUBADMINSERVICE']._serialized_end=2212
+  _globals['_STUBSYSTEM']._serialized_start=1801
+  _globals['_STUBSYSTEM']._serialized_end=1923
+  _globals['_CAPACITY']._serialized_start=160
+  _globals['_CAPACITY']._serialized_end=211
+  _globals['_FAULTS']._serialized_start=214
+  _globals['_FAULTS']._serialized_end=388
+  _globals['_STUBSETTINGS']._serialized_start=391
+  _globals['_STUBSETTINGS']._serialized_end=551
+  _globals['_STUBCOUNTERS']._serialized_start=554
+  _globals['_STUBCOUNTERS']._serialized_end=944
+  _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._serialized_start=889
+  _globals['_STUBCOUNTERS_FAILURESBYREASONENTRY']._serialized_end=944
+  _globals['_GETSTUBSETTINGSREQUEST']._serialized_start=946
+  _globals['_GETSTUBSETTINGSREQUEST']._serialized_end=1020
+  _globals['_GETSTUBSETTINGSRESPONSE']._serialized_start=1022
+  _globals['_GETSTUBSETTINGSRESPONSE']._serialized_end=1101
+  _globals['_UPDATESTUBSETTINGSREQUEST']._serialized_start=1104
+  _globals['_UPDATESTUBSETTINGSREQUEST']._serialized_end=1234
+  _globals['_UPDATESTUBSETTINGSRESPONSE']._serialized_start=1236
+  _globals['_UPDATESTUBSETTINGSRESPONSE']._serialized_end=1318
+  _globals['_GETSTUBCOUNTERSREQUEST']._serialized_start=1320
+  _globals['_GETSTUBCOUNTERSREQUEST']._serialized_end=1394
+  _globals['_GETSTUBCOUNTERSRESPONSE']._serialized_start=1396
+  _globals['_GETSTUBCOUNTERSRESPONSE']._serialized_end=1475
+  _globals['_RESETSTUBCOUNTERSREQUEST']._serialized_start=1477
+  _globals['_RESETSTUBCOUNTERSREQUEST']._serialized_end=1553
+  _globals['_RESETSTUBCOUNTERSRESPONSE']._serialized_start=1555
+  _globals['_RESETSTUBCOUNTERSRESPONSE']._serialized_end=1636
+  _globals['_SETMEMBERCONSENTREQUEST']._serialized_start=1639
+  _globals['_SETMEMBERCONSENTREQUEST']._serialized_end=1771
+  _globals['_SETMEMBERCONSENTRESPONSE']._serialized_start=1773
+  _globals['_SETMEMBERCONSENTRESPONSE']._serialized_end=1799
+  _globals['_STUBADMINSERVICE']._serialized_start=1926
+  _globals['_STUBADMINSERVICE']._serialized_end=2522
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ counters of what they did. Served only on the stand-ins' loopback port.
 """
 
 from collections import abc as _abc
+from custops.notify.v1 import notify_pb2 as _notify_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -391,3 +392,47 @@ class ResetStubCountersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResetStubCountersResponse: _TypeAlias = ResetStubCountersResponse  # noqa: Y015
+
+@_typing.final
+class SetMemberConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    OPTED_OUT_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    member_id: _builtins.str
+    channel: _notify_pb2.MessageChannel.ValueType
+    opted_out: _builtins.bool
+    """True: the member opted out of marketing messages on the channel."""
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        channel: _notify_pb2.MessageChannel.ValueType = ...,
+        opted_out: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "member_id", b"member_id", "opted_out", b"opted_out", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMemberConsentRequest: _TypeAlias = SetMemberConsentRequest  # noqa: Y015
+
+@_typing.final
+class SetMemberConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMemberConsentResponse: _TypeAlias = SetMemberConsentResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class StubAdminServiceStub:
                 request_serializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersRequest.SerializeToString,
                 response_deserializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersResponse.FromString,
                 _registered_method=True)
+        self.SetMemberConsent = channel.unary_unary(
+                '/custops.stubadmin.v1.StubAdminService/SetMemberConsent',
+                request_serializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentRequest.SerializeToString,
+                response_deserializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentResponse.FromString,
+                _registered_method=True)
 
 
 class StubAdminServiceServicer:
@@ -89,6 +94,14 @@ class StubAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMemberConsent(self, request, context):
+        """Records a member's consent on a channel in the audience stand-in, which
+        serves it in the member's profile (opted_out_channels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StubAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_StubAdminServiceServicer_to_server(servicer, server):
                     servicer.ResetStubCounters,
                     request_deserializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersRequest.FromString,
                     response_serializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersResponse.SerializeToString,
+            ),
+            'SetMemberConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMemberConsent,
+                    request_deserializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentRequest.FromString,
+                    response_serializer=custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class StubAdminService:
             '/custops.stubadmin.v1.StubAdminService/ResetStubCounters',
             custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersRequest.SerializeToString,
             custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.ResetStubCountersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMemberConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.stubadmin.v1.StubAdminService/SetMemberConsent',
+            custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentRequest.SerializeToString,
+            custops_dot_stubadmin_dot_v1_dot_stubadmin__pb2.SetMemberConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

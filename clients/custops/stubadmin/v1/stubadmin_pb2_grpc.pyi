@@ -44,6 +44,10 @@ class StubAdminServiceStub:
     """What a stand-in has done since it started (or since its last reset)."""
     ResetStubCounters: _grpc.UnaryUnaryMultiCallable[_stubadmin_pb2.ResetStubCountersRequest, _stubadmin_pb2.ResetStubCountersResponse]
     """Sets a stand-in's counters back to zero."""
+    SetMemberConsent: _grpc.UnaryUnaryMultiCallable[_stubadmin_pb2.SetMemberConsentRequest, _stubadmin_pb2.SetMemberConsentResponse]
+    """Records a member's consent on a channel in the audience stand-in, which
+    serves it in the member's profile (opted_out_channels).
+    """
 
 @_typing.type_check_only
 class StubAdminServiceAsyncStub(StubAdminServiceStub):
@@ -58,6 +62,10 @@ class StubAdminServiceAsyncStub(StubAdminServiceStub):
     """What a stand-in has done since it started (or since its last reset)."""
     ResetStubCounters: _aio.UnaryUnaryMultiCallable[_stubadmin_pb2.ResetStubCountersRequest, _stubadmin_pb2.ResetStubCountersResponse]  # type: ignore[assignment]
     """Sets a stand-in's counters back to zero."""
+    SetMemberConsent: _aio.UnaryUnaryMultiCallable[_stubadmin_pb2.SetMemberConsentRequest, _stubadmin_pb2.SetMemberConsentResponse]  # type: ignore[assignment]
+    """Records a member's consent on a channel in the audience stand-in, which
+    serves it in the member's profile (opted_out_channels).
+    """
 
 class StubAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """StubAdminService changes how the stand-ins behave while they run."""
@@ -93,5 +101,15 @@ class StubAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stubadmin_pb2.ResetStubCountersResponse, _abc.Awaitable[_stubadmin_pb2.ResetStubCountersResponse]]:
         """Sets a stand-in's counters back to zero."""
+
+    @_abc_1.abstractmethod
+    def SetMemberConsent(
+        self,
+        request: _stubadmin_pb2.SetMemberConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stubadmin_pb2.SetMemberConsentResponse, _abc.Awaitable[_stubadmin_pb2.SetMemberConsentResponse]]:
+        """Records a member's consent on a channel in the audience stand-in, which
+        serves it in the member's profile (opted_out_channels).
+        """
 
 def add_StubAdminServiceServicer_to_server(servicer: StubAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
