@@ -209,7 +209,7 @@ class Platform:
         )
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
-        throttle = ThrottleUseCases(self.buckets, clock.now, audit)
+        throttle = ThrottleUseCases(self.buckets, clock.now, audit, unit_of_work)
         self.jobs = EngineStore(engine)
         run_store = RunStore(engine)
         delivery = Delivery(

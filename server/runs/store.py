@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -304,31 +304,9 @@ class RunStore:
     ) -> dict[str, str]:
         """Claim the next slot of each member's window; members at the limit,
         or beaten to their last slot by a concurrent run, are skipped."""
-        rows = await conn.execute(
-            select(frequency_claims.c.member_id, func.count())
-            .where(
-                frequency_claims.c.plan_id == run.plan_id,
-                frequency_claims.c.window == limits.window,
-                frequency_claims.c.member_id.in_(members),
-            )
-            .group_by(frequency_claims.c.member_id)
-        )
-        used: dict[str, int] = {r[0]: r[1] for r in rows}
-        reason = Skip.FREQUENCY_LIMIT.value
-        skipped = {m: reason for m in members if used.get(m, 0) >= limits.max_times}
-        wanted = [m for m in members if m not in skipped]
-        claims: list[dict[str, Any]] = [
-            {
-                "plan_id": run.plan_id,
-                "window": limits.window,
-                "member_id": m,
-                "slot": used.get(m, 0) + 1,
-                "run_id": run.run_id,
-            }
-            for m in wanted
-        ]
-        won = await insert_new(conn, frequency_claims, claims, "member_id")
-        return skipped | {m: reason for m in wanted if m not in won}
+        window = {"plan_id": run.plan_id, "window": limits.window}
+        full = await _claim_slots(conn, frequency_claims, window, members, limits.max_times, run)
+        return dict.fromkeys(full, Skip.FREQUENCY_LIMIT.value)
 
     async def _contact(
         self,
@@ -359,9 +337,11 @@ class RunStore:
                 continue
             wanting = [m for m in candidates if channel not in withheld.get(m, ())]
             key = shop_policy.window_key(limit.window, run.fire_time, limits.zone)
-            for m in await self._contact_slots(
-                conn, run, channel, key, wanting, limit.max_messages
-            ):
+            window = {"shop_id": run.shop_id, "channel": channel.value, "window": key}
+            full = await _claim_slots(
+                conn, contact_claims, window, wanting, limit.max_messages, run
+            )
+            for m in full:
                 withheld.setdefault(m, set()).add(channel)
                 why.setdefault(m, Skip.CONTACT_CAP.value)
                 if limit.caps_grants:
@@ -376,51 +356,6 @@ class RunStore:
             else:
                 skipped[m] = why[m]  # nothing left to do for them
         return why
-
-    async def _contact_slots(
-        self,
-        conn: AsyncConnection,
-        run: Run,
-        channel: MessageChannel,
-        window: str,
-        members: list[str],
-        most: int,
-    ) -> set[str]:
-        """Claim each member's next message slot on `channel` in the shop's
-        `window`; the members at the limit (or beaten to it) are returned."""
-        if not members:
-            return set()
-        where = and_(
-            contact_claims.c.shop_id == run.shop_id,
-            contact_claims.c.channel == channel.value,
-            contact_claims.c.window == window,
-            contact_claims.c.member_id.in_(members),
-        )
-        rows = await conn.execute(
-            select(contact_claims.c.member_id, func.count())
-            .where(where)
-            .group_by(contact_claims.c.member_id)
-        )
-        used: dict[str, int] = {r[0]: r[1] for r in rows}
-        full = {m for m in members if used.get(m, 0) >= most}
-        wanted = [m for m in members if m not in full]
-        won = await insert_new(
-            conn,
-            contact_claims,
-            [
-                {
-                    "shop_id": run.shop_id,
-                    "channel": channel.value,
-                    "window": window,
-                    "member_id": m,
-                    "slot": used.get(m, 0) + 1,
-                    "run_id": run.run_id,
-                }
-                for m in wanted
-            ],
-            "member_id",
-        )
-        return full | {m for m in wanted if m not in won}
 
     async def _uncontact(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
         """Give back the contact slots this run claimed for these members."""
@@ -579,6 +514,40 @@ class RunStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(plan_runs).where(where))).mappings().first()
         return None if row is None else _run(row)
+
+
+async def _claim_slots(
+    conn: AsyncConnection,
+    claims: Table,
+    window: dict[str, str],
+    members: list[str],
+    most: int,
+    run: Run,
+) -> set[str]:
+    """Claim each member's next slot in a window of `claims` (frequency or
+    contact slots): the n-th is slot n under a unique key, so of runs racing
+    for a member's last slot one wins. The members at `most` already, or
+    beaten to their slot, are returned."""
+    if not members:
+        return set()
+    rows = await conn.execute(
+        select(claims.c.member_id, func.count())
+        .where(*(claims.c[k] == v for k, v in window.items()), claims.c.member_id.in_(members))
+        .group_by(claims.c.member_id)
+    )
+    used: dict[str, int] = {r[0]: r[1] for r in rows}
+    full = {m for m in members if used.get(m, 0) >= most}
+    wanted = [m for m in members if m not in full]
+    won = await insert_new(
+        conn,
+        claims,
+        [
+            {**window, "member_id": m, "slot": used.get(m, 0) + 1, "run_id": run.run_id}
+            for m in wanted
+        ],
+        "member_id",
+    )
+    return full | {m for m in wanted if m not in won}
 
 
 async def _summed(conn: AsyncConnection, runs: Any) -> dict[str, int]:

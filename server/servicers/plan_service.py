@@ -165,7 +165,10 @@ class OperationPlanService(
     ) -> pb.RetryFailedItemsResponse:
         require(_run_violations(request))
         view, count = await self._run_cases().retry_failed(
-            request.shop_id, request.plan_id, request.run_id
+            request.shop_id,
+            request.plan_id,
+            request.run_id,
+            request_key("RetryFailedItems", request),
         )
         return pb.RetryFailedItemsResponse(run=run_to_proto(view), retried_count=count)
 
@@ -207,6 +210,7 @@ class OperationPlanService(
             new.rate_per_second if "rate_per_second" in paths else None,
             int(new.burst) if "burst" in paths else None,
             new.etag,
+            request_key("UpdateThrottleSetting", request),
         )
         return pb.UpdateThrottleSettingResponse(setting=_throttle_to_proto(changed))
 

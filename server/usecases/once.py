@@ -69,3 +69,44 @@ def outcome_from_dict(stored: dict[str, Any]) -> object:
         row["update_time"] = datetime.fromisoformat(stamp) if stamp else None
         return policy_from_row(row)
     return None
+
+
+async def remembered(
+    uow_factory: Callable[[], UnitOfWork],
+    shop_id: str,
+    key: RequestKey | None,
+    work: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The answer of work done outside one database transaction (the task
+    engine's store, the token buckets), once per request key: a retry gets
+    the first answer back and does nothing. Two first calls at once may both
+    do the work (which must be safe twice); the first answer recorded is the
+    one both get."""
+    if key is None:
+        return await work()
+    first = await _answer(uow_factory, shop_id, key)
+    if first is not None:
+        return first
+    answer = await work()
+    try:
+        async with uow_factory() as uow:
+            await uow.requests.reserve(shop_id, key)
+            await uow.requests.complete(shop_id, key, {"kind": ANSWER, ANSWER: answer})
+            await uow.commit()
+    except DuplicateRequest:
+        return await _answer(uow_factory, shop_id, key) or answer
+    return answer
+
+
+ANSWER = "answer"
+
+
+async def _answer(
+    uow_factory: Callable[[], UnitOfWork], shop_id: str, key: RequestKey
+) -> dict[str, Any] | None:
+    async with uow_factory() as uow:
+        stored = await uow.requests.find(shop_id, key)
+    if stored is not None and stored.get("kind") == ANSWER:
+        answer: dict[str, Any] = stored[ANSWER]
+        return answer
+    return None

@@ -8,13 +8,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from domain import lifecycle, runs, scheduling
 from domain.audience import listed_members
 from domain.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable, require
 from domain.plan import Plan, PlanState
 from domain.plan_calendar import TICK, End, PlanCalendar
-from domain.ports import AudienceDirectory, Clock, SchedulePlace
+from domain.ports import AudienceDirectory, Clock, RequestKey, SchedulePlace
 from server import call_context
 from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
 from server.persistence.audit_log import Audited
@@ -22,6 +23,7 @@ from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, TEST_SHARD, payload_of, shard_cursors
 from server.runs.store import Run, RunStore, run_resource
+from server.usecases.once import remembered
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 log = logging.getLogger("custops.runs")
@@ -277,9 +279,21 @@ class RunUseCases:
                 )
         return await self._view(run)
 
-    async def retry_failed(self, shop_id: str, plan_id: str, run_id: str) -> tuple[RunView, int]:
-        """Failed and dead-lettered members are tried again (e.g. after a restock)."""
+    async def retry_failed(
+        self, shop_id: str, plan_id: str, run_id: str, key: RequestKey | None = None
+    ) -> tuple[RunView, int]:
+        """Failed and dead-lettered members are tried again (e.g. after a
+        restock); a retry with the same request id answers the first count."""
         run = await self._run(shop_id, plan_id, run_id)
+
+        async def work() -> dict[str, Any]:
+            return {"retried": await self._retry(shop_id, plan_id, run)}
+
+        answer = await remembered(self._uow, shop_id, key, work)
+        return await self._view(run), int(answer["retried"])
+
+    async def _retry(self, shop_id: str, plan_id: str, run: Run) -> int:
+        run_id = run.run_id
         plan = await self._plan(shop_id, plan_id)
         # A plan that ended by itself still finishes what its last runs began.
         if run.kind is runs.RunKind.DELIVERY and plan.state not in (
@@ -313,7 +327,7 @@ class RunUseCases:
                 states=("failed", "dead"),
                 audited=Audited(shop_id, run_resource(run)),
             )
-        return await self._view(run), count
+        return count
 
     async def recover(
         self, shop_id: str, plan_id: str, run_id: str, request_id: str, reason: str

@@ -7,10 +7,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain.errors import Aborted, FieldViolation, require
+from domain.ports import RequestKey, UnitOfWork
 from server.persistence.audit_log import AuditLog
 from server.throttle.buckets import Buckets, BucketSettings
+from server.usecases.once import remembered
 
 DOWNSTREAMS = ("audience", "benefit", "notification")
 # What a fresh deployment allows per second, before an operator says otherwise.
@@ -44,11 +47,16 @@ class Throttle:
 
 class ThrottleUseCases:
     def __init__(
-        self, buckets: Buckets, clock: Callable[[], datetime], audit: AuditLog | None = None
+        self,
+        buckets: Buckets,
+        clock: Callable[[], datetime],
+        audit: AuditLog | None = None,
+        uow: Callable[[], UnitOfWork] | None = None,
     ) -> None:
         self._buckets = buckets
         self._clock = clock
         self._audit = audit
+        self._uow = uow  # the request log: a retry replays the first answer
 
     async def get(self, shop_id: str = "", with_platform: bool = True) -> list[Throttle]:
         """The platform-wide settings (unless left out) and the shop's share."""
@@ -68,6 +76,7 @@ class ThrottleUseCases:
         rate: float | None,
         capacity: int | None,
         etag: str,
+        key: RequestKey | None = None,
     ) -> Throttle:
         violations = []
         if downstream not in DOWNSTREAMS:
@@ -81,6 +90,30 @@ class ThrottleUseCases:
         if capacity is not None and not 1 <= capacity <= 1_000_000:
             violations.append(FieldViolation("setting.burst", "must be 1-1,000,000"))
         require(violations)
+
+        async def work() -> dict[str, Any]:
+            changed = await self._update(downstream, shop_id, rate, capacity, etag)
+            return {
+                "rate": changed.settings.rate,
+                "capacity": changed.settings.capacity,
+                "factor": changed.factor,
+            }
+
+        if self._uow is not None and key is not None:
+            answer = await remembered(self._uow, shop_id, key, work)
+        else:
+            answer = await work()
+        settings = BucketSettings(rate=answer["rate"], capacity=int(answer["capacity"]))
+        return Throttle(downstream, shop_id, settings, float(answer["factor"]))
+
+    async def _update(
+        self,
+        downstream: str,
+        shop_id: str,
+        rate: float | None,
+        capacity: int | None,
+        etag: str,
+    ) -> Throttle:
         name = bucket_name(downstream, shop_id)
         current, factor = await self._buckets.settings(name)
         now = Throttle(downstream, shop_id, current, factor)

@@ -762,9 +762,13 @@ def gift_plan(audience: tuple[str, ...]) -> pb.Plan:
     return plan
 
 
-async def _retry(ops: Ops, plan: pb.Plan, run_id: str) -> pb.RetryFailedItemsResponse:
+async def _retry(
+    ops: Ops, plan: pb.Plan, run_id: str, request_id: str = ""
+) -> pb.RetryFailedItemsResponse:
     reply: pb.RetryFailedItemsResponse = await ops.client.plans.RetryFailedItems(
-        pb.RetryFailedItemsRequest(shop_id=ops.shop, plan_id=plan.plan_id, run_id=run_id)
+        pb.RetryFailedItemsRequest(
+            shop_id=ops.shop, plan_id=plan.plan_id, run_id=run_id, request_id=request_id
+        )
     )
     return reply
 
@@ -881,8 +885,10 @@ async def test_retrying_failed_items_after_a_restock_grants_them_once(ops: Ops) 
     failures = await ops.platform.jobs.failures(await _job_id(ops, plan, run.run_id))
     assert {f.reason for f in failures} == {"OUT_OF_STOCK"} and len(failures) == short
     await _stock(ops, 1000)
-    retried = await _retry(ops, plan, run.run_id)
+    retried = await _retry(ops, plan, run.run_id, request_id="after-restock")
     assert retried.retried_count == short
+    # The same request again answers the same count, and puts nothing back.
+    assert (await _retry(ops, plan, run.run_id, "after-restock")).retried_count == short
     run = await _finished(ops.client, plan, run.run_id)
     assert run.state == pb.RUN_STATE_SUCCEEDED
     assert run.progress.granted == len(audience) and run.progress.failed == 0

@@ -20,17 +20,18 @@ async def _exercise(client: AsyncCustopsClient) -> None:
     assert set(by) == {"DOWNSTREAM_AUDIENCE", "DOWNSTREAM_BENEFIT", "DOWNSTREAM_NOTIFICATION"}
     benefit = by["DOWNSTREAM_BENEFIT"]
     assert benefit.effective_rate_per_second == benefit.rate_per_second > 0
-    changed = (
-        await client.plans.UpdateThrottleSetting(
-            pb.UpdateThrottleSettingRequest(
-                setting=pb.ThrottleSetting(
-                    downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=250, etag=benefit.etag
-                ),
-                update_mask=FieldMask(paths=["rate_per_second"]),
-            )
-        )
-    ).setting
+    update = pb.UpdateThrottleSettingRequest(
+        setting=pb.ThrottleSetting(
+            downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=250, etag=benefit.etag
+        ),
+        update_mask=FieldMask(paths=["rate_per_second"]),
+        request_id="slow-down",
+    )
+    changed = (await client.plans.UpdateThrottleSetting(update)).setting
     assert (changed.rate_per_second, changed.burst) == (250, benefit.burst)
+    # The same request again replays its first answer (its etag is stale now:
+    # done again, it would be ABORTED).
+    assert (await client.plans.UpdateThrottleSetting(update)).setting == changed
     with pytest.raises(CustopsError) as err:  # the etag read before the change is stale now
         await client.plans.UpdateThrottleSetting(
             pb.UpdateThrottleSettingRequest(
