@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
-import redis.asyncio as redis
 from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.engine import make_url
@@ -104,7 +103,7 @@ class Platform:
     _health: health.aio.HealthServicer | None = None
     _engine: AsyncEngine | None = None
     _read_engine: AsyncEngine | None = None
-    _redis: redis.Redis | None = None
+    _redis: redis_store.RedisClient | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     buckets: Buckets | None = None
     jobs: EngineStore | None = None
@@ -189,11 +188,13 @@ class Platform:
         callers = self._callers()
         # The downstream throttles and the callers' rate limits, in one store.
         buckets = {**THROTTLE_DEFAULTS, **caller_buckets(callers)}
-        self.buckets = (
-            LocalBuckets(buckets, clock_us=lambda: int(time.time() * 1_000_000))
-            if self._redis is None
-            else RedisBuckets(self._redis, s.redis_prefix, buckets)
-        )
+        if self._redis is None:
+            self.buckets = LocalBuckets(buckets, clock_us=lambda: int(time.time() * 1_000_000))
+        else:
+            shared = RedisBuckets(self._redis, s.redis_prefix, buckets)
+            self.buckets = shared
+            if adopted := await shared.adopt_untagged_settings():
+                log.info("throttle settings moved to hash-tagged keys", extra={"count": adopted})
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
@@ -282,7 +283,7 @@ class Platform:
             extra={
                 "address": f"{s.listen.rpartition(':')[0]}:{self.port}",
                 "database": make_url(normalize_url(s.database_url)).render_as_string(),
-                "redis": "in-process stand-ins" if self._redis is None else "redis",
+                "redis": redis_store.mode(self._redis),
                 "callers": s.callers_file or _NO_CALLERS,
                 "tls": tls.mode(s),
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -94,6 +95,19 @@ def redis_url() -> Iterator[str]:
     except Exception as exc:  # any failure to reach it is the same answer
         unavailable("Redis", exc)
     yield REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-master Redis Cluster of this session's own (tests/redis_cluster.py)."""
+    from tests.redis_cluster import ClusterFailed, RedisCluster
+
+    try:
+        cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    except (ClusterFailed, OSError, subprocess.SubprocessError) as exc:
+        unavailable("A Redis Cluster", exc)
+    yield cluster.url
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

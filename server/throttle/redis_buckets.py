@@ -7,13 +7,20 @@ works in integer microseconds, clamps time that runs backwards, and keeps
 the state in one hash with a PEXPIRE. Settings (rate, capacity) and the
 adaptive factor live in a second hash that every replica reads on every
 decision, so a changed rate is in force at once everywhere.
+
+Both keys of a bucket carry its name as a hash tag (`custops:bucket:{benefit}`
+and `custops:bucket:{benefit}:settings`), so on a Redis Cluster they hash to
+one slot and each decision's script runs on the one node that owns them.
 """
 
 from __future__ import annotations
 
-import redis.asyncio as redis
+import asyncio
+
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server.redis_store import MAX_CONNECTIONS, RedisClient
 from server.throttle.buckets import (
     BACKOFF,
     MIN_FACTOR,
@@ -75,7 +82,7 @@ return string.format('%.6f', f)
 class RedisBuckets:
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         prefix: str,
         defaults: dict[str, BucketSettings],
         use_time: bool = True,
@@ -86,10 +93,37 @@ class RedisBuckets:
         self._use_time = use_time
         self._take = client.register_script(_TAKE)
         self._adapt = client.register_script(_ADAPT)
+        # Decisions beyond the connections at hand wait for one here: the
+        # client would refuse them (MaxConnectionsError), which a caller
+        # would take for an outage.
+        self._in_flight = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def _keys(self, name: str) -> tuple[str, str]:
-        base = f"{self._prefix}:bucket:{name}"
+        base = f"{self._prefix}:bucket:{{{name}}}"
         return base, f"{base}:settings"
+
+    async def adopt_untagged_settings(self) -> int:
+        """Settings an operator stored before the keys carried hash tags
+        (`custops:bucket:benefit:settings`) are copied to their tagged key
+        once, so an upgrade keeps the configured rates instead of falling back
+        to the defaults. Only a single Redis can hold them: the untagged keys
+        never worked on a cluster. Returns how many were adopted."""
+        if not isinstance(self._redis, Redis):
+            return 0
+        adopted = 0
+        head = f"{self._prefix}:bucket:"
+        async for raw in self._redis.scan_iter(match=f"{head}*:settings", count=500):
+            key = raw.decode()
+            name = key[len(head) : -len(":settings")]
+            if name.startswith("{"):
+                continue
+            stored = await self._redis.hgetall(key)
+            target = self._keys(name)[1]
+            if stored and not await self._redis.exists(target):
+                await self._redis.hset(target, mapping=dict(stored.items()))
+                adopted += 1
+            await self._redis.delete(key)
+        return adopted
 
     async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
         default = self._defaults.get(name, BucketSettings(0.0, 1))
@@ -103,7 +137,8 @@ class RedisBuckets:
             STATE_TTL_MS,
         ]
         try:
-            granted, wait = await self._take(keys=list(self._keys(name)), args=args)
+            async with self._in_flight:
+                granted, wait = await self._take(keys=list(self._keys(name)), args=args)
         except (RedisError, OSError) as exc:
             raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
         return Decision(int(granted), int(wait))
@@ -129,6 +164,7 @@ class RedisBuckets:
     async def _adjust(self, name: str, way: str) -> float:
         args: list[str | float] = [way, MIN_FACTOR, BACKOFF, RECOVERY_STEP]
         try:
-            return float(await self._adapt(keys=[self._keys(name)[1]], args=args))
+            async with self._in_flight:
+                return float(await self._adapt(keys=[self._keys(name)[1]], args=args))
         except (RedisError, OSError) as exc:
             raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
+from server import redis_store
 from server.throttle.buckets import (
     NEVER,
     Buckets,
@@ -28,14 +29,21 @@ T0 = 1_800_000_000_000_000  # microseconds; the tests pass the time in
 DEFAULTS = {"benefit": BucketSettings(rate=5.0, capacity=10)}
 
 
-@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+SHARED = [
+    pytest.param("redis_url", marks=pytest.mark.redis, id="redis"),
+    pytest.param("redis_cluster_url", marks=pytest.mark.redis, id="cluster"),
+]
+
+
+@pytest.fixture(params=["local", *SHARED])
 async def buckets(request: pytest.FixtureRequest) -> AsyncIterator[Buckets]:
     if request.param == "local":
         yield LocalBuckets(dict(DEFAULTS), clock_us=lambda: T0)
         return
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue(request.param)
     prefix = f"{request.getfixturevalue('redis_prefix')}:{uuid.uuid4().hex[:8]}"
-    client = redis.from_url(url)
+    client = await redis_store.connect(url)
+    assert client is not None
     yield RedisBuckets(client, prefix, dict(DEFAULTS))
     await client.aclose()
 
@@ -95,12 +103,12 @@ async def test_the_rate_adapts_to_push_back(buckets: Buckets) -> None:
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    import redis.asyncio as redis
+    from server import redis_store
     from server.throttle.buckets import BucketSettings
     from server.throttle.redis_buckets import RedisBuckets
 
     async def main(url, prefix):
-        client = redis.from_url(url, max_connections=500)  # all 500 asks in flight at once
+        client = await redis_store.connect(url)
         buckets = RedisBuckets(client, prefix, {"b": BucketSettings(rate=0.0, capacity=100)})
         decisions = await asyncio.gather(*(buckets.take("b", 1) for _ in range(500)))
         print(sum(d.granted for d in decisions))
@@ -111,9 +119,10 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.redis
-async def test_many_processes_never_overshoot(redis_url: str, redis_prefix: str) -> None:
-    prefix = f"{redis_prefix}:race"
+@pytest.mark.parametrize("store", SHARED)
+async def test_many_processes_never_overshoot(store: str, request: pytest.FixtureRequest) -> None:
+    redis_url: str = request.getfixturevalue(store)
+    prefix = f"{request.getfixturevalue('redis_prefix')}:race-{store}"
     workers = [
         await asyncio.create_subprocess_exec(
             sys.executable,
