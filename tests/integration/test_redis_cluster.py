@@ -42,7 +42,9 @@ async def test_any_node_is_enough_and_a_buckets_keys_share_a_slot(
             state, settings_key = buckets._keys(name)
             slot = await client.cluster_keyslot(state)
             assert await client.cluster_keyslot(settings_key) == slot
-            nodes.add(client.get_node_from_key(state).name)
+            node = client.get_node_from_key(state)
+            assert node is not None
+            nodes.add(node.name)
         # Many buckets spread over the masters: the cluster shares the load.
         assert len(nodes) == 3
     finally:
