@@ -21,6 +21,7 @@ behaviour registers one calculator in `REGISTRY`.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,6 +268,12 @@ def parse(text: str) -> Calculator:
                 [FieldViolation("expression", f"no calculator @{name}; registered: {known}")]
             )
         return make(text)
+    return _term_calculator(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _term_calculator(text: str) -> TermCalculator:
+    # Immutable, and parsed for every plan the scheduler or a shopper's call looks at.
     return TermCalculator(term.parse(text))
 
 

@@ -45,6 +45,7 @@ from domain.term import Window
 from domain.term.schedule import HORIZON
 from domain.windows import TICK as TICK  # the calendar's "just before": public
 from domain.windows import (
+    Remembered,
     TooFar,
     WindowRun,
     day_of,
@@ -145,6 +146,9 @@ class PlanCalendar:
         self._effective = _parse(time.effective)
         self._term = _parse(time.term)
         self.execution = _parse(time.execution)
+        self._remembered = {
+            id(n): Remembered(n) for n in (self._effective, self._term, self.execution) if n
+        }
 
     @classmethod
     def of(cls, plan: Plan, now: datetime) -> PlanCalendar:
@@ -260,7 +264,7 @@ class PlanCalendar:
     def _inside(self, e: Calculator | None, at: datetime) -> Answer:
         if e is None:
             return Answer(True, None)
-        nearby = e.windows(at, at + HORIZON, self.zone, self.anchor, 2)
+        nearby = self._source(e).windows(at, at + HORIZON, self.zone, self.anchor, 2)
         inside = next((w for w in nearby if w.contains(at)), None)
         if inside is not None:
             return Answer(True, inside.end)
@@ -291,7 +295,7 @@ class PlanCalendar:
         if self._effective is None:
             return SkipReason.OUTSIDE_TERM
         end = window.end or window.start + TICK
-        meets = self._effective.windows(window.start, end, self.zone, self.anchor, 1)
+        meets = self._source(self._effective).windows(window.start, end, self.zone, self.anchor, 1)
         return SkipReason.OUTSIDE_TERM if meets else SkipReason.NOT_IN_EFFECT
 
     def _end_reason(self, after: datetime) -> EndReason:
@@ -331,8 +335,11 @@ class PlanCalendar:
 
     # -- building blocks --------------------------------------------------
 
+    def _source(self, e: Calculator) -> Remembered:
+        return self._remembered[id(e)]
+
     def _run(self, e: Calculator | None, start: datetime, horizon: datetime) -> WindowRun:
-        return WindowRun(e, self.zone, self.anchor, start, horizon)
+        return WindowRun(e and self._source(e), self.zone, self.anchor, start, horizon)
 
     def meet(
         self, notions: Sequence[Calculator | None], start: datetime, horizon: datetime

@@ -36,6 +36,30 @@ class WindowSource(Protocol):
     ) -> list[Window]: ...
 
 
+class Remembered:
+    """A notion's windows, each question computed once: deciding one step
+    asks the same pages several times (the next fire, the next window, the
+    end), and a page of cron instants is not cheap. Bounded: a calendar
+    that asks many different questions forgets and starts over."""
+
+    _KEEP = 64
+
+    def __init__(self, source: WindowSource) -> None:
+        self._source = source
+        self._seen: dict[tuple[datetime, datetime, str, datetime | None, int], list[Window]] = {}
+
+    def windows(
+        self, start: datetime, end: datetime, zone: str, anchor: datetime | None, limit: int
+    ) -> list[Window]:
+        key = (start, end, zone, anchor, limit)
+        found = self._seen.get(key)
+        if found is None:
+            if len(self._seen) >= self._KEEP:
+                self._seen.clear()
+            found = self._seen[key] = self._source.windows(start, end, zone, anchor, limit)
+        return found
+
+
 class WindowRun:
     """The windows of one notion that end after a moving instant, read a
     page at a time; a notion left unset is one window that never closes."""

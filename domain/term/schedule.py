@@ -14,6 +14,8 @@ that hour) does not open that day.
 
 from __future__ import annotations
 
+import copy
+import functools
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -143,7 +145,7 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
     the walk has passed them, so instants still come out in order."""
     years = None if e.year.any else sorted(e.year.values())
     text = _cron_text(e)
-    it = croniter(text, _first_wall(since, zone))
+    it = _croniter(text, _first_wall(since, zone))
     moved: list[datetime] = []  # moved instants not given yet, soonest first
     previous: datetime | None = None
 
@@ -159,7 +161,7 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
             later = [y for y in years if y > local.year]
             if not later:
                 break
-            it = croniter(text, datetime(later[0], 1, 1) - timedelta(seconds=1))
+            it = _croniter(text, datetime(later[0], 1, 1) - timedelta(seconds=1))
             continue
         start = _utc(local, zone)
         if _skipped(local, start, zone):
@@ -172,6 +174,19 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
         yield from given(start)
     while moved and moved[0] <= until:
         yield from given(heapq.heappop(moved))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> croniter:
+    return croniter(text, datetime(2000, 1, 1))
+
+
+def _croniter(text: str, start: datetime) -> croniter:
+    """A walk from `start`: parsing the text costs more than the first step,
+    and the scheduler asks the same expressions again and again."""
+    it = copy.copy(_parsed(text))  # the parsed fields are shared, never changed
+    it.set_current(start, force=True)
+    return it
 
 
 def _first_wall(since: datetime, zone: ZoneInfo) -> datetime:
