@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from domain.audience import Rule
 from domain.plan import BenefitKind, FrontOffice, Plan, PlanState
+from domain.runs import Run
 from domain.shop_policy import ShopPolicy
 
 
@@ -55,13 +56,22 @@ class PlanRepository(Protocol):
         """Delete a draft as it was read; raise Aborted if it changed since."""
         ...
 
-    async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
-        """Active and scheduled plans whose next decision is due, earliest first."""
+    async def due(
+        self, now: datetime, limit: int, only: tuple[str, str] | None = None
+    ) -> Sequence[Plan]:
+        """Active and scheduled plans whose next decision is due, earliest
+        first (or only the plan `only` names: shop id, plan id), each held
+        for this transaction: a replica's tick waits for another's on the
+        same plans, then finds them moved on."""
         ...
 
-    async def advance(self, plan: Plan, place: SchedulePlace) -> bool:
-        """Move the scheduler's place in a plan on from the one it was read
-        with; False when someone else did first."""
+    async def states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanState]:
+        """The current state of each (shop id, plan id) that exists."""
+        ...
+
+    async def advance(self, moves: Sequence[tuple[Plan, SchedulePlace]]) -> None:
+        """Move the scheduler's place in each plan on from the one it was
+        read with (a plan someone else moved first stays as they left it)."""
         ...
 
 
@@ -73,6 +83,27 @@ class SchedulePlace:
     next_check: datetime | None
     next_fire: datetime | None
     activate: bool  # a run started: a scheduled plan becomes active
+
+
+@dataclass(frozen=True)
+class RunLaunch:
+    """A run to make with the job that carries it out (`run.job_id`)."""
+
+    run: Run
+    job_kind: str
+    payload: Mapping[str, Any]
+    cursors: tuple[str, ...]  # one per shard
+    total: int  # items, when known up front (else filled in later)
+
+
+class RunLaunches(Protocol):
+    async def add(self, launches: Sequence[RunLaunch], now: datetime) -> set[str]:
+        """Each run with its job, once; the ids of the runs made now."""
+        ...
+
+    async def add_skipped(self, skipped: Sequence[Run]) -> None:
+        """Skipped fires (runs without a job), once each."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,9 @@ class UnitOfWork(Protocol):
 
     @property
     def shop_policies(self) -> ShopPolicies: ...
+
+    @property
+    def launches(self) -> RunLaunches: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from domain import birthday, calculators
@@ -36,6 +37,25 @@ class RunTrigger(enum.Enum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     CATCH_UP = "catch_up"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run of a plan: made once per fire (its id says which), by the
+    scheduler, by hand, to take a run's grants back, or for test members."""
+
+    run_id: str
+    shop_id: str
+    plan_id: str
+    kind: RunKind
+    trigger: RunTrigger
+    fire_time: datetime
+    create_time: datetime
+    job_id: str = ""  # the task carrying it out; "" for a skipped fire
+    target_run_id: str = ""  # a recovery run: the run it takes back
+    # A skipped fire (it has no job): why, and the next fire that counts.
+    skip_reason: str = ""
+    resume_time: datetime | None = None
 
 
 class Skip(enum.Enum):

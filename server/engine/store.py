@@ -16,12 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.persistence.audit_log import Audited, record_change
 from server.persistence.database import is_sqlite
-from server.persistence.tables import item_failures, jobs, shards
+from server.persistence.launches import job_rows
+from server.persistence.tables import (
+    CANCELLED,
+    DONE,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    item_failures,
+    jobs,
+    shards,
+)
 
 log = logging.getLogger("custops.engine")
 
-PENDING, RUNNING, DONE = "pending", "running", "done"
-PAUSED, CANCELLED = "paused", "cancelled"
 # The current rate is a count of processed items that decays with this time
 # constant: it answers "items per second over the last few seconds", the same
 # on every replica because it lives in the job's row.
@@ -117,39 +125,11 @@ class EngineStore:
         """The job's id; a job is made at most once per (kind, key).
         `total` is the number of items when the kind knows it (for the ETA)."""
         job_id = uuid.uuid4().hex
+        job, shard_rows = job_rows(job_id, kind, key, payload, cursors, due, now, total)
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(jobs).values(
-                        job_id=job_id,
-                        kind=kind,
-                        key=key,
-                        state=PENDING,
-                        payload=payload,
-                        due_time=due,
-                        total=total,
-                        done=0,
-                        failed=0,
-                        create_time=now,
-                        update_time=now,
-                    )
-                )
-                await conn.execute(
-                    insert(shards),
-                    [
-                        {
-                            "job_id": job_id,
-                            "shard_index": i,
-                            "state": PENDING,
-                            "cursor": c,
-                            "done": 0,
-                            "lease_owner": "",
-                            "lease_until": None,
-                            "fencing": 0,
-                        }
-                        for i, c in enumerate(cursors)
-                    ],
-                )
+                await conn.execute(insert(jobs).values(**job))
+                await conn.execute(insert(shards), shard_rows)
         except IntegrityError:
             async with self._engine.connect() as conn:
                 found = await conn.scalar(

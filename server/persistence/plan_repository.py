@@ -6,7 +6,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import Aborted
@@ -30,7 +42,7 @@ class SqlPlanRepository:
 
     async def add(self, plan: Plan) -> None:
         self.changed_shops.add(plan.shop_id)
-        row = _row(plan)
+        row = plan_row(plan)
         await self._conn.execute(insert(plans).values(**row))
         await record_change(self._conn, plan.shop_id, _resource(plan), None, row)
 
@@ -71,7 +83,7 @@ class SqlPlanRepository:
     async def save(self, plan: Plan, before: Plan) -> None:
         """`before` as it was read, now `plan`, unless it changed meanwhile."""
         self.changed_shops.add(plan.shop_id)
-        row = _row(plan)
+        row = plan_row(plan)
         values = {k: v for k, v in row.items() if k not in ("shop_id", "plan_id")}
         result = await self._conn.execute(
             update(plans)
@@ -87,7 +99,7 @@ class SqlPlanRepository:
                 f"plan {plan.plan_id} was changed concurrently; get it again and retry",
                 reason="ETAG_MISMATCH",
             )
-        await record_change(self._conn, plan.shop_id, _resource(plan), _row(before), row)
+        await record_change(self._conn, plan.shop_id, _resource(plan), plan_row(before), row)
 
     async def delete(self, plan: Plan) -> None:
         self.changed_shops.add(plan.shop_id)
@@ -106,52 +118,82 @@ class SqlPlanRepository:
                 f"plan {plan.plan_id} was changed concurrently; get it again and retry",
                 reason="ETAG_MISMATCH",
             )
-        await record_change(self._conn, plan.shop_id, _resource(plan), _row(plan), None)
+        await record_change(self._conn, plan.shop_id, _resource(plan), plan_row(plan), None)
 
-    async def due(self, now: datetime, limit: int) -> Sequence[Plan]:
+    async def due(
+        self, now: datetime, limit: int, only: tuple[str, str] | None = None
+    ) -> Sequence[Plan]:
+        mine = and_(plans.c.shop_id == only[0], plans.c.plan_id == only[1]) if only else true()
         rows = await self._conn.execute(
             select(plans)
             .where(
                 plans.c.state.in_((PlanState.ACTIVE.value, PlanState.SCHEDULED.value)),
                 plans.c.next_check_time <= now,
+                mine,
             )
-            .order_by(plans.c.next_check_time)
+            # Locked in this order: two replicas' ticks never wait on each other in a cycle.
+            .order_by(plans.c.next_check_time, plans.c.shop_id, plans.c.plan_id)
             .limit(limit)
+            .with_for_update()  # nothing on SQLite: it has one writer
         )
         return [plan_from_row(r) for r in rows.mappings()]
 
-    async def advance(self, plan: Plan, place: SchedulePlace) -> bool:
+    async def states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanState]:
+        if not keys:
+            return {}
+        rows = await self._conn.execute(
+            select(plans.c.shop_id, plans.c.plan_id, plans.c.state).where(
+                tuple_(plans.c.shop_id, plans.c.plan_id).in_(list(keys))
+            )
+        )
+        return {(r.shop_id, r.plan_id): PlanState(r.state) for r in rows}
+
+    async def advance(self, moves: Sequence[tuple[Plan, SchedulePlace]]) -> None:
         # Only from the place it was read at: of two schedulers, one moves it.
         # A scheduled plan whose first run started is active now (a new
         # revision, so etags held from before are stale); any other state
-        # (paused meanwhile, say) stays as it is.
-        self.changed_shops.add(plan.shop_id)
-        values: dict[str, Any] = {
-            "schedule_cursor": place.cursor,
-            "next_check_time": place.next_check,
-            "next_fire_time": place.next_fire,
-        }
-        if place.activate:
-            scheduled = plans.c.state == PlanState.SCHEDULED.value
-            values["state"] = case((scheduled, PlanState.ACTIVE.value), else_=plans.c.state)
-            values["revision"] = case((scheduled, plans.c.revision + 1), else_=plans.c.revision)
-        result = await self._conn.execute(
+        # (paused meanwhile, say) stays as it is. One statement for them all.
+        if not moves:
+            return
+        self.changed_shops.update(plan.shop_id for plan, _ in moves)
+        scheduled = and_(bindparam("activate"), plans.c.state == PlanState.SCHEDULED.value)
+        statement = (
             update(plans)
             .where(
-                plans.c.shop_id == plan.shop_id,
-                plans.c.plan_id == plan.plan_id,
-                plans.c.next_check_time == plan.next_check_time,
+                plans.c.shop_id == bindparam("shop"),
+                plans.c.plan_id == bindparam("plan"),
+                plans.c.next_check_time == bindparam("read_at"),
             )
-            .values(**values)
+            .values(
+                schedule_cursor=bindparam("cursor"),
+                next_check_time=bindparam("next_check"),
+                next_fire_time=bindparam("next_fire"),
+                state=case((scheduled, PlanState.ACTIVE.value), else_=plans.c.state),
+                revision=case((scheduled, plans.c.revision + 1), else_=plans.c.revision),
+            )
         )
-        return bool(result.rowcount == 1)
+        await self._conn.execute(
+            statement,
+            [
+                {
+                    "shop": plan.shop_id,
+                    "plan": plan.plan_id,
+                    "read_at": plan.next_check_time,
+                    "cursor": place.cursor,
+                    "next_check": place.next_check,
+                    "next_fire": place.next_fire,
+                    "activate": place.activate,
+                }
+                for plan, place in moves
+            ],
+        )
 
 
 def _resource(plan: Plan) -> str:
     return f"plans/{plan.plan_id}"
 
 
-def _row(plan: Plan) -> dict[str, Any]:
+def plan_row(plan: Plan) -> dict[str, Any]:
     return {
         "shop_id": plan.shop_id,
         "plan_id": plan.plan_id,

@@ -103,6 +103,10 @@ requests = Table(
 
 # The task engine (server/engine): jobs split into shards, and items that
 # failed, waiting for a retry or dead-lettered.
+# States of jobs and shards.
+PENDING, RUNNING, DONE = "pending", "running", "done"
+PAUSED, CANCELLED = "paused", "cancelled"
+
 jobs = Table(
     "jobs",
     metadata,

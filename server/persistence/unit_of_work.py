@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Unavailable
 from domain.ports import Clock
+from server.persistence.launches import SqlRunLaunches
 from server.persistence.plan_repository import SqlPlanRepository
 from server.persistence.request_log import SqlRequestLog
 from server.persistence.shop_policies import SqlShopPolicies
@@ -20,6 +21,7 @@ class SqlUnitOfWork:
     plans: SqlPlanRepository
     requests: SqlRequestLog
     shop_policies: SqlShopPolicies
+    launches: SqlRunLaunches
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class SqlUnitOfWork:
         self.plans = SqlPlanRepository(self._conn)
         self.requests = SqlRequestLog(self._conn, self._clock)
         self.shop_policies = SqlShopPolicies(self._conn)
+        self.launches = SqlRunLaunches(self._conn)
         return self
 
     async def __aexit__(self, kind: object, error: object, tb: object) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, String, Table, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Float, Integer, String, Table, Text, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -86,6 +86,8 @@ def _array_of(column: Column[Any]) -> tuple[str, Callable[[Any], Any]] | None:
         return "BIGINT[]", _as_is
     if isinstance(kind, Integer):
         return "INTEGER[]", _as_is
+    if isinstance(kind, Float):
+        return "DOUBLE PRECISION[]", _as_is
     if type(kind) in (String, Text):  # not Enum and other String kinds
         return "TEXT[]", _as_is
     return None

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain import shop_policy
 from domain.plan import MessageChannel
 from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip, act_except
+from domain.runs import Run as Run  # where the job kinds still look for it
 from server.persistence.audit_log import record_change
+from server.persistence.launches import run_resource, run_row
 from server.persistence.shop_policies import SqlShopPolicies
 from server.persistence.tables import (
     contact_claims,
@@ -32,22 +34,6 @@ from server.persistence.tables import (
 )
 from server.persistence.upserts import add_counts, insert_new
 from server.scenario.benefits import HeldBenefit, add_held
-
-
-@dataclass(frozen=True)
-class Run:
-    run_id: str
-    shop_id: str
-    plan_id: str
-    kind: RunKind
-    trigger: RunTrigger
-    fire_time: datetime
-    create_time: datetime
-    job_id: str = ""
-    target_run_id: str = ""  # a recovery run: the run it takes back
-    # A skipped fire (it has no job): why, and the next fire that counts.
-    skip_reason: str = ""
-    resume_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -85,11 +71,6 @@ SKIPPED = "skipped"
 RELEASED = "fail:"
 
 
-def run_resource(run: Run) -> str:
-    """The run's name in the audit log."""
-    return f"plans/{run.plan_id}/runs/{run.run_id}"
-
-
 class RunStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -97,19 +78,7 @@ class RunStore:
     async def add(self, run: Run) -> Run:
         """The run, or the one already made under its id."""
         try:
-            row = {
-                "run_id": run.run_id,
-                "shop_id": run.shop_id,
-                "plan_id": run.plan_id,
-                "kind": run.kind.value,
-                "run_trigger": run.trigger.value,
-                "fire_time": run.fire_time,
-                "job_id": run.job_id,
-                "create_time": run.create_time,
-                "target_run_id": run.target_run_id,
-                "skip_reason": run.skip_reason,
-                "resume_time": run.resume_time,
-            }
+            row = run_row(run)
             async with self._engine.begin() as conn:
                 await conn.execute(plan_runs.insert().values(**row))
                 await record_change(conn, run.shop_id, run_resource(run), None, row)

@@ -5,24 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from domain import lifecycle, runs, scheduling
-from domain.audience import listed_members
+from domain.audience import Members, listed_members
 from domain.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable, require
 from domain.plan import Plan, PlanState
-from domain.plan_calendar import TICK, End, PlanCalendar
-from domain.ports import AudienceDirectory, Clock, RequestKey, SchedulePlace
+from domain.plan_calendar import TICK, End, PlanCalendar, Skip
+from domain.ports import (
+    AudienceDirectory,
+    Clock,
+    RequestKey,
+    RunLaunch,
+    SchedulePlace,
+    UnitOfWork,
+)
+from domain.runs import Run
 from server import call_context
-from server.engine.store import CANCELLED, PAUSED, EngineStore, Progress
+from server.engine.store import EngineStore, Progress
 from server.persistence.audit_log import Audited
+from server.persistence.launches import run_resource
+from server.persistence.tables import CANCELLED, PAUSED
 from server.runs import recovery
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, TEST_SHARD, payload_of, shard_cursors
-from server.runs.store import Run, RunStore, run_resource
+from server.runs.store import RunStore
 from server.usecases.once import remembered
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
@@ -30,8 +41,20 @@ log = logging.getLogger("custops.runs")
 
 # A plan whose time is over waits this long between looks at its last run.
 END_RECHECK = timedelta(seconds=5)
+# Transactions of due plans per scheduler tick, at most (a backlog after an
+# outage drains over several ticks, and other duties get their turn).
+TICK_ROUNDS = 20
 # The engine's job states in which a run has ended.
 ENDED_STATES = ("succeeded", "completed_with_failures", CANCELLED)
+
+
+@dataclass
+class _Written:
+    """What one scheduler transaction wrote, for what follows its commit."""
+
+    launched: list[tuple[Plan, RunLaunch]] = field(default_factory=list)
+    made: set[str] = field(default_factory=set)  # the runs made now, by id
+    over: list[tuple[Plan, scheduling.Step]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,52 +94,97 @@ class RunUseCases:
         self._estimates: set[asyncio.Task[None]] = set()  # kept until done
 
     async def tick(self, limit: int = 100) -> int:
-        """The scheduler: carry out what is due for each due plan; how many were due."""
+        """The scheduler: carry out what is due, `limit` plans per
+        transaction, until fewer are due (or `TICK_ROUNDS` transactions);
+        how many were due. When a transaction fails (not for want of a
+        database), its plans are tried one by one: one plan's trouble must
+        not hold up every other shop's."""
         now = self._clock.now()
-        async with self._uow() as uow:
-            due = list(await uow.plans.due(now, limit))
-        for plan in due:
+        carried = 0
+        for _ in range(TICK_ROUNDS):
             try:
-                await self._step(plan, now)
-            except Exception:  # one plan's trouble must not hold up every other shop's
-                log.warning("scheduling plan %s failed; next tick", plan.plan_id, exc_info=True)
+                due = await self._carry_out(now, limit)
+            except Unavailable:
+                raise
+            except Exception:
+                log.warning("a scheduler transaction failed; plan by plan", exc_info=True)
+                return carried + await self._one_by_one(now, limit)
+            carried += due
+            if due < limit:
+                break
+        return carried
+
+    async def _one_by_one(self, now: datetime, limit: int) -> int:
+        async with self._uow() as uow:
+            keys = [_key(p) for p in await uow.plans.due(now, limit)]
+        for key in keys:
+            try:
+                await self._carry_out(now, 1, key)
+            except Exception:
+                log.warning("scheduling plan %s failed; next tick", key[1], exc_info=True)
+        return len(keys)
+
+    async def _carry_out(
+        self, now: datetime, limit: int, only: tuple[str, str] | None = None
+    ) -> int:
+        """The due plans (or the one `only` names, when due), held until the
+        commit so that replicas share them."""
+        async with self._uow() as uow:
+            due = list(await uow.plans.due(now, limit, only))
+            written = await self._write_steps(uow, due, now)
+            await uow.commit()
+        await self._after(written, now)
         return len(due)
 
     async def _step(self, plan: Plan, now: datetime) -> None:
-        """What the plan's calendar decided (domain.scheduling), carried out.
-        Runs and skipped fires are named by their fire times, which every
-        replica reads alike, so replicas racing meet one of each; of their
-        moves of the plan, one lands."""
-        assert plan.next_check_time is not None
-        cursor = plan.schedule_cursor or plan.next_check_time - TICK
-        calendar = PlanCalendar.of(plan, now)
-        step = scheduling.step(calendar, cursor, now, plan.spec.time.missed_fire_policy)
-        for start in step.starts:
-            run_id = runs.run_id(plan.shop_id, plan.plan_id, runs.RunKind.DELIVERY, start.named_for)
-            await self.start(plan, start.fire_time, start.trigger, run_id)
-        for skip in step.skips:
-            await self._store.add(
-                Run(
-                    runs.skip_id(plan.shop_id, plan.plan_id, skip.at),
-                    plan.shop_id,
-                    plan.plan_id,
-                    runs.RunKind.DELIVERY,
-                    runs.RunTrigger.SCHEDULE,
-                    skip.at,
-                    now,
-                    skip_reason=skip.reason.value,
-                    resume_time=skip.resume,
-                )
-            )
-        if step.end is not None and await self._ended(plan, step.end, now):
-            return
-        next_check = step.next_check
-        if step.end is not None:  # over, but a run goes on: look again shortly
-            next_check = now + END_RECHECK
-        place = SchedulePlace(step.cursor, next_check, step.next_fire, bool(step.starts))
+        """One plan as it was read (the white-box tests play racing replicas)."""
         async with self._uow() as uow:
-            await uow.plans.advance(plan, place)
+            written = await self._write_steps(uow, [plan], now)
             await uow.commit()
+        await self._after(written, now)
+
+    async def _write_steps(self, uow: UnitOfWork, due: list[Plan], now: datetime) -> _Written:
+        """What each plan's calendar decided (domain.scheduling), written in
+        the transaction: runs made with their jobs, skipped fires, plans
+        moved on. Runs and skipped fires are named by their fire times, so
+        a run is made once however the replicas race."""
+        written = _Written()
+        skipped: list[Run] = []
+        moves: list[tuple[Plan, SchedulePlace]] = []
+        for plan in due:
+            try:
+                step = _decide(plan, now)
+            except Exception:  # the plan's own trouble: the others go on
+                log.warning("scheduling plan %s failed; next tick", plan.plan_id, exc_info=True)
+                continue
+            for start in step.starts:
+                run = self._new_run(plan, start.fire_time, start.trigger, start.named_for, now)
+                written.launched.append((plan, self._launch_of(plan, run)))
+            skipped += [_skipped(plan, skip, now) for skip in step.skips]
+            if step.end is not None:
+                written.over.append((plan, step))  # moved on once its runs are seen
+            else:
+                moves.append((plan, _place(step, step.next_check)))
+        await uow.plans.advance(moves)
+        launches = [launch for _, launch in written.launched]
+        written.made = await uow.launches.add(launches, now)
+        await uow.launches.add_skipped(skipped)
+        return written
+
+    async def _after(self, written: _Written, now: datetime) -> None:
+        """After the commit: the new runs steered and announced, runs made
+        by an earlier try finished, plans whose time is over ended."""
+        made = written.made
+        await self._started([(p, run) for p, run in written.launched if run.run.run_id in made])
+        for plan, launch in written.launched:
+            if launch.run.run_id not in made:
+                await self._adopt(plan, launch)
+        for plan, step in written.over:
+            assert step.end is not None
+            if not await self._ended(plan, step.end, now):
+                async with self._uow() as uow:  # a run goes on: look again shortly
+                    await uow.plans.advance([(plan, _place(step, now + END_RECHECK))])
+                    await uow.commit()
 
     async def _ended(self, plan: Plan, end: End, now: datetime) -> bool:
         """End a plan whose time is over once its last run has ended; the
@@ -133,41 +201,85 @@ class RunUseCases:
         log.info("plan %s ended by itself: %s", plan.plan_id, end.reason.value)
         return True
 
-    async def start(
-        self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str = ""
-    ) -> Run:
-        """The run of `plan` for `fire` (named by `run_id` when given), made
-        once however often this is called."""
+    async def start(self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str) -> Run:
+        """The run of `plan` named `run_id`, made once however often this is called."""
         now = self._clock.now()
-        kind = runs.RunKind.DELIVERY
-        run_id = run_id or runs.run_id(plan.shop_id, plan.plan_id, kind, fire)
-        run = await self._store.add(
-            Run(run_id, plan.shop_id, plan.plan_id, kind, trigger, fire, now)
-        )
-        if run.job_id:
+        run = self._new_run(plan, fire, trigger, fire, now, run_id)
+        launch = self._launch_of(plan, run)
+        async with self._uow() as uow:
+            made = await uow.launches.add([launch], now)
+            await uow.commit()
+        if run.run_id in made:
+            await self._started([(plan, launch)])
             return run
-        return await self._launch(plan, run, now)
+        return await self._adopt(plan, launch)
 
-    async def _launch(self, plan: Plan, run: Run, now: datetime) -> Run:
+    def _new_run(
+        self,
+        plan: Plan,
+        fire: datetime,
+        trigger: runs.RunTrigger,
+        named_for: datetime,
+        now: datetime,
+        run_id: str = "",
+    ) -> Run:
+        kind = runs.RunKind.DELIVERY
+        run_id = run_id or runs.run_id(plan.shop_id, plan.plan_id, kind, named_for)
+        job_id = uuid.uuid4().hex
+        return Run(run_id, plan.shop_id, plan.plan_id, kind, trigger, fire, now, job_id)
+
+    def _launch_of(self, plan: Plan, run: Run, test_members: list[str] | None = None) -> RunLaunch:
         payload = payload_of(run, plan)
-        cursors = shard_cursors(SHARDS, payload["listed"])
-        job_id = await self._jobs.create_job(DELIVERY, run.run_id, payload, cursors, now, now)
+        if test_members is not None:
+            payload["test_members"] = test_members
+            return RunLaunch(run, DELIVERY, payload, (TEST_SHARD,), len(test_members))
+        cursors = tuple(shard_cursors(SHARDS, payload["listed"]))
+        return RunLaunch(run, DELIVERY, payload, cursors, _known_total(plan))
+
+    async def _started(self, launched: list[tuple[Plan, RunLaunch]]) -> None:
+        """Runs just made: steered as their plans are now (a pause or end
+        that landed meanwhile steered only the jobs that existed then),
+        the workers told, and a total estimated where none was known."""
+        if not launched:
+            return
+        now = self._clock.now()
+        async with self._uow() as uow:
+            states = await uow.plans.states([_key(plan) for plan, _ in launched])
+        for plan, launch in launched:
+            job_id = launch.run.job_id
+            if states.get(_key(plan)) is PlanState.PAUSED:
+                await self._jobs.pause(job_id, now)
+            elif states.get(_key(plan)) is PlanState.ENDED:
+                await self._jobs.cancel(job_id, now)
+            if not launch.total:
+                # The total only feeds progress and the ETA: neither the run
+                # nor the scheduler waits for it (an exact count of a large
+                # audience takes a second or more).
+                task = asyncio.create_task(self._fill_total(plan, launch.run, job_id))
+                self._estimates.add(task)
+                task.add_done_callback(self._estimates.discard)
+        self.wake()
+
+    async def _adopt(self, plan: Plan, launch: RunLaunch) -> Run:
+        """The run already made under the launch's id; one made by a version
+        that wrote its job apart, and stopped in between, gets its job now."""
+        run = await self._store.get(plan.shop_id, plan.plan_id, launch.run.run_id)
+        assert run is not None, "a run is never deleted"
+        if run.job_id or run.skip_reason:
+            return run
+        adopted = RunLaunch(
+            Run(**{**run.__dict__, "job_id": launch.run.job_id}),
+            launch.job_kind,
+            launch.payload,
+            launch.cursors,
+            launch.total,
+        )
+        now = self._clock.now()
+        job_id = await self._jobs.create_job(
+            DELIVERY, run.run_id, dict(adopted.payload), list(adopted.cursors), now, now
+        )
         await self._store.set_job(run.run_id, job_id)
-        # The plan as it is now, not as it was read: a pause or end that
-        # landed meanwhile steered only the jobs that existed then.
-        current = await self._plan(plan.shop_id, plan.plan_id)
-        if current.state is PlanState.PAUSED:
-            await self._jobs.pause(job_id, now)
-        elif current.state is PlanState.ENDED:
-            await self._jobs.cancel(job_id, now)
-        else:
-            self.wake()
-        # The total only feeds progress and the ETA: neither the run nor the
-        # scheduler waits for it (an exact count of a large audience takes
-        # a second or more).
-        task = asyncio.create_task(self._fill_total(plan, run, job_id))
-        self._estimates.add(task)
-        task.add_done_callback(self._estimates.discard)
+        await self._started([(plan, adopted)])
         return Run(**{**run.__dict__, "job_id": job_id})
 
     async def _fill_total(self, plan: Plan, run: Run, job_id: str) -> None:
@@ -204,7 +316,10 @@ class RunUseCases:
                 then = f"; it is from {answer.until.isoformat()}" if answer.until else ""
                 raise FailedPrecondition(f"plan {plan_id} is not {what} now{then}", reason=reason)
         manual = runs.manual_run_id(shop_id, plan_id, request_id) if request_id else ""
-        run = await self.start(plan, now, runs.RunTrigger.MANUAL, manual)
+        kind = runs.RunKind.DELIVERY
+        run = await self.start(
+            plan, now, runs.RunTrigger.MANUAL, manual or runs.run_id(shop_id, plan_id, kind, now)
+        )
         return await self._view(run)
 
     async def test(
@@ -238,17 +353,17 @@ class RunUseCases:
             if request_id
             else runs.run_id(shop_id, plan_id, kind, now)
         )
-        run = await self._store.add(
-            Run(run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now)
+        run = Run(
+            run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now, uuid.uuid4().hex
         )
-        if not run.job_id:
-            payload = payload_of(run, plan) | {"test_members": list(dict.fromkeys(members))}
-            job_id = await self._jobs.create_job(
-                DELIVERY, run_id, payload, [TEST_SHARD], now, now, len(payload["test_members"])
-            )
-            await self._store.set_job(run_id, job_id)
-            self.wake()
-            run = Run(**{**run.__dict__, "job_id": job_id})
+        launch = self._launch_of(plan, run, list(dict.fromkeys(members)))
+        async with self._uow() as uow:
+            made = await uow.launches.add([launch], now)
+            await uow.commit()
+        if run.run_id in made:
+            await self._started([(plan, launch)])
+        else:
+            run = await self._run(shop_id, plan_id, run_id)  # the request's run, made before
         return await self._view(run)
 
     async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
@@ -420,3 +535,39 @@ class RunUseCases:
     async def _plan(self, shop_id: str, plan_id: str) -> Plan:
         async with self._uow() as uow:
             return await existing_plan(uow, shop_id, plan_id)
+
+
+def _key(plan: Plan) -> tuple[str, str]:
+    return plan.shop_id, plan.plan_id
+
+
+def _decide(plan: Plan, now: datetime) -> scheduling.Step:
+    assert plan.next_check_time is not None
+    cursor = plan.schedule_cursor or plan.next_check_time - TICK
+    calendar = PlanCalendar.of(plan, now)
+    return scheduling.step(calendar, cursor, now, plan.spec.time.missed_fire_policy)
+
+
+def _place(step: scheduling.Step, next_check: datetime | None) -> SchedulePlace:
+    return SchedulePlace(step.cursor, next_check, step.next_fire, bool(step.starts))
+
+
+def _skipped(plan: Plan, skip: Skip, now: datetime) -> Run:
+    return Run(
+        runs.skip_id(plan.shop_id, plan.plan_id, skip.at),
+        plan.shop_id,
+        plan.plan_id,
+        runs.RunKind.DELIVERY,
+        runs.RunTrigger.SCHEDULE,
+        skip.at,
+        now,
+        skip_reason=skip.reason.value,
+        resume_time=skip.resume,
+    )
+
+
+def _known_total(plan: Plan) -> int:
+    """The run's items when the plan names exactly its members (each is one
+    item, known or not); 0 when only the audience system can count them."""
+    rule = runs.run_audience(plan)
+    return len(set(rule.member_ids)) if isinstance(rule, Members) else 0
