@@ -19,7 +19,7 @@ import functools
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -144,8 +144,7 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
     real ones of the gap's length: such moved instants wait in a heap until
     the walk has passed them, so instants still come out in order."""
     years = None if e.year.any else sorted(e.year.values())
-    text = _cron_text(e)
-    it = _croniter(text, _first_wall(since, zone))
+    walls = _walls(e, _first_wall(since, zone))
     moved: list[datetime] = []  # moved instants not given yet, soonest first
     previous: datetime | None = None
 
@@ -156,12 +155,14 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
             yield Window(start, start + timedelta(seconds=1))
 
     for _ in range(_MAX_CRON_STEPS):
-        local: datetime = it.get_next(datetime)
+        local = next(walls, None)
+        if local is None:
+            break
         if years is not None and local.year not in years:
             later = [y for y in years if y > local.year]
             if not later:
                 break
-            it = _croniter(text, datetime(later[0], 1, 1) - timedelta(seconds=1))
+            walls = _walls(e, datetime(later[0], 1, 1) - timedelta(seconds=1))
             continue
         start = _utc(local, zone)
         if _skipped(local, start, zone):
@@ -174,6 +175,38 @@ def _cron(e: TermExpression, since: datetime, zone: ZoneInfo, until: datetime) -
         yield from given(start)
     while moved and moved[0] <= until:
         yield from given(heapq.heappop(moved))
+
+
+def _walls(e: TermExpression, after: datetime) -> Iterator[datetime]:
+    """The expression's wall times strictly after `after` (naive), in order,
+    years aside (the caller keeps to the expression's years)."""
+    once = _once_a_year(e)
+    if once is None:
+        it = _croniter(_cron_text(e), after)
+        while True:
+            yield it.get_next(datetime)
+    month, day, hour, minute, second = once
+    for year in range(after.year, MAXYEAR + 1):
+        try:
+            wall = datetime(year, month, day, hour, minute, second)
+        except ValueError:  # 29 February of a common year
+            continue
+        if wall > after:
+            yield wall
+
+
+def _once_a_year(e: TermExpression) -> tuple[int, int, int, int, int] | None:
+    """(month, day, hour, minute, second) of an expression naming one instant
+    a year (a one-off "at" time, with its year): its walls need no search,
+    and the scheduler meets such plans by the thousand."""
+    if not e.day_of_week.any:
+        return None
+    fields = (e.month, e.day_of_month, e.hour, e.minute, e.second)
+    values = [f.values() for f in fields]
+    if any(f.any or len(v) != 1 or LAST in v for f, v in zip(fields, values, strict=True)):
+        return None
+    month, day, hour, minute, second = (next(iter(v)) for v in values)
+    return month, day, hour, minute, second
 
 
 @functools.lru_cache(maxsize=1024)

@@ -351,10 +351,30 @@ def _parsed(text: str) -> TermExpression:
 
 
 @st.composite
+def once_a_year(draw: st.DrawFn) -> str:
+    """One instant a year ("at"), which the schedule computes without a
+    search: leap days, hours that transitions skip or repeat, any year form."""
+    month, day = draw(st.sampled_from([(2, 29), (2, 28), (3, 31), (11, 1), (12, 31)]))
+    if draw(st.booleans()):
+        month, day = draw(st.integers(1, 12)), draw(st.integers(1, 28))
+    hour = draw(st.one_of(st.integers(0, 23), st.sampled_from([1, 2, 3])))
+    second, minute = draw(st.integers(0, 59)), draw(st.sampled_from([0, 30, 59]))
+    return f"{second} {minute} {hour} {day} {month} ? {draw(years)} 30"
+
+
+@st.composite
 def cases(draw: st.DrawFn) -> tuple[str, str, datetime]:
     zone = draw(st.sampled_from(ZONES))
-    text = draw(st.one_of(cron_expressions(), windowed_expressions()))
+    text = draw(st.one_of(cron_expressions(), windowed_expressions(), once_a_year()))
     return text, zone, draw(starts(zone))
+
+
+@DIFFERENTIAL
+@given(st.sampled_from(ZONES).flatmap(lambda z: st.tuples(once_a_year(), st.just(z), starts(z))))
+def test_one_instant_a_year_agrees_with_croniter(case: tuple[str, str, datetime]) -> None:
+    text, zone, after = case
+    e = _parsed(text)
+    assert term.next_fire_times(e, after, zone, FIRES) == oracle(e, text, after, zone), text
 
 
 @DIFFERENTIAL
