@@ -195,6 +195,7 @@ def _walls(e: TermExpression, after: datetime) -> Iterator[datetime]:
             yield wall
 
 
+@functools.lru_cache(maxsize=4096)
 def _once_a_year(e: TermExpression) -> tuple[int, int, int, int, int] | None:
     """(month, day, hour, minute, second) of an expression naming one instant
     a year (a one-off "at" time, with its year): its walls need no search,
