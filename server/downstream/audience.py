@@ -10,10 +10,10 @@ import grpc
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
 from domain.ports import AudienceSize, RuleCheck
+from server.downstream.audience_rules import rule_to_proto
 from server.downstream.errors import translate
+from server.downstream.wire import timestamp
 from server.kept import KeptById
-from server.mapping.audience import rule_to_proto
-from server.mapping.plan import timestamp
 
 SYSTEM = "audience system"
 

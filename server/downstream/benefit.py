@@ -12,7 +12,7 @@ from domain.plan import BenefitKind
 from domain.ports import Stock, TemplateInfo, TemplateValue
 from domain.runs import recover_key
 from server.downstream.errors import translate
-from server.mapping.plan import BENEFIT_KINDS
+from server.downstream.wire import BENEFIT_KINDS
 
 SYSTEM = "benefit platform"
 

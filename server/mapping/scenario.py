@@ -9,12 +9,8 @@ from custops.benefit.v1 import benefit_pb2
 from custops.scenario.v1 import scenario_pb2 as pb
 from domain.plan import BenefitKind
 from domain.ports import TemplateValue
-from server.mapping.plan import (
-    BENEFIT_KINDS,
-    benefit_kind_to_proto,
-    business_product_to_proto,
-    timestamp,
-)
+from server.downstream.wire import BENEFIT_KINDS, timestamp
+from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
 from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit
 from server.scenario.records import MemberRecord
 from server.usecases.scenario import ApplyingPlan

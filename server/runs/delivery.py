@@ -18,10 +18,10 @@ from domain.audience import Rule, listed_members
 from domain.plan import EFFECT_KINDS, GrantBenefits, MessageChannel, Plan, SendMessage
 from domain.plan_calendar import PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
+from server.downstream.audience_rules import rule_to_proto
+from server.downstream.wire import CHANNELS, timestamp
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
-from server.mapping.audience import rule_to_proto
-from server.mapping.plan import CHANNELS, timestamp
 from server.mapping.scenario import held_benefit
 from server.runs.calls import CallFailed, throttled
 from server.runs.store import Limits, Record, Run, RunStore

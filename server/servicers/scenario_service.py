@@ -16,8 +16,8 @@ from custops.scenario.v1 import scenario_pb2 as pb
 from custops.scenario.v1 import scenario_pb2_grpc
 from domain.errors import FieldViolation, require
 from domain.plan import FrontOffice
+from server.downstream.wire import timestamp
 from server.kept import KeptById
-from server.mapping.plan import timestamp
 from server.mapping.scenario import (
     BENEFIT_STATUSES,
     RECORD_KINDS,
