@@ -11,7 +11,7 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
 from domain.ports import AudienceSize, RuleCheck
 from server.downstream.audience_rules import rule_to_proto
-from server.downstream.errors import translate
+from server.downstream.errors import domain_errors
 from server.downstream.wire import timestamp
 from server.kept import KeptById
 
@@ -39,20 +39,16 @@ class GrpcAudienceDirectory:
             rule=rule_to_proto(rule),
             evaluation=audience_pb2.Evaluation(as_of=timestamp(as_of), time_zone=time_zone),
         )
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.EstimateAudience(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return AudienceSize(count=response.count, exact=response.exact)
 
     async def known(self, shop_id: str, member_ids: Sequence[str]) -> set[str]:
         request = audience_pb2.BatchGetMemberProfilesRequest(
             shop_id=shop_id, member_ids=list(member_ids)
         )
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.BatchGetMemberProfiles(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return set(member_ids) - set(response.unknown_member_ids)
 
     async def match_rules(
@@ -66,10 +62,8 @@ class GrpcAudienceDirectory:
             shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
         )
         request.checks.extend(self._checks_proto(checks))
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.BatchMatchMemberRules(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return {m.member_id: set(m.matched_keys) for m in response.members if not m.unknown_member}
 
     def _checks_proto(self, checks: Sequence[RuleCheck]) -> list[audience_pb2.RuleCheck]:

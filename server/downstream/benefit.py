@@ -11,7 +11,7 @@ from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.plan import BenefitKind
 from domain.ports import Stock, TemplateInfo, TemplateValue
 from domain.runs import recover_key
-from server.downstream.errors import translate
+from server.downstream.errors import CallFailed, call_errors, domain_errors
 from server.downstream.wire import BENEFIT_KINDS
 
 SYSTEM = "benefit platform"
@@ -25,10 +25,8 @@ class GrpcBenefitCatalog:
         if not template_ids:
             return []
         request = benefit_pb2.BatchGetInventoryRequest(shop_id=shop_id, template_ids=template_ids)
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.BatchGetInventory(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return [Stock(i.template_id, i.available, i.unlimited) for i in response.inventories]
 
     async def describe(self, shop_id: str, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
@@ -37,11 +35,12 @@ class GrpcBenefitCatalog:
                 shop_id=shop_id, template_id=template_id
             )
             try:
-                found = (await self._stub.GetBenefitTemplate(request)).template
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                with call_errors(SYSTEM):
+                    found = (await self._stub.GetBenefitTemplate(request)).template
+            except CallFailed as failed:
+                if failed.code is grpc.StatusCode.NOT_FOUND:
                     return None
-                raise translate(SYSTEM, exc) from exc
+                raise failed.domain_error() from failed
             return TemplateInfo(
                 found.template_id,
                 BENEFIT_KINDS.get(found.kind, BenefitKind.UNSPECIFIED),
@@ -54,7 +53,7 @@ class GrpcBenefitCatalog:
     async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
         recovered: list[str] = []
         while len(recovered) < limit:
-            try:
+            with domain_errors(SYSTEM):
                 page = await self._stub.ListBenefitInstances(
                     benefit_pb2.ListBenefitInstancesRequest(
                         shop_id=shop_id,
@@ -79,8 +78,6 @@ class GrpcBenefitCatalog:
                         ],
                     )
                 )
-            except grpc.aio.AioRpcError as exc:
-                raise translate(SYSTEM, exc) from exc
             done = [
                 i.instance_id
                 for i, r in zip(page.instances, reply.results, strict=True)
@@ -97,10 +94,8 @@ class GrpcBenefitCatalog:
         request = benefit_pb2.MarkBenefitUsedRequest(
             shop_id=shop_id, instance_id=instance_id, order_id=order_id, idempotency_key=key
         )
-        try:
+        with domain_errors(SYSTEM):
             await self._stub.MarkBenefitUsed(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
 
     async def replenish(
         self,
@@ -118,19 +113,15 @@ class GrpcBenefitCatalog:
             idempotency_key=key,
             reason=reason,
         )
-        try:
+        with domain_errors(SYSTEM):
             await self._stub.ReplenishBenefit(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
 
     async def template(self, shop_id: str, template_id: str, version: int) -> TemplateValue:
         request = benefit_pb2.GetBenefitTemplateRequest(
             shop_id=shop_id, template_id=template_id, version=version
         )
-        try:
+        with domain_errors(SYSTEM):
             found = (await self._stub.GetBenefitTemplate(request)).template
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return TemplateValue(
             template_id=found.template_id,
             version=found.version,
