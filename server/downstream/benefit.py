@@ -1,20 +1,33 @@
-"""domain.ports.BenefitCatalog over custops.benefit.v1.BenefitService."""
+"""domain.ports.BenefitCatalog, BenefitLedger and BenefitGranter over
+custops.benefit.v1.BenefitService."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.plan import BenefitKind
-from domain.ports import Stock, TemplateInfo, TemplateValue
+from domain.ports import (
+    Grant,
+    Granted,
+    GrantedBenefit,
+    Recover,
+    Refusal,
+    Stock,
+    TemplateInfo,
+    TemplateValue,
+)
 from domain.runs import recover_key
 from server.downstream.errors import CallFailed, call_errors, domain_errors
-from server.downstream.wire import BENEFIT_KINDS
+from server.downstream.wire import BENEFIT_KINDS, timestamp
 
 SYSTEM = "benefit platform"
+# An instance taken back now, or before under the same key.
+_TAKEN_BACK = (benefit_pb2.ITEM_STATUS_SUCCEEDED, benefit_pb2.ITEM_STATUS_DUPLICATE)
 
 
 class GrpcBenefitCatalog:
@@ -65,15 +78,11 @@ class GrpcBenefitCatalog:
                 if not page.instances:
                     return recovered
                 reply = await self._stub.BatchRecoverBenefits(
-                    benefit_pb2.BatchRecoverBenefitsRequest(
-                        shop_id=shop_id,
-                        items=[
-                            benefit_pb2.RecoverItem(
-                                # One key per instance: a retried end recovers nothing twice.
-                                idempotency_key=recover_key(source, i.instance_id),
-                                instance_id=i.instance_id,
-                                reason=reason,
-                            )
+                    _recover_request(
+                        shop_id,
+                        # One key per instance: a retried end recovers nothing twice.
+                        [
+                            Recover(recover_key(source, i.instance_id), i.instance_id, reason)
                             for i in page.instances
                         ],
                     )
@@ -87,6 +96,24 @@ class GrpcBenefitCatalog:
                 return recovered  # what is left cannot be taken back (expired meanwhile)
             recovered += done
         return recovered
+
+    async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
+        request = benefit_pb2.BatchGrantBenefitsRequest(
+            shop_id=shop_id, items=[_grant_item(g) for g in grants]
+        )
+        with call_errors(SYSTEM):
+            response = await self._stub.BatchGrantBenefits(request)
+        return [
+            Granted(_refusal(r.failure))
+            if r.status == benefit_pb2.ITEM_STATUS_FAILED
+            else Granted(None, tuple(_granted(i) for i in r.instances))
+            for r in response.results
+        ]
+
+    async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
+        with call_errors(SYSTEM):
+            response = await self._stub.BatchRecoverBenefits(_recover_request(shop_id, items))
+        return [None if r.status in _TAKEN_BACK else _refusal(r.failure) for r in response.results]
 
     async def mark_used(
         self, shop_id: str, instance_id: str, order_id: str, key: str, timeout: float | None
@@ -132,3 +159,56 @@ class GrpcBenefitCatalog:
             threshold_amount=found.value.threshold_amount,
             description=found.value.description,
         )
+
+
+def _grant_item(grant: Grant) -> benefit_pb2.GrantItem:
+    return benefit_pb2.GrantItem(
+        idempotency_key=grant.key,
+        member_id=grant.member_id,
+        template_id=grant.template_id,
+        quantity=grant.quantity,
+        source=grant.source,
+        valid_from=timestamp(grant.valid_from) if grant.valid_from is not None else None,
+        valid_until=timestamp(grant.valid_until) if grant.valid_until is not None else None,
+    )
+
+
+def _granted(instance: benefit_pb2.BenefitInstance) -> GrantedBenefit:
+    return GrantedBenefit(
+        instance_id=instance.instance_id,
+        shop_id=instance.shop_id,
+        member_id=instance.member_id,
+        template_id=instance.template_id,
+        template_version=instance.template_version,
+        kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED),
+        display_name=instance.display_name,
+        quantity=instance.quantity,
+        valid_from=_instant(instance, "valid_from"),
+        valid_until=_instant(instance, "valid_until"),
+        grant_time=instance.grant_time.ToDatetime(tzinfo=UTC),
+    )
+
+
+def _instant(instance: benefit_pb2.BenefitInstance, name: str) -> datetime | None:
+    if not instance.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: datetime = getattr(instance, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def _recover_request(
+    shop_id: str, items: Sequence[Recover]
+) -> benefit_pb2.BatchRecoverBenefitsRequest:
+    return benefit_pb2.BatchRecoverBenefitsRequest(
+        shop_id=shop_id,
+        items=[
+            benefit_pb2.RecoverItem(
+                idempotency_key=i.key, instance_id=i.instance_id, reason=i.reason
+            )
+            for i in items
+        ],
+    )
+
+
+def _refusal(failure: benefit_pb2.ItemFailure) -> Refusal:
+    return Refusal(failure.reason or "FAILED", failure.retryable)
