@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from custops.scenario.v1 import scenario_pb2 as pb
+from domain.applying import ApplyingPlan
 from domain.ports import TemplateValue
 from server.downstream.wire import BENEFIT_KINDS, timestamp
 from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
 from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit
 from server.scenario.records import MemberRecord
-from server.usecases.scenario import ApplyingPlan
 
 RECORD_KINDS = {
     "benefit_granted": pb.RECORD_KIND_BENEFIT_GRANTED,
