@@ -249,7 +249,7 @@ class AudienceQuery:
     """One page of one shard of a rule's members, as of an instant."""
 
     shop_id: str
-    rule: Rule | None  # None: every member of the shop
+    rule: Rule | None  # None: the request carries none
     as_of: datetime
     time_zone: str
     shard_index: int
