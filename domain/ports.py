@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from domain.audience import Rule
-from domain.plan import BenefitKind, FrontOffice, Plan, PlanState
+from domain.plan import BenefitKind, FrontOffice, MessageChannel, Plan, PlanState
 from domain.runs import Run
 from domain.shop_policy import ShopPolicy
 
@@ -276,3 +276,135 @@ class BenefitLedger(Protocol):
     async def template(self, shop_id: str, template_id: str, version: int) -> TemplateValue:
         """One version of a template; version 0 is the latest."""
         ...
+
+
+@dataclass(frozen=True)
+class AudienceQuery:
+    """One page of one shard of a rule's members, as of an instant."""
+
+    shop_id: str
+    rule: Rule | None  # None: the request carries none
+    as_of: datetime
+    time_zone: str
+    shard_index: int
+    shard_count: int
+    page_size: int
+    page_token: str = ""  # "": the shard's first page
+
+
+@dataclass(frozen=True)
+class AudiencePage:
+    member_ids: tuple[str, ...]
+    next_token: str  # "": the shard has no more pages
+
+
+class AudiencePages(Protocol):
+    """The audience system, as a run reads it. A failed call raises
+    server.downstream.errors.CallFailed."""
+
+    async def page(self, query: AudienceQuery) -> AudiencePage: ...
+
+    async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
+        """Those of these ids the shop does not have, in the system's order."""
+        ...
+
+    async def opted_out(
+        self, shop_id: str, member_ids: Sequence[str]
+    ) -> dict[str, frozenset[MessageChannel]]:
+        """The channels each member opted out of (members who opted out of
+        none are left out)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An item of a batch the other system did not do, and whether a later
+    try of it may succeed."""
+
+    reason: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One benefit to grant; the platform grants each key once."""
+
+    key: str
+    member_id: str
+    template_id: str
+    quantity: int
+    source: str
+    valid_from: datetime | None = None  # effects: the window they hold for
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GrantedBenefit:
+    """An instance the benefit platform made for a grant."""
+
+    instance_id: str
+    shop_id: str
+    member_id: str
+    template_id: str
+    template_version: int
+    kind: BenefitKind
+    display_name: str
+    quantity: int
+    valid_from: datetime | None
+    valid_until: datetime | None
+    grant_time: datetime
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What came of one grant: its instances (done now or before), or a refusal."""
+
+    refusal: Refusal | None
+    instances: tuple[GrantedBenefit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recover:
+    """One instance to take back; the platform takes back each key once."""
+
+    key: str
+    instance_id: str
+    reason: str
+
+
+class BenefitGranter(Protocol):
+    """The benefit platform, as a run grants and takes back. One answer per
+    item, in order; a failed call raises server.downstream.errors.CallFailed."""
+
+    async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]: ...
+
+    async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
+        """None for an instance taken back (now, or before under its key)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to one member; the channel sends each key once."""
+
+    key: str
+    member_id: str
+    channel: MessageChannel
+    template_id: str
+    params: tuple[tuple[str, str], ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What came of one message: the channel's id of it, or a refusal."""
+
+    refusal: Refusal | None
+    message_id: str = ""
+
+
+class MessageSender(Protocol):
+    """The notification service. One answer per message, in order; a failed
+    call raises server.downstream.errors.CallFailed."""
+
+    async def send(self, shop_id: str, messages: Sequence[Message]) -> list[Sent]: ...

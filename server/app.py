@@ -30,6 +30,8 @@ from server.clock import SystemClock
 from server.config import Settings
 from server.downstream.audience import GrpcAudienceDirectory
 from server.downstream.benefit import GrpcBenefitCatalog
+from server.downstream.notify import GrpcMessageSender
+from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, ThrottledMessages
 from server.engine.kinds import JobKind
 from server.engine.runner import EngineRunner
 from server.engine.store import EngineStore
@@ -213,16 +215,17 @@ class Platform:
         throttle = ThrottleUseCases(self.buckets, clock.now, audit, unit_of_work)
         self.jobs = EngineStore(engine)
         run_store = RunStore(engine)
+        # The runs reach the downstream systems through their buckets.
+        run_benefits = ThrottledBenefits(benefit_platform, self.buckets)
         delivery = Delivery(
             run_store,
-            audience_channel,
-            benefit_channel,
-            notification_channel,
-            self.buckets,
+            ThrottledAudience(GrpcAudienceDirectory(audience_channel), self.buckets),
+            run_benefits,
+            ThrottledMessages(GrpcMessageSender(notification_channel), self.buckets),
             clock.now,
         )
         self.job_kinds.setdefault(delivery.name, delivery)
-        recovery = Recovery(engine, benefit_channel, self.buckets, clock.now)
+        recovery = Recovery(engine, run_benefits, clock.now)
         self.job_kinds.setdefault(recovery.name, recovery)
         self.runs = RunUseCases(
             unit_of_work,

@@ -1,4 +1,5 @@
-"""domain.ports.AudienceDirectory over custops.audience.v1.AudienceService."""
+"""domain.ports.AudienceDirectory and AudiencePages over
+custops.audience.v1.AudienceService."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import grpc
 
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
-from domain.ports import AudienceSize, RuleCheck
-from server.downstream.errors import translate
+from domain.plan import MessageChannel
+from domain.ports import AudiencePage, AudienceQuery, AudienceSize, RuleCheck
+from server.downstream.audience_rules import rule_to_proto
+from server.downstream.errors import call_errors, domain_errors
+from server.downstream.wire import CHANNELS, timestamp
 from server.kept import KeptById
-from server.mapping.audience import rule_to_proto
-from server.mapping.plan import timestamp
 
 SYSTEM = "audience system"
 
@@ -39,20 +41,13 @@ class GrpcAudienceDirectory:
             rule=rule_to_proto(rule),
             evaluation=audience_pb2.Evaluation(as_of=timestamp(as_of), time_zone=time_zone),
         )
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.EstimateAudience(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return AudienceSize(count=response.count, exact=response.exact)
 
     async def known(self, shop_id: str, member_ids: Sequence[str]) -> set[str]:
-        request = audience_pb2.BatchGetMemberProfilesRequest(
-            shop_id=shop_id, member_ids=list(member_ids)
-        )
-        try:
-            response = await self._stub.BatchGetMemberProfiles(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
+        with domain_errors(SYSTEM):
+            response = await self._profiles(shop_id, member_ids)
         return set(member_ids) - set(response.unknown_member_ids)
 
     async def match_rules(
@@ -66,11 +61,52 @@ class GrpcAudienceDirectory:
             shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
         )
         request.checks.extend(self._checks_proto(checks))
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.BatchMatchMemberRules(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return {m.member_id: set(m.matched_keys) for m in response.members if not m.unknown_member}
+
+    async def page(self, query: AudienceQuery) -> AudiencePage:
+        request = audience_pb2.ListAudienceMembersRequest(
+            shop_id=query.shop_id,
+            rule=rule_to_proto(query.rule) if query.rule is not None else None,
+            evaluation=audience_pb2.Evaluation(
+                as_of=timestamp(query.as_of), time_zone=query.time_zone
+            ),
+            page_size=query.page_size,
+            page_token=query.page_token,
+            shard_count=query.shard_count,
+            shard_index=query.shard_index,
+        )
+        with call_errors(SYSTEM):
+            response = await self._stub.ListAudienceMembers(request)
+        return AudiencePage(tuple(response.member_ids), response.next_page_token)
+
+    async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
+        with call_errors(SYSTEM):
+            response = await self._profiles(shop_id, member_ids)
+        return list(response.unknown_member_ids)
+
+    async def opted_out(
+        self, shop_id: str, member_ids: Sequence[str]
+    ) -> dict[str, frozenset[MessageChannel]]:
+        with call_errors(SYSTEM):
+            response = await self._profiles(shop_id, member_ids)
+        return {
+            p.member_id: frozenset(CHANNELS[c] for c in p.opted_out_channels if c in CHANNELS)
+            for p in response.profiles
+            if p.opted_out_channels
+        }
+
+    async def _profiles(
+        self, shop_id: str, member_ids: Sequence[str]
+    ) -> audience_pb2.BatchGetMemberProfilesResponse:
+        request = audience_pb2.BatchGetMemberProfilesRequest(
+            shop_id=shop_id, member_ids=list(member_ids)
+        )
+        response: audience_pb2.BatchGetMemberProfilesResponse = (
+            await self._stub.BatchGetMemberProfiles(request)
+        )
+        return response
 
     def _checks_proto(self, checks: Sequence[RuleCheck]) -> list[audience_pb2.RuleCheck]:
         """The checks as sent, kept: pages ask with the same plans' checks

@@ -1,20 +1,33 @@
-"""domain.ports.BenefitCatalog over custops.benefit.v1.BenefitService."""
+"""domain.ports.BenefitCatalog, BenefitLedger and BenefitGranter over
+custops.benefit.v1.BenefitService."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.plan import BenefitKind
-from domain.ports import Stock, TemplateInfo, TemplateValue
+from domain.ports import (
+    Grant,
+    Granted,
+    GrantedBenefit,
+    Recover,
+    Refusal,
+    Stock,
+    TemplateInfo,
+    TemplateValue,
+)
 from domain.runs import recover_key
-from server.downstream.errors import translate
-from server.mapping.plan import BENEFIT_KINDS
+from server.downstream.errors import CallFailed, call_errors, domain_errors
+from server.downstream.wire import BENEFIT_KINDS, timestamp
 
 SYSTEM = "benefit platform"
+# An instance taken back now, or before under the same key.
+_TAKEN_BACK = (benefit_pb2.ITEM_STATUS_SUCCEEDED, benefit_pb2.ITEM_STATUS_DUPLICATE)
 
 
 class GrpcBenefitCatalog:
@@ -25,10 +38,8 @@ class GrpcBenefitCatalog:
         if not template_ids:
             return []
         request = benefit_pb2.BatchGetInventoryRequest(shop_id=shop_id, template_ids=template_ids)
-        try:
+        with domain_errors(SYSTEM):
             response = await self._stub.BatchGetInventory(request)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return [Stock(i.template_id, i.available, i.unlimited) for i in response.inventories]
 
     async def describe(self, shop_id: str, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
@@ -37,11 +48,12 @@ class GrpcBenefitCatalog:
                 shop_id=shop_id, template_id=template_id
             )
             try:
-                found = (await self._stub.GetBenefitTemplate(request)).template
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                with call_errors(SYSTEM):
+                    found = (await self._stub.GetBenefitTemplate(request)).template
+            except CallFailed as failed:
+                if failed.code is grpc.StatusCode.NOT_FOUND:
                     return None
-                raise translate(SYSTEM, exc) from exc
+                raise failed.domain_error() from failed
             return TemplateInfo(
                 found.template_id,
                 BENEFIT_KINDS.get(found.kind, BenefitKind.UNSPECIFIED),
@@ -54,7 +66,7 @@ class GrpcBenefitCatalog:
     async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
         recovered: list[str] = []
         while len(recovered) < limit:
-            try:
+            with domain_errors(SYSTEM):
                 page = await self._stub.ListBenefitInstances(
                     benefit_pb2.ListBenefitInstancesRequest(
                         shop_id=shop_id,
@@ -66,21 +78,15 @@ class GrpcBenefitCatalog:
                 if not page.instances:
                     return recovered
                 reply = await self._stub.BatchRecoverBenefits(
-                    benefit_pb2.BatchRecoverBenefitsRequest(
-                        shop_id=shop_id,
-                        items=[
-                            benefit_pb2.RecoverItem(
-                                # One key per instance: a retried end recovers nothing twice.
-                                idempotency_key=recover_key(source, i.instance_id),
-                                instance_id=i.instance_id,
-                                reason=reason,
-                            )
+                    _recover_request(
+                        shop_id,
+                        # One key per instance: a retried end recovers nothing twice.
+                        [
+                            Recover(recover_key(source, i.instance_id), i.instance_id, reason)
                             for i in page.instances
                         ],
                     )
                 )
-            except grpc.aio.AioRpcError as exc:
-                raise translate(SYSTEM, exc) from exc
             done = [
                 i.instance_id
                 for i, r in zip(page.instances, reply.results, strict=True)
@@ -91,16 +97,32 @@ class GrpcBenefitCatalog:
             recovered += done
         return recovered
 
+    async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
+        request = benefit_pb2.BatchGrantBenefitsRequest(
+            shop_id=shop_id, items=[_grant_item(g) for g in grants]
+        )
+        with call_errors(SYSTEM):
+            response = await self._stub.BatchGrantBenefits(request)
+        return [
+            Granted(_refusal(r.failure))
+            if r.status == benefit_pb2.ITEM_STATUS_FAILED
+            else Granted(None, tuple(_granted(i) for i in r.instances))
+            for r in response.results
+        ]
+
+    async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
+        with call_errors(SYSTEM):
+            response = await self._stub.BatchRecoverBenefits(_recover_request(shop_id, items))
+        return [None if r.status in _TAKEN_BACK else _refusal(r.failure) for r in response.results]
+
     async def mark_used(
         self, shop_id: str, instance_id: str, order_id: str, key: str, timeout: float | None
     ) -> None:
         request = benefit_pb2.MarkBenefitUsedRequest(
             shop_id=shop_id, instance_id=instance_id, order_id=order_id, idempotency_key=key
         )
-        try:
+        with domain_errors(SYSTEM):
             await self._stub.MarkBenefitUsed(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
 
     async def replenish(
         self,
@@ -118,19 +140,15 @@ class GrpcBenefitCatalog:
             idempotency_key=key,
             reason=reason,
         )
-        try:
+        with domain_errors(SYSTEM):
             await self._stub.ReplenishBenefit(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
 
     async def template(self, shop_id: str, template_id: str, version: int) -> TemplateValue:
         request = benefit_pb2.GetBenefitTemplateRequest(
             shop_id=shop_id, template_id=template_id, version=version
         )
-        try:
+        with domain_errors(SYSTEM):
             found = (await self._stub.GetBenefitTemplate(request)).template
-        except grpc.aio.AioRpcError as exc:
-            raise translate(SYSTEM, exc) from exc
         return TemplateValue(
             template_id=found.template_id,
             version=found.version,
@@ -141,3 +159,56 @@ class GrpcBenefitCatalog:
             threshold_amount=found.value.threshold_amount,
             description=found.value.description,
         )
+
+
+def _grant_item(grant: Grant) -> benefit_pb2.GrantItem:
+    return benefit_pb2.GrantItem(
+        idempotency_key=grant.key,
+        member_id=grant.member_id,
+        template_id=grant.template_id,
+        quantity=grant.quantity,
+        source=grant.source,
+        valid_from=timestamp(grant.valid_from) if grant.valid_from is not None else None,
+        valid_until=timestamp(grant.valid_until) if grant.valid_until is not None else None,
+    )
+
+
+def _granted(instance: benefit_pb2.BenefitInstance) -> GrantedBenefit:
+    return GrantedBenefit(
+        instance_id=instance.instance_id,
+        shop_id=instance.shop_id,
+        member_id=instance.member_id,
+        template_id=instance.template_id,
+        template_version=instance.template_version,
+        kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED),
+        display_name=instance.display_name,
+        quantity=instance.quantity,
+        valid_from=_instant(instance, "valid_from"),
+        valid_until=_instant(instance, "valid_until"),
+        grant_time=instance.grant_time.ToDatetime(tzinfo=UTC),
+    )
+
+
+def _instant(instance: benefit_pb2.BenefitInstance, name: str) -> datetime | None:
+    if not instance.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: datetime = getattr(instance, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def _recover_request(
+    shop_id: str, items: Sequence[Recover]
+) -> benefit_pb2.BatchRecoverBenefitsRequest:
+    return benefit_pb2.BatchRecoverBenefitsRequest(
+        shop_id=shop_id,
+        items=[
+            benefit_pb2.RecoverItem(
+                idempotency_key=i.key, instance_id=i.instance_id, reason=i.reason
+            )
+            for i in items
+        ],
+    )
+
+
+def _refusal(failure: benefit_pb2.ItemFailure) -> Refusal:
+    return Refusal(failure.reason or "FAILED", failure.retryable)

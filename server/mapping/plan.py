@@ -8,16 +8,13 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from custops.benefit.v1 import benefit_pb2
-from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from domain import plan as d
 from domain.errors import FieldViolation, InvalidArgument, require
 from domain.term.fields import YEAR
 from domain.zones import DEFAULT_TIME_ZONE
-from server.mapping.audience import rule_from_proto, rule_to_proto
+from server.downstream.audience_rules import rule_from_proto, rule_to_proto
+from server.downstream.wire import BENEFIT_KINDS, CHANNELS, timestamp
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -53,26 +50,6 @@ PLAN_STATES = {
     pb.PLAN_STATE_PAUSED: d.PlanState.PAUSED,
     pb.PLAN_STATE_ENDED: d.PlanState.ENDED,
     pb.PLAN_STATE_AWAITING_APPROVAL: d.PlanState.AWAITING_APPROVAL,
-}
-BENEFIT_KINDS = {
-    benefit_pb2.BENEFIT_KIND_UNSPECIFIED: d.BenefitKind.UNSPECIFIED,
-    benefit_pb2.BENEFIT_KIND_POINTS: d.BenefitKind.POINTS,
-    benefit_pb2.BENEFIT_KIND_COUPON: d.BenefitKind.COUPON,
-    benefit_pb2.BENEFIT_KIND_FREE_SHIPPING: d.BenefitKind.FREE_SHIPPING,
-    benefit_pb2.BENEFIT_KIND_DISCOUNT: d.BenefitKind.DISCOUNT,
-    benefit_pb2.BENEFIT_KIND_POINTS_MULTIPLIER: d.BenefitKind.POINTS_MULTIPLIER,
-    benefit_pb2.BENEFIT_KIND_GIFT: d.BenefitKind.GIFT,
-    benefit_pb2.BENEFIT_KIND_PAID_CONTENT: d.BenefitKind.PAID_CONTENT,
-    benefit_pb2.BENEFIT_KIND_EXPERIENCE_CARD: d.BenefitKind.EXPERIENCE_CARD,
-    benefit_pb2.BENEFIT_KIND_GROWTH_VALUE: d.BenefitKind.GROWTH_VALUE,
-    benefit_pb2.BENEFIT_KIND_PACKAGE: d.BenefitKind.PACKAGE,
-}
-CHANNELS = {
-    notify_pb2.MESSAGE_CHANNEL_UNSPECIFIED: d.MessageChannel.UNSPECIFIED,
-    notify_pb2.MESSAGE_CHANNEL_SMS: d.MessageChannel.SMS,
-    notify_pb2.MESSAGE_CHANNEL_OFFICIAL_ACCOUNT: d.MessageChannel.OFFICIAL_ACCOUNT,
-    notify_pb2.MESSAGE_CHANNEL_APP_PUSH: d.MessageChannel.APP_PUSH,
-    notify_pb2.MESSAGE_CHANNEL_IN_APP: d.MessageChannel.IN_APP,
 }
 MISSED_FIRE = {
     pb.MISSED_FIRE_POLICY_UNSPECIFIED: d.MissedFirePolicy.RUN_ONCE,
@@ -358,16 +335,6 @@ def in_term_years(seconds: float) -> bool:
     can name; checked on the number, as a Timestamp can hold more than
     datetime can."""
     return _EARLIEST <= seconds < _LATEST
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def timestamp(value: datetime) -> Timestamp:
-    """As Timestamp.FromDatetime (a naive value is UTC), in a third of its
-    time: pages carry several."""
-    since = value - (_EPOCH if value.tzinfo is not None else _EPOCH.replace(tzinfo=None))
-    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def _back(mapping: Mapping[Any, E]) -> dict[E, Any]:

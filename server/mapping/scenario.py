@@ -1,23 +1,16 @@
-"""Scenario answers on the wire, and the benefit platform's instances as the
-member's plan benefits."""
+"""Scenario answers on the wire: records, plan benefits, applicable plans."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from custops.benefit.v1 import benefit_pb2
 from custops.scenario.v1 import scenario_pb2 as pb
-from domain.plan import BenefitKind
+from domain.applying import ApplyingPlan
 from domain.ports import TemplateValue
-from server.mapping.plan import (
-    BENEFIT_KINDS,
-    benefit_kind_to_proto,
-    business_product_to_proto,
-    timestamp,
-)
+from server.downstream.wire import BENEFIT_KINDS, timestamp
+from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
 from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit
 from server.scenario.records import MemberRecord
-from server.usecases.scenario import ApplyingPlan
 
 RECORD_KINDS = {
     "benefit_granted": pb.RECORD_KIND_BENEFIT_GRANTED,
@@ -59,26 +52,6 @@ def record_to_proto(record: MemberRecord) -> pb.MemberRecord:
     )
 
 
-def held_benefit(plan_id: str, run_id: str, instance: benefit_pb2.BenefitInstance) -> HeldBenefit:
-    """A benefit a run granted, as the member now holds it."""
-    return HeldBenefit(
-        shop_id=instance.shop_id,
-        instance_id=instance.instance_id,
-        member_id=instance.member_id,
-        plan_id=plan_id,
-        run_id=run_id,
-        template_id=instance.template_id,
-        template_version=instance.template_version,
-        kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED).value,
-        display_name=instance.display_name[:200],
-        quantity=instance.quantity,
-        state=UNUSED,
-        valid_from=_instant(instance, "valid_from"),
-        valid_until=_instant(instance, "valid_until"),
-        grant_time=instance.grant_time.ToDatetime(tzinfo=UTC),
-    )
-
-
 def benefit_to_proto(held: HeldBenefit, now: datetime) -> pb.MemberBenefit:
     out = pb.MemberBenefit(
         benefit_instance_id=held.instance_id,
@@ -97,13 +70,6 @@ def benefit_to_proto(held: HeldBenefit, now: datetime) -> pb.MemberBenefit:
         if value is not None:
             getattr(out, name).CopyFrom(timestamp(value))
     return out
-
-
-def _instant(instance: benefit_pb2.BenefitInstance, name: str) -> datetime | None:
-    if not instance.HasField(name):  # type: ignore[arg-type]
-        return None
-    value: datetime = getattr(instance, name).ToDatetime(tzinfo=UTC)
-    return value
 
 
 def applying_plan_to_proto(applying: ApplyingPlan) -> pb.ApplicablePlan:

@@ -6,7 +6,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from domain.errors import FieldViolation
 from domain.plan import MessageChannel
 from domain.shop_policy import ContactLimit, ContactWindow, ShopPolicy
-from server.mapping.plan import CHANNELS, timestamp
+from server.downstream.wire import CHANNELS, timestamp
 
 WINDOWS = {
     pb.CONTACT_WINDOW_DAY: ContactWindow.DAY,

@@ -1,6 +1,7 @@
 """The job kind that runs a plan for one fire time: page the audience, decide
 per member (frequency, budget, quiet hours), grant and send in batches
-through the downstream buckets, record what happened."""
+through the downstream ports (throttled by their adapters), record what
+happened."""
 
 from __future__ import annotations
 
@@ -8,24 +9,25 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import grpc
-
-from custops.audience.v1 import audience_pb2, audience_pb2_grpc
-from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
-from custops.notify.v1 import notify_pb2, notify_pb2_grpc
 from domain import runs, shop_policy
 from domain.audience import Rule, listed_members
 from domain.plan import EFFECT_KINDS, GrantBenefits, MessageChannel, Plan, SendMessage
 from domain.plan_calendar import PlanCalendar
 from domain.plan_codec import plan_from_dict, plan_to_dict
-from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
+from domain.ports import (
+    AudiencePages,
+    AudienceQuery,
+    BenefitGranter,
+    Grant,
+    Message,
+    MessageSender,
+)
+from domain.runs import Run
+from server.downstream.errors import CallFailed
+from server.engine.kinds import Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
-from server.mapping.audience import rule_to_proto
-from server.mapping.plan import CHANNELS, timestamp
-from server.mapping.scenario import held_benefit
-from server.runs.calls import CallFailed, throttled
-from server.runs.store import Limits, Record, Run, RunStore
-from server.throttle.buckets import Buckets
+from server.runs.store import Limits, Record, RunStore
+from server.scenario.benefits import held_of
 
 NAME = "plan_delivery"
 SHARDS = 4
@@ -77,23 +79,21 @@ def run_of(payload: dict[str, Any]) -> Run:
 
 class Delivery:
     name = NAME
-    bucket: str | None = None  # it throttles each downstream call itself
+    bucket: str | None = None  # its ports throttle each downstream call
     batch_size = 500
 
     def __init__(
         self,
         store: RunStore,
-        audience: grpc.aio.Channel,
-        benefit: grpc.aio.Channel,
-        notification: grpc.aio.Channel,
-        buckets: Buckets,
+        audience: AudiencePages,
+        benefits: BenefitGranter,
+        messages: MessageSender,
         now: Callable[[], datetime],
     ) -> None:
         self.store = store
-        self.audience = audience_pb2_grpc.AudienceServiceStub(audience)
-        self.benefit = benefit_pb2_grpc.BenefitServiceStub(benefit)
-        self.notification = notify_pb2_grpc.NotificationServiceStub(notification)
-        self.buckets = buckets
+        self.audience = audience
+        self.benefits = benefits
+        self.messages = messages
         self.now = now
         self._plans: dict[str, Plan] = {}
 
@@ -110,24 +110,21 @@ class Delivery:
         if cursor == TEST_SHARD:
             return Page([Item(m) for m in payload["test_members"]], None)
         index, shards, token = cursor.split("/", 2)
-        request = audience_pb2.ListAudienceMembersRequest(
-            shop_id=payload["shop_id"],
-            rule=rule_to_proto(rule) if rule is not None else None,
-            evaluation=audience_pb2.Evaluation(
-                as_of=timestamp(datetime.fromisoformat(payload["fire_time"])),
+        page = await self.audience.page(
+            AudienceQuery(
+                shop_id=payload["shop_id"],
+                rule=rule,
+                as_of=datetime.fromisoformat(payload["fire_time"]),
                 time_zone=plan.spec.time_zone,
-            ),
-            page_size=limit,
-            page_token=token,
-            shard_count=int(shards),
-            shard_index=int(index),
+                shard_index=int(index),
+                shard_count=int(shards),
+                page_size=limit,
+                page_token=token,
+            )
         )
-        response = await throttled(
-            self.buckets, "audience", limit, lambda: self.audience.ListAudienceMembers(request)
-        )
-        following = response.next_page_token
+        following = page.next_token
         return Page(
-            [Item(m) for m in response.member_ids],
+            [Item(m) for m in page.member_ids],
             f"{index}/{shards}/{following}" if following else None,
         )
 
@@ -136,15 +133,9 @@ class Delivery:
         listed = list(listed_members(rule) or ()) if rule is not None else []
         if not listed:
             return Page([], None)
-        request = audience_pb2.BatchGetMemberProfilesRequest(shop_id=shop_id, member_ids=listed)
-        response = await throttled(
-            self.buckets,
-            "audience",
-            len(listed),
-            lambda: self.audience.BatchGetMemberProfiles(request),
-        )
+        unknown = await self.audience.unknown(shop_id, listed)
         skip = {"skip": runs.Skip.UNKNOWN_MEMBER.value}
-        return Page([Item(m, dict(skip)) for m in dict.fromkeys(response.unknown_member_ids)], None)
+        return Page([Item(m, dict(skip)) for m in dict.fromkeys(unknown)], None)
 
     async def _opted_out(
         self, run: Run, items: list[Item], channels: tuple[MessageChannel, ...]
@@ -154,22 +145,7 @@ class Delivery:
         members = [i.key for i in items if not i.data.get("messages_only")]
         if not channels or not members:
             return {}
-        request = audience_pb2.BatchGetMemberProfilesRequest(
-            shop_id=run.shop_id, member_ids=members
-        )
-        response = await throttled(
-            self.buckets,
-            "audience",
-            len(members),
-            lambda: self.audience.BatchGetMemberProfiles(request),
-        )
-        return {
-            p.member_id: frozenset(
-                _CHANNELS_OF[c] for c in p.opted_out_channels if c in _CHANNELS_OF
-            )
-            for p in response.profiles
-            if p.opted_out_channels
-        }
+        return await self.audience.opted_out(run.shop_id, members)
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         skipped = [i for i in items if i.data.get("skip")]
@@ -265,11 +241,11 @@ class Delivery:
         # Effects (double points, a discount) hold for the run's effect window:
         # the benefit platform is told, so the instances are valid then only.
         window = PlanCalendar.of(plan, run.fire_time).effect_window_of(run.fire_time)
-        valid_from = timestamp(window.start) if window is not None else None
-        valid_until = timestamp(window.end) if window is not None and window.end else None
+        valid_from = window.start if window is not None else None
+        valid_until = window.end if window is not None and window.end else None
         grants = [
-            benefit_pb2.GrantItem(
-                idempotency_key=runs.grant_key(plan.plan_id, run.run_id, m, a, b),
+            Grant(
+                key=runs.grant_key(plan.plan_id, run.run_id, m, a, b),
                 member_id=m,
                 template_id=benefit.template_id,
                 quantity=benefit.quantity,
@@ -293,41 +269,32 @@ class Delivery:
     async def _grant_chunk(
         self,
         run: Run,
-        grants: list[benefit_pb2.GrantItem],
+        grants: list[Grant],
         records: list[Record],
         problems: dict[str, tuple[str, bool]],
     ) -> None:
-        request = benefit_pb2.BatchGrantBenefitsRequest(shop_id=run.shop_id, items=grants)
         try:
-            response = await throttled(
-                self.buckets,
-                "benefit",
-                len(grants),
-                lambda: self.benefit.BatchGrantBenefits(request),
-                _items_pushed_back,
-            )
+            answers = await self.benefits.grant(run.shop_id, grants)
         except CallFailed as failed:
             for g in grants:
                 problems.setdefault(g.member_id, (failed.reason, failed.retryable))
             return
         # One result per item, in order (the contract): a short answer fails
         # the batch, to be tried again whole, rather than pass members silently.
-        for g, result in zip(grants, response.results, strict=True):
-            if result.status == benefit_pb2.ITEM_STATUS_FAILED:
-                problems.setdefault(
-                    g.member_id, (result.failure.reason or "FAILED", result.failure.retryable)
-                )
+        for g, granted in zip(grants, answers, strict=True):
+            if (refusal := granted.refusal) is not None:
+                problems.setdefault(g.member_id, (refusal.reason, refusal.retryable))
                 continue
-            for instance in result.instances:
+            for instance in granted.instances:
                 # The record id starts with the grant's key: no detail needed.
                 records.append(
                     Record(
-                        f"{g.idempotency_key}#{instance.instance_id}",
+                        f"{g.key}#{instance.instance_id}",
                         g.member_id,
                         "benefit_granted",
                         instance.instance_id,
                         instance.template_id,
-                        held=held_benefit(run.plan_id, run.run_id, instance),
+                        held=held_of(run.plan_id, run.run_id, instance),
                     )
                 )
 
@@ -341,12 +308,12 @@ class Delivery:
     ) -> None:
         """Each member's messages, but on the channels withheld from it."""
         messages = [
-            notify_pb2.Message(
-                idempotency_key=runs.message_key(plan.plan_id, run.run_id, m, a),
+            Message(
+                key=runs.message_key(plan.plan_id, run.run_id, m, a),
                 member_id=m,
-                channel=_CHANNELS[action.channel],
+                channel=action.channel,
                 template_id=action.template_id,
-                params=dict(action.params),
+                params=action.params,
                 source=runs.grant_source(plan.plan_id),
             )
             for m, withheld in members.items()
@@ -356,30 +323,22 @@ class Delivery:
         ]
         if not messages:
             return
-        request = notify_pb2.BatchSendMessagesRequest(shop_id=run.shop_id, messages=messages)
         try:
-            response = await throttled(
-                self.buckets,
-                "notification",
-                len(messages),
-                lambda: self.notification.BatchSendMessages(request),
-            )
+            answers = await self.messages.send(run.shop_id, messages)
         except CallFailed as failed:
             for msg in messages:
                 problems.setdefault(msg.member_id, (failed.reason, failed.retryable))
             return
-        for msg, result in zip(messages, response.results, strict=True):
-            if result.status == notify_pb2.SEND_STATUS_FAILED:
-                problems.setdefault(
-                    msg.member_id, (result.failure_reason or "FAILED", result.retryable)
-                )
+        for msg, sent in zip(messages, answers, strict=True):
+            if (refusal := sent.refusal) is not None:
+                problems.setdefault(msg.member_id, (refusal.reason, refusal.retryable))
                 continue
             records.append(
                 Record(
-                    msg.idempotency_key,
+                    msg.key,
                     msg.member_id,
                     "message_sent",
-                    detail={"message_id": result.message_id, "template_id": msg.template_id},
+                    detail={"message_id": sent.message_id, "template_id": msg.template_id},
                 )
             )
 
@@ -393,12 +352,3 @@ class Delivery:
                 self._plans.clear()
             self._plans[run_id] = plan
         return plan
-
-
-_CHANNELS = {domain: wire for wire, domain in CHANNELS.items()}
-_CHANNELS_OF = dict(CHANNELS)
-
-
-def _items_pushed_back(response: benefit_pb2.BatchGrantBenefitsResponse) -> bool:
-    """Items the benefit platform refused for its capacity: the bucket slows."""
-    return any(r.failure.reason == PUSHED_BACK for r in response.results)

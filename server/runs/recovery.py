@@ -1,6 +1,6 @@
 """The job kind that takes back what one delivery run granted (回收): it pages
 the run's "benefit granted" records, asks the benefit platform to recover
-each instance through the benefit bucket, and records what came back.
+each instance (through its throttled port), and records what came back.
 
 Exactly once: each instance has one recovery key (domain.runs.recover_key),
 so a replayed batch, a second recovery of the same run, and ending the plan
@@ -15,25 +15,22 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import grpc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain import runs
-from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
+from domain.ports import BenefitGranter, Recover
+from server.downstream.errors import CallFailed
+from server.engine.kinds import Item, ItemResult, Outcome, Page
 from server.persistence.tables import operation_records, run_counters, run_members
 from server.persistence.upserts import add_counts, insert_new
-from server.runs.calls import CallFailed, throttled
 from server.scenario.benefits import RECOVERED_RECORD, mark_recovered, recovered_record_id
-from server.throttle.buckets import Buckets
 
 NAME = "plan_recovery"
 GRANTED = "benefit_granted"
 # What the benefit platform answers for an instance that is used, expired or
 # already taken back by someone else: nothing to do, counted as skipped.
 NOT_UNUSED = "NOT_UNUSED"
-_TAKEN_BACK = (benefit_pb2.ITEM_STATUS_SUCCEEDED, benefit_pb2.ITEM_STATUS_DUPLICATE)
 
 
 def payload_of(run_id: str, shop_id: str, plan_id: str, target: str, reason: str) -> dict[str, Any]:
@@ -48,19 +45,17 @@ def payload_of(run_id: str, shop_id: str, plan_id: str, target: str, reason: str
 
 class Recovery:
     name = NAME
-    bucket: str | None = None  # it takes from the benefit bucket itself
+    bucket: str | None = None  # its port takes from the benefit bucket
     batch_size = 500
 
     def __init__(
         self,
         engine: AsyncEngine,
-        benefit: grpc.aio.Channel,
-        buckets: Buckets,
+        benefits: BenefitGranter,
         now: Callable[[], datetime],
     ) -> None:
         self._engine = engine
-        self._benefit = benefit_pb2_grpc.BenefitServiceStub(benefit)
-        self._buckets = buckets
+        self._benefits = benefits
         self._now = now
 
     def split(self, payload: dict[str, Any]) -> list[str]:
@@ -86,39 +81,28 @@ class Recovery:
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         source = runs.grant_source(payload["plan_id"])
-        request = benefit_pb2.BatchRecoverBenefitsRequest(
-            shop_id=payload["shop_id"],
-            items=[
-                benefit_pb2.RecoverItem(
-                    idempotency_key=runs.recover_key(source, i.data["instance"]),
-                    instance_id=i.data["instance"],
-                    reason=payload["reason"],
-                )
-                for i in items
-            ],
-        )
-        try:
-            response = await throttled(
-                self._buckets,
-                "benefit",
-                len(items),
-                lambda: self._benefit.BatchRecoverBenefits(request),
-                lambda answer: any(r.failure.reason == PUSHED_BACK for r in answer.results),
+        asks = [
+            Recover(
+                runs.recover_key(source, i.data["instance"]), i.data["instance"], payload["reason"]
             )
+            for i in items
+        ]
+        try:
+            refusals = await self._benefits.recover(payload["shop_id"], asks)
         except CallFailed as failed:
             outcome = Outcome.RETRY if failed.retryable else Outcome.FAILED
             return [ItemResult(i.key, outcome, failed.reason) for i in items]
         out: list[ItemResult] = []
         recovered: list[Item] = []
         not_unused: list[Item] = []
-        for item, result in zip(items, response.results, strict=True):
-            if result.status in _TAKEN_BACK:
-                recovered.append(item)  # a duplicate: taken back before, maybe unrecorded
-            elif result.failure.reason == NOT_UNUSED:
+        for item, refusal in zip(items, refusals, strict=True):
+            if refusal is None:
+                recovered.append(item)  # maybe a duplicate: taken back before, maybe unrecorded
+            elif refusal.reason == NOT_UNUSED:
                 not_unused.append(item)
             else:
-                outcome = Outcome.RETRY if result.failure.retryable else Outcome.FAILED
-                out.append(ItemResult(item.key, outcome, result.failure.reason or "FAILED"))
+                outcome = Outcome.RETRY if refusal.retryable else Outcome.FAILED
+                out.append(ItemResult(item.key, outcome, refusal.reason))
                 continue
             out.append(ItemResult(item.key, Outcome.DONE))
         await self._write(payload, recovered, not_unused)

@@ -17,8 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import shop_policy
 from domain.plan import MessageChannel
-from domain.runs import ACT, ACT_SILENT, RunKind, RunTrigger, Skip, act_except
-from domain.runs import Run as Run  # where the job kinds still look for it
+from domain.runs import ACT, ACT_SILENT, Run, RunKind, RunTrigger, Skip, act_except
 from server.persistence.audit_log import record_change
 from server.persistence.launches import run_resource, run_row
 from server.persistence.shop_policies import SqlShopPolicies

@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Aborted
+from domain.ports import GrantedBenefit
 from server.persistence.audit_log import record_change
 from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters
@@ -60,6 +61,26 @@ class HeldBenefit:
 
     def row(self) -> dict[str, Any]:
         return {c.name: getattr(self, c.name) for c in member_benefits.columns}
+
+
+def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
+    """A benefit a run granted, as the member now holds it."""
+    return HeldBenefit(
+        shop_id=granted.shop_id,
+        instance_id=granted.instance_id,
+        member_id=granted.member_id,
+        plan_id=plan_id,
+        run_id=run_id,
+        template_id=granted.template_id,
+        template_version=granted.template_version,
+        kind=granted.kind.value,
+        display_name=granted.display_name[:200],
+        quantity=granted.quantity,
+        state=UNUSED,
+        valid_from=granted.valid_from,
+        valid_until=granted.valid_until,
+        grant_time=granted.grant_time,
+    )
 
 
 async def add_held(conn: AsyncConnection, held: Sequence[HeldBenefit]) -> None:

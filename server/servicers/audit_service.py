@@ -11,7 +11,7 @@ from google.protobuf.struct_pb2 import Struct
 from custops.audit.v1 import audit_pb2 as pb
 from custops.audit.v1 import audit_pb2_grpc
 from domain.errors import FieldViolation, InvalidArgument, require
-from server.mapping.plan import timestamp
+from server.downstream.wire import timestamp
 from server.persistence.audit_log import AuditEntry, AuditLog
 from server.servicers.requests import (
     decode_page_token,

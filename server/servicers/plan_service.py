@@ -23,6 +23,7 @@ from domain.products import ProductTemplate
 from domain.runs import MAX_TEST_MEMBERS
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from server import call_context
+from server.downstream.wire import timestamp
 from server.mapping.plan import (
     BUSINESS_PRODUCTS,
     DOWNSTREAM_NAMES,
@@ -35,7 +36,6 @@ from server.mapping.plan import (
     renamed,
     spec_from_proto,
     spec_to_proto,
-    timestamp,
 )
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.approvals import ApprovalCalls

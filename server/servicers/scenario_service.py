@@ -14,10 +14,11 @@ import grpc
 from custops.plan.v1 import plan_pb2
 from custops.scenario.v1 import scenario_pb2 as pb
 from custops.scenario.v1 import scenario_pb2_grpc
+from domain.applying import ApplyingPlan
 from domain.errors import FieldViolation, require
 from domain.plan import FrontOffice
+from server.downstream.wire import timestamp
 from server.kept import KeptById
-from server.mapping.plan import timestamp
 from server.mapping.scenario import (
     BENEFIT_STATUSES,
     RECORD_KINDS,
@@ -35,7 +36,7 @@ from server.servicers.requests import (
     time_id_reader,
     time_id_token,
 )
-from server.usecases.scenario import ApplyingPlan, ScenarioUseCases
+from server.usecases.scenario import ScenarioUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

@@ -32,8 +32,9 @@ from domain.audience import validate_rule
 from domain.errors import InvalidArgument, require
 from domain.zones import DEFAULT_TIME_ZONE, is_time_zone
 from domain.zones import zone as zone_of
-from server.mapping.audience import rule_from_proto
-from server.mapping.plan import in_term_years, timestamp
+from server.downstream.audience_rules import rule_from_proto
+from server.downstream.wire import timestamp
+from server.mapping.plan import in_term_years
 from server.stubs.audience_rules import Moment, evaluate
 from server.stubs.population import Member, Population
 from server.stubs.pressure import MAX_BATCH, Pressure

@@ -18,7 +18,7 @@ import grpc
 from custops.notify.v1 import notify_pb2 as pb
 from custops.notify.v1 import notify_pb2_grpc
 from domain.ports import Clock
-from server.mapping.plan import timestamp
+from server.downstream.wire import timestamp
 from server.stubs.population import Population
 from server.stubs.pressure import MAX_BATCH, Pressure
 

@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.applying import ApplyingPlan
 from domain.audience import AllOf, Birthday, Rule
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
@@ -39,18 +40,6 @@ from server.usecases.plans import UnitOfWorkFactory
 # What a store cannot use: shown on micro-mall pages only.
 ONLINE_ONLY = (BenefitKind.FREE_SHIPPING.value, BenefitKind.PAID_CONTENT.value)
 STORE_FRONT_OFFICES = (FrontOffice.RETAIL, FrontOffice.RETAIL_CHAIN)
-
-
-@dataclass(frozen=True)
-class ApplyingPlan:
-    """A plan as a page shows it: its effects and its effect window (the
-    one it applies in, or for an upcoming plan the next)."""
-
-    plan: Plan
-    window_start: datetime | None
-    window_end: datetime | None
-    effects: tuple[TemplateValue, ...]
-    headline: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,106 @@
+"""The run-side ports through their systems' token buckets.
+
+Each call first takes as many tokens from its system's bucket as it carries
+items (or asks members, for an audience page). A push-back lowers the
+bucket's rate: the whole call refused for capacity, or, from the benefit
+platform, any item of a batch; any other answer raises the rate a step back
+toward the ceiling (server.throttle.buckets). A call that fails otherwise
+than by CallFailed leaves the rate as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
+
+from domain.plan import MessageChannel
+from domain.ports import (
+    AudiencePage,
+    AudiencePages,
+    AudienceQuery,
+    BenefitGranter,
+    Grant,
+    Granted,
+    Message,
+    MessageSender,
+    Recover,
+    Refusal,
+    Sent,
+)
+from server.downstream.errors import PUSHED_BACK, CallFailed
+from server.throttle.buckets import Buckets, acquire, adapt
+
+T = TypeVar("T")
+
+
+class Bucket:
+    """One system's bucket around its calls."""
+
+    def __init__(self, buckets: Buckets, name: str) -> None:
+        self._buckets, self._name = buckets, name
+
+    async def __call__(
+        self,
+        tokens: int,
+        call: Callable[[], Awaitable[T]],
+        pushed_back: Callable[[T], bool] = lambda _: False,
+    ) -> T:
+        """`call` once `tokens` are taken; `pushed_back` tells from its
+        answer whether items of it were refused for capacity."""
+        await acquire(self._buckets, self._name, tokens)
+        try:
+            answer = await call()
+        except CallFailed as failed:
+            await adapt(self._buckets, self._name, pushed_back=failed.pushed_back)
+            raise
+        await adapt(self._buckets, self._name, pushed_back=pushed_back(answer))
+        return answer
+
+
+class ThrottledAudience:
+    def __init__(self, audience: AudiencePages, buckets: Buckets) -> None:
+        self._audience, self._bucket = audience, Bucket(buckets, "audience")
+
+    async def page(self, query: AudienceQuery) -> AudiencePage:
+        return await self._bucket(query.page_size, lambda: self._audience.page(query))
+
+    async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
+        return await self._bucket(
+            len(member_ids), lambda: self._audience.unknown(shop_id, member_ids)
+        )
+
+    async def opted_out(
+        self, shop_id: str, member_ids: Sequence[str]
+    ) -> dict[str, frozenset[MessageChannel]]:
+        return await self._bucket(
+            len(member_ids), lambda: self._audience.opted_out(shop_id, member_ids)
+        )
+
+
+class ThrottledBenefits:
+    def __init__(self, benefits: BenefitGranter, buckets: Buckets) -> None:
+        self._benefits, self._bucket = benefits, Bucket(buckets, "benefit")
+
+    async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
+        return await self._bucket(
+            len(grants),
+            lambda: self._benefits.grant(shop_id, grants),
+            lambda answer: _pushed_back(g.refusal for g in answer),
+        )
+
+    async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
+        return await self._bucket(
+            len(items), lambda: self._benefits.recover(shop_id, items), _pushed_back
+        )
+
+
+class ThrottledMessages:
+    def __init__(self, messages: MessageSender, buckets: Buckets) -> None:
+        self._messages, self._bucket = messages, Bucket(buckets, "notification")
+
+    async def send(self, shop_id: str, messages: Sequence[Message]) -> list[Sent]:
+        return await self._bucket(len(messages), lambda: self._messages.send(shop_id, messages))
+
+
+def _pushed_back(refusals: Iterable[Refusal | None]) -> bool:
+    return any(r is not None and r.reason == PUSHED_BACK for r in refusals)
