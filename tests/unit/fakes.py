@@ -1,7 +1,6 @@
-"""Fakes of the ports and the unit of work the run use cases need, in
-memory (as cosmicpython's tests/unit/test_services.py fakes its
-repository): the scheduler's rules run without a server, a database or a
-network."""
+"""Fakes of the ports and the unit of work the plan and run use cases
+need, in memory (as cosmicpython's tests/unit/test_services.py fakes its
+repository): their rules run without a server, a database or a network."""
 
 from __future__ import annotations
 
@@ -12,12 +11,21 @@ from functools import partial
 from typing import Any, cast
 
 from domain.audience import Rule
+from domain.errors import Aborted
 from domain.plan import Plan, PlanState
-from domain.ports import AudienceSize, RunLaunch, SchedulePlace
+from domain.ports import (
+    AudienceSize,
+    BenefitCatalog,
+    RequestKey,
+    RunLaunch,
+    SchedulePlace,
+    TemplateInfo,
+)
 from domain.runs import Run
+from domain.shop_policy import ShopPolicy
 from server.engine.store import EngineStore
 from server.runs.store import RunStore
-from server.usecases.plans import UnitOfWorkFactory
+from server.usecases.plans import PlanUseCases, UnitOfWorkFactory
 from server.usecases.runs import RunUseCases
 
 
@@ -41,6 +49,8 @@ class Store:
     on_commit: Callable[[], None] = lambda: None
     # A run id whose launch fails (a row the database refuses).
     refuse: str = ""
+    requests: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    policies: dict[str, ShopPolicy] = field(default_factory=dict)
 
 
 class FakePlans:
@@ -66,8 +76,14 @@ class FakePlans:
     async def states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanState]:
         return {k: self._store.plans[k].state for k in keys if k in self._store.plans}
 
+    async def add(self, plan: Plan) -> None:
+        self._writes.append(partial(self._store.plans.__setitem__, _key(plan), plan))
+
     async def save(self, plan: Plan, before: Plan) -> None:
-        self._writes.append(lambda: self._store.plans.__setitem__(_key(plan), plan))
+        stored = self._store.plans.get(_key(plan))
+        if stored is None or stored.revision != before.revision:
+            raise Aborted(f"plan {plan.plan_id} changed meanwhile", reason="ETAG_MISMATCH")
+        self._writes.append(partial(self._store.plans.__setitem__, _key(plan), plan))
 
     async def advance(self, moves: Sequence[tuple[Plan, SchedulePlace]]) -> None:
         for plan, place in moves:
@@ -123,6 +139,38 @@ class FakeLaunches:
             self._writes.append(partial(self._skip, run))
 
 
+class FakeRequests:
+    """The request log: a key is reserved in the change's transaction and
+    answered with its outcome at commit."""
+
+    def __init__(self, store: Store, writes: list[Callable[[], None]]) -> None:
+        self._store, self._writes = store, writes
+
+    async def find(self, shop_id: str, key: RequestKey) -> dict[str, Any] | None:
+        return self._store.requests.get((shop_id, key.request_id))
+
+    async def reserve(self, shop_id: str, key: RequestKey) -> None:
+        self._writes.append(partial(self._reserved, (shop_id, key.request_id)))
+
+    def _reserved(self, at: tuple[str, str]) -> None:
+        self._store.requests.setdefault(at, None)
+
+    async def complete(self, shop_id: str, key: RequestKey, outcome: dict[str, Any]) -> None:
+        write = partial(self._store.requests.__setitem__, (shop_id, key.request_id), outcome)
+        self._writes.append(write)
+
+
+class FakePolicies:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, shop_id: str) -> ShopPolicy:
+        return self._store.policies.get(shop_id, ShopPolicy(shop_id))
+
+    async def save(self, policy: ShopPolicy, before: ShopPolicy) -> None:
+        self._store.policies[policy.shop_id] = policy
+
+
 class FakeUnitOfWork:
     """Writes land at commit, all together; leaving without commit drops them."""
 
@@ -131,6 +179,8 @@ class FakeUnitOfWork:
         self._writes: list[Callable[[], None]] = []
         self.plans = FakePlans(store, self._writes)
         self.launches = FakeLaunches(store, self._writes)
+        self.requests = FakeRequests(store, self._writes)
+        self.shop_policies = FakePolicies(store)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self._writes.clear()
@@ -197,6 +247,36 @@ class FakeAudience:
         self, shop_id: str, member_ids: Sequence[str], checks: Sequence[Any], as_of: datetime
     ) -> dict[str, set[str]]:
         raise AssertionError("the scheduler never matches rules")
+
+
+class FakeBenefitCatalog:
+    """The benefit platform's templates, as publishing checks them."""
+
+    def __init__(self, templates: dict[str, TemplateInfo]) -> None:
+        self.templates = templates
+
+    async def describe(self, shop_id: str, template_ids: Sequence[str]) -> dict[str, TemplateInfo]:
+        return {t: self.templates[t] for t in template_ids if t in self.templates}
+
+    async def inventory(self, shop_id: str, template_ids: Sequence[str]) -> list[Any]:
+        raise AssertionError("not asked by these tests")
+
+    async def recover_unused(self, shop_id: str, source: str, reason: str, limit: int) -> list[str]:
+        raise AssertionError("not asked by these tests")
+
+
+def plan_use_cases(
+    store: Store,
+    clock: Clock,
+    audience: FakeAudience | None = None,
+    benefits: FakeBenefitCatalog | None = None,
+) -> PlanUseCases:
+    return PlanUseCases(
+        cast(UnitOfWorkFactory, lambda: FakeUnitOfWork(store)),
+        clock,
+        audience or FakeAudience(),
+        benefits=cast(BenefitCatalog | None, benefits),
+    )
 
 
 def run_use_cases(store: Store, clock: Clock, audience: FakeAudience | None = None) -> RunUseCases:
