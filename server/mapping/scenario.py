@@ -6,10 +6,10 @@ from datetime import datetime
 
 from custops.scenario.v1 import scenario_pb2 as pb
 from domain.applying import ApplyingPlan
+from domain.held_benefits import BenefitState, HeldBenefit
 from domain.ports import TemplateValue
 from server.downstream.wire import BENEFIT_KINDS, timestamp
 from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
-from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit
 from server.scenario.records import MemberRecord
 
 RECORD_KINDS = {
@@ -20,10 +20,10 @@ RECORD_KINDS = {
     "benefit_recovered": pb.RECORD_KIND_BENEFIT_RECOVERED,
 }
 BENEFIT_STATUSES = {
-    UNUSED: pb.MEMBER_BENEFIT_STATUS_UNUSED,
-    USED: pb.MEMBER_BENEFIT_STATUS_USED,
-    EXPIRED: pb.MEMBER_BENEFIT_STATUS_EXPIRED,
-    RECOVERED: pb.MEMBER_BENEFIT_STATUS_RECOVERED,
+    BenefitState.UNUSED: pb.MEMBER_BENEFIT_STATUS_UNUSED,
+    BenefitState.USED: pb.MEMBER_BENEFIT_STATUS_USED,
+    BenefitState.EXPIRED: pb.MEMBER_BENEFIT_STATUS_EXPIRED,
+    BenefitState.RECOVERED: pb.MEMBER_BENEFIT_STATUS_RECOVERED,
 }
 _KIND_OF_VALUE = {kind.value: wire for wire, kind in BENEFIT_KINDS.items()}
 _SUMMARIES = {

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import shop_policy
+from domain.held_benefits import HeldBenefit
 from domain.plan import MessageChannel
 from domain.runs import ACT, ACT_SILENT, Run, RunKind, RunTrigger, Skip, act_except
 from server.persistence.audit_log import record_change
@@ -32,7 +33,7 @@ from server.persistence.tables import (
     run_members,
 )
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.benefits import HeldBenefit, add_held
+from server.scenario.benefits import add_held
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import Aborted
+from domain.held_benefits import BenefitState, HeldBenefit
 from domain.ports import GrantedBenefit
 from server.persistence.audit_log import record_change
 from server.persistence.database import read
@@ -28,39 +29,12 @@ from server.persistence.upserts import add_counts, insert_new
 from server.scenario.page_reads import page_rows, values_of
 from server.scenario.records import MemberRecord, record_from_row
 
-UNUSED, USED, RECOVERED, EXPIRED = "unused", "used", "recovered", "expired"
-STATUSES = (UNUSED, USED, EXPIRED, RECOVERED)
 USED_RECORD, REPLENISHED_RECORD = "benefit_used", "benefit_replenished"
 RECOVERED_RECORD = "benefit_recovered"
 
 
-@dataclass(frozen=True)
-class HeldBenefit:
-    shop_id: str
-    instance_id: str
-    member_id: str
-    plan_id: str
-    run_id: str
-    template_id: str
-    template_version: int
-    kind: str  # domain.plan.BenefitKind name, e.g. "COUPON"
-    display_name: str
-    quantity: int
-    state: str  # unused | used | recovered
-    valid_from: datetime | None
-    valid_until: datetime | None
-    grant_time: datetime
-    use_time: datetime | None = None
-    order_id: str = ""
-
-    def status(self, now: datetime) -> str:
-        """The state as a member sees it: an unused benefit past its end is expired."""
-        if self.state == UNUSED and self.valid_until is not None and self.valid_until <= now:
-            return EXPIRED
-        return self.state
-
-    def row(self) -> dict[str, Any]:
-        return {c.name: getattr(self, c.name) for c in member_benefits.columns}
+def held_row(held: HeldBenefit) -> dict[str, Any]:
+    return {c.name: getattr(held, c.name) for c in member_benefits.columns}
 
 
 def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
@@ -76,7 +50,7 @@ def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
         kind=granted.kind.value,
         display_name=granted.display_name[:200],
         quantity=granted.quantity,
-        state=UNUSED,
+        state=BenefitState.UNUSED,
         valid_from=granted.valid_from,
         valid_until=granted.valid_until,
         grant_time=granted.grant_time,
@@ -86,7 +60,7 @@ def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
 async def add_held(conn: AsyncConnection, held: Sequence[HeldBenefit]) -> None:
     """Benefits a run granted; a grant replayed after a crash adds nothing."""
     if held:
-        await insert_new(conn, member_benefits, [h.row() for h in held], "instance_id")
+        await insert_new(conn, member_benefits, [held_row(h) for h in held], "instance_id")
 
 
 async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequence[str]) -> None:
@@ -95,7 +69,7 @@ async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequ
         await conn.execute(
             update(member_benefits)
             .where(b.shop_id == shop_id, b.instance_id.in_(list(instance_ids)))
-            .values(state=RECOVERED)
+            .values(state=BenefitState.RECOVERED.value)
         )
 
 
@@ -144,11 +118,12 @@ class MemberBenefits:
         query = select(member_benefits).where(b.shop_id == shop_id, b.member_id == member_id)
         if plan_id:
             query = query.where(b.plan_id == plan_id)
-        if status == EXPIRED:
-            query = query.where(b.state == UNUSED, b.valid_until <= now)
-        elif status == UNUSED:
+        if status == BenefitState.EXPIRED:
+            query = query.where(b.state == BenefitState.UNUSED.value, b.valid_until <= now)
+        elif status == BenefitState.UNUSED:
             query = query.where(
-                b.state == UNUSED, or_(b.valid_until.is_(None), b.valid_until > now)
+                b.state == BenefitState.UNUSED.value,
+                or_(b.valid_until.is_(None), b.valid_until > now),
             )
         elif status:
             query = query.where(b.state == status)
@@ -184,7 +159,7 @@ class MemberBenefits:
 
         benefits, records = await read(self._reads, both)
         return (
-            {m: [HeldBenefit(*_HELD_VALUES(r)) for r in rows] for m, rows in benefits.items()},
+            {m: [_held_of_values(_HELD_VALUES(r)) for r in rows] for m, rows in benefits.items()},
             {m: [MemberRecord(*_RECORD_VALUES(r)) for r in rows] for m, rows in records.items()},
         )
 
@@ -240,22 +215,28 @@ class MemberBenefits:
                 )
 
     async def mark_used(
-        self, held: HeldBenefit, order_id: str, store_id: str, request_id: str, at: datetime
+        self, held: HeldBenefit, used: HeldBenefit, store_id: str, request_id: str, at: datetime
     ) -> tuple[HeldBenefit, MemberRecord]:
-        """The benefit used by the order, its record, and the plan's `used`
-        counter, once: a second report of the same use changes nothing."""
-        used = replace(held, state=USED, order_id=order_id, use_time=at)
+        """`held` now `used` by its order (HeldBenefit.used), its record and
+        the plan's `used` counter, once: a second report of the same use
+        changes nothing."""
+        order_id = used.order_id
         detail = {"order_id": order_id, "store_id": store_id, "request_id": request_id}
         return await self._change(
             held, used, use_record_id(held.instance_id, order_id), USED_RECORD, detail, at
         )
 
     async def mark_replenished(
-        self, held: HeldBenefit, order_id: str, reason: str, request_id: str, at: datetime
+        self,
+        held: HeldBenefit,
+        back: HeldBenefit,
+        reason: str,
+        request_id: str,
+        at: datetime,
     ) -> tuple[HeldBenefit, MemberRecord]:
-        """The benefit given back to the member, its record and the plan's
-        `replenished` counter, once."""
-        back = replace(held, state=UNUSED, order_id="", use_time=None)
+        """`held` given `back` to the member (HeldBenefit.given_back), its
+        record and the plan's `replenished` counter, once."""
+        order_id = held.order_id
         detail = {"order_id": order_id, "reason": reason, "request_id": request_id}
         record_id = replenish_record_id(held.instance_id, order_id)
         return await self._change(held, back, record_id, REPLENISHED_RECORD, detail, at)
@@ -290,10 +271,10 @@ class MemberBenefits:
                     .where(
                         b.shop_id == held.shop_id,
                         b.instance_id == held.instance_id,
-                        b.state == held.state,
+                        b.state == held.state.value,
                         b.order_id == held.order_id,
                     )
-                    .values(state=new.state, order_id=new.order_id, use_time=new.use_time)
+                    .values(state=new.state.value, order_id=new.order_id, use_time=new.use_time)
                 )
                 if changed.rowcount == 1:
                     await record_change(
@@ -330,7 +311,7 @@ class MemberBenefits:
 
 def _changing(held: HeldBenefit) -> dict[str, Any]:
     """What use and give-back change."""
-    return {"state": held.state, "order_id": held.order_id, "use_time": held.use_time}
+    return {"state": held.state.value, "order_id": held.order_id, "use_time": held.use_time}
 
 
 async def _record(conn: AsyncConnection, record_id: str) -> MemberRecord | None:
@@ -343,5 +324,16 @@ _HELD_VALUES = values_of([f.name for f in fields(HeldBenefit)])
 _RECORD_VALUES = values_of([f.name for f in fields(MemberRecord)])
 
 
+_STATE_AT = [f.name for f in fields(HeldBenefit)].index("state")
+
+
+def _held_of_values(values: tuple[Any, ...]) -> HeldBenefit:
+    """A page row's values in HeldBenefit's field order (its state stored as text)."""
+    found = list(values)
+    found[_STATE_AT] = BenefitState(found[_STATE_AT])
+    return HeldBenefit(*found)
+
+
 def _held(row: Any) -> HeldBenefit:
-    return HeldBenefit(**{c.name: row[c.name] for c in member_benefits.columns})
+    stored = {c.name: row[c.name] for c in member_benefits.columns}
+    return HeldBenefit(**{**stored, "state": BenefitState(stored["state"])})

@@ -28,9 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.held_benefits import BenefitState
 from server.persistence.tables import member_benefits, operation_records
 
-UNUSED = "unused"
+UNUSED = BenefitState.UNUSED.value
 BENEFITS, RECORDS = "b", "r"
 
 _b = member_benefits.c

@@ -18,21 +18,14 @@ from datetime import datetime
 from domain.applying import ApplyingPlan
 from domain.audience import AllOf, Birthday, Rule
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from domain.held_benefits import HeldBenefit
 from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
 from domain.plan_calendar import Effect
 from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
 from server import call_context
 from server.batching import Coalescer
 from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import (
-    RECOVERED,
-    UNUSED,
-    USED,
-    HeldBenefit,
-    MemberBenefits,
-    replenish_record_id,
-    use_record_id,
-)
+from server.scenario.benefits import MemberBenefits, replenish_record_id, use_record_id
 from server.scenario.records import MemberRecord, RecordReader
 from server.scenario.templates import TemplateValues
 from server.usecases.plans import UnitOfWorkFactory
@@ -244,21 +237,9 @@ class ScenarioUseCases:
         if done is not None:
             return await self._current(held), done
         now = self._clock.now()
-        status = held.status(now)
-        if status != UNUSED:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} is {status}"
-                + (f" (by order {held.order_id!r})" if status == USED else "")
-                + "; only an unused benefit can be used",
-                reason=f"BENEFIT_{status.upper()}",
-            )
-        if held.valid_from is not None and held.valid_from > now:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} is valid from {held.valid_from.isoformat()}",
-                reason="BENEFIT_NOT_YET_VALID",
-            )
+        used = held.used(order_id, now)
         await self._ledger.mark_used(shop_id, instance_id, order_id, key, _within(timeout))
-        return await self._benefits.mark_used(held, order_id, store_id, request_id, now)
+        return await self._benefits.mark_used(held, used, store_id, request_id, now)
 
     async def replenish(
         self,
@@ -289,29 +270,10 @@ class ScenarioUseCases:
                 )
             return await self._current(held), done
         now = self._clock.now()
-        if held.state == RECOVERED:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} was taken back", reason="BENEFIT_RECOVERED"
-            )
-        if held.state != USED:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} is not used; nothing to give back",
-                reason="BENEFIT_NOT_USED",
-            )
-        if held.order_id != order_id:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} was used by another order, not {order_id!r}",
-                reason="BENEFIT_USED_BY_ANOTHER_ORDER",
-            )
-        if held.valid_until is not None and held.valid_until <= now:
-            raise FailedPrecondition(
-                f"benefit {instance_id!r} expired at {held.valid_until.isoformat()}; "
-                "it cannot be given back",
-                reason="BENEFIT_EXPIRED",
-            )
+        back = held.given_back(order_id, now)
         await self._check_plan_allows(held)
         await self._ledger.replenish(shop_id, instance_id, order_id, key, reason, _within(timeout))
-        return await self._benefits.mark_replenished(held, order_id, reason, request_id, now)
+        return await self._benefits.mark_replenished(held, back, reason, request_id, now)
 
     async def _applying(
         self,
