@@ -8,16 +8,16 @@ from custops.scenario.v1 import scenario_pb2 as pb
 from domain.applying import ApplyingPlan
 from domain.held_benefits import BenefitState, HeldBenefit
 from domain.ports import TemplateValue
+from domain.records import MemberRecord, RecordKind
 from server.downstream.wire import BENEFIT_KINDS, timestamp
 from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
-from server.scenario.records import MemberRecord
 
 RECORD_KINDS = {
-    "benefit_granted": pb.RECORD_KIND_BENEFIT_GRANTED,
-    "message_sent": pb.RECORD_KIND_MESSAGE_SENT,
-    "benefit_used": pb.RECORD_KIND_BENEFIT_USED,
-    "benefit_replenished": pb.RECORD_KIND_BENEFIT_REPLENISHED,
-    "benefit_recovered": pb.RECORD_KIND_BENEFIT_RECOVERED,
+    RecordKind.BENEFIT_GRANTED: pb.RECORD_KIND_BENEFIT_GRANTED,
+    RecordKind.MESSAGE_SENT: pb.RECORD_KIND_MESSAGE_SENT,
+    RecordKind.BENEFIT_USED: pb.RECORD_KIND_BENEFIT_USED,
+    RecordKind.BENEFIT_REPLENISHED: pb.RECORD_KIND_BENEFIT_REPLENISHED,
+    RecordKind.BENEFIT_RECOVERED: pb.RECORD_KIND_BENEFIT_RECOVERED,
 }
 BENEFIT_STATUSES = {
     BenefitState.UNUSED: pb.MEMBER_BENEFIT_STATUS_UNUSED,
@@ -27,11 +27,11 @@ BENEFIT_STATUSES = {
 }
 _KIND_OF_VALUE = {kind.value: wire for wire, kind in BENEFIT_KINDS.items()}
 _SUMMARIES = {
-    "benefit_granted": "Benefit granted",
-    "message_sent": "Message sent",
-    "benefit_used": "Benefit used",
-    "benefit_replenished": "Benefit given back",
-    "benefit_recovered": "Benefit taken back",
+    RecordKind.BENEFIT_GRANTED: "Benefit granted",
+    RecordKind.MESSAGE_SENT: "Message sent",
+    RecordKind.BENEFIT_USED: "Benefit used",
+    RecordKind.BENEFIT_REPLENISHED: "Benefit given back",
+    RecordKind.BENEFIT_RECOVERED: "Benefit taken back",
 }
 
 

@@ -22,6 +22,7 @@ from domain.ports import (
     Message,
     MessageSender,
 )
+from domain.records import RecordKind
 from domain.runs import Run
 from server.downstream.errors import CallFailed
 from server.engine.kinds import Item, ItemResult, Outcome, Page
@@ -291,7 +292,7 @@ class Delivery:
                     Record(
                         f"{g.key}#{instance.instance_id}",
                         g.member_id,
-                        "benefit_granted",
+                        RecordKind.BENEFIT_GRANTED,
                         instance.instance_id,
                         instance.template_id,
                         held=held_of(run.plan_id, run.run_id, instance),
@@ -337,7 +338,7 @@ class Delivery:
                 Record(
                     msg.key,
                     msg.member_id,
-                    "message_sent",
+                    RecordKind.MESSAGE_SENT,
                     detail={"message_id": sent.message_id, "template_id": msg.template_id},
                 )
             )

@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import runs
 from domain.ports import BenefitGranter, Recover
+from domain.records import RecordKind
 from server.downstream.errors import CallFailed
 from server.engine.kinds import Item, ItemResult, Outcome, Page
 from server.persistence.tables import operation_records, run_counters, run_members
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.benefits import RECOVERED_RECORD, mark_recovered, recovered_record_id
+from server.scenario.benefits import mark_recovered, recovered_record_id
 
 NAME = "plan_recovery"
-GRANTED = "benefit_granted"
 # What the benefit platform answers for an instance that is used, expired or
 # already taken back by someone else: nothing to do, counted as skipped.
 NOT_UNUSED = "NOT_UNUSED"
@@ -69,7 +69,7 @@ class Recovery:
                     select(records.record_id, records.member_id, records.instance_id)
                     .where(
                         records.run_id == payload["target_run_id"],
-                        records.kind == GRANTED,
+                        records.kind == RecordKind.BENEFIT_GRANTED.value,
                         records.record_id > cursor,
                     )
                     .order_by(records.record_id)
@@ -124,7 +124,7 @@ class Recovery:
                         "record_id": recovered_record_id(i.data["instance"]),
                         "shop_id": payload["shop_id"],
                         "member_id": i.data["member"],
-                        "kind": RECOVERED_RECORD,
+                        "kind": RecordKind.BENEFIT_RECOVERED.value,
                         "plan_id": payload["plan_id"],
                         "run_id": run_id,
                         "instance_id": i.data["instance"],

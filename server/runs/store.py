@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain import shop_policy
 from domain.held_benefits import HeldBenefit
 from domain.plan import MessageChannel
+from domain.records import RecordKind
 from domain.runs import ACT, ACT_SILENT, Run, RunKind, RunTrigger, Skip, act_except
 from server.persistence.audit_log import record_change
 from server.persistence.launches import run_resource, run_row
@@ -58,7 +59,7 @@ class Limits:
 class Record:
     record_id: str  # the idempotency key of what happened
     member_id: str
-    kind: str  # benefit_granted | message_sent | benefit_recovered | ...
+    kind: RecordKind
     instance_id: str = ""
     template_id: str = ""
     detail: dict[str, Any] | None = None
@@ -448,11 +449,11 @@ class RunStore:
             )
             return [r[0] for r in rows]
 
-    async def record_count(self, run_id: str, kind: str) -> int:
+    async def record_count(self, run_id: str, kind: RecordKind) -> int:
         async with self._engine.connect() as conn:
             count = await conn.scalar(
                 select(func.count()).where(
-                    operation_records.c.run_id == run_id, operation_records.c.kind == kind
+                    operation_records.c.run_id == run_id, operation_records.c.kind == kind.value
                 )
             )
         return int(count or 0)
@@ -530,9 +531,9 @@ async def _summed(conn: AsyncConnection, runs: Any) -> dict[str, int]:
 
 
 _COUNTED = {
-    "benefit_granted": "granted",
-    "message_sent": "sent",
-    "benefit_recovered": "recovered",
+    RecordKind.BENEFIT_GRANTED: "granted",
+    RecordKind.MESSAGE_SENT: "sent",
+    RecordKind.BENEFIT_RECOVERED: "recovered",
 }
 
 

@@ -22,15 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.errors import Aborted
 from domain.held_benefits import BenefitState, HeldBenefit
 from domain.ports import GrantedBenefit
+from domain.records import MemberRecord, RecordKind
 from server.persistence.audit_log import record_change
 from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new
 from server.scenario.page_reads import page_rows, values_of
-from server.scenario.records import MemberRecord, record_from_row
-
-USED_RECORD, REPLENISHED_RECORD = "benefit_used", "benefit_replenished"
-RECOVERED_RECORD = "benefit_recovered"
+from server.scenario.records import record_from_row, record_row
 
 
 def held_row(held: HeldBenefit) -> dict[str, Any]:
@@ -74,15 +72,15 @@ async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequ
 
 
 def recovered_record_id(instance_id: str) -> str:
-    return f"{RECOVERED_RECORD}#{instance_id}"
+    return f"{RecordKind.BENEFIT_RECOVERED}#{instance_id}"
 
 
 def use_record_id(instance_id: str, order_id: str) -> str:
-    return f"{USED_RECORD}#{instance_id}#{order_id}"
+    return f"{RecordKind.BENEFIT_USED}#{instance_id}#{order_id}"
 
 
 def replenish_record_id(instance_id: str, order_id: str) -> str:
-    return f"{REPLENISHED_RECORD}#{instance_id}#{order_id}"
+    return f"{RecordKind.BENEFIT_REPLENISHED}#{instance_id}#{order_id}"
 
 
 class MemberBenefits:
@@ -188,17 +186,20 @@ class MemberBenefits:
                 ).mappings()
             ]
             records = [
-                MemberRecord(
-                    record_id=recovered_record_id(h.instance_id),
-                    member_id=h.member_id,
-                    kind=RECOVERED_RECORD,
-                    plan_id=h.plan_id,
-                    run_id=h.run_id,
-                    instance_id=h.instance_id,
-                    template_id=h.template_id,
-                    occur_time=at,
-                    detail={"by": "plan_end"},
-                ).row(shop_id)
+                record_row(
+                    MemberRecord(
+                        record_id=recovered_record_id(h.instance_id),
+                        member_id=h.member_id,
+                        kind=RecordKind.BENEFIT_RECOVERED,
+                        plan_id=h.plan_id,
+                        run_id=h.run_id,
+                        instance_id=h.instance_id,
+                        template_id=h.template_id,
+                        occur_time=at,
+                        detail={"by": "plan_end"},
+                    ),
+                    shop_id,
+                )
                 for h in found
             ]
             new = await insert_new(conn, operation_records, records, "record_id")
@@ -223,7 +224,12 @@ class MemberBenefits:
         order_id = used.order_id
         detail = {"order_id": order_id, "store_id": store_id, "request_id": request_id}
         return await self._change(
-            held, used, use_record_id(held.instance_id, order_id), USED_RECORD, detail, at
+            held,
+            used,
+            use_record_id(held.instance_id, order_id),
+            RecordKind.BENEFIT_USED,
+            detail,
+            at,
         )
 
     async def mark_replenished(
@@ -239,14 +245,14 @@ class MemberBenefits:
         order_id = held.order_id
         detail = {"order_id": order_id, "reason": reason, "request_id": request_id}
         record_id = replenish_record_id(held.instance_id, order_id)
-        return await self._change(held, back, record_id, REPLENISHED_RECORD, detail, at)
+        return await self._change(held, back, record_id, RecordKind.BENEFIT_REPLENISHED, detail, at)
 
     async def _change(
         self,
         held: HeldBenefit,
         new: HeldBenefit,
         record_id: str,
-        kind: str,
+        kind: RecordKind,
         detail: dict[str, Any],
         at: datetime,
     ) -> tuple[HeldBenefit, MemberRecord]:
@@ -285,9 +291,9 @@ class MemberBenefits:
                         _changing(new),
                     )
                     await insert_new(
-                        conn, operation_records, [record.row(held.shop_id)], "record_id"
+                        conn, operation_records, [record_row(record, held.shop_id)], "record_id"
                     )
-                    name = "used" if kind == USED_RECORD else "replenished"
+                    name = "used" if kind is RecordKind.BENEFIT_USED else "replenished"
                     await add_counts(conn, run_counters, {"run_id": held.run_id}, {name: 1})
             stored = await _record(conn, record_id)
             if stored is None:

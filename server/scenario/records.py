@@ -4,49 +4,36 @@ front offices write), newest first, through the (shop, member, time) index."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.records import MemberRecord, RecordKind
 from server.persistence.tables import operation_records
 
 
-@dataclass(frozen=True)
-class MemberRecord:
-    record_id: str
-    member_id: str
-    kind: str
-    plan_id: str
-    run_id: str
-    instance_id: str
-    template_id: str
-    occur_time: datetime
-    detail: dict[str, Any] = field(default_factory=dict)
-    shop_id: str = ""
-
-    def row(self, shop_id: str) -> dict[str, Any]:
-        return {
-            "record_id": self.record_id,
-            "shop_id": shop_id,
-            "member_id": self.member_id,
-            "kind": self.kind,
-            "plan_id": self.plan_id,
-            "run_id": self.run_id,
-            "instance_id": self.instance_id,
-            "template_id": self.template_id,
-            "detail": self.detail,
-            "occur_time": self.occur_time,
-        }
+def record_row(record: MemberRecord, shop_id: str) -> dict[str, Any]:
+    return {
+        "record_id": record.record_id,
+        "shop_id": shop_id,
+        "member_id": record.member_id,
+        "kind": record.kind.value,
+        "plan_id": record.plan_id,
+        "run_id": record.run_id,
+        "instance_id": record.instance_id,
+        "template_id": record.template_id,
+        "detail": record.detail,
+        "occur_time": record.occur_time,
+    }
 
 
 def record_from_row(row: Any) -> MemberRecord:
     return MemberRecord(
         record_id=row["record_id"],
         member_id=row["member_id"],
-        kind=row["kind"],
+        kind=RecordKind(row["kind"]),
         plan_id=row["plan_id"],
         run_id=row["run_id"],
         instance_id=row["instance_id"],

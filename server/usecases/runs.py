@@ -24,6 +24,7 @@ from domain.ports import (
     SchedulePlace,
     UnitOfWork,
 )
+from domain.records import RecordKind
 from domain.runs import Run
 from server import call_context
 from server.engine.store import EngineStore, Progress
@@ -487,7 +488,7 @@ class RunUseCases:
             )
         )
         if not run.job_id:
-            total = await self._store.record_count(run_id, recovery.GRANTED)
+            total = await self._store.record_count(run_id, RecordKind.BENEFIT_GRANTED)
             payload = recovery.payload_of(
                 recovery_id, shop_id, plan_id, run_id, reason or "recovered by the merchant"
             )

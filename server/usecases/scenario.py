@@ -22,11 +22,12 @@ from domain.held_benefits import HeldBenefit
 from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
 from domain.plan_calendar import Effect
 from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
+from domain.records import MemberRecord
 from server import call_context
 from server.batching import Coalescer
 from server.scenario.active_plans import ActivePlans
 from server.scenario.benefits import MemberBenefits, replenish_record_id, use_record_id
-from server.scenario.records import MemberRecord, RecordReader
+from server.scenario.records import RecordReader
 from server.scenario.templates import TemplateValues
 from server.usecases.plans import UnitOfWorkFactory
 
