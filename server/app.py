@@ -22,37 +22,25 @@ from custops.audit.v1 import audit_pb2, audit_pb2_grpc
 from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
-from server import redis_store
+from server import bootstrap, redis_store
 from server.auth import tls
 from server.auth.callers import Callers, CallersError, load_callers
 from server.auth.rate_limits import CallerLimits, caller_buckets
+from server.bootstrap import Channels
 from server.clock import SystemClock
 from server.config import Settings
-from server.downstream.audience import GrpcAudienceDirectory
-from server.downstream.benefit import GrpcBenefitCatalog
-from server.downstream.notify import GrpcMessageSender
-from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, ThrottledMessages
 from server.engine.kinds import JobKind
 from server.engine.runner import EngineRunner
 from server.engine.store import EngineStore
 from server.engine.worker import Worker
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
-from server.persistence.audit_log import AuditLog
 from server.persistence.database import (
     create_engine,
-    create_read_engine,
     is_sqlite,
     normalize_url,
 )
-from server.persistence.unit_of_work import SqlUnitOfWork
 from server.products.catalog import TemplateError, load_catalog
-from server.runs.delivery import Delivery
-from server.runs.recovery import Recovery
-from server.runs.store import RunStore
-from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import MemberBenefits
-from server.scenario.records import RecordReader
 from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
@@ -61,12 +49,9 @@ from server.stubs.app import StubOptions, Stubs
 from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
-from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
 from server.usecases.scenario import ScenarioUseCases
-from server.usecases.shop_policy import ShopPolicyUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
-from server.usecases.throttle import ThrottleUseCases
 
 log = logging.getLogger("custops")
 SCHEDULER_TICK = 0.2  # seconds, at most, between looks for due plans
@@ -169,24 +154,6 @@ class Platform:
             catalog = load_catalog(*folders)
         except TemplateError as exc:
             raise StartupError(f"a business-product template is unusable: {exc}") from exc
-        # The shopper's side caches a shop's live plans; every plan write
-        # committed here drops the shop's entry.
-        active_plans = ActivePlans(engine)
-
-        def unit_of_work() -> SqlUnitOfWork:
-            return SqlUnitOfWork(engine, clock, active_plans.invalidate)
-
-        benefit_platform = GrpcBenefitCatalog(benefit_channel)
-        self._read_engine = create_read_engine(engine)
-        member_benefits = MemberBenefits(engine, clock.now, self._read_engine)
-        plans = PlanUseCases(
-            unit_of_work,
-            clock,
-            GrpcAudienceDirectory(audience_channel),
-            catalog,
-            benefit_platform,
-            member_benefits.taken_back,
-        )
         callers = self._callers()
         # The downstream throttles and the callers' rate limits, in one store.
         buckets = {**THROTTLE_DEFAULTS, **caller_buckets(callers)}
@@ -197,11 +164,16 @@ class Platform:
             self.buckets = shared
             if adopted := await shared.adopt_untagged_settings():
                 log.info("throttle settings moved to hash-tagged keys", extra={"count": adopted})
+        channels = Channels(audience_channel, benefit_channel, notification_channel)
+        parts = bootstrap.build(engine, clock, channels, self.buckets, catalog)
+        self._read_engine = parts.read_engine
+        self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
+        for name, kind in parts.job_kinds.items():
+            self.job_kinds.setdefault(name, kind)
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
-        audit = AuditLog(engine)
-        interceptors.append(CallInterceptor(callers, audit, CallerLimits(self.buckets)))
+        interceptors.append(CallInterceptor(callers, parts.audit, CallerLimits(self.buckets)))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -212,45 +184,13 @@ class Platform:
         )
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
-        throttle = ThrottleUseCases(self.buckets, clock.now, audit, unit_of_work)
-        self.jobs = EngineStore(engine)
-        run_store = RunStore(engine)
-        # The runs reach the downstream systems through their buckets.
-        run_benefits = ThrottledBenefits(benefit_platform, self.buckets)
-        delivery = Delivery(
-            run_store,
-            ThrottledAudience(GrpcAudienceDirectory(audience_channel), self.buckets),
-            run_benefits,
-            ThrottledMessages(GrpcMessageSender(notification_channel), self.buckets),
-            clock.now,
+        plan_service = OperationPlanService(
+            parts.plans, clock, parts.throttle, parts.policies, parts.runs
         )
-        self.job_kinds.setdefault(delivery.name, delivery)
-        recovery = Recovery(engine, run_benefits, clock.now)
-        self.job_kinds.setdefault(recovery.name, recovery)
-        self.runs = RunUseCases(
-            unit_of_work,
-            run_store,
-            self.jobs,
-            GrpcAudienceDirectory(audience_channel),
-            clock,
-        )
-        policies = ShopPolicyUseCases(unit_of_work, clock)
-        plan_service = OperationPlanService(plans, clock, throttle, policies, self.runs)
-        scenario = ScenarioUseCases(
-            RecordReader(engine),
-            member_benefits,
-            active_plans,
-            GrpcAudienceDirectory(audience_channel),
-            benefit_platform,
-            unit_of_work,
-            clock,
-            headlines={t.preset.product_id: t.headline for t in catalog.values() if t.headline},
-        )
-        self.scenario = scenario
-        scenario_service = ScenarioAggregationService(scenario)
+        scenario_service = ScenarioAggregationService(parts.scenario)
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(audit), server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(parts.audit), server)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)
         self.port = _bind(server, s)
         await server.start()
@@ -270,9 +210,9 @@ class Platform:
                 sweep_every=5 * s.engine_poll,
                 # The due-plans query is one indexed range scan: looking
                 # often keeps a fire's lateness well under a second.
-                periodic=[("plan scheduler", self.runs.tick, min(s.engine_poll, SCHEDULER_TICK))],
+                periodic=[("plan scheduler", parts.runs.tick, min(s.engine_poll, SCHEDULER_TICK))],
             )
-            self.runs.wake = self._runner.wake
+            parts.runs.wake = self._runner.wake
             self._runner.start()
         # What start-up made (modules, classes, the contracts' descriptors,
         # the engines) lives as long as the process: keep the collector from
