@@ -17,7 +17,7 @@ LAYERS = [
     ("server.usecases",),
     ("server.mapping",),
     ("server.servicers",),
-    ("server.app",),
+    ("server.bootstrap", "server.app"),
 ]
 STUB_BUILDERS = ("server/downstream/", "server/stubs/")
 
