@@ -8,6 +8,7 @@ on sys.path), not run on its own.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -18,6 +19,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 _STUBS_READY = re.compile(r"serving on port (\d+)")
 _KEEP_LINES = 40  # of a child's output, for an error message
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """Where a benchmark makes its throwaway database and keeps its buckets."""
+    parser.add_argument(
+        "--postgres-admin",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a server where a throwaway database is made (and dropped)",
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="the buckets' Redis (keys under a throwaway prefix, deleted after); '' = in-process",
+    )
 
 
 def cpu_seconds(pid: int | str = "self") -> float:

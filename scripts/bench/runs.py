@@ -58,6 +58,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _services import (
     StandInProcess,
+    add_service_options,
     cpu_seconds,
     database_pids,
     forget_buckets,
@@ -593,16 +594,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=sizes, default=sizes("100000,1000000"))
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
-    parser.add_argument(
-        "--postgres-admin",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a server where a throwaway database is made for each size (and dropped)",
-    )
-    parser.add_argument(
-        "--redis",
-        default="redis://127.0.0.1:6379/0",
-        help="the buckets' Redis (keys under a throwaway prefix, deleted after); '' = in-process",
-    )
+    add_service_options(parser)  # a throwaway database for each size
     parser.add_argument("--stubs", choices=("process", "embedded"), default="process")
     defaults = Settings()
     parser.add_argument("--concurrency", type=int, default=defaults.engine_concurrency)

@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _services import (
     ROOT,
     StandInProcess,
+    add_service_options,
     cpu_seconds,
     database_pids,
     drain_output,
@@ -825,16 +826,7 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="per call deadline, s")
     parser.add_argument("--setup-limit", type=float, default=600.0, help="for the broad run, s")
-    parser.add_argument(
-        "--postgres-admin",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a server where a throwaway database is made (and dropped)",
-    )
-    parser.add_argument(
-        "--redis",
-        default="redis://127.0.0.1:6379/0",
-        help="the buckets' Redis (keys under a throwaway prefix, deleted after)",
-    )
+    add_service_options(parser)
     parser.add_argument("--engine-concurrency", type=int)
     parser.add_argument(
         "--profile", help="write a cProfile of the platform during the closed loops to this file"

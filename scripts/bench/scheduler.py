@@ -37,14 +37,19 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _services import cpu_seconds, database_pids, forget_buckets, start_stand_in_process
+from _services import (
+    add_service_options,
+    cpu_seconds,
+    database_pids,
+    forget_buckets,
+    start_stand_in_process,
+)
+from runs import plan_for
 from sqlalchemy import func, insert, select
 
 from custops.audience.v1 import audience_pb2
-from custops.benefit.v1 import benefit_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from domain import lifecycle
 from domain.plan import Plan, PlanState
@@ -56,41 +61,13 @@ from server.persistence.database import create_engine
 from server.persistence.plan_repository import plan_row
 from server.persistence.tables import plan_runs, plans
 
-ZONE = "Asia/Shanghai"
-TEMPLATE = "points-100"
 TARGET_P99 = 1.0  # seconds of fire lateness at 100,000 plans
 INSERT_CHUNK = 2000
 
 
-def once_at(at: datetime) -> str:
-    t = at.astimezone(ZoneInfo(ZONE))
-    return f"{t.second} {t.minute} {t.hour} {t.day} {t.month} ? {t.year} 30"
-
-
 def plan_message(member: str, fire: datetime) -> pb.Plan:
-    return pb.Plan(
-        display_name=f"one point at {fire:%H:%M:%S}",
-        product_id="birthday",
-        front_office=pb.FRONT_OFFICE_MICRO_MALL,
-        time_zone=ZONE,
-        audience=audience_pb2.AudienceRule(members=audience_pb2.MemberList(member_ids=[member])),
-        time=pb.PlanTime(
-            effective="* * * * * * * 1",
-            execution=once_at(fire),
-            missed_fire_policy=pb.MISSED_FIRE_POLICY_SKIP,
-        ),
-        actions=[
-            pb.Action(
-                grant_benefit=pb.GrantBenefitAction(
-                    benefits=[
-                        pb.BenefitGrant(
-                            template_id=TEMPLATE, kind=benefit_pb2.BENEFIT_KIND_POINTS, quantity=1
-                        )
-                    ]
-                )
-            )
-        ],
-    )
+    members = audience_pb2.AudienceRule(members=audience_pb2.MemberList(member_ids=[member]))
+    return plan_for(members, f"one point at {fire:%H:%M:%S}", fire)
 
 
 def fire_times(args: argparse.Namespace, t0: datetime) -> list[datetime]:
@@ -276,16 +253,7 @@ async def main() -> int:
     parser.add_argument("--spread", type=float, default=180.0, help="seconds the fires span")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of the idle window")
     parser.add_argument("--workers", type=int, default=0, help="worker loops while firing")
-    parser.add_argument(
-        "--postgres-admin",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a server where a throwaway database is made (and dropped)",
-    )
-    parser.add_argument(
-        "--redis",
-        default="redis://127.0.0.1:6379/0",
-        help="the buckets' Redis (keys under a throwaway prefix, deleted after)",
-    )
+    add_service_options(parser)
     parser.add_argument("--profile", help="write a cProfile (CPU time) of the firing phase here")
     args = parser.parse_args()
     import asyncpg
