@@ -26,7 +26,9 @@ from domain.runs import Run
 from server.downstream.errors import CallFailed
 from server.engine.kinds import Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
-from server.runs.store import Limits, Record, RunStore
+from server.runs.member_decisions import Limits
+from server.runs.operation_records import Record
+from server.runs.store import RunStore
 from server.scenario.benefits import held_of
 
 NAME = "plan_delivery"
