@@ -6,7 +6,7 @@ from datetime import datetime
 
 from custops.scenario.v1 import scenario_pb2 as pb
 from domain.applying import ApplyingPlan
-from domain.ports import TemplateValue
+from domain.downstream_ports import TemplateValue
 from server.downstream.wire import BENEFIT_KINDS, timestamp
 from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto
 from server.scenario.benefits import EXPIRED, RECOVERED, UNUSED, USED, HeldBenefit

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.downstream_ports import GrantedBenefit
 from domain.errors import Aborted
-from domain.ports import GrantedBenefit
 from server.persistence.audit_log import record_change
 from server.persistence.database import read
 from server.persistence.tables import member_benefits, operation_records, run_counters

@@ -7,9 +7,10 @@ benefit that is not this member's in this shop is NOT_FOUND.
 
 from __future__ import annotations
 
+from domain.downstream_ports import BenefitLedger
 from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from domain.plan import PlanState
-from domain.ports import BenefitLedger, Clock
+from domain.ports import Clock
 from server.scenario.benefits import (
     RECOVERED,
     UNUSED,

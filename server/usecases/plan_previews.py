@@ -8,10 +8,12 @@ from datetime import datetime
 
 from domain import preview, runs
 from domain.audience import listed_members
+from domain.downstream_ports import AudienceDirectory, AudienceSize, BenefitCatalog
+from domain.drafts import validate_spec
 from domain.errors import FailedPrecondition, Unavailable, require
-from domain.plan import Plan, PlanSpec, validate_spec
+from domain.plan import Plan, PlanSpec
 from domain.plan_calendar import TICK, PlanCalendar
-from domain.ports import AudienceDirectory, AudienceSize, BenefitCatalog, Clock
+from domain.ports import Clock
 
 # The next runs whose audiences a preview counts, one audience call each.
 RUN_ESTIMATES = 10

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from domain import lifecycle, runs
+from domain.downstream_ports import AudienceDirectory, BenefitCatalog
+from domain.drafts import apply_mask, new_plan
 from domain.errors import (
     Aborted,
     FailedPrecondition,
@@ -23,18 +25,8 @@ from domain.plan import (
     Plan,
     PlanSpec,
     PlanState,
-    apply_mask,
-    new_plan,
 )
-from domain.ports import (
-    AudienceDirectory,
-    BenefitCatalog,
-    Clock,
-    PlanCursor,
-    PlanFilter,
-    RequestKey,
-    UnitOfWork,
-)
+from domain.ports import Clock, PlanCursor, PlanFilter, RequestKey, UnitOfWork
 from domain.products import ProductTemplate, variation_violations
 from server.usecases.once import once, outcome_to_dict
 from server.usecases.plan_previews import PlanPreviews

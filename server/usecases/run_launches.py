@@ -12,9 +12,10 @@ from datetime import datetime
 
 from domain import runs
 from domain.audience import Members, listed_members
+from domain.downstream_ports import AudienceDirectory
 from domain.errors import NotFound
 from domain.plan import Plan, PlanState
-from domain.ports import AudienceDirectory, Clock, RunLaunch
+from domain.ports import Clock, RunLaunch
 from domain.runs import Run
 from server.engine.progress import Progress
 from server.engine.store import EngineStore

@@ -17,10 +17,11 @@ from datetime import datetime
 
 from domain.applying import ApplyingPlan
 from domain.audience import AllOf, Birthday, Rule
+from domain.downstream_ports import AudienceDirectory, BenefitLedger, RuleCheck, TemplateValue
 from domain.errors import NotFound
 from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan
 from domain.plan_calendar import Effect
-from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
+from domain.ports import Clock
 from server import call_context
 from server.batching import Coalescer
 from server.scenario.active_plans import ActivePlans

@@ -12,8 +12,9 @@ from functools import partial
 from typing import Any, cast
 
 from domain.audience import Rule
+from domain.downstream_ports import AudienceSize
 from domain.plan import Plan, PlanState
-from domain.ports import AudienceSize, RunLaunch, SchedulePlace
+from domain.ports import RunLaunch, SchedulePlace
 from domain.runs import Run
 from server.engine.store import EngineStore
 from server.runs.store import RunStore
