@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.downstream_ports import TemplateValue
 from domain.plan import Plan
-from domain.ports import TemplateValue
 
 
 @dataclass(frozen=True)

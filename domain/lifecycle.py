@@ -14,10 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 
 from domain import term
+from domain.downstream_ports import TemplateInfo
 from domain.errors import FailedPrecondition, FieldViolation
 from domain.plan import Approval, FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
 from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
-from domain.ports import TemplateInfo
 
 # state -> the states a merchant's call may move it to
 _ALLOWED = {

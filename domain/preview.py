@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from domain.downstream_ports import AudienceSize, Stock
 from domain.plan import GrantBenefits, PlanSpec
-from domain.ports import AudienceSize, Stock
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ Chinese. docs/term-expressions.md has the type codes and the rules.
 
 from domain.term import schedule
 from domain.term.describe import describe
-from domain.term.expression import TermExpression, TermExpressionError, canonical, parse
+from domain.term.expression import TermExpression, TermExpressionError
 from domain.term.kinds import TermKind
+from domain.term.parsing import canonical, parse
 from domain.term.schedule import AnchorRequired, Window, is_active, next_fire_times, windows
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""domain.ports.AudienceDirectory and AudiencePages over
+"""domain.downstream_ports.AudienceDirectory and AudiencePages over
 custops.audience.v1.AudienceService."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import grpc
 
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from domain.audience import Rule
+from domain.downstream_ports import AudiencePage, AudienceQuery, AudienceSize, RuleCheck
 from domain.plan import MessageChannel
-from domain.ports import AudiencePage, AudienceQuery, AudienceSize, RuleCheck
 from server.downstream.audience_rules import rule_to_proto
 from server.downstream.errors import call_errors, domain_errors
 from server.downstream.wire import CHANNELS, timestamp

@@ -1,4 +1,4 @@
-"""domain.ports.BenefitCatalog, BenefitLedger and BenefitGranter over
+"""domain.downstream_ports.BenefitCatalog, BenefitLedger and BenefitGranter over
 custops.benefit.v1.BenefitService."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 import grpc
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
-from domain.plan import BenefitKind
-from domain.ports import (
+from domain.downstream_ports import (
     Grant,
     Granted,
     GrantedBenefit,
@@ -21,6 +20,7 @@ from domain.ports import (
     TemplateInfo,
     TemplateValue,
 )
+from domain.plan import BenefitKind
 from domain.runs import recover_key
 from server.downstream.errors import CallFailed, call_errors, domain_errors
 from server.downstream.wire import BENEFIT_KINDS, timestamp

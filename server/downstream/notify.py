@@ -1,4 +1,4 @@
-"""domain.ports.MessageSender over custops.notify.v1.NotificationService."""
+"""domain.downstream_ports.MessageSender over custops.notify.v1.NotificationService."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc
 
 from custops.notify.v1 import notify_pb2, notify_pb2_grpc
-from domain.ports import Message, Refusal, Sent
+from domain.downstream_ports import Message, Refusal, Sent
 from server.downstream.errors import call_errors
 from server.downstream.wire import CHANNELS
 

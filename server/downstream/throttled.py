@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
-from domain.plan import MessageChannel
-from domain.ports import (
+from domain.downstream_ports import (
     AudiencePage,
     AudiencePages,
     AudienceQuery,
@@ -27,6 +26,7 @@ from domain.ports import (
     Refusal,
     Sent,
 )
+from domain.plan import MessageChannel
 from server.downstream.errors import PUSHED_BACK, CallFailed
 from server.throttle.buckets import Buckets, acquire, adapt
 

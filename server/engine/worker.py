@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from server.engine.batches import Failure
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
-from server.engine.store import EngineStore, Failure, Lease
+from server.engine.shard_leases import Lease
+from server.engine.store import EngineStore
 from server.throttle.buckets import Buckets, acquire, adapt
 
 log = logging.getLogger("custops.engine")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from custops.plan.v1 import plan_pb2 as pb
 from domain import plan as d
+from domain.drafts import validate_spec
 from domain.errors import FieldViolation, InvalidArgument, require
 from domain.term.fields import YEAR
 from domain.zones import DEFAULT_TIME_ZONE
@@ -193,7 +194,7 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
             replenish_after_end=lim.replenish_after_end,
         ),
     )
-    domain_violations = d.validate_spec(spec, path) if check else []
+    domain_violations = validate_spec(spec, path) if check else []
     require(v.items + [_renumber(x, f"{path}.actions", positions) for x in domain_violations])
     return spec
 

@@ -8,7 +8,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from domain.runs import RunKind, RunTrigger
 from server.downstream.wire import timestamp
 from server.runs.store import SKIPPED
-from server.usecases.runs import ENDED_STATES, PlanTotals, RunView
+from server.usecases.run_launches import ENDED_STATES, PlanTotals, RunView
 
 RUN_STATES = {
     "pending": pb.RUN_STATE_PENDING,

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from custops.scenario.v1 import scenario_pb2 as pb
 from domain.applying import ApplyingPlan
+from domain.downstream_ports import TemplateValue
 from domain.held_benefits import BenefitState, HeldBenefit
-from domain.ports import TemplateValue
 from domain.records import MemberRecord, RecordKind
 from server.downstream.wire import BENEFIT_KINDS, timestamp
 from server.mapping.plan import benefit_kind_to_proto, business_product_to_proto

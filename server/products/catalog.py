@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from domain.plan import UPDATABLE_FIELDS, FrontOffice, PlanSpec, validate_spec
+from domain.drafts import validate_spec
+from domain.plan import UPDATABLE_FIELDS, FrontOffice, PlanSpec
 from domain.plan_codec import spec_from_dict, spec_to_dict
 from domain.products import Allowed, ProductTemplate, unknown_components, variation_violations
 

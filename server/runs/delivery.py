@@ -11,10 +11,7 @@ from typing import Any
 
 from domain import runs, shop_policy
 from domain.audience import Rule, listed_members
-from domain.plan import EFFECT_KINDS, GrantBenefits, MessageChannel, Plan, SendMessage
-from domain.plan_calendar import PlanCalendar
-from domain.plan_codec import plan_from_dict, plan_to_dict
-from domain.ports import (
+from domain.downstream_ports import (
     AudiencePages,
     AudienceQuery,
     BenefitGranter,
@@ -22,12 +19,17 @@ from domain.ports import (
     Message,
     MessageSender,
 )
+from domain.plan import EFFECT_KINDS, GrantBenefits, MessageChannel, Plan, SendMessage
+from domain.plan_calendar import PlanCalendar
+from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.records import RecordKind
 from domain.runs import Run
 from server.downstream.errors import CallFailed
 from server.engine.kinds import Item, ItemResult, Outcome, Page
 from server.engine.worker import fault_point
-from server.runs.store import Limits, Record, RunStore
+from server.runs.member_decisions import Limits
+from server.runs.operation_records import Record
+from server.runs.store import RunStore
 from server.scenario.benefits import held_of
 
 NAME = "plan_delivery"

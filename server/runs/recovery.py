@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import runs
-from domain.ports import BenefitGranter, Recover
+from domain.downstream_ports import BenefitGranter, Recover
 from domain.records import RecordKind
 from server.downstream.errors import CallFailed
 from server.engine.kinds import Item, ItemResult, Outcome, Page

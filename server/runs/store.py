@@ -1,78 +1,28 @@
-"""Runs in the database: the runs, what each decided per member, the user
-operation records and the counters. Every counter moves in the transaction
-that inserts the row it counts, and rows are inserted once, so a batch that
-runs twice (after a crash, on a retry) never counts twice."""
+"""Runs in the database: the runs themselves, read and listed. What each
+decided per member is member_decisions; the user operation records and the
+counters are operation_records."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain import shop_policy
-from domain.held_benefits import HeldBenefit
-from domain.plan import MessageChannel
-from domain.records import RecordKind
-from domain.runs import ACT, ACT_SILENT, Run, RunKind, RunTrigger, Skip, act_except
+from domain.runs import Run, RunKind, RunTrigger
 from server.persistence.audit_log import record_change
 from server.persistence.launches import run_resource, run_row
-from server.persistence.shop_policies import SqlShopPolicies
-from server.persistence.tables import (
-    contact_claims,
-    frequency_claims,
-    jobs,
-    operation_records,
-    plan_budgets,
-    plan_runs,
-    run_counters,
-    run_members,
-)
-from server.persistence.upserts import add_counts, insert_new
-from server.scenario.benefits import add_held
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What `decide` applies to the members a run meets for the first time."""
-
-    window: str  # the frequency window of this run
-    max_times: int  # 0: no frequency limit
-    units: int  # budget units one member costs
-    budget: int  # 0: no budget
-    silent: bool = False  # messages dropped (quiet hours, DROP policy)
-    # The channels the plan messages on, the channels each member opted out
-    # of (the audience system's consent), and the zone the shop's contact
-    # windows are counted in.
-    channels: tuple[MessageChannel, ...] = ()
-    capped: bool = True  # the shop's contact limits apply (not to a test run)
-    opted_out: Mapping[str, frozenset[MessageChannel]] = field(default_factory=dict)
-    zone: str = "UTC"
-
-
-@dataclass(frozen=True)
-class Record:
-    record_id: str  # the idempotency key of what happened
-    member_id: str
-    kind: RecordKind
-    instance_id: str = ""
-    template_id: str = ""
-    detail: dict[str, Any] | None = None
-    held: HeldBenefit | None = None  # a benefit granted: the member now holds it
-
+from server.persistence.tables import jobs, plan_runs
+from server.runs.member_decisions import MemberDecisions
+from server.runs.operation_records import OperationRecords
 
 # The state of a skipped fire among the runs (it has no job).
 SKIPPED = "skipped"
-# A member's outcome once it failed for good and gave back its slot and units.
-RELEASED = "fail:"
 
 
-class RunStore:
+class RunStore(MemberDecisions, OperationRecords):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
@@ -149,23 +99,6 @@ class RunStore:
         async with self._engine.connect() as conn:
             return [r[0] for r in await conn.execute(query)]
 
-    async def skip(self, run: Run, members: list[str], reason: str) -> None:
-        """Members the run skips before deciding anything (a listed member the
-        audience system does not know): on record once each, and counted."""
-        async with self._engine.begin() as conn:
-            new = await insert_new(
-                conn,
-                run_members,
-                [
-                    {"run_id": run.run_id, "member_id": m, "outcome": f"skip:{reason}", "units": 0}
-                    for m in members
-                ],
-                "member_id",
-            )
-            if new:
-                counts = {f"skipped.{reason}": len(new)}
-                await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
-
     async def unfinished(self, shop_id: str, plan_id: str, ended: tuple[str, ...]) -> int:
         """The plan's delivery runs not ended yet: a job in another state than
         `ended`, or a run whose job is still being made."""
@@ -183,260 +116,6 @@ class RunStore:
         async with self._engine.connect() as conn:
             return int(await conn.scalar(query) or 0)
 
-    async def decide(self, run: Run, members: list[str], limits: Limits) -> dict[str, str]:
-        """Each member's outcome in this run ("act", "act-silent" or
-        "skip:REASON"), decided the first time the run meets the member — or
-        again, when the member failed for good and was released (`record`).
-
-        A member takes the next frequency slot of its window, then its
-        budget units. One skipped (budget, quiet hours) gives the slot back
-        in this transaction: raise the budget and the member can still get
-        it. Two runs racing for one member's last slot: one wins."""
-        async with self._engine.begin() as conn:
-            new = await insert_new(
-                conn,
-                run_members,
-                [
-                    {"run_id": run.run_id, "member_id": m, "outcome": ACT, "units": 0}
-                    for m in members
-                ],
-                "member_id",
-            )
-            fresh = [m for m in members if m in new]
-            earlier: dict[str, str] = {}
-            if len(fresh) < len(members):
-                rows = await conn.execute(
-                    select(run_members.c.member_id, run_members.c.outcome).where(
-                        run_members.c.run_id == run.run_id,
-                        run_members.c.member_id.in_([m for m in members if m not in new]),
-                    )
-                )
-                earlier = {r[0]: r[1] for r in rows}
-            again = [m for m, outcome in earlier.items() if outcome.startswith(RELEASED)]
-            deciding = fresh + again
-            outcomes = {m: ACT for m in deciding}
-            skipped: dict[str, str] = {}
-            if limits.max_times > 0 and deciding:
-                skipped |= await self._frequency(conn, run, deciding, limits)
-            withheld_for: dict[str, str] = {}  # why a member is not messaged somewhere
-            if limits.channels and not limits.silent:
-                withheld_for = await self._contact(conn, run, deciding, skipped, outcomes, limits)
-            eligible = [m for m in deciding if m not in skipped]
-            units = {m: 0 for m in deciding}
-            if limits.budget > 0 and limits.units > 0 and eligible:
-                granted = await self._reserve(conn, run, len(eligible), limits)
-                for m in eligible[granted:]:
-                    skipped[m] = Skip.BUDGET_EXHAUSTED.value
-                for m in eligible[:granted]:
-                    units[m] = limits.units
-            if limits.silent:  # quiet hours drop messages: grants only, if any
-                for m in deciding:
-                    if m in skipped:
-                        continue
-                    if limits.units > 0:
-                        outcomes[m] = ACT_SILENT
-                    else:
-                        skipped[m] = Skip.QUIET_HOURS.value
-            for m, reason in skipped.items():
-                outcomes[m] = f"skip:{reason}"
-            await self._unclaim(conn, run, list(skipped))
-            changed = [
-                {"r": run.run_id, "m": m, "o": outcomes[m], "u": units[m]}
-                for m in deciding
-                if outcomes[m] != ACT or units[m] or m in again
-            ]
-            if changed:
-                await conn.execute(
-                    update(run_members)
-                    .where(
-                        run_members.c.run_id == bindparam("r"),
-                        run_members.c.member_id == bindparam("m"),
-                    )
-                    .values(outcome=bindparam("o"), units=bindparam("u")),
-                    changed,
-                )
-            # A member acted on without (some of) its messages counts as
-            # skipped for why: consent, the contact limit, or quiet hours.
-            reasons = [
-                outcome.removeprefix("skip:")
-                if outcome.startswith("skip:")
-                else withheld_for.get(m, Skip.QUIET_HOURS.value)
-                for m, outcome in outcomes.items()
-                if outcome != ACT
-            ]
-            counts = {"targeted": len(fresh)}
-            counts |= {f"skipped.{r}": n for r, n in Counter(reasons).items()}
-            await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
-            return earlier | outcomes
-
-    async def _frequency(
-        self, conn: AsyncConnection, run: Run, members: list[str], limits: Limits
-    ) -> dict[str, str]:
-        """Claim the next slot of each member's window; members at the limit,
-        or beaten to their last slot by a concurrent run, are skipped."""
-        window = {"plan_id": run.plan_id, "window": limits.window}
-        full = await _claim_slots(conn, frequency_claims, window, members, limits.max_times, run)
-        return dict.fromkeys(full, Skip.FREQUENCY_LIMIT.value)
-
-    async def _contact(
-        self,
-        conn: AsyncConnection,
-        run: Run,
-        deciding: list[str],
-        skipped: dict[str, str],
-        outcomes: dict[str, str],
-        limits: Limits,
-    ) -> dict[str, str]:
-        """The shop's contact rules for members about to be acted on: no
-        message on a channel a member opted out of, and none past the
-        shop's limit there — slots claimed across plans as frequency slots
-        are. Sets their outcomes (messages withheld, or skipped when nothing
-        is left to do) and says why, per member withheld from."""
-        candidates = [m for m in deciding if m not in skipped]
-        everything = set(limits.channels)
-        withheld: dict[str, set[MessageChannel]] = {}
-        why: dict[str, str] = {}
-        for m in candidates:
-            out = limits.opted_out.get(m, frozenset()) & everything
-            if out:
-                withheld[m], why[m] = set(out), Skip.OPTED_OUT.value
-        policy = await SqlShopPolicies(conn).get(run.shop_id)
-        for channel in limits.channels if limits.capped else ():
-            limit = policy.limit(channel)
-            if limit is None:
-                continue
-            wanting = [m for m in candidates if channel not in withheld.get(m, ())]
-            key = shop_policy.window_key(limit.window, run.fire_time, limits.zone)
-            window = {"shop_id": run.shop_id, "channel": channel.value, "window": key}
-            full = await _claim_slots(
-                conn, contact_claims, window, wanting, limit.max_messages, run
-            )
-            for m in full:
-                withheld.setdefault(m, set()).add(channel)
-                why.setdefault(m, Skip.CONTACT_CAP.value)
-                if limit.caps_grants:
-                    skipped[m] = Skip.CONTACT_CAP.value
-        for m, channels in withheld.items():
-            if m in skipped:
-                continue
-            if channels < everything:
-                outcomes[m] = act_except(channels)
-            elif limits.units > 0:
-                outcomes[m] = ACT_SILENT  # grants only
-            else:
-                skipped[m] = why[m]  # nothing left to do for them
-        return why
-
-    async def _uncontact(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
-        """Give back the contact slots this run claimed for these members."""
-        if members:
-            await conn.execute(
-                delete(contact_claims).where(
-                    contact_claims.c.run_id == run.run_id,
-                    contact_claims.c.member_id.in_(members),
-                )
-            )
-
-    async def _unclaim(self, conn: AsyncConnection, run: Run, members: list[str]) -> None:
-        """Give back the frequency and contact slots this run claimed for these members."""
-        if members:
-            await conn.execute(
-                delete(frequency_claims).where(
-                    frequency_claims.c.plan_id == run.plan_id,
-                    frequency_claims.c.run_id == run.run_id,
-                    frequency_claims.c.member_id.in_(members),
-                )
-            )
-            await self._uncontact(conn, run, members)
-
-    async def release(self, conn: AsyncConnection, run: Run, failed: dict[str, str]) -> None:
-        """Members the downstream refused for good (OUT_OF_STOCK, say) with
-        nothing granted: their frequency slot and budget units go back, and
-        a retry of the member (RetryFailedItems) decides it again."""
-        if not failed:
-            return
-        members = list(failed)
-        where = and_(run_members.c.run_id == run.run_id, run_members.c.member_id.in_(members))
-        held = int(await conn.scalar(select(func.sum(run_members.c.units)).where(where)) or 0)
-        await conn.execute(
-            update(run_members)
-            .where(
-                run_members.c.run_id == bindparam("r"), run_members.c.member_id == bindparam("m")
-            )
-            .values(outcome=bindparam("o"), units=0),
-            [{"r": run.run_id, "m": m, "o": f"{RELEASED}{r}"[:32]} for m, r in failed.items()],
-        )
-        await self._unclaim(conn, run, members)
-        if held:
-            await conn.execute(
-                update(plan_budgets)
-                .where(plan_budgets.c.shop_id == run.shop_id, plan_budgets.c.plan_id == run.plan_id)
-                .values(used=plan_budgets.c.used - held)
-            )
-
-    async def _reserve(self, conn: AsyncConnection, run: Run, wanted: int, limits: Limits) -> int:
-        """How many of `wanted` members the plan's budget still covers; their
-        units are taken from it in this transaction."""
-        keys = {"shop_id": run.shop_id, "plan_id": run.plan_id}
-        await insert_new(conn, plan_budgets, [{**keys, "used": 0}], "plan_id")
-        where = and_(plan_budgets.c.shop_id == run.shop_id, plan_budgets.c.plan_id == run.plan_id)
-        # Lock the row first (a no-op write), then read: no lost update.
-        await conn.execute(update(plan_budgets).where(where).values(used=plan_budgets.c.used))
-        used = int(await conn.scalar(select(plan_budgets.c.used).where(where)) or 0)
-        fits = max(0, min(wanted, (limits.budget - used) // limits.units))
-        if fits:
-            await conn.execute(
-                update(plan_budgets)
-                .where(where)
-                .values(used=plan_budgets.c.used + fits * limits.units)
-            )
-        return fits
-
-    async def record(
-        self,
-        run: Run,
-        records: list[Record],
-        now: datetime,
-        extra: dict[str, int] | None = None,
-        released: dict[str, str] | None = None,
-        uncontacted: list[str] | None = None,
-    ) -> None:
-        """Write user operation records once each; counters grow by what was
-        new. Members `released` (failed for good, by reason) give back what
-        they held, in the same transaction; members `uncontacted` (not
-        messaged after all) give back their contact slots."""
-        rows = [
-            {
-                "record_id": r.record_id,
-                "shop_id": run.shop_id,
-                "member_id": r.member_id,
-                "kind": r.kind,
-                "plan_id": run.plan_id,
-                "run_id": run.run_id,
-                "instance_id": r.instance_id,
-                "template_id": r.template_id,
-                "detail": r.detail or {},
-                "occur_time": now,
-            }
-            for r in records
-        ]
-        async with self._engine.begin() as conn:
-            new = await insert_new(conn, operation_records, rows, "record_id")
-            await add_held(conn, [r.held for r in records if r.held is not None])
-            counts = dict(extra or {})
-            for r in records:
-                if r.record_id in new:
-                    name = _COUNTED.get(r.kind)
-                    if name:
-                        counts[name] = counts.get(name, 0) + 1
-            await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
-            await self.release(conn, run, released or {})
-            await self._uncontact(conn, run, uncontacted or [])
-
-    async def counters(self, run_id: str) -> dict[str, int]:
-        async with self._engine.connect() as conn:
-            return await _summed(conn, run_counters.c.run_id == run_id)
-
     async def recoveries_of(self, run: Run) -> list[str]:
         """The recovery runs that take back what `run` granted."""
         async with self._engine.connect() as conn:
@@ -449,92 +128,10 @@ class RunStore:
             )
             return [r[0] for r in rows]
 
-    async def record_count(self, run_id: str, kind: RecordKind) -> int:
-        async with self._engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count()).where(
-                    operation_records.c.run_id == run_id, operation_records.c.kind == kind.value
-                )
-            )
-        return int(count or 0)
-
-    async def plan_totals(
-        self, shop_id: str, plan_id: str, test: bool = False
-    ) -> tuple[int, dict[str, int], int]:
-        """(runs, counters summed over them, budget units used): of the plan's
-        runs, or (`test`) of its test runs, which are counted apart."""
-        kind = plan_runs.c.kind == RunKind.TEST.value
-        async with self._engine.connect() as conn:
-            runs = select(plan_runs.c.run_id).where(
-                plan_runs.c.shop_id == shop_id,
-                plan_runs.c.plan_id == plan_id,
-                plan_runs.c.skip_reason == "",  # a skipped fire is no run
-                kind if test else ~kind,
-            )
-            count = int(await conn.scalar(select(func.count()).select_from(runs.subquery())) or 0)
-            counters = await _summed(conn, run_counters.c.run_id.in_(runs))
-            used = await conn.scalar(
-                select(plan_budgets.c.used).where(
-                    plan_budgets.c.shop_id == shop_id, plan_budgets.c.plan_id == plan_id
-                )
-            )
-        return count, counters, int(used or 0)
-
     async def _find(self, where: Any) -> Run | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(plan_runs).where(where))).mappings().first()
         return None if row is None else _run(row)
-
-
-async def _claim_slots(
-    conn: AsyncConnection,
-    claims: Table,
-    window: dict[str, str],
-    members: list[str],
-    most: int,
-    run: Run,
-) -> set[str]:
-    """Claim each member's next slot in a window of `claims` (frequency or
-    contact slots): the n-th is slot n under a unique key, so of runs racing
-    for a member's last slot one wins. The members at `most` already, or
-    beaten to their slot, are returned."""
-    if not members:
-        return set()
-    rows = await conn.execute(
-        select(claims.c.member_id, func.count())
-        .where(*(claims.c[k] == v for k, v in window.items()), claims.c.member_id.in_(members))
-        .group_by(claims.c.member_id)
-    )
-    used: dict[str, int] = {r[0]: r[1] for r in rows}
-    full = {m for m in members if used.get(m, 0) >= most}
-    wanted = [m for m in members if m not in full]
-    won = await insert_new(
-        conn,
-        claims,
-        [
-            {**window, "member_id": m, "slot": used.get(m, 0) + 1, "run_id": run.run_id}
-            for m in wanted
-        ],
-        "member_id",
-    )
-    return full | {m for m in wanted if m not in won}
-
-
-async def _summed(conn: AsyncConnection, runs: Any) -> dict[str, int]:
-    """Counters summed over the runs `runs` selects."""
-    rows = await conn.execute(
-        select(run_counters.c.name, func.sum(run_counters.c.value))
-        .where(runs)
-        .group_by(run_counters.c.name)
-    )
-    return {name: int(value) for name, value in rows}
-
-
-_COUNTED = {
-    RecordKind.BENEFIT_GRANTED: "granted",
-    RecordKind.MESSAGE_SENT: "sent",
-    RecordKind.BENEFIT_RECOVERED: "recovered",
-}
 
 
 def _run(row: Any) -> Run:

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.downstream_ports import GrantedBenefit
 from domain.errors import Aborted
 from domain.held_benefits import BenefitState, HeldBenefit
-from domain.ports import GrantedBenefit
 from domain.records import MemberRecord, RecordKind
 from server.persistence.audit_log import record_change
 from server.persistence.database import read

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from domain.ports import BenefitLedger, TemplateValue
+from domain.downstream_ports import BenefitLedger, TemplateValue
 
 
 class TemplateValues:

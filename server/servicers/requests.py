@@ -1,4 +1,5 @@
-"""Checks and helpers shared by every servicer: shop ids, paging, request ids."""
+"""Checks and helpers shared by every servicer: shop ids, paging, request ids,
+the product a list asks for."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from custops.plan.v1 import plan_pb2 as pb
 from domain.errors import FieldViolation, InvalidArgument
+from domain.plan import PRODUCT_ID
 from domain.ports import RequestKey
+from server.mapping.plan import BUSINESS_PRODUCTS
 
 P = TypeVar("P")
 
@@ -115,3 +119,20 @@ def time_id_reader(valid_id: re.Pattern[str]) -> Callable[[dict[str, Any]], tupl
 
 def _scope_hash(scope: str) -> str:
     return hashlib.sha256(scope.encode()).hexdigest()[:16]
+
+
+def product_filter(
+    request: pb.ListPlansRequest | pb.ListPlanTemplatesRequest, violations: list[FieldViolation]
+) -> str:
+    """The product a list asks for ("" for any): its id, or the deprecated enum's."""
+    if request.product_id:
+        if not PRODUCT_ID.fullmatch(request.product_id):
+            violations.append(FieldViolation("product_id", "a product id, e.g. member_day"))
+        return request.product_id
+    product = BUSINESS_PRODUCTS.get(request.business_product)
+    if product is None:
+        violations.append(
+            FieldViolation("business_product", f"unknown value {request.business_product}")
+        )
+        return ""
+    return str(product)

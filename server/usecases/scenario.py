@@ -1,5 +1,5 @@
-"""The shoppers' side: what front offices ask about one member of one shop,
-and what they report about the member's plan benefits.
+"""The shoppers' side: what front offices ask about one member of one shop
+(what they report about the member's plan benefits is benefit_reports).
 
 Every answer is about one member of the asking shop: a member the shop's
 audience system does not know, or a benefit that is not this member's in
@@ -17,18 +17,20 @@ from datetime import datetime
 
 from domain.applying import ApplyingPlan
 from domain.audience import AllOf, Birthday, Rule
-from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from domain.downstream_ports import AudienceDirectory, BenefitLedger, RuleCheck, TemplateValue
+from domain.errors import NotFound
 from domain.held_benefits import HeldBenefit
-from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan, PlanState
+from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan
 from domain.plan_calendar import Effect
-from domain.ports import AudienceDirectory, BenefitLedger, Clock, RuleCheck, TemplateValue
+from domain.ports import Clock
 from domain.records import MemberRecord
 from server import call_context
 from server.batching import Coalescer
 from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import MemberBenefits, replenish_record_id, use_record_id
+from server.scenario.benefits import MemberBenefits
 from server.scenario.records import RecordReader
 from server.scenario.templates import TemplateValues
+from server.usecases.benefit_reports import BenefitReports
 from server.usecases.plans import UnitOfWorkFactory
 
 # What a store cannot use: shown on micro-mall pages only.
@@ -78,7 +80,9 @@ class Checkout:
     as_of: datetime
 
 
-class ScenarioUseCases:
+class ScenarioUseCases(BenefitReports):
+    """The member pages and checkout; the benefit reports are the base's."""
+
     def __init__(
         self,
         records: RecordReader,
@@ -219,63 +223,6 @@ class ScenarioUseCases:
             shop_id, member_id, status, plan_id, before, limit, now
         ), now
 
-    async def use(
-        self,
-        shop_id: str,
-        member_id: str,
-        instance_id: str,
-        order_id: str,
-        store_id: str,
-        request_id: str,
-        timeout: float | None,
-    ) -> tuple[HeldBenefit, MemberRecord]:
-        """An order used the benefit: marked at the benefit platform, then
-        here with a record and the plan's count. Idempotent by (benefit,
-        order): the same report again answers the same and changes nothing."""
-        held = await self._held(shop_id, member_id, instance_id)
-        key = use_record_id(instance_id, order_id)
-        done = await self._benefits.record(shop_id, key)
-        if done is not None:
-            return await self._current(held), done
-        now = self._clock.now()
-        used = held.used(order_id, now)
-        await self._ledger.mark_used(shop_id, instance_id, order_id, key, _within(timeout))
-        return await self._benefits.mark_used(held, used, store_id, request_id, now)
-
-    async def replenish(
-        self,
-        shop_id: str,
-        member_id: str,
-        instance_id: str,
-        order_id: str,
-        reason: str,
-        request_id: str,
-        timeout: float | None,
-    ) -> tuple[HeldBenefit, MemberRecord]:
-        """The order that used the benefit was cancelled or refunded: give
-        the benefit back (回补) through the benefit platform, once.
-
-        The same request (same request id) again answers the same; another
-        request for a use already given back is refused. A call cut short
-        (deadline, platform down) changed nothing here, and its retry meets
-        the platform's idempotency key, so the benefit comes back once."""
-        held = await self._held(shop_id, member_id, instance_id)
-        key = replenish_record_id(instance_id, order_id)
-        done = await self._benefits.record(shop_id, key)
-        if done is not None:
-            if done.detail.get("request_id", "") != request_id:
-                raise FailedPrecondition(
-                    f"the use of benefit {instance_id!r} by order {order_id!r} "
-                    "was given back already",
-                    reason="BENEFIT_ALREADY_REPLENISHED",
-                )
-            return await self._current(held), done
-        now = self._clock.now()
-        back = held.given_back(order_id, now)
-        await self._check_plan_allows(held)
-        await self._ledger.replenish(shop_id, instance_id, order_id, key, reason, _within(timeout))
-        return await self._benefits.mark_replenished(held, back, reason, request_id, now)
-
     async def _applying(
         self,
         shop_id: str,
@@ -354,28 +301,6 @@ class ScenarioUseCases:
                     out.append(await self._templates.get(plan.shop_id, grant.template_id))
         return tuple(out)
 
-    async def _check_plan_allows(self, held: HeldBenefit) -> None:
-        async with self._uow() as uow:
-            plan = await uow.plans.get(held.shop_id, held.plan_id)
-        ended = plan is None or plan.state is PlanState.ENDED
-        if ended and not (plan is not None and plan.spec.limits.replenish_after_end):
-            raise FailedPrecondition(
-                f"plan {held.plan_id!r} has ended and its limits.replenish_after_end is off",
-                reason="PLAN_ENDED",
-            )
-
-    async def _held(self, shop_id: str, member_id: str, instance_id: str) -> HeldBenefit:
-        held = await self._benefits.get(shop_id, member_id, instance_id)
-        if held is None:
-            raise NotFound(
-                f"member {member_id!r} of shop {shop_id!r} holds no plan benefit {instance_id!r}",
-                reason="BENEFIT_NOT_FOUND",
-            )
-        return held
-
-    async def _current(self, held: HeldBenefit) -> HeldBenefit:
-        return await self._benefits.get(held.shop_id, held.member_id, held.instance_id) or held
-
     async def _member(self, shop_id: str, member_id: str) -> None:
         if member_id not in await self._audience.known(shop_id, [member_id]):
             raise _no_member(shop_id, member_id)
@@ -400,14 +325,3 @@ def _shown(effect: Effect) -> bool:
 
 def _no_member(shop_id: str, member_id: str) -> NotFound:
     return NotFound(f"no member {member_id!r} in shop {shop_id!r}", reason="MEMBER_NOT_FOUND")
-
-
-def _within(timeout: float | None) -> float | None:
-    """The time left for a downstream call, or DEADLINE_EXCEEDED when none is."""
-    if timeout is not None and timeout <= 0:
-        raise DeadlineExceeded(
-            "the call's deadline left no time to ask the benefit platform; retry with "
-            "the same request id and a longer deadline",
-            retry_after=0.0,
-        )
-    return timeout

@@ -18,6 +18,10 @@ from server.config import ENV_PREFIX, Settings
 from server.persistence.database import is_sqlite, normalize_url
 
 _READY = re.compile(r"custops serving on [^:]+:(\d+)(?:; stand-ins on port (\d+))?")
+# PYTHONPATH of a `custops` process: this checkout's server and SDK, whichever
+# copy of them is installed.
+ROOT = Path(__file__).resolve().parents[2]
+CHECKOUT = os.pathsep.join((str(ROOT), str(ROOT / "clients")))
 _STUBS_READY = re.compile(r"custops stand-ins \(.*\) serving on port (\d+)")
 
 # Public port of each `custops serve` started -> the database it writes, so

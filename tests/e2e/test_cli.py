@@ -10,14 +10,12 @@ from pathlib import Path
 
 from tests.e2e import process
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def custops(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    environment["PYTHONPATH"] = str(ROOT)
+    environment["PYTHONPATH"] = process.CHECKOUT
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "server.cli", *args],
@@ -85,7 +83,7 @@ async def test_standalone_stand_ins_one_system_with_faults(tmp_path: Path) -> No
         "1000",
         "--error-rate",
         "0.25",
-        env={"PYTHONPATH": str(ROOT)},
+        env={"PYTHONPATH": process.CHECKOUT},
     )
     port = stubs.stubs_port
     try:

@@ -16,12 +16,10 @@ from tests.e2e import process
 from tests.integration.fakes import FakeAudience, serve
 from tests.reflection import ReflectionClient
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 async def test_embedded_defaults_serve_and_persist(tmp_path: Path) -> None:
     """What `scripts/run` starts: SQLite file, in-process Redis stand-in, stubs embedded."""
-    server = await process.start(tmp_path, env={"PYTHONPATH": str(ROOT)})
+    server = await process.start(tmp_path, env={"PYTHONPATH": process.CHECKOUT})
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
@@ -43,7 +41,7 @@ async def test_embedded_defaults_serve_and_persist(tmp_path: Path) -> None:
     assert any("in-process stand-ins" in line for line in server.output)
 
     # The plan survives a restart: it was in the SQLite file, not in memory.
-    again = await process.start(tmp_path, env={"PYTHONPATH": str(ROOT)})
+    again = await process.start(tmp_path, env={"PYTHONPATH": process.CHECKOUT})
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{again.port}") as client:
             got = await client.plans.GetPlan(
@@ -73,7 +71,7 @@ async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
         "0.5",
         "--shutdown-grace",
         "10",
-        env={"PYTHONPATH": str(ROOT)},
+        env={"PYTHONPATH": process.CHECKOUT},
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -70,7 +70,7 @@ async def _stubs(population: int) -> process.ServerProcess:
         str(population),
         "--stubs-seed",
         "7",
-        env={"PYTHONPATH": str(ROOT)},
+        env={"PYTHONPATH": process.CHECKOUT},
     )
     stubs.follow()
     return stubs
@@ -103,7 +103,7 @@ async def _server(
         "2",
         "--engine-lease",
         str(LEASE_SECONDS),
-        env={"PYTHONPATH": str(ROOT), "CUSTOPS_ENGINE_POLL": "0.2", **env},
+        env={"PYTHONPATH": process.CHECKOUT, "CUSTOPS_ENGINE_POLL": "0.2", **env},
     )
     server.follow()
     return server

@@ -14,8 +14,9 @@ import redis.asyncio as redis
 
 from server.app import Platform
 from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome
+from server.engine.progress import Progress
 from server.engine.runner import EngineRunner
-from server.engine.store import EngineStore, Progress
+from server.engine.store import EngineStore
 from server.engine.worker import MAX_ATTEMPTS, Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine

@@ -14,18 +14,17 @@ from pathlib import Path
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
+from tests.e2e.process import CHECKOUT
 from tests.integration.test_run_rules import Ops, at, daily_plan, manual
 from tests.integration.test_runs import POPULATION, _publish, immediate_plan, running
 
 __all__ = ["manual", "running"]  # the fixtures, imported for pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 async def custops(cwd: Path, *args: str) -> tuple[int, str, str]:
     """`custops ARGS` as a process (stdout a pipe, so one line per poll): code, out, err."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    environment["PYTHONPATH"] = str(ROOT)
+    environment["PYTHONPATH"] = CHECKOUT
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -11,16 +11,10 @@ from functools import partial
 from typing import Any, cast
 
 from domain.audience import Rule
+from domain.downstream_ports import AudienceSize, BenefitCatalog, TemplateInfo
 from domain.errors import Aborted
 from domain.plan import Plan, PlanState
-from domain.ports import (
-    AudienceSize,
-    BenefitCatalog,
-    RequestKey,
-    RunLaunch,
-    SchedulePlace,
-    TemplateInfo,
-)
+from domain.ports import RequestKey, RunLaunch, SchedulePlace
 from domain.runs import Run
 from domain.shop_policy import ShopPolicy
 from server.engine.store import EngineStore

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import audience as a
+from domain import drafts
 from domain import plan as d
 from domain.errors import Aborted, FailedPrecondition, InvalidArgument
 from domain.plan_codec import plan_from_dict, plan_to_dict
@@ -36,7 +37,7 @@ def test_every_violation_is_reported_at_once() -> None:
         ),
         limits=d.PlanLimits(frequency=d.FrequencyLimit(max_times=2), rate_override=-1),
     )
-    fields = {v.field for v in d.validate_spec(spec)}
+    fields = {v.field for v in drafts.validate_spec(spec)}
     assert fields == {
         "plan.display_name",
         "plan.time_zone",
@@ -59,8 +60,8 @@ def test_rules_deeper_than_the_limit_are_refused() -> None:
 
 
 def test_update_applies_only_masked_fields_and_moves_the_etag() -> None:
-    plan = d.new_plan("s", "p", d.PlanSpec(display_name="one", description="keep"), "u", NOW)
-    changed = d.apply_mask(
+    plan = drafts.new_plan("s", "p", d.PlanSpec(display_name="one", description="keep"), "u", NOW)
+    changed = drafts.apply_mask(
         plan.spec, d.PlanSpec(display_name="two", description="drop"), ["display_name"]
     )
     updated = plan.updated(changed, "v", NOW)
@@ -75,7 +76,7 @@ def test_update_applies_only_masked_fields_and_moves_the_etag() -> None:
 def test_unknown_mask_paths_are_refused() -> None:
     spec = d.PlanSpec(display_name="x")
     with pytest.raises(InvalidArgument) as err:
-        d.apply_mask(spec, spec, ["display_name", "state", "etag"])
+        drafts.apply_mask(spec, spec, ["display_name", "state", "etag"])
     assert [v.field for v in err.value.violations] == [
         "update_mask.paths[1]",
         "update_mask.paths[2]",
@@ -85,7 +86,7 @@ def test_unknown_mask_paths_are_refused() -> None:
 def test_published_plans_change_only_safely_and_are_never_deleted() -> None:
     from domain.lifecycle import check_safe_change
 
-    plan = d.new_plan("s", "p", d.PlanSpec(display_name="x"), "u", NOW)
+    plan = drafts.new_plan("s", "p", d.PlanSpec(display_name="x"), "u", NOW)
     published = d.Plan(**{**plan.__dict__, "state": d.PlanState.ACTIVE})
     check_safe_change(published, plan.spec, ["display_name", "limits.rate_override"])
     with pytest.raises(FailedPrecondition) as err:
@@ -178,7 +179,7 @@ def test_nested_mask_paths_change_one_part() -> None:
     changes = d.PlanSpec(
         display_name="", time=d.PlanTime(term=TERM_2027), limits=d.PlanLimits(total_budget=7)
     )
-    updated = d.apply_mask(spec, changes, ["time.term", "limits.total_budget"])
+    updated = drafts.apply_mask(spec, changes, ["time.term", "limits.total_budget"])
     assert updated.time == d.PlanTime(effective=NOW_EXPR, term=TERM_2027, execution=DAILY_9)
     assert updated.limits == d.PlanLimits(total_budget=7, rate_override=2.0)
     assert updated.display_name == "x"
@@ -188,7 +189,7 @@ def test_non_finite_rates_and_unknown_zones_are_refused() -> None:
     spec = d.PlanSpec(
         display_name="x", time_zone="America", limits=d.PlanLimits(rate_override=float("nan"))
     )
-    assert {v.field for v in d.validate_spec(spec)} == {
+    assert {v.field for v in drafts.validate_spec(spec)} == {
         "plan.time_zone",
         "plan.limits.rate_override",
     }

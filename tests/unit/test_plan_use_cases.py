@@ -13,8 +13,9 @@ import pytest
 from domain import audience as a
 from domain import lifecycle
 from domain import plan as d
+from domain.downstream_ports import TemplateInfo
 from domain.errors import Aborted, FailedPrecondition
-from domain.ports import RequestKey, TemplateInfo
+from domain.ports import RequestKey
 from domain.shop_policy import ShopPolicy
 from tests.unit.fakes import Clock, FakeAudience, FakeBenefitCatalog, Store, plan_use_cases
 

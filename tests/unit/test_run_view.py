@@ -1,4 +1,4 @@
-"""What `custops runs watch` and `custops runs list` print (server/run_view.py)."""
+"""What `custops runs watch` and `custops runs list` print (custops.client.run_view)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from custops.client import run_view
+from custops.client.run_view import Display, bar, duration, render, summary, table
 from custops.plan.v1 import plan_pb2 as pb
-from server import run_view
-from server.run_view import Display, bar, duration, render, summary, table
 
 
 def _run(

@@ -126,7 +126,7 @@ def test_format_is_canonical_and_round_trips(text: str) -> None:
     again = term.parse(e.format())
     assert again.format() == e.format()
     assert again.kind is e.kind
-    assert {f.values() for f in again._fields()} == {f.values() for f in e._fields()}
+    assert {f.values() for f in again.fields()} == {f.values() for f in e.fields()}
 
 
 def _day_matches(e: TermExpression, day: date) -> bool:

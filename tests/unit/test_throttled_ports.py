@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc
 import pytest
 
-from domain.ports import Grant, Granted, Recover, Refusal
+from domain.downstream_ports import Grant, Granted, Recover, Refusal
 from server.downstream.errors import PUSHED_BACK, CallFailed
 from server.downstream.throttled import ThrottledBenefits
 from server.throttle.buckets import BACKOFF, BucketSettings, LocalBuckets

@@ -1,0 +1,68 @@
+"""The throttle calls of OperationPlanService (thin: proto <-> domain): the
+downstream rate limits, platform-wide and per shop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from custops.plan.v1 import plan_pb2 as pb
+from domain.errors import FieldViolation, require
+from server import call_context
+from server.mapping.plan import DOWNSTREAM_NAMES
+from server.servicers.requests import request_key, shop_id_violations
+from server.usecases.throttle import Throttle, ThrottleUseCases
+
+
+class ThrottleSettingCalls:
+    """Mixed into the plan service: reading and changing throttle settings."""
+
+    _throttle: ThrottleUseCases
+
+    async def GetThrottleSettings(
+        self, request: pb.GetThrottleSettingsRequest, context: Any
+    ) -> pb.GetThrottleSettingsResponse:
+        if request.shop_id:
+            require(shop_id_violations(request.shop_id))
+        # The platform-wide buckets are for callers of every shop (or when
+        # nobody is asked for credentials).
+        caller = call_context.caller.get()
+        found = await self._throttle.get(
+            request.shop_id, with_platform=caller is None or caller.every_shop
+        )
+        return pb.GetThrottleSettingsResponse(settings=[_throttle_to_proto(t) for t in found])
+
+    async def UpdateThrottleSetting(
+        self, request: pb.UpdateThrottleSettingRequest, context: Any
+    ) -> pb.UpdateThrottleSettingResponse:
+        new = request.setting
+        violations = shop_id_violations(new.shop_id) if new.shop_id else []
+        paths = list(request.update_mask.paths) or ["rate_per_second", "burst"]
+        violations += [
+            FieldViolation(f"update_mask.paths[{i}]", "rate_per_second or burst")
+            for i, p in enumerate(paths)
+            if p not in ("rate_per_second", "burst")
+        ]
+        require(violations)
+        changed = await self._throttle.update(
+            DOWNSTREAM_NAMES.get(new.downstream, ""),
+            new.shop_id,
+            new.rate_per_second if "rate_per_second" in paths else None,
+            int(new.burst) if "burst" in paths else None,
+            new.etag,
+            request_key("UpdateThrottleSetting", request),
+        )
+        return pb.UpdateThrottleSettingResponse(setting=_throttle_to_proto(changed))
+
+
+_DOWNSTREAMS_BACK = {name: number for number, name in DOWNSTREAM_NAMES.items()}
+
+
+def _throttle_to_proto(t: Throttle) -> pb.ThrottleSetting:
+    return pb.ThrottleSetting(
+        downstream=_DOWNSTREAMS_BACK[t.downstream],
+        rate_per_second=t.settings.rate,
+        burst=t.settings.capacity,
+        shop_id=t.shop_id,
+        effective_rate_per_second=t.effective_rate,
+        etag=t.etag,
+    )

@@ -1,0 +1,116 @@
+"""What front offices report about a member's plan benefits: an order used
+one, or the order was cancelled or refunded and it is given back (回补).
+
+As every scenario answer, it is about one member of the asking shop: a
+benefit that is not this member's in this shop is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+from domain.downstream_ports import BenefitLedger
+from domain.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from domain.held_benefits import HeldBenefit
+from domain.plan import PlanState
+from domain.ports import Clock
+from domain.records import MemberRecord
+from server.scenario.benefits import MemberBenefits, replenish_record_id, use_record_id
+from server.usecases.plans import UnitOfWorkFactory
+
+
+class BenefitReports:
+    """The base of ScenarioUseCases: using and giving back benefits."""
+
+    _benefits: MemberBenefits
+    _ledger: BenefitLedger
+    _uow: UnitOfWorkFactory
+    _clock: Clock
+
+    async def use(
+        self,
+        shop_id: str,
+        member_id: str,
+        instance_id: str,
+        order_id: str,
+        store_id: str,
+        request_id: str,
+        timeout: float | None,
+    ) -> tuple[HeldBenefit, MemberRecord]:
+        """An order used the benefit: marked at the benefit platform, then
+        here with a record and the plan's count. Idempotent by (benefit,
+        order): the same report again answers the same and changes nothing."""
+        held = await self._held(shop_id, member_id, instance_id)
+        key = use_record_id(instance_id, order_id)
+        done = await self._benefits.record(shop_id, key)
+        if done is not None:
+            return await self._current(held), done
+        now = self._clock.now()
+        used = held.used(order_id, now)
+        await self._ledger.mark_used(shop_id, instance_id, order_id, key, _within(timeout))
+        return await self._benefits.mark_used(held, used, store_id, request_id, now)
+
+    async def replenish(
+        self,
+        shop_id: str,
+        member_id: str,
+        instance_id: str,
+        order_id: str,
+        reason: str,
+        request_id: str,
+        timeout: float | None,
+    ) -> tuple[HeldBenefit, MemberRecord]:
+        """The order that used the benefit was cancelled or refunded: give
+        the benefit back (回补) through the benefit platform, once.
+
+        The same request (same request id) again answers the same; another
+        request for a use already given back is refused. A call cut short
+        (deadline, platform down) changed nothing here, and its retry meets
+        the platform's idempotency key, so the benefit comes back once."""
+        held = await self._held(shop_id, member_id, instance_id)
+        key = replenish_record_id(instance_id, order_id)
+        done = await self._benefits.record(shop_id, key)
+        if done is not None:
+            if done.detail.get("request_id", "") != request_id:
+                raise FailedPrecondition(
+                    f"the use of benefit {instance_id!r} by order {order_id!r} "
+                    "was given back already",
+                    reason="BENEFIT_ALREADY_REPLENISHED",
+                )
+            return await self._current(held), done
+        now = self._clock.now()
+        back = held.given_back(order_id, now)
+        await self._check_plan_allows(held)
+        await self._ledger.replenish(shop_id, instance_id, order_id, key, reason, _within(timeout))
+        return await self._benefits.mark_replenished(held, back, reason, request_id, now)
+
+    async def _check_plan_allows(self, held: HeldBenefit) -> None:
+        async with self._uow() as uow:
+            plan = await uow.plans.get(held.shop_id, held.plan_id)
+        ended = plan is None or plan.state is PlanState.ENDED
+        if ended and not (plan is not None and plan.spec.limits.replenish_after_end):
+            raise FailedPrecondition(
+                f"plan {held.plan_id!r} has ended and its limits.replenish_after_end is off",
+                reason="PLAN_ENDED",
+            )
+
+    async def _held(self, shop_id: str, member_id: str, instance_id: str) -> HeldBenefit:
+        held = await self._benefits.get(shop_id, member_id, instance_id)
+        if held is None:
+            raise NotFound(
+                f"member {member_id!r} of shop {shop_id!r} holds no plan benefit {instance_id!r}",
+                reason="BENEFIT_NOT_FOUND",
+            )
+        return held
+
+    async def _current(self, held: HeldBenefit) -> HeldBenefit:
+        return await self._benefits.get(held.shop_id, held.member_id, held.instance_id) or held
+
+
+def _within(timeout: float | None) -> float | None:
+    """The time left for a downstream call, or DEADLINE_EXCEEDED when none is."""
+    if timeout is not None and timeout <= 0:
+        raise DeadlineExceeded(
+            "the call's deadline left no time to ask the benefit platform; retry with "
+            "the same request id and a longer deadline",
+            retry_after=0.0,
+        )
+    return timeout
