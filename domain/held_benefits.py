@@ -4,7 +4,7 @@ refunded, taken back by a recovery, expired at the end of their validity.
 
 The rules answer FAILED_PRECONDITION with a reason a front office can act
 on; where the state lives and how a change is made once is the store's
-business (server/scenario/benefits.py)."""
+business (server/persistence/member_benefits.py)."""
 
 from __future__ import annotations
 

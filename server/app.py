@@ -29,10 +29,6 @@ from server.auth.rate_limits import CallerLimits, caller_buckets
 from server.bootstrap import Channels
 from server.clock import SystemClock
 from server.config import Settings
-from server.engine.kinds import JobKind
-from server.engine.runner import EngineRunner
-from server.engine.store import EngineStore
-from server.engine.worker import Worker
 from server.interceptors import CallInterceptor
 from server.persistence import migrate
 from server.persistence.database import (
@@ -40,12 +36,16 @@ from server.persistence.database import (
     is_sqlite,
     normalize_url,
 )
+from server.persistence.task_store import TaskStore
 from server.products.catalog import TemplateError, load_catalog
 from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
 from server.serving import add_health_and_reflection
-from server.stubs.app import StubOptions, Stubs
+from server.stand_ins.app import StubOptions, Stubs
+from server.tasks.kinds import JobKind
+from server.tasks.runner import TaskRunner
+from server.tasks.worker import Worker
 from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
@@ -93,10 +93,10 @@ class Platform:
     _redis: redis_store.RedisClient | None = None
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     buckets: Buckets | None = None
-    jobs: EngineStore | None = None
+    jobs: TaskStore | None = None
     runs: RunUseCases | None = None
     scenario: ScenarioUseCases | None = None
-    _runner: EngineRunner | None = None
+    _runner: TaskRunner | None = None
 
     async def start(self) -> None:
         """Start everything, or nothing: a failure stops what had started."""
@@ -203,7 +203,7 @@ class Platform:
                 self.buckets,
                 lease=timedelta(seconds=s.engine_lease),
             )
-            self._runner = EngineRunner(
+            self._runner = TaskRunner(
                 worker,
                 s.engine_concurrency,
                 s.engine_poll,

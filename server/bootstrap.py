@@ -17,17 +17,17 @@ from server.downstream.audience import GrpcAudienceDirectory
 from server.downstream.benefit import GrpcBenefitCatalog
 from server.downstream.notify import GrpcMessageSender
 from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, ThrottledMessages
-from server.engine.kinds import JobKind
-from server.engine.store import EngineStore
+from server.persistence.active_plans import ActivePlans
 from server.persistence.audit_log import AuditLog
 from server.persistence.database import create_read_engine
+from server.persistence.member_benefits import MemberBenefits
+from server.persistence.member_records import RecordReader
+from server.persistence.run_store import RunStore
+from server.persistence.task_store import TaskStore
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.runs.delivery import Delivery
 from server.runs.recovery import Recovery
-from server.runs.store import RunStore
-from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import MemberBenefits
-from server.scenario.records import RecordReader
+from server.tasks.kinds import JobKind
 from server.throttle.buckets import Buckets
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
@@ -53,7 +53,7 @@ class Parts:
     throttle: ThrottleUseCases
     policies: ShopPolicyUseCases
     audit: AuditLog
-    jobs: EngineStore
+    jobs: TaskStore
     job_kinds: dict[str, JobKind]
     read_engine: AsyncEngine  # the shopper's side's pool: the caller disposes of it
 
@@ -82,7 +82,7 @@ def build(
     read_engine = create_read_engine(engine)
     member_benefits = MemberBenefits(engine, clock.now, read_engine)
     audit = AuditLog(engine)
-    jobs = EngineStore(engine)
+    jobs = TaskStore(engine)
     run_store = RunStore(engine)
     delivery = Delivery(
         run_store,

@@ -1,4 +1,4 @@
-"""The `custops` command: serve, migrate, stubs, token; `custops runs` is the SDK's
+"""The `custops` command: serve, migrate, stand-ins, token; `custops runs` is the SDK's
 (custops.client.runs_cli), a gRPC client of the platform."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from custops.client import runs_cli
 from server import logs
 from server.app import Platform, StartupError
 from server.config import ConfigError, Settings
-from server.stubs.app import SYSTEMS, StubOptions, Stubs
-from server.stubs.pressure import CapacitySettings, FaultSettings
+from server.stand_ins.app import SYSTEMS, StubOptions, Stubs
+from server.stand_ins.pressure import CapacitySettings, FaultSettings
 
 log = logging.getLogger("custops")
 
@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_setting_flags(serve, SERVE_FLAGS)
     migrate = commands.add_parser("migrate", help="apply the database migrations")
     _add_setting_flags(migrate, ("database_url", "log_level", "log_format"))
+    # "stubs" was its first name (a gRPC stub is a client; these are servers).
     stubs = commands.add_parser(
-        "stubs", help="run the downstream stand-ins alone (audience, benefit, notification)"
+        "stand-ins",
+        aliases=["stubs"],
+        help="run the downstream stand-ins alone (audience, benefit, notification)",
     )
     _add_setting_flags(
         stubs, ("stubs_listen", "stubs_population", "stubs_seed", "log_level", "log_format")

@@ -74,8 +74,8 @@ from domain import runs
 from server.app import Platform
 from server.config import Settings
 from server.runs.delivery import GRANT_CHUNK, SHARDS
-from server.stubs.app import StubOptions, Stubs
-from server.stubs.population import LEVELS
+from server.stand_ins.app import StubOptions, Stubs
+from server.stand_ins.population import LEVELS
 
 SHOP = "bench"
 ZONE = "Asia/Shanghai"

@@ -7,7 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from custops.plan.v1 import plan_pb2 as pb
 from domain.runs import RunKind, RunTrigger
 from server.downstream.wire import timestamp
-from server.runs.store import SKIPPED
+from server.persistence.run_store import SKIPPED
 from server.usecases.run_launches import ENDED_STATES, PlanTotals, RunView
 
 RUN_STATES = {

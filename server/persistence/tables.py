@@ -101,7 +101,7 @@ requests = Table(
 )
 
 
-# The task engine (server/engine): jobs split into shards, and items that
+# The task engine (server/tasks): jobs split into shards, and items that
 # failed, waiting for a retry or dead-lettered.
 # States of jobs and shards.
 PENDING, RUNNING, DONE = "pending", "running", "done"
@@ -121,7 +121,7 @@ jobs = Table(
     Column("failed", BigInteger, nullable=False, default=0),
     Column("create_time", UtcDateTime(), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
-    # Items per second, decayed with time since `rate_time` (see EngineStore).
+    # Items per second, decayed with time since `rate_time` (see TaskStore).
     Column("rate", Float, nullable=False, default=0.0),
     Column("rate_time", UtcDateTime()),
     Column("rate_since", UtcDateTime()),

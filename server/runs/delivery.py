@@ -25,12 +25,12 @@ from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.records import RecordKind
 from domain.runs import Run
 from server.downstream.errors import CallFailed
-from server.engine.kinds import Item, ItemResult, Outcome, Page
-from server.engine.worker import fault_point
-from server.runs.member_decisions import Limits
-from server.runs.operation_records import Record
-from server.runs.store import RunStore
-from server.scenario.benefits import held_of
+from server.persistence.member_benefits import held_of
+from server.persistence.member_decisions import Limits
+from server.persistence.operation_records import Record
+from server.persistence.run_store import RunStore
+from server.tasks.kinds import Item, ItemResult, Outcome, Page
+from server.tasks.worker import fault_point
 
 NAME = "plan_delivery"
 SHARDS = 4

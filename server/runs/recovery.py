@@ -22,10 +22,10 @@ from domain import runs
 from domain.downstream_ports import BenefitGranter, Recover
 from domain.records import RecordKind
 from server.downstream.errors import CallFailed
-from server.engine.kinds import Item, ItemResult, Outcome, Page
+from server.persistence.member_benefits import mark_recovered, recovered_record_id
 from server.persistence.tables import operation_records, run_counters, run_members
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.benefits import mark_recovered, recovered_record_id
+from server.tasks.kinds import Item, ItemResult, Outcome, Page
 
 NAME = "plan_recovery"
 # What the benefit platform answers for an instance that is used, expired or

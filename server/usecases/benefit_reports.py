@@ -13,7 +13,7 @@ from domain.held_benefits import HeldBenefit
 from domain.plan import PlanState
 from domain.ports import Clock
 from domain.records import MemberRecord
-from server.scenario.benefits import MemberBenefits, replenish_record_id, use_record_id
+from server.persistence.member_benefits import MemberBenefits, replenish_record_id, use_record_id
 from server.usecases.plans import UnitOfWorkFactory
 
 

@@ -17,12 +17,12 @@ from domain.errors import NotFound
 from domain.plan import Plan, PlanState
 from domain.ports import Clock, RunLaunch
 from domain.runs import Run
-from server.engine.progress import Progress
-from server.engine.store import EngineStore
+from server.persistence.run_store import RunStore
 from server.persistence.tables import CANCELLED
+from server.persistence.task_progress import Progress
+from server.persistence.task_store import TaskStore
 from server.runs.delivery import NAME as DELIVERY
 from server.runs.delivery import SHARDS, TEST_SHARD, payload_of, shard_cursors
-from server.runs.store import RunStore
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 log = logging.getLogger("custops.runs")
@@ -57,7 +57,7 @@ class RunLaunches:
         self,
         uow: UnitOfWorkFactory,
         store: RunStore,
-        jobs: EngineStore,
+        jobs: TaskStore,
         audience: AudienceDirectory,
         clock: Clock,
     ) -> None:

@@ -26,10 +26,10 @@ from domain.ports import Clock
 from domain.records import MemberRecord
 from server import call_context
 from server.batching import Coalescer
-from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import MemberBenefits
-from server.scenario.records import RecordReader
-from server.scenario.templates import TemplateValues
+from server.downstream.template_cache import TemplateValues
+from server.persistence.active_plans import ActivePlans
+from server.persistence.member_benefits import MemberBenefits
+from server.persistence.member_records import RecordReader
 from server.usecases.benefit_reports import BenefitReports
 from server.usecases.plans import UnitOfWorkFactory
 
@@ -54,7 +54,7 @@ class _Ask:
 
 
 @dataclass(frozen=True)
-class _Page:
+class _Findings:
     """What a batch found for one page."""
 
     plans: list[ApplyingPlan]
@@ -108,7 +108,7 @@ class ScenarioUseCases(BenefitReports):
         # Pages of a shop asked at the same time go to the audience system
         # and the database together: one call and one read per batch, not
         # per page, so a busy process does less work per page.
-        self.pages: Coalescer[str, _Ask, _Page] = Coalescer(self._page_batch)
+        self.pages: Coalescer[str, _Ask, _Findings] = Coalescer(self._find_batch)
         self._answers: dict[
             tuple[str, int, datetime | None, datetime | None, tuple[str, ...]],
             tuple[ApplyingPlan, float],
@@ -151,7 +151,7 @@ class ScenarioUseCases(BenefitReports):
                 usable.append(h)
         return Checkout(page.plans, usable, page.as_of)
 
-    async def _page_batch(self, shop_id: str, asks: list[_Ask]) -> list[_Page | Exception]:
+    async def _find_batch(self, shop_id: str, asks: list[_Ask]) -> list[_Findings | Exception]:
         """The pages of one shop asked at the same time: one audience call
         and one read for all, at one instant."""
         # Downstream calls wait as long as the most patient caller.
@@ -166,7 +166,7 @@ class ScenarioUseCases(BenefitReports):
             self._applying(shop_id, members, offices, now),
             self._benefits.pages(shop_id, members, now, benefit_limit, ONLINE_ONLY, record_limit),
         )
-        out: list[_Page | Exception] = []
+        out: list[_Findings | Exception] = []
         for ask in asks:
             applying = matched.get(ask.member_id)
             if applying is None:
@@ -184,7 +184,7 @@ class ScenarioUseCases(BenefitReports):
             if ask.hidden:
                 held = [h for h in held if h.kind not in ask.hidden]
             out.append(
-                _Page(
+                _Findings(
                     plans,
                     upcoming,
                     held[: ask.benefit_limit],

@@ -106,7 +106,7 @@ def database_url(cwd: Path, args: Sequence[str], env: Mapping[str, str] | None) 
 async def start_stubs(cwd: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """Start `custops stubs` on a random port and wait until it serves."""
     process, match, lines = await _launch(
-        cwd, ("stubs", "--stubs-listen", "127.0.0.1:0", *args), _STUBS_READY, env
+        cwd, ("stand-ins", "--stubs-listen", "127.0.0.1:0", *args), _STUBS_READY, env
     )
     server = ServerProcess(process, 0, int(match.group(1)))
     server.output = lines

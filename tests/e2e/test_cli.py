@@ -69,7 +69,7 @@ def test_occupied_port_is_reported(tmp_path: Path) -> None:
 
 
 async def test_standalone_stand_ins_one_system_with_faults(tmp_path: Path) -> None:
-    """`custops stubs --only audience` serves that stand-in alone, with the faults asked for."""
+    """`custops stand-ins --only audience` serves that stand-in alone, with the faults asked for."""
     import asyncio
 
     from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc

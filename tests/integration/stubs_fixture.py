@@ -13,7 +13,7 @@ from custops.audience.v1 import audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2_grpc
 from custops.notify.v1 import notify_pb2_grpc
 from custops.stubadmin.v1 import stubadmin_pb2_grpc
-from server.stubs.app import StubOptions, Stubs
+from server.stand_ins.app import StubOptions, Stubs
 
 EPOCH = datetime(2026, 11, 24, tzinfo=UTC)
 POPULATION = 3000

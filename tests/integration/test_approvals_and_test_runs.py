@@ -16,7 +16,7 @@ from custops.audit.v1 import audit_pb2 as apb
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
-from server.stubs.notify import sms_reachable
+from server.stand_ins.notify import sms_reachable
 from tests.integration.test_plan_time import _tick
 from tests.integration.test_run_rules import TOP, Ops, at, daily_plan, manual
 from tests.integration.test_runs import _audience, _granted

@@ -16,7 +16,7 @@ from custops.audience.v1 import audience_pb2 as pb
 from custops.audience.v1 import audience_pb2_grpc
 from custops.stubadmin.v1 import stubadmin_pb2 as admin
 from domain.birthday import occurrence
-from server.stubs.app import StubOptions, Stubs
+from server.stand_ins.app import StubOptions, Stubs
 from tests.integration.stubs_fixture import EPOCH, POPULATION, StubClients
 
 AS_OF = EPOCH + timedelta(hours=6)  # 14:00 in Shanghai on 2026-11-24
@@ -209,7 +209,7 @@ async def test_cursor_is_stable_resumable_and_sharded(stubs: StubClients) -> Non
 
 
 async def test_large_populations_are_estimated_and_labelled(stubs: StubClients) -> None:
-    from server.stubs.app import StubOptions, Stubs
+    from server.stand_ins.app import StubOptions, Stubs
 
     big = Stubs(StubOptions(seed=7, population=10_000_000, epoch=EPOCH))
     port = await big.start("127.0.0.1:0")

@@ -19,8 +19,8 @@ from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
-from server.runs.member_decisions import Limits
-from server.stubs.population import Member
+from server.persistence.member_decisions import Limits
+from server.stand_ins.population import Member
 from tests.integration.test_run_rules import (
     DAILY_AT_9,
     TOP,

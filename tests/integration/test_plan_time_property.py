@@ -41,7 +41,7 @@ from domain import term
 from domain.plan import PlanTime
 from domain.plan_calendar import TICK, PlanCalendar
 from server.app import Platform
-from server.engine.worker import Worker
+from server.tasks.worker import Worker
 from tests.integration.conftest import settings as platform_settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_runs import NOW, POPULATION

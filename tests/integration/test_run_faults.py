@@ -16,7 +16,7 @@ from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from server.stubs.pressure import CapacitySettings, FaultSettings
+from server.stand_ins.pressure import CapacitySettings, FaultSettings
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_runs import (

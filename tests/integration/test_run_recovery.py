@@ -13,7 +13,7 @@ from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from server.stubs.pressure import CapacitySettings, FaultSettings
+from server.stand_ins.pressure import CapacitySettings, FaultSettings
 from tests.integration.test_runs import _finished, _publish, immediate_plan, running
 
 __all__ = ["running"]  # the fixture, imported for pytest

@@ -32,8 +32,8 @@ from custops.client import AsyncCustopsClient, CustopsError
 from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from server.engine.worker import Worker
-from server.stubs.population import LEVELS, Member
+from server.stand_ins.population import LEVELS, Member
+from server.tasks.worker import Worker
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_runs import (

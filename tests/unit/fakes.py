@@ -17,8 +17,8 @@ from domain.plan import Plan, PlanState
 from domain.ports import RequestKey, RunLaunch, SchedulePlace
 from domain.runs import Run
 from domain.shop_policy import ShopPolicy
-from server.engine.store import EngineStore
-from server.runs.store import RunStore
+from server.persistence.run_store import RunStore
+from server.persistence.task_store import TaskStore
 from server.usecases.plans import PlanUseCases, UnitOfWorkFactory
 from server.usecases.runs import RunUseCases
 
@@ -278,7 +278,7 @@ def run_use_cases(store: Store, clock: Clock, audience: FakeAudience | None = No
     return RunUseCases(
         cast(UnitOfWorkFactory, lambda: FakeUnitOfWork(store)),
         cast(RunStore, FakeRuns(store)),
-        cast(EngineStore, FakeJobs(store)),
+        cast(TaskStore, FakeJobs(store)),
         audience or FakeAudience(),
         clock,
     )

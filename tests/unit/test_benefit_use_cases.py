@@ -16,9 +16,9 @@ from domain import plan as d
 from domain.errors import FailedPrecondition
 from domain.held_benefits import BenefitState, HeldBenefit
 from domain.records import MemberRecord, RecordKind
-from server.scenario.active_plans import ActivePlans
-from server.scenario.benefits import MemberBenefits
-from server.scenario.records import RecordReader
+from server.persistence.active_plans import ActivePlans
+from server.persistence.member_benefits import MemberBenefits
+from server.persistence.member_records import RecordReader
 from server.usecases.plans import UnitOfWorkFactory
 from server.usecases.scenario import ScenarioUseCases
 from tests.unit.fakes import Clock, FakeAudience, FakeUnitOfWork, Store

@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("domain",),
     ("server.downstream", "server.persistence", "server.throttle"),
-    ("server.runs", "server.engine"),
+    ("server.runs", "server.tasks"),
     ("server.usecases",),
     ("server.mapping",),
     ("server.servicers",),
     ("server.bootstrap", "server.app"),
 ]
-STUB_BUILDERS = ("server/downstream/", "server/stubs/")
+STUB_BUILDERS = ("server/downstream/", "server/stand_ins/")
 
 
 def layer(module: str) -> int | None:

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class AudienceServiceStub:
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     def __init__(self, channel):
@@ -70,7 +70,7 @@ class AudienceServiceStub:
 
 class AudienceServiceServicer:
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     def EstimateAudience(self, request, context):
@@ -163,7 +163,7 @@ def add_AudienceServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AudienceService:
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     @staticmethod

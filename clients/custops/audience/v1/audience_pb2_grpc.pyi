@@ -31,7 +31,7 @@ GRPC_VERSION: str
 
 class AudienceServiceStub:
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     @_typing.overload
@@ -63,7 +63,7 @@ class AudienceServiceStub:
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -91,7 +91,7 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
     """AudienceService selects members by rule. It is another team's system; the
-    platform runs a stand-in of it (server/stubs) on its own loopback port.
+    platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     """
 
     @_abc_1.abstractmethod

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class BenefitServiceStub:
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """
@@ -92,7 +92,7 @@ class BenefitServiceStub:
 
 class BenefitServiceServicer:
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """
@@ -230,7 +230,7 @@ def add_BenefitServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class BenefitService:
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """

@@ -30,7 +30,7 @@ GRPC_VERSION: str
 
 class BenefitServiceStub:
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """
@@ -63,7 +63,7 @@ class BenefitServiceStub:
 @_typing.type_check_only
 class BenefitServiceAsyncStub(BenefitServiceStub):
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """
@@ -92,7 +92,7 @@ class BenefitServiceAsyncStub(BenefitServiceStub):
 
 class BenefitServiceServicer(metaclass=_abc_1.ABCMeta):
     """BenefitService grants and manages benefits. It is another team's system;
-    the platform runs a stand-in of it (server/stubs) on its own loopback port.
+    the platform runs a stand-in of it (server/stand_ins) on its own loopback port.
     Every side effect carries an idempotency key that the service enforces: a
     repeated key returns the first outcome and changes nothing.
     """

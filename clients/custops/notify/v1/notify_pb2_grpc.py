@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class NotificationServiceStub:
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """
@@ -52,7 +52,7 @@ class NotificationServiceStub:
 
 class NotificationServiceServicer:
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """
@@ -94,7 +94,7 @@ def add_NotificationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NotificationService:
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """

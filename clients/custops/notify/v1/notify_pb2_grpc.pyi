@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class NotificationServiceStub:
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """
@@ -45,7 +45,7 @@ class NotificationServiceStub:
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """
@@ -58,7 +58,7 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """NotificationService sends messages to members. It is another team's
-    system; the platform runs a stand-in of it (server/stubs) on its own
+    system; the platform runs a stand-in of it (server/stand_ins) on its own
     loopback port. Every message carries an idempotency key that the service
     enforces: a repeated key returns the first outcome and sends nothing.
     """

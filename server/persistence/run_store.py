@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.runs import Run, RunKind, RunTrigger
 from server.persistence.audit_log import record_change
 from server.persistence.launches import run_resource, run_row
+from server.persistence.member_decisions import MemberDecisions
+from server.persistence.operation_records import OperationRecords
 from server.persistence.tables import jobs, plan_runs
-from server.runs.member_decisions import MemberDecisions
-from server.runs.operation_records import OperationRecords
 
 # The state of a skipped fire among the runs (it has no job).
 SKIPPED = "skipped"

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from server.engine.progress import RATE_SECONDS, decayed
 from server.persistence.tables import CANCELLED, DONE, item_failures, jobs, shards
+from server.persistence.task_progress import RATE_SECONDS, decayed
 
 
 @dataclass(frozen=True)

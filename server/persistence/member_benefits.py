@@ -25,10 +25,10 @@ from domain.held_benefits import BenefitState, HeldBenefit
 from domain.records import MemberRecord, RecordKind
 from server.persistence.audit_log import record_change
 from server.persistence.database import read
+from server.persistence.member_records import record_from_row, record_row
+from server.persistence.member_view_reads import page_rows, values_of
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new
-from server.scenario.page_reads import page_rows, values_of
-from server.scenario.records import record_from_row, record_row
 
 
 def held_row(held: HeldBenefit) -> dict[str, Any]:

@@ -5,7 +5,7 @@ SQLite and on PostgreSQL, and beside them the same load/execute loop with
 no engine (no leases, no commits): the ratio is the share of the raw loop
 the engine keeps.
 
-    .venv/bin/python scripts/bench/engine.py [--items 100000]
+    .venv/bin/python scripts/bench/tasks.py [--items 100000]
         [--postgres-admin postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from server.engine.kinds import Item, ItemResult, Outcome, Page
-from server.engine.store import EngineStore
-from server.engine.worker import Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
+from server.persistence.task_store import TaskStore
+from server.tasks.kinds import Item, ItemResult, Outcome, Page
+from server.tasks.worker import Worker
 
 SHARDS = 4
 
@@ -54,7 +54,7 @@ class NoOp:
 async def through_engine(url: str, n: int) -> float:
     await migrate.upgrade(url)
     engine = create_engine(url)
-    store = EngineStore(engine)
+    store = TaskStore(engine)
     kind = NoOp()
     now = datetime.now(UTC)
     payload = {"n": n}

@@ -1,6 +1,6 @@
 """A worker process for the engine's crash and sharing tests.
 
-    python -m tests.integration.engine_worker DATABASE_URL EFFECTS_FILE [CLOCK_OFFSET_S]
+    python -m tests.integration.task_worker DATABASE_URL EFFECTS_FILE [CLOCK_OFFSET_S]
 
 Its job kind ("effects") executes an item by recording it in a SQLite file
 shared by every process: idempotent by item key, as a real downstream is,
@@ -15,10 +15,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.engine.kinds import Item, ItemResult, Outcome, Page
-from server.engine.store import EngineStore
-from server.engine.worker import Worker
 from server.persistence.database import create_engine
+from server.persistence.task_store import TaskStore
+from server.tasks.kinds import Item, ItemResult, Outcome, Page
+from server.tasks.worker import Worker
 
 
 class Ranges:
@@ -69,7 +69,7 @@ def prepare(path: str) -> None:
 
 async def main(url: str, effects: str, offset: float) -> None:
     engine = create_engine(url)
-    store = EngineStore(engine)
+    store = TaskStore(engine)
     worker = Worker(
         store,
         {"effects": Effects(effects)},

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 
 from domain import audience as a
 from domain.birthday import matches
-from server.stubs.population import Member
+from server.stand_ins.population import Member
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import grpc
 
 from custops.benefit.v1 import benefit_pb2 as pb
 from custops.benefit.v1 import benefit_pb2_grpc
-from server.stubs.benefit_book import BenefitBook, ItemError
-from server.stubs.pressure import MAX_BATCH, Pressure
+from server.stand_ins.benefit_book import BenefitBook, ItemError
+from server.stand_ins.pressure import MAX_BATCH, Pressure
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.engine.batches import Failure, finish_if_complete, record_batch
-from server.engine.progress import rate_from
 from server.persistence.tables import CANCELLED, DONE, PAUSED, PENDING, RUNNING, jobs, shards
+from server.persistence.task_batches import Failure, finish_if_complete, record_batch
+from server.persistence.task_progress import rate_from
 
 log = logging.getLogger("custops.engine")
 
@@ -30,7 +30,7 @@ class Lease:
 
 
 class ShardLeaseStore:
-    """Part of EngineStore: the leases on a job's shards."""
+    """Part of TaskStore: the leases on a job's shards."""
 
     _engine: AsyncEngine
     _sqlite: bool

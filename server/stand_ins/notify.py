@@ -19,8 +19,8 @@ from custops.notify.v1 import notify_pb2 as pb
 from custops.notify.v1 import notify_pb2_grpc
 from domain.ports import Clock
 from server.downstream.wire import timestamp
-from server.stubs.population import Population
-from server.stubs.pressure import MAX_BATCH, Pressure
+from server.stand_ins.population import Population
+from server.stand_ins.pressure import MAX_BATCH, Pressure
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -12,10 +12,6 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.engine.batches import failure_counts
-from server.engine.item_failures import ItemFailureStore
-from server.engine.progress import Progress, current_rate, rate_from
-from server.engine.shard_leases import ShardLeaseStore
 from server.persistence.audit_log import Audited, record_change
 from server.persistence.database import is_sqlite
 from server.persistence.launches import job_rows
@@ -29,13 +25,17 @@ from server.persistence.tables import (
     jobs,
     shards,
 )
+from server.persistence.task_batches import failure_counts
+from server.persistence.task_failures import ItemFailureStore
+from server.persistence.task_leases import ShardLeaseStore
+from server.persistence.task_progress import Progress, current_rate, rate_from
 
 # Longer than this, a run barely moves and has no estimate (timedelta
 # itself overflows near 10**9 days).
 _LONGEST_ETA = 100 * 365 * 86400.0
 
 
-class EngineStore(ShardLeaseStore, ItemFailureStore):
+class TaskStore(ShardLeaseStore, ItemFailureStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = is_sqlite(str(engine.url))

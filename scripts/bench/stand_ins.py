@@ -25,9 +25,9 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain import audience as a
 from server.clock import SystemClock
-from server.stubs.app import StubOptions, Stubs
-from server.stubs.audience_rules import Moment, evaluate
-from server.stubs.benefit_book import BenefitBook
+from server.stand_ins.app import StubOptions, Stubs
+from server.stand_ins.audience_rules import Moment, evaluate
+from server.stand_ins.benefit_book import BenefitBook
 
 EPOCH = datetime(2026, 11, 24, tzinfo=UTC)
 RULE = audience_pb2.AudienceRule(

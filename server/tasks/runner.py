@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from server.engine.worker import Worker
+from server.tasks.worker import Worker
 
 log = logging.getLogger("custops.engine")
 
@@ -16,7 +16,7 @@ log = logging.getLogger("custops.engine")
 Periodic = tuple[str, Callable[[], Awaitable[object]], float]  # name, what, every (s)
 
 
-class EngineRunner:
+class TaskRunner:
     """`concurrency` loops that each run one shard at a time, the sweeper
     that retries due items, and other periodic duties (the plan scheduler).
     Every replica runs one; the database decides who gets which shard, so

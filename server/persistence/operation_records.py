@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.held_benefits import HeldBenefit
 from domain.records import RecordKind
 from domain.runs import Run, RunKind
+from server.persistence.member_benefits import add_held
+from server.persistence.member_decisions import give_back_contacts, release
 from server.persistence.tables import operation_records, plan_budgets, plan_runs, run_counters
 from server.persistence.upserts import add_counts, insert_new
-from server.runs.member_decisions import give_back_contacts, release
-from server.scenario.benefits import add_held
 
 
 @dataclass(frozen=True)

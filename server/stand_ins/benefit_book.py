@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from custops.benefit.v1 import benefit_pb2 as pb
 from domain.ports import Clock
 from server.downstream.wire import timestamp
-from server.stubs.benefit_catalog import PRESETS
+from server.stand_ins.benefit_catalog import PRESETS
 
 _MAX_EXPANSION = 1000  # instances one grant may make (quantity x parts x deliveries)
 _MAX_DAYS = 3650

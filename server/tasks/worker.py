@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from server.engine.batches import Failure
-from server.engine.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
-from server.engine.shard_leases import Lease
-from server.engine.store import EngineStore
+from server.persistence.task_batches import Failure
+from server.persistence.task_leases import Lease
+from server.persistence.task_store import TaskStore
+from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
 from server.throttle.buckets import Buckets, acquire, adapt
 
 log = logging.getLogger("custops.engine")
@@ -46,7 +46,7 @@ def backoff(attempts: int, rng: random.Random) -> timedelta:
 class Worker:
     def __init__(
         self,
-        store: EngineStore,
+        store: TaskStore,
         kinds: dict[str, JobKind],
         clock: Callable[[], datetime],
         buckets: Buckets | None = None,

@@ -35,9 +35,9 @@ from domain.zones import zone as zone_of
 from server.downstream.audience_rules import rule_from_proto
 from server.downstream.wire import timestamp
 from server.mapping.plan import in_term_years
-from server.stubs.audience_rules import Moment, evaluate
-from server.stubs.population import Member, Population
-from server.stubs.pressure import MAX_BATCH, Pressure
+from server.stand_ins.audience_rules import Moment, evaluate
+from server.stand_ins.population import Member, Population
+from server.stand_ins.pressure import MAX_BATCH, Pressure
 
 DEFAULT_PAGE_SIZE = 1000
 

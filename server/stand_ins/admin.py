@@ -10,8 +10,8 @@ from google.protobuf.duration_pb2 import Duration
 from custops.notify.v1 import notify_pb2
 from custops.stubadmin.v1 import stubadmin_pb2 as pb
 from custops.stubadmin.v1 import stubadmin_pb2_grpc
-from server.stubs.population import Population
-from server.stubs.pressure import CapacitySettings, FaultSettings, Pressure
+from server.stand_ins.population import Population
+from server.stand_ins.pressure import CapacitySettings, FaultSettings, Pressure
 
 _SYSTEMS: dict[int, str] = {
     pb.STUB_SYSTEM_AUDIENCE: "audience",

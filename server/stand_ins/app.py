@@ -15,13 +15,13 @@ from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
 from domain.ports import Clock
 from server.clock import SystemClock
 from server.serving import add_health_and_reflection
-from server.stubs.admin import StubAdmin
-from server.stubs.audience import AudienceStub
-from server.stubs.benefit import BenefitStub
-from server.stubs.benefit_book import BenefitBook
-from server.stubs.notify import NotificationStub
-from server.stubs.population import Population
-from server.stubs.pressure import Pressure
+from server.stand_ins.admin import StubAdmin
+from server.stand_ins.audience import AudienceStub
+from server.stand_ins.benefit import BenefitStub
+from server.stand_ins.benefit_book import BenefitBook
+from server.stand_ins.notify import NotificationStub
+from server.stand_ins.population import Population
+from server.stand_ins.pressure import Pressure
 
 SYSTEMS = ("audience", "benefit", "notification")
 

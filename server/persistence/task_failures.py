@@ -10,14 +10,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.engine.batches import Failure, failure_counts, finish_if_complete, record_batch
-from server.engine.progress import rate_from
 from server.persistence.audit_log import Audited, record_change
 from server.persistence.tables import CANCELLED, PAUSED, RUNNING, item_failures, jobs
+from server.persistence.task_batches import (
+    Failure,
+    failure_counts,
+    finish_if_complete,
+    record_batch,
+)
+from server.persistence.task_progress import rate_from
 
 
 class ItemFailureStore:
-    """Part of EngineStore: the failed items of jobs."""
+    """Part of TaskStore: the failed items of jobs."""
 
     _engine: AsyncEngine
     _sqlite: bool

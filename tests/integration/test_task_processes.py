@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from server.engine.store import EngineStore
 from server.persistence import migrate
 from server.persistence.database import create_engine
-from tests.integration.engine_worker import Effects, prepare
+from server.persistence.task_store import TaskStore
+from tests.integration.task_worker import Effects, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ async def _worker(url: str, effects: Path, offset: float = 0.0, fault: str = "")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.integration.engine_worker",
+        "tests.integration.task_worker",
         url,
         str(effects),
         str(offset),
@@ -43,9 +43,9 @@ async def _worker(url: str, effects: Path, offset: float = 0.0, fault: str = "")
 
 async def _job(
     url: str, key: str, n: int, shards: int, delay: float = 0.0
-) -> tuple[EngineStore, str]:
+) -> tuple[TaskStore, str]:
     await migrate.upgrade(url)
-    store = EngineStore(create_engine(url))
+    store = TaskStore(create_engine(url))
     payload = {"n": n, "shards": shards, "delay": delay}
     now = datetime.now(UTC)
     job = await store.create_job("effects", key, payload, Effects("").split(payload), now, now)

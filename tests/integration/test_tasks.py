@@ -13,19 +13,19 @@ import pytest
 import redis.asyncio as redis
 
 from server.app import Platform
-from server.engine.kinds import PUSHED_BACK, Item, ItemResult, Outcome
-from server.engine.progress import Progress
-from server.engine.runner import EngineRunner
-from server.engine.store import EngineStore
-from server.engine.worker import MAX_ATTEMPTS, Worker
 from server.persistence import migrate
 from server.persistence.database import create_engine
 from server.persistence.tables import item_failures, jobs, shards
+from server.persistence.task_progress import Progress
+from server.persistence.task_store import TaskStore
+from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, Outcome
+from server.tasks.runner import TaskRunner
+from server.tasks.worker import MAX_ATTEMPTS, Worker
 from server.throttle.buckets import BucketSettings, Decision, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
 from tests.integration.conftest import settings
-from tests.integration.engine_worker import Ranges
 from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
+from tests.integration.task_worker import Ranges
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -58,19 +58,19 @@ class Numbers(Ranges):
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[EngineStore]:
+async def store(database_url: str) -> AsyncIterator[TaskStore]:
     await migrate.upgrade(database_url)
     engine = create_engine(database_url)
     # PostgreSQL is one database per session: each test starts with no jobs.
     async with engine.begin() as conn:
         for table in (item_failures, shards, jobs):
             await conn.execute(table.delete())
-    yield EngineStore(engine)
+    yield TaskStore(engine)
     await engine.dispose()
 
 
 async def test_a_hundred_thousand_items_each_exactly_once(
-    store: EngineStore, database_url: str
+    store: TaskStore, database_url: str
 ) -> None:
     kind = Numbers()
     payload = {"n": 100_000, "shards": 4}
@@ -84,14 +84,14 @@ async def test_a_hundred_thousand_items_each_exactly_once(
     assert (state["state"], state["done"], state["failed"]) == ("succeeded", 100_000, 0)
 
 
-async def test_a_job_is_made_once_per_kind_and_key(store: EngineStore) -> None:
+async def test_a_job_is_made_once_per_kind_and_key(store: TaskStore) -> None:
     payload = {"n": 10, "shards": 1}
     first = await store.create_job("numbers", "same", payload, ["0:10"], NOW, NOW)
     again = await store.create_job("numbers", "same", payload, ["0:10"], NOW, NOW)
     assert first == again
 
 
-async def test_a_worker_takes_only_the_kinds_it_can_run(store: EngineStore) -> None:
+async def test_a_worker_takes_only_the_kinds_it_can_run(store: TaskStore) -> None:
     kind = Numbers()
     payload = {"n": 10, "shards": 1}
     job = await store.create_job("numbers", "kinds", payload, kind.split(payload), NOW, NOW)
@@ -102,7 +102,7 @@ async def test_a_worker_takes_only_the_kinds_it_can_run(store: EngineStore) -> N
     assert (await store.job(job))["state"] == "succeeded" and not stranger.effects
 
 
-async def test_failures_are_per_item(store: EngineStore) -> None:
+async def test_failures_are_per_item(store: TaskStore) -> None:
     kind = Numbers(fail_every=7, permanent_every=100)
     payload = {"n": 1000, "shards": 2}
     job = await store.create_job("numbers", "failing", payload, kind.split(payload), NOW, NOW)
@@ -123,7 +123,7 @@ async def test_failures_are_per_item(store: EngineStore) -> None:
     assert state["state"] == "running"  # retries are still due
 
 
-async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: EngineStore) -> None:
+async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: TaskStore) -> None:
     kind = Numbers()
     payload = {"n": 5000, "shards": 1}
     job = await store.create_job("numbers", "lease", payload, kind.split(payload), NOW, NOW)
@@ -141,7 +141,7 @@ async def test_a_lost_lease_stops_a_worker_at_the_next_batch(store: EngineStore)
     assert set(kind.effects.values()) == {1}
 
 
-async def test_retries_are_swept_when_due_until_done_or_dead(store: EngineStore) -> None:
+async def test_retries_are_swept_when_due_until_done_or_dead(store: TaskStore) -> None:
     kind = Numbers(fail_every=7, permanent_every=100)
     payload = {"n": 1000, "shards": 2}
     job = await store.create_job("numbers", "sweep", payload, kind.split(payload), NOW, NOW)
@@ -158,7 +158,7 @@ async def test_retries_are_swept_when_due_until_done_or_dead(store: EngineStore)
     assert set(kind.effects.values()) == {1} and len(kind.effects) == 990
 
 
-async def test_items_past_the_attempt_limit_are_dead_lettered(store: EngineStore) -> None:
+async def test_items_past_the_attempt_limit_are_dead_lettered(store: TaskStore) -> None:
     kind = Numbers(fail_every=1)  # every item keeps failing
     payload = {"n": 3, "shards": 1}
     job = await store.create_job("numbers", "dead", payload, kind.split(payload), NOW, NOW)
@@ -176,7 +176,7 @@ async def test_items_past_the_attempt_limit_are_dead_lettered(store: EngineStore
 class Pausing(Numbers):
     """Asks for a pause (as an operator would) while its second batch runs."""
 
-    def __init__(self, store: EngineStore) -> None:
+    def __init__(self, store: TaskStore) -> None:
         super().__init__()
         self.store = store
         self.job_id = ""
@@ -189,7 +189,7 @@ class Pausing(Numbers):
         return await super().execute(payload, items)
 
 
-async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
+async def test_pause_resume_cancel_and_retry_dead(store: TaskStore) -> None:
     kind = Pausing(store)
     payload = {"n": 5000, "shards": 1}
     kind.job_id = await store.create_job(
@@ -230,7 +230,7 @@ async def test_pause_resume_cancel_and_retry_dead(store: EngineStore) -> None:
     assert (await store.progress(job, NOW)).failed == 0
 
 
-async def test_a_delayed_job_waits_for_its_time(store: EngineStore) -> None:
+async def test_a_delayed_job_waits_for_its_time(store: TaskStore) -> None:
     kind = Numbers()
     payload = {"n": 10, "shards": 1}
     later = NOW + timedelta(hours=2)
@@ -247,7 +247,7 @@ class Ticking(Numbers):
     """A downstream that takes one (clock) second per batch of 1,000 items,
     and looks at the job's progress while its fifth batch runs."""
 
-    def __init__(self, store: EngineStore, clock: dict[str, datetime]) -> None:
+    def __init__(self, store: TaskStore, clock: dict[str, datetime]) -> None:
         super().__init__()
         self.store, self.clock = store, clock
         self.job_id = ""
@@ -260,7 +260,7 @@ class Ticking(Numbers):
         return await super().execute(payload, items)
 
 
-async def test_progress_tells_the_rate_and_the_time_left(store: EngineStore) -> None:
+async def test_progress_tells_the_rate_and_the_time_left(store: TaskStore) -> None:
     clock = {"now": NOW}
     kind = Ticking(store, clock)
     payload = {"n": 10_000, "shards": 1}
@@ -299,7 +299,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def test_a_slow_batch_keeps_its_lease_by_heartbeat(store: EngineStore) -> None:
+async def test_a_slow_batch_keeps_its_lease_by_heartbeat(store: TaskStore) -> None:
     # Each batch outlasts the lease three times over. A lease under a second
     # expired on a busy machine: a heartbeat every lease/3 came too late.
     kind = Slow(delay=2.4)
@@ -319,12 +319,12 @@ async def test_a_slow_batch_keeps_its_lease_by_heartbeat(store: EngineStore) -> 
     assert (await store.job(job))["state"] == "succeeded"
 
 
-async def test_a_stopping_runner_hands_its_shard_back_at_once(store: EngineStore) -> None:
+async def test_a_stopping_runner_hands_its_shard_back_at_once(store: TaskStore) -> None:
     kind = Slow(delay=0.05)
     payload = {"n": 20_000, "shards": 1}
     kind.batch_size = 100
     job = await store.create_job("numbers", "handback", payload, kind.split(payload), NOW, NOW)
-    runner = EngineRunner(Worker(store, {"numbers": kind}, clock=_now), concurrency=1, poll=0.05)
+    runner = TaskRunner(Worker(store, {"numbers": kind}, clock=_now), concurrency=1, poll=0.05)
     runner.start()
     for _ in range(200):
         if kind.batches >= 3:
@@ -355,7 +355,7 @@ class PushedBack(Numbers):
         return await super().execute(payload, items)
 
 
-async def test_push_back_lowers_the_rate_and_success_raises_it(store: EngineStore) -> None:
+async def test_push_back_lowers_the_rate_and_success_raises_it(store: TaskStore) -> None:
     kind = PushedBack(pushed=3)
     kind.batch_size = 100
     payload = {"n": 800, "shards": 1}
@@ -389,7 +389,7 @@ class Recording(Numbers):
 
 
 @pytest.mark.redis
-async def test_a_redis_outage_holds_the_job_and_loses_nothing(store: EngineStore) -> None:
+async def test_a_redis_outage_holds_the_job_and_loses_nothing(store: TaskStore) -> None:
     port = free_port()
     server = start_redis(port)
     client = redis.from_url(
