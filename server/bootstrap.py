@@ -22,6 +22,7 @@ from server.persistence.audit_log import AuditLog
 from server.persistence.database import create_read_engine
 from server.persistence.member_benefits import MemberBenefits
 from server.persistence.member_records import RecordReader
+from server.persistence.recovery_store import RecoveryStore
 from server.persistence.run_store import RunStore
 from server.persistence.task_store import TaskStore
 from server.persistence.unit_of_work import SqlUnitOfWork
@@ -91,7 +92,7 @@ def build(
         ThrottledMessages(sender, buckets),
         clock.now,
     )
-    recovery = Recovery(engine, throttled_benefits, clock.now)
+    recovery = Recovery(RecoveryStore(engine), throttled_benefits, clock.now)
     headlines = {t.preset.product_id: t.headline for t in catalog.values() if t.headline}
     return Parts(
         plans=PlanUseCases(

@@ -10,21 +10,14 @@ that were new."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from domain import runs
 from domain.downstream_ports import BenefitGranter, Recover
-from domain.records import RecordKind
 from server.downstream.errors import CallFailed
-from server.persistence.member_benefits import mark_recovered, recovered_record_id
-from server.persistence.tables import operation_records, run_counters, run_members
-from server.persistence.upserts import add_counts, insert_new
+from server.persistence.recovery_store import GrantedInstance, RecoveryRun, RecoveryStore
 from server.tasks.kinds import Item, ItemResult, Outcome, Page
 
 NAME = "plan_recovery"
@@ -50,11 +43,11 @@ class Recovery:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: RecoveryStore,
         benefits: BenefitGranter,
         now: Callable[[], datetime],
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._benefits = benefits
         self._now = now
 
@@ -62,21 +55,10 @@ class Recovery:
         return [""]  # one shard, in record order: the cursor is the last record id
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
-        records = operation_records.c
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(records.record_id, records.member_id, records.instance_id)
-                    .where(
-                        records.run_id == payload["target_run_id"],
-                        records.kind == RecordKind.BENEFIT_GRANTED.value,
-                        records.record_id > cursor,
-                    )
-                    .order_by(records.record_id)
-                    .limit(limit)
-                )
-            ).all()
-        items = [Item(r[0], {"member": r[1], "instance": r[2]}) for r in rows]
+        found = await self._store.granted(payload["target_run_id"], cursor, limit)
+        items = [
+            Item(g.record_id, {"member": g.member_id, "instance": g.instance_id}) for g in found
+        ]
         return Page(items, items[-1].key if len(items) == limit else None)
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
@@ -111,44 +93,13 @@ class Recovery:
     async def _write(
         self, payload: dict[str, Any], recovered: list[Item], not_unused: list[Item]
     ) -> None:
-        """Records of what came back and the run's outcome per instance, once
-        each; the counters count only the rows that were new."""
-        run_id = payload["run_id"]
-        now = self._now()
-        async with self._engine.begin() as conn:
-            new_records = await insert_new(
-                conn,
-                operation_records,
-                [
-                    {
-                        "record_id": recovered_record_id(i.data["instance"]),
-                        "shop_id": payload["shop_id"],
-                        "member_id": i.data["member"],
-                        "kind": RecordKind.BENEFIT_RECOVERED.value,
-                        "plan_id": payload["plan_id"],
-                        "run_id": run_id,
-                        "instance_id": i.data["instance"],
-                        "template_id": "",
-                        "detail": {"recovers_run_id": payload["target_run_id"]},
-                        "occur_time": now,
-                    }
-                    for i in recovered
-                ],
-                "record_id",
-            )
-            await mark_recovered(conn, payload["shop_id"], [i.data["instance"] for i in recovered])
-            # In a recovery run the unit is the instance: run_members holds
-            # each instance's outcome once, so a replayed batch counts nothing twice.
-            met = await insert_new(
-                conn,
-                run_members,
-                [
-                    {"run_id": run_id, "member_id": i.data["instance"], "outcome": o, "units": 0}
-                    for items, o in ((recovered, "recovered"), (not_unused, f"skip:{NOT_UNUSED}"))
-                    for i in items
-                ],
-                "member_id",
-            )
-            counts = Counter({"recovered": len(new_records)})
-            counts[f"skipped.{NOT_UNUSED}"] = sum(i.data["instance"] in met for i in not_unused)
-            await add_counts(conn, run_counters, {"run_id": run_id}, dict(counts))
+        run = RecoveryRun(
+            payload["run_id"], payload["shop_id"], payload["plan_id"], payload["target_run_id"]
+        )
+        await self._store.came_back(
+            run, _instances(recovered), _instances(not_unused), NOT_UNUSED, self._now()
+        )
+
+
+def _instances(items: list[Item]) -> list[GrantedInstance]:
+    return [GrantedInstance(i.key, i.data["member"], i.data["instance"]) for i in items]
