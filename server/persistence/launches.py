@@ -22,7 +22,7 @@ from server.persistence.upserts import insert_new
 
 def run_resource(run: Run) -> str:
     """The run's name in the audit log."""
-    return _resource({"plan_id": run.plan_id, "run_id": run.run_id})
+    return f"plans/{run.plan_id}/runs/{run.run_id}"
 
 
 def run_row(run: Run) -> dict[str, Any]:
@@ -94,15 +94,14 @@ class SqlRunLaunches:
         is left as it is, and so is its job)."""
         rows = [run_row(launch.run) for launch in launches]
         made = await insert_new(self._conn, plan_runs, rows, "run_id")
-        for row in rows:  # on record when a call made it (nothing for the scheduler)
-            if row["run_id"] in made:
-                await record_change(self._conn, row["shop_id"], _resource(row), None, row)
         job_list: list[dict[str, Any]] = []
         shard_list: list[dict[str, Any]] = []
-        for launch in launches:
+        for launch, row in zip(launches, rows, strict=True):
             run = launch.run
             if run.run_id not in made:
                 continue
+            # On record when a call made it (nothing for the scheduler).
+            await record_change(self._conn, run.shop_id, run_resource(run), None, row)
             job, job_shards = job_rows(
                 run.job_id,
                 launch.job_kind,
@@ -122,7 +121,3 @@ class SqlRunLaunches:
     async def add_skipped(self, skipped: Sequence[Run]) -> None:
         """Skipped fires (runs without a job), once each."""
         await insert_new(self._conn, plan_runs, [run_row(run) for run in skipped], "run_id")
-
-
-def _resource(row: dict[str, Any]) -> str:
-    return f"plans/{row['plan_id']}/runs/{row['run_id']}"

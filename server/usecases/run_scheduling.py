@@ -74,7 +74,8 @@ class RunScheduling(RunLaunches):
         self, now: datetime, limit: int, only: tuple[str, str] | None = None
     ) -> int:
         """The due plans (or the one `only` names, when due), held until the
-        commit so that replicas share them."""
+        commit: another replica's tick on the same plans waits, then finds
+        them moved on."""
         async with self._uow() as uow:
             due = list(await uow.plans.due(now, limit, only))
             written = await self._write_steps(uow, due, now)
