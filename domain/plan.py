@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.audience import Rule
 from domain.errors import Aborted, FailedPrecondition
@@ -143,6 +143,19 @@ class PlanLimits:
     replenish_after_end: bool = False
 
 
+# Measurement: a control group of at most half the audience, and the window
+# in which an order counts for the plan (docs/outcomes.md).
+MAX_HOLDOUT_PERCENT = 50.0
+DEFAULT_ATTRIBUTION_WINDOW = timedelta(days=7)
+ATTRIBUTION_WINDOW_RANGE = (timedelta(hours=1), timedelta(days=90))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    holdout_percent: float = 0.0
+    attribution_window: timedelta = DEFAULT_ATTRIBUTION_WINDOW
+
+
 @dataclass(frozen=True)
 class PlanSpec:
     """What a merchant writes: everything of a plan except identity and state."""
@@ -158,6 +171,7 @@ class PlanSpec:
     time: PlanTime = PlanTime()
     actions: tuple[Action, ...] = ()
     limits: PlanLimits = PlanLimits()
+    measurement: Measurement = Measurement()
 
 
 # Field-mask paths a merchant may change on a draft: the plan's parts, and
@@ -181,6 +195,9 @@ UPDATABLE_FIELDS: tuple[str, ...] = (
     "limits.quiet_hours",
     "limits.rate_override",
     "limits.replenish_after_end",
+    "measurement",
+    "measurement.holdout_percent",
+    "measurement.attribution_window",
 )
 
 

@@ -5,7 +5,7 @@ Versioned by the `v` key so stored plans survive changes of the model.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from domain import audience as a
@@ -18,6 +18,7 @@ from domain.plan import (
     FrequencyWindow,
     FrontOffice,
     GrantBenefits,
+    Measurement,
     MessageChannel,
     MissedFirePolicy,
     Plan,
@@ -65,6 +66,10 @@ def spec_to_dict(spec: PlanSpec) -> dict[str, Any]:
             "rate_override": limits.rate_override,
             "replenish_after_end": limits.replenish_after_end,
         },
+        "measurement": {
+            "holdout_percent": spec.measurement.holdout_percent,
+            "attribution_seconds": int(spec.measurement.attribution_window.total_seconds()),
+        },
     }
 
 
@@ -100,7 +105,14 @@ def spec_from_dict(d: dict[str, Any]) -> PlanSpec:
             # Absent from plans stored before it existed.
             replenish_after_end=lim.get("replenish_after_end", False),
         ),
+        measurement=_measurement_from_dict(d.get("measurement")),
     )
+
+
+def _measurement_from_dict(d: dict[str, Any] | None) -> Measurement:
+    if d is None:  # stored before plans were measured
+        return Measurement()
+    return Measurement(d["holdout_percent"], timedelta(seconds=d["attribution_seconds"]))
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

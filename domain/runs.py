@@ -17,7 +17,6 @@ from domain.audience import AllOf, Birthday, BirthdayScope, Rule
 from domain.plan import (
     FrequencyWindow,
     GrantBenefits,
-    MessageChannel,
     Plan,
     PlanSpec,
     QuietHours,
@@ -56,6 +55,9 @@ class Run:
     # A skipped fire (it has no job): why, and the next fire that counts.
     skip_reason: str = ""
     resume_time: datetime | None = None
+    # The plan granted when the run was made (an acted-on member's outcome
+    # reads GRANTED, else SENT).
+    grants: bool = True
 
 
 class Skip(enum.Enum):
@@ -67,37 +69,6 @@ class Skip(enum.Enum):
     OPTED_OUT = "OPTED_OUT"  # opted out of the channel the plan messages on
     CONTACT_CAP = "CONTACT_CAP"  # at the shop's contact limit on that channel
     UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # listed, but the audience system does not know it
-
-
-ACT = "act"
-ACT_SILENT = "act-silent"  # granted, but its messages dropped (quiet hours, consent, caps)
-# Acted on, but not messaged on these channels (the member opted out of
-# them, or is at the shop's contact limit there): "act-no:1,3".
-ACT_EXCEPT = "act-no:"
-_CHANNEL_CODES = list(MessageChannel)
-
-
-def acts(outcome: str) -> bool:
-    """Whether a member's outcome has the run act on it (grant, and message
-    where not withheld)."""
-    return outcome in (ACT, ACT_SILENT) or outcome.startswith(ACT_EXCEPT)
-
-
-def withheld(outcome: str) -> frozenset[MessageChannel] | None:
-    """The channels a member is not messaged on; None for all of them."""
-    if outcome == ACT_SILENT:
-        return None
-    if outcome.startswith(ACT_EXCEPT):
-        codes = outcome.removeprefix(ACT_EXCEPT).split(",")
-        return frozenset(_CHANNEL_CODES[int(c)] for c in codes)
-    return frozenset()
-
-
-def act_except(channels: set[MessageChannel]) -> str:
-    """The outcome of a member acted on but not messaged on `channels`."""
-    return ACT_EXCEPT + ",".join(
-        str(_CHANNEL_CODES.index(c)) for c in sorted(channels, key=_CHANNEL_CODES.index)
-    )
 
 
 def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> str:
@@ -169,6 +140,10 @@ def units_per_member(plan: Plan) -> int:
         if isinstance(action, GrantBenefits)
         for b in action.benefits
     )
+
+
+def grants(plan: Plan) -> bool:
+    return any(isinstance(a, GrantBenefits) for a in plan.spec.actions)
 
 
 def sends_messages(plan: Plan) -> bool:

@@ -49,6 +49,7 @@ from server.tasks.worker import Worker
 from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
 from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
+from server.usecases.member_data import Retention
 from server.usecases.runs import RunUseCases
 from server.usecases.scenario import ScenarioUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
@@ -165,7 +166,12 @@ class Platform:
             if adopted := await shared.adopt_untagged_settings():
                 log.info("throttle settings moved to hash-tagged keys", extra={"count": adopted})
         channels = Channels(audience_channel, benefit_channel, notification_channel)
-        parts = bootstrap.build(engine, clock, channels, self.buckets, catalog)
+        retention = Retention(
+            timedelta(days=s.retention_outcomes_days),
+            timedelta(days=s.retention_events_days),
+            timedelta(days=s.retention_orders_days),
+        )
+        parts = bootstrap.build(engine, clock, channels, self.buckets, catalog, retention)
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
         for name, kind in parts.job_kinds.items():
@@ -185,9 +191,15 @@ class Platform:
         # RPCs not built yet fall through to the generated base classes (abstract
         # to mypy), which the call interceptor answers with UNIMPLEMENTED.
         plan_service = OperationPlanService(
-            parts.plans, clock, parts.throttle, parts.policies, parts.runs
+            parts.plans,
+            clock,
+            parts.throttle,
+            parts.policies,
+            parts.runs,
+            parts.outcomes,
+            parts.effects,
         )
-        scenario_service = ScenarioAggregationService(parts.scenario)
+        scenario_service = ScenarioAggregationService(parts.scenario, parts.member_data)
         plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(parts.audit), server)
@@ -210,7 +222,10 @@ class Platform:
                 sweep_every=5 * s.engine_poll,
                 # The due-plans query is one indexed range scan: looking
                 # often keeps a fire's lateness well under a second.
-                periodic=[("plan scheduler", parts.runs.tick, min(s.engine_poll, SCHEDULER_TICK))],
+                periodic=[
+                    ("plan scheduler", parts.runs.tick, min(s.engine_poll, SCHEDULER_TICK)),
+                    ("retention purge", parts.member_data.purge, s.purge_interval),
+                ],
             )
             parts.runs.wake = self._runner.wake
             self._runner.start()

@@ -20,8 +20,12 @@ from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, Th
 from server.persistence.active_plans import ActivePlans
 from server.persistence.audit_log import AuditLog
 from server.persistence.database import create_read_engine
+from server.persistence.effect_reads import EffectReads
 from server.persistence.member_benefits import MemberBenefits
+from server.persistence.member_data import MemberData
+from server.persistence.member_events import MemberEventStore
 from server.persistence.member_records import RecordReader
+from server.persistence.outcome_reads import OutcomeReads
 from server.persistence.recovery_store import RecoveryStore
 from server.persistence.run_store import RunStore
 from server.persistence.task_store import TaskStore
@@ -30,6 +34,9 @@ from server.runs.delivery import Delivery
 from server.runs.recovery import Recovery
 from server.tasks.kinds import JobKind
 from server.throttle.buckets import Buckets
+from server.usecases.member_data import MemberDataUseCases, Retention
+from server.usecases.outcomes import OutcomeUseCases
+from server.usecases.plan_effect import PlanEffectUseCases
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
 from server.usecases.scenario import ScenarioUseCases
@@ -50,6 +57,9 @@ class Channels:
 class Parts:
     plans: PlanUseCases
     runs: RunUseCases
+    outcomes: OutcomeUseCases
+    effects: PlanEffectUseCases
+    member_data: MemberDataUseCases
     scenario: ScenarioUseCases
     throttle: ThrottleUseCases
     policies: ShopPolicyUseCases
@@ -65,6 +75,7 @@ def build(
     channels: Channels,
     buckets: Buckets,
     catalog: Mapping[str, ProductTemplate],
+    retention: Retention,
 ) -> Parts:
     # The downstream systems, each behind one adapter; the runs reach them
     # through their buckets, the calls' own work directly.
@@ -104,6 +115,11 @@ def build(
             member_benefits.taken_back,
         ),
         runs=RunUseCases(unit_of_work, run_store, jobs, audience, clock),
+        outcomes=OutcomeUseCases(unit_of_work, OutcomeReads(engine)),
+        effects=PlanEffectUseCases(unit_of_work, EffectReads(engine), clock),
+        member_data=MemberDataUseCases(
+            MemberEventStore(engine), MemberData(engine), unit_of_work, clock, retention
+        ),
         scenario=ScenarioUseCases(
             RecordReader(engine),
             member_benefits,

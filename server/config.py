@@ -81,6 +81,12 @@ class Settings:
     # Seconds a worker holds a shard between heartbeats (sent every third of
     # it): how long a crashed replica's shard waits before another takes it.
     engine_lease: float = 30.0
+    # Days each store keeps its rows (0: for ever), and seconds between the
+    # purges that delete older ones (docs/outcomes.md, "Privacy").
+    retention_outcomes_days: int = 365
+    retention_events_days: int = 365
+    retention_orders_days: int = 365
+    purge_interval: float = 3600.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
@@ -147,6 +153,11 @@ class Settings:
             )
         if not self.redis_prefix or ":" in self.redis_prefix:
             problems.append("CUSTOPS_REDIS_PREFIX must be a non-empty word without ':'")
+        for name in ("retention_outcomes_days", "retention_events_days", "retention_orders_days"):
+            if not 0 <= getattr(self, name) <= 36_500:
+                problems.append(f"CUSTOPS_{name.upper()} must be 0 (keep for ever) to 36500 days")
+        if not self.purge_interval > 0:
+            problems.append("CUSTOPS_PURGE_INTERVAL must be > 0 seconds")
         if not 0 <= self.engine_concurrency <= 64:
             problems.append("CUSTOPS_ENGINE_CONCURRENCY must be 0-64 shards at once (0: no worker)")
         for name in ("downstream_timeout", "shutdown_grace", "engine_poll", "engine_lease"):

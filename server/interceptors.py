@@ -1,4 +1,4 @@
-"""The server interceptor every unary call goes through.
+"""The server interceptor every call goes through, unary or streaming.
 
 It gives the call a request id (the caller's `x-request-id`, or a new one)
 and returns it in trailing metadata, records the caller's deadline for
@@ -16,7 +16,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,21 +162,28 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
-        method = details.method
-        if (
-            self._callers is not None
-            and handler is not None
-            and handler.unary_unary is None
-            and not method.startswith(_OPEN)
-        ):
-            # Only unary calls pass the checks below: a stream that is not
-            # open is not served here (UNIMPLEMENTED) rather than unguarded.
+        if handler is None:
             return None
+        method = details.method
         incoming = dict(details.invocation_metadata or ())
-        deserializer = None if handler is None else _tolerant(handler.request_deserializer)
-        return wrap_unary(
-            handler, lambda inner: self._around(inner, method, incoming), deserializer
-        )
+        parse = _tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, incoming),
+                request_deserializer=parse,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method, incoming),
+                request_deserializer=parse,
+                response_serializer=handler.response_serializer,
+            )
+        if self._callers is not None and not method.startswith(_OPEN):
+            # A call that streams its requests (none of the public contracts
+            # has one) is not served here (UNIMPLEMENTED) rather than unguarded.
+            return None
+        return handler
 
     async def _admit(
         self,
@@ -227,65 +235,94 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         except Exception:  # the call's own answer matters more than its audit entry
             log.warning("could not audit the failed %s", method, exc_info=True)
 
-    def _around(self, inner: Behavior, method: str, incoming: dict[str, Any]) -> Behavior:
+    def _unary(self, inner: Behavior, method: str, incoming: dict[str, Any]) -> Behavior:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            given = incoming.get(REQUEST_ID_KEY, "")
-            request_id = given if _VALID_REQUEST_ID.match(given or "") else uuid.uuid4().hex
-            call_context.request_id.set(request_id)
-            call_context.trace_headers.set(
-                tuple(
-                    (key, incoming[key])
-                    for key in call_context.TRACE_HEADER_KEYS
-                    if isinstance(incoming.get(key), str)
-                )
-            )
-            remaining = context.time_remaining()
-            call_context.deadline.set(None if remaining is None else time.monotonic() + remaining)
-            trailing = ((REQUEST_ID_KEY, request_id),)
-            context.set_trailing_metadata(trailing)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            audited = True
-            try:
-                try:
-                    await self._admit(method, incoming, request, context)
-                    return await inner(request, context)
-                except DomainError as exc:
-                    failure = rpc_status.to_status(status_of(exc, request_id))
-                    # A caller over its rate is not written down: the log
-                    # would otherwise grow at whatever rate it keeps calling.
-                    audited = exc.reason != RATE_EXCEEDED
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except NotImplementedError:
-                    # The generated base servicer's answer for an RPC not built yet.
-                    missing = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
-                    failure = rpc_status.to_status(status_of(missing, request_id))
-                except Exception:
-                    log.exception("unexpected error in %s", method)
-                    failure = rpc_status.to_status(internal_status(request_id))
-                code = failure.code
-                if audited:
-                    await self._audit_failure(method, request, code)
-                await context.abort(
-                    failure.code, failure.details, (*failure.trailing_metadata, *trailing)
-                )
-            finally:
-                trace.get_current_span().set_attribute("rpc.grpc.status_code", code.value[0])
-                if log.isEnabledFor(logging.INFO):  # the peer costs a call into grpc
-                    log.info(
-                        "rpc",
-                        extra={
-                            "method": method,
-                            "code": code.name,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                            "peer": context.peer(),
-                            "caller": getattr(call_context.caller.get(), "name", ""),
-                        },
-                    )
+            async with self._guarded(method, incoming, request, context):
+                return await inner(request, context)
 
         return behavior
+
+    def _streaming(
+        self,
+        inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        method: str,
+        incoming: dict[str, Any],
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with self._guarded(method, incoming, request, context):
+                async for response in inner(request, context):
+                    yield response
+
+        return behavior
+
+    @asynccontextmanager
+    async def _guarded(
+        self,
+        method: str,
+        incoming: dict[str, Any],
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[None]:
+        """Around one call, unary or streaming alike: its request id and
+        deadline, admission, the status of whatever it raises (an error
+        half-way through a stream included), the audit of a failed change,
+        and the access-log line."""
+        given = incoming.get(REQUEST_ID_KEY, "")
+        request_id = given if _VALID_REQUEST_ID.match(given or "") else uuid.uuid4().hex
+        call_context.request_id.set(request_id)
+        call_context.trace_headers.set(
+            tuple(
+                (key, incoming[key])
+                for key in call_context.TRACE_HEADER_KEYS
+                if isinstance(incoming.get(key), str)
+            )
+        )
+        remaining = context.time_remaining()
+        call_context.deadline.set(None if remaining is None else time.monotonic() + remaining)
+        trailing = ((REQUEST_ID_KEY, request_id),)
+        context.set_trailing_metadata(trailing)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        audited = True
+        try:
+            try:
+                await self._admit(method, incoming, request, context)
+                yield
+                return
+            except DomainError as exc:
+                failure = rpc_status.to_status(status_of(exc, request_id))
+                # A caller over its rate is not written down: the log
+                # would otherwise grow at whatever rate it keeps calling.
+                audited = exc.reason != RATE_EXCEEDED
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except NotImplementedError:
+                # The generated base servicer's answer for an RPC not built yet.
+                missing = Unimplemented(f"{method.lstrip('/')} is not implemented yet")
+                failure = rpc_status.to_status(status_of(missing, request_id))
+            except Exception:
+                log.exception("unexpected error in %s", method)
+                failure = rpc_status.to_status(internal_status(request_id))
+            code = failure.code
+            if audited:
+                await self._audit_failure(method, request, code)
+            await context.abort(
+                failure.code, failure.details, (*failure.trailing_metadata, *trailing)
+            )
+        finally:
+            trace.get_current_span().set_attribute("rpc.grpc.status_code", code.value[0])
+            if log.isEnabledFor(logging.INFO):  # the peer costs a call into grpc
+                log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "peer": context.peer(),
+                        "caller": getattr(call_context.caller.get(), "name", ""),
+                    },
+                )

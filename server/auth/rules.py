@@ -97,6 +97,8 @@ CHANGES = {
     "RejectPlan",
     "ReportBenefitUsed",
     "ReplenishBenefit",
+    "RecordMemberEvents",
+    "EraseMember",
 }
 
 
@@ -116,7 +118,10 @@ RULES: dict[str, Rule] = {
         "ReportBenefitUsed",
         "ReplenishBenefit",
         "GetCheckoutBenefits",
+        "RecordMemberEvents",
     ),
+    # Erasing a member is the shop's decision, on the member's request.
+    **_rules(SCENARIO, (ADMIN,), "EraseMember"),
     # A merchant's admin tool makes and runs the shop's plans.
     **_rules(
         PLANS,
@@ -145,6 +150,9 @@ RULES: dict[str, Rule] = {
         "ListPlanRuns",
         "GetPlanRun",
         "GetPlanStatistics",
+        "ListMemberOutcomes",
+        "ExportMemberOutcomes",
+        "GetPlanEffect",
     ),
     # Retrying spends the downstream systems' shared capacity: an operator's call.
     **_rules(PLANS, (OPERATOR,), "RetryFailedItems"),

@@ -193,6 +193,7 @@ def spec_from_proto(msg: pb.Plan, path: str = "plan", *, check: bool = True) -> 
             rate_override=lim.rate_override,
             replenish_after_end=lim.replenish_after_end,
         ),
+        measurement=_measurement(v, msg.measurement, f"{path}.measurement"),
     )
     domain_violations = validate_spec(spec, path) if check else []
     require(v.items + [_renumber(x, f"{path}.actions", positions) for x in domain_violations])
@@ -270,6 +271,8 @@ def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
     )
     if spec.audience is not None:
         msg.audience.CopyFrom(rule_to_proto(spec.audience))
+    msg.measurement.holdout_percent = spec.measurement.holdout_percent
+    msg.measurement.attribution_window.FromTimedelta(spec.measurement.attribution_window)
     quiet = spec.limits.quiet_hours
     if quiet is not None:
         msg.limits.quiet_hours.CopyFrom(
@@ -278,6 +281,26 @@ def spec_to_proto(spec: d.PlanSpec) -> pb.Plan:
             )
         )
     return msg
+
+
+def _measurement(v: _Violations, msg: pb.PlanMeasurement, path: str) -> d.Measurement:
+    share = msg.holdout_percent
+    if not 0.0 <= share <= d.MAX_HOLDOUT_PERCENT:  # NaN fails too
+        v.items.append(
+            FieldViolation(f"{path}.holdout_percent", "a percentage from 0 to 50 (0: no holdout)")
+        )
+        share = 0.0
+    window = d.DEFAULT_ATTRIBUTION_WINDOW
+    if msg.HasField("attribution_window"):
+        given = msg.attribution_window
+        shortest, longest = d.ATTRIBUTION_WINDOW_RANGE
+        if given.seconds < 0 or given.nanos < 0 or given.nanos >= 10**9:
+            v.items.append(FieldViolation(f"{path}.attribution_window", "a positive duration"))
+        elif not shortest.total_seconds() <= given.seconds <= longest.total_seconds():
+            v.items.append(FieldViolation(f"{path}.attribution_window", "from 1 hour to 90 days"))
+        else:
+            window = given.ToTimedelta()
+    return d.Measurement(share, window)
 
 
 def front_office_to_proto(office: d.FrontOffice) -> int:

@@ -19,7 +19,7 @@ RUN_STATES = {
     "cancelled": pb.RUN_STATE_CANCELLED,
     SKIPPED: pb.RUN_STATE_SKIPPED,
 }
-_KINDS = {
+RUN_KINDS = {
     RunKind.DELIVERY: pb.RUN_KIND_DELIVERY,
     RunKind.RECOVERY: pb.RUN_KIND_RECOVERY,
     RunKind.TEST: pb.RUN_KIND_TEST,
@@ -51,7 +51,7 @@ def run_to_proto(view: RunView) -> pb.PlanRun:
         fire_time=timestamp(run.fire_time),
         state=RUN_STATES.get(_state(view), pb.RUN_STATE_PENDING),
         trigger=_TRIGGERS[run.trigger],
-        kind=_KINDS[run.kind],
+        kind=RUN_KINDS[run.kind],
         recovers_run_id=run.target_run_id,
         skip_reason=run.skip_reason,
         create_time=timestamp(run.create_time),

@@ -38,6 +38,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "target_run_id": run.target_run_id,
         "skip_reason": run.skip_reason,
         "resume_time": run.resume_time,
+        "grants": run.grants,
     }
 
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain import shop_policy
+from domain import outcomes, shop_policy
+from domain.outcomes import ACT, HELD_OUT
 from domain.plan import MessageChannel
-from domain.runs import ACT, ACT_SILENT, Run, Skip, act_except
+from domain.runs import Run, Skip
 from server.persistence.shop_policies import SqlShopPolicies
 from server.persistence.tables import (
     contact_claims,
@@ -39,12 +41,17 @@ class Limits:
     # windows are counted in.
     channels: tuple[MessageChannel, ...] = ()
     capped: bool = True  # the shop's contact limits apply (not to a test run)
+    # The plan's control group (not in a test run): held-out members are
+    # given nothing and use none of the limits.
+    holdout_percent: float = 0.0
+    # Quiet hours with the DEFER policy: messages wait until then.
+    defer_until: datetime | None = None
     opted_out: Mapping[str, frozenset[MessageChannel]] = field(default_factory=dict)
     zone: str = "UTC"
 
 
 # A member's outcome once it failed for good and gave back its slot and units.
-RELEASED = "fail:"
+RELEASED = outcomes.FAIL
 
 
 class MemberDecisions:
@@ -99,14 +106,17 @@ class MemberDecisions:
                 )
                 earlier = {r[0]: r[1] for r in rows}
             again = [m for m, outcome in earlier.items() if outcome.startswith(RELEASED)]
-            deciding = fresh + again
-            outcomes = {m: ACT for m in deciding}
+            decided = {m: ACT for m in fresh + again}
+            for m in decided:
+                if outcomes.held_out(run.plan_id, m, limits.holdout_percent):
+                    decided[m] = HELD_OUT
+            deciding = [m for m, o in decided.items() if o == ACT]
             skipped: dict[str, str] = {}
             if limits.max_times > 0 and deciding:
                 skipped |= await _frequency(conn, run, deciding, limits)
             withheld_for: dict[str, str] = {}  # why a member is not messaged somewhere
             if limits.channels and not limits.silent:
-                withheld_for = await _contact(conn, run, deciding, skipped, outcomes, limits)
+                withheld_for = await _contact(conn, run, deciding, skipped, decided, limits)
             eligible = [m for m in deciding if m not in skipped]
             units = {m: 0 for m in deciding}
             if limits.budget > 0 and limits.units > 0 and eligible:
@@ -115,21 +125,23 @@ class MemberDecisions:
                     skipped[m] = Skip.BUDGET_EXHAUSTED.value
                 for m in eligible[:granted]:
                     units[m] = limits.units
-            if limits.silent:  # quiet hours drop messages: grants only, if any
-                for m in deciding:
-                    if m in skipped:
-                        continue
+            for m in deciding:
+                if m in skipped:
+                    continue
+                if limits.silent:  # quiet hours drop messages: grants only, if any
                     if limits.units > 0:
-                        outcomes[m] = ACT_SILENT
+                        decided[m] = outcomes.silent(Skip.QUIET_HOURS.value)
                     else:
                         skipped[m] = Skip.QUIET_HOURS.value
+                elif limits.defer_until is not None and outcomes.withheld(decided[m]) is not None:
+                    decided[m] = outcomes.deferred(limits.defer_until, decided[m])
             for m, reason in skipped.items():
-                outcomes[m] = f"skip:{reason}"
+                decided[m] = f"{outcomes.SKIP}{reason}"
             await _unclaim(conn, run, list(skipped))
             changed = [
-                {"r": run.run_id, "m": m, "o": outcomes[m], "u": units[m]}
-                for m in deciding
-                if outcomes[m] != ACT or units[m] or m in again
+                {"r": run.run_id, "m": m, "o": o, "u": units.get(m, 0)}
+                for m, o in decided.items()
+                if o != ACT or units.get(m) or m in again
             ]
             if changed:
                 await conn.execute(
@@ -144,16 +156,19 @@ class MemberDecisions:
             # A member acted on without (some of) its messages counts as
             # skipped for why: consent, the contact limit, or quiet hours.
             reasons = [
-                outcome.removeprefix("skip:")
-                if outcome.startswith("skip:")
+                outcome.removeprefix(outcomes.SKIP)
+                if outcome.startswith(outcomes.SKIP)
                 else withheld_for.get(m, Skip.QUIET_HOURS.value)
-                for m, outcome in outcomes.items()
-                if outcome != ACT
+                for m, outcome in decided.items()
+                if outcome != ACT and outcome != HELD_OUT and not outcome.startswith(outcomes.DEFER)
             ]
             counts = {"targeted": len(fresh)}
             counts |= {f"skipped.{r}": n for r, n in Counter(reasons).items()}
+            held = sum(1 for o in decided.values() if o == HELD_OUT)
+            if held:
+                counts["held_out"] = held
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
-            return earlier | outcomes
+            return earlier | decided
 
 
 async def _frequency(
@@ -171,7 +186,7 @@ async def _contact(
     run: Run,
     deciding: list[str],
     skipped: dict[str, str],
-    outcomes: dict[str, str],
+    decided: dict[str, str],
     limits: Limits,
 ) -> dict[str, str]:
     """The shop's contact rules for members about to be acted on: no
@@ -205,9 +220,9 @@ async def _contact(
         if m in skipped:
             continue
         if channels < everything:
-            outcomes[m] = act_except(channels)
+            decided[m] = outcomes.act_except(channels, why[m])
         elif limits.units > 0:
-            outcomes[m] = ACT_SILENT  # grants only
+            decided[m] = outcomes.silent(why[m])  # grants only
         else:
             skipped[m] = why[m]  # nothing left to do for them
     return why

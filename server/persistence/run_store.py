@@ -147,4 +147,5 @@ def _run(row: Any) -> Run:
         target_run_id=row["target_run_id"],
         skip_reason=row["skip_reason"],
         resume_time=row["resume_time"],
+        grants=row["grants"],
     )

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData()
@@ -176,13 +178,17 @@ plan_runs = Table(
     # A skipped fire (no job): why, and the next fire that counts.
     Column("skip_reason", String(32), nullable=False, server_default=""),
     Column("resume_time", UtcDateTime()),
+    # Whether the plan granted when the run was made: an acted-on member's
+    # outcome reads GRANTED, else SENT (domain.outcomes).
+    Column("grants", Boolean, nullable=False, server_default=true()),
     # The run id is derived from (plan, kind, fire time) — or, by hand, from
     # the request id — so the primary key makes a run once.
     Index("ix_plan_runs_plan", "shop_id", "plan_id", "create_time"),
 )
 
-# What a run decided for each member it met, once: "act" or "skip:REASON".
-# Inserted once per (run, member), so counters never count a member twice.
+# What a run decided for each member it met, once, in the short form of
+# domain.outcomes. Inserted once per (run, member), so counters never count a
+# member twice.
 run_members = Table(
     "run_members",
     metadata,
@@ -191,6 +197,41 @@ run_members = Table(
     Column("outcome", String(32), nullable=False),
     Column("units", BigInteger, nullable=False, default=0),  # budget reserved
     PrimaryKeyConstraint("run_id", "member_id", name="pk_run_members"),
+    # A member's outcomes across runs, and erasing them.
+    Index("ix_run_members_member", "member_id", "run_id"),
+)
+
+# What front offices say happened to members (RecordMemberEvents), once per
+# event id within the shop.
+member_events = Table(
+    "member_events",
+    metadata,
+    Column("shop_id", String(64), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("occur_time", UtcDateTime(), nullable=False),
+    Column("detail", JSON, nullable=False),
+    PrimaryKeyConstraint("shop_id", "event_id", name="pk_member_events"),
+    Index("ix_member_events_member", "shop_id", "member_id"),
+    Index("ix_member_events_time", "occur_time"),
+)
+
+# Paid orders, net of their refunds: what plans' effects are measured on.
+orders = Table(
+    "orders",
+    metadata,
+    Column("shop_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("paid_time", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("shop_id", "order_id", name="pk_orders"),
+    Index("ix_orders_member", "shop_id", "member_id", "paid_time"),
+    Index("ix_orders_paid", "paid_time"),
 )
 
 # Frequency limits: the n-th time a member is acted on in a window is slot n,

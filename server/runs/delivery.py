@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from domain import runs, shop_policy
+from domain import outcomes, runs, shop_policy
 from domain.audience import Rule, listed_members
 from domain.downstream_ports import (
     AudiencePages,
@@ -170,6 +170,7 @@ class Delivery:
         drop = quiet_end is not None and runs.drops_in_quiet_hours(limits_.quiet_hours)
         channels = shop_policy.channels(plan)
         test = bool(payload.get("test_members"))  # neither frequency, budget nor caps
+        defer = quiet_end is not None and not drop
         decided = await self.store.decide(
             run,
             [i.key for i in items],
@@ -180,6 +181,8 @@ class Delivery:
                 budget=0 if test else limits_.total_budget,
                 silent=drop,
                 capped=not test,
+                holdout_percent=0.0 if test else plan.spec.measurement.holdout_percent,
+                defer_until=quiet_end if defer else None,
                 channels=channels,
                 opted_out=await self._opted_out(run, items, channels) if not drop else {},
                 zone=plan.spec.time_zone,
@@ -188,15 +191,17 @@ class Delivery:
         problems: dict[str, tuple[str, bool]] = {}  # member -> (reason, retryable)
         records: list[Record] = []
         granting = [
-            i.key for i in items if runs.acts(decided[i.key]) and not i.data.get("messages_only")
+            i.key
+            for i in items
+            if outcomes.acts(decided[i.key]) and not i.data.get("messages_only")
         ]
         await self._grant(plan, run, granting, records, problems)
-        defer = quiet_end is not None and not drop
         # Who gets messages, and on which channels not (consent, contact limits).
         messaging = {
             i.key: withheld
             for i in items
-            if runs.acts(decided[i.key]) and (withheld := runs.withheld(decided[i.key])) is not None
+            if outcomes.acts(decided[i.key])
+            and (withheld := outcomes.withheld(decided[i.key])) is not None
         }
         await self._send(plan, run, {} if defer else messaging, records, problems)
         # Refused for good with nothing done for them: their slot and budget

@@ -9,6 +9,7 @@ from typing import Any
 from custops.plan.v1 import plan_pb2 as pb
 from domain.errors import FieldViolation, Unimplemented, require
 from domain.runs import MAX_TEST_MEMBERS
+from server.mapping.outcomes import counts_to_proto
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.requests import (
     decode_page_token,
@@ -20,6 +21,7 @@ from server.servicers.requests import (
     time_id_reader,
     time_id_token,
 )
+from server.usecases.outcomes import OutcomeUseCases
 from server.usecases.runs import RunUseCases
 
 
@@ -27,6 +29,7 @@ class PlanRunCalls:
     """Mixed into the plan service: a plan's runs (UNIMPLEMENTED without the engine)."""
 
     _runs: RunUseCases | None
+    _outcomes: OutcomeUseCases | None
 
     def _run_cases(self) -> RunUseCases:
         if self._runs is None:
@@ -127,7 +130,12 @@ class PlanRunCalls:
     ) -> pb.GetPlanStatisticsResponse:
         require(shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id))
         totals = await self._run_cases().totals(request.shop_id, request.plan_id)
-        return pb.GetPlanStatisticsResponse(statistics=totals_to_proto(request.plan_id, totals))
+        statistics = totals_to_proto(request.plan_id, totals)
+        if self._outcomes is not None:
+            overall, daily = await self._outcomes.counts(request.shop_id, request.plan_id)
+            statistics.outcome_counts.extend(counts_to_proto(overall))
+            statistics.daily_outcome_counts.extend(counts_to_proto(daily))
+        return pb.GetPlanStatisticsResponse(statistics=statistics)
 
 
 _RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")

@@ -27,6 +27,7 @@ from server.mapping.plan import (
     spec_from_proto,
 )
 from server.servicers.approvals import ApprovalCalls
+from server.servicers.outcomes import OutcomeCalls
 from server.servicers.plan_previews import PlanPreviewCalls
 from server.servicers.plan_runs import PlanRunCalls
 from server.servicers.plan_templates import PlanTemplateCalls
@@ -44,6 +45,8 @@ from server.servicers.requests import (
 )
 from server.servicers.shop_policy import ShopPolicyCalls
 from server.servicers.throttle_settings import ThrottleSettingCalls
+from server.usecases.outcomes import OutcomeUseCases
+from server.usecases.plan_effect import PlanEffectUseCases
 from server.usecases.plans import PlanUseCases
 from server.usecases.runs import RunUseCases
 from server.usecases.shop_policy import ShopPolicyUseCases
@@ -54,6 +57,7 @@ Context: TypeAlias = grpc.aio.ServicerContext
 
 class OperationPlanService(
     PlanRunCalls,
+    OutcomeCalls,
     PlanTemplateCalls,
     PlanPreviewCalls,
     ThrottleSettingCalls,
@@ -70,12 +74,16 @@ class OperationPlanService(
         throttle: ThrottleUseCases,
         policies: ShopPolicyUseCases,
         runs: RunUseCases | None = None,
+        outcomes: OutcomeUseCases | None = None,
+        effects: PlanEffectUseCases | None = None,
     ) -> None:
         self._plans = plans
         self._clock = clock
         self._throttle = throttle
         self._policies = policies
         self._runs = runs
+        self._outcomes = outcomes
+        self._effects = effects
 
     async def CreatePlan(
         self, request: pb.CreatePlanRequest, context: Context

@@ -40,6 +40,16 @@ def plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolat
     return []
 
 
+# Ids of members, benefit instances and orders: the other systems' ids.
+MEMBER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def id_violations(field: str, value: str) -> list[FieldViolation]:
+    if not MEMBER_ID.match(value):
+        return [FieldViolation(field, "required: 1-64 letters, digits or '_.:-'")]
+    return []
+
+
 def request_id_violations(request_id: str) -> list[FieldViolation]:
     """An optional request id (AIP-155): empty, or a key a retry repeats."""
     if request_id and not _REQUEST_ID.match(request_id):

@@ -26,9 +26,12 @@ from server.mapping.scenario import (
     benefit_to_proto,
     record_to_proto,
 )
+from server.servicers.member_data import MemberDataCalls
 from server.servicers.requests import (
+    MEMBER_ID,
     decode_page_token,
     effective_page_size,
+    id_violations,
     page_size_violations,
     plan_id_violations,
     request_id_violations,
@@ -36,11 +39,10 @@ from server.servicers.requests import (
     time_id_reader,
     time_id_token,
 )
+from server.usecases.member_data import MemberDataUseCases
 from server.usecases.scenario import ScenarioUseCases
 
 Context: TypeAlias = grpc.aio.ServicerContext
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_ID_RULE = "1-64 letters, digits or '_.:-'"
 _KIND_NAMES = {wire: name for name, wire in RECORD_KINDS.items()}
 _STATUS_NAMES = {wire: name for name, wire in BENEFIT_STATUSES.items()}
 _FRONT_OFFICES = {
@@ -52,9 +54,12 @@ _FRONT_OFFICES = {
 _MARGIN = 0.05
 
 
-class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceServicer):
-    def __init__(self, scenario: ScenarioUseCases) -> None:
+class ScenarioAggregationService(
+    MemberDataCalls, scenario_pb2_grpc.ScenarioAggregationServiceServicer
+):
+    def __init__(self, scenario: ScenarioUseCases, member_data: MemberDataUseCases) -> None:
         self._scenario = scenario
+        self._member_data = member_data
         # A plan's answer is one object for every page while it holds (the
         # use cases keep it): its message is built once.
         self._plan_message: KeptById[ApplyingPlan, pb.ApplicablePlan] = KeptById(
@@ -94,7 +99,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
     async def GetCheckoutBenefits(
         self, request: pb.GetCheckoutBenefitsRequest, context: Context
     ) -> pb.GetCheckoutBenefitsResponse:
-        violations = _member_violations(request) + _id_violations("store_id", request.store_id)
+        violations = _member_violations(request) + id_violations("store_id", request.store_id)
         if request.order_amount < 0:
             violations.append(FieldViolation("order_amount", "must be >= 0 (minor currency units)"))
         require(violations)
@@ -170,7 +175,7 @@ class ScenarioAggregationService(scenario_pb2_grpc.ScenarioAggregationServiceSer
     ) -> pb.ReportBenefitUsedResponse:
         violations = _change_violations(request)
         if request.store_id:
-            violations += _id_violations("store_id", request.store_id)
+            violations += id_violations("store_id", request.store_id)
         require(violations)
         held, record = await self._scenario.use(
             request.shop_id,
@@ -214,7 +219,7 @@ def _member_violations(
     | pb.ReportBenefitUsedRequest
     | pb.ReplenishBenefitRequest,
 ) -> list[FieldViolation]:
-    return shop_id_violations(request.shop_id) + _id_violations("member_id", request.member_id)
+    return shop_id_violations(request.shop_id) + id_violations("member_id", request.member_id)
 
 
 def _change_violations(
@@ -222,16 +227,10 @@ def _change_violations(
 ) -> list[FieldViolation]:
     return (
         _member_violations(request)
-        + _id_violations("benefit_instance_id", request.benefit_instance_id)
-        + _id_violations("order_id", request.order_id)
+        + id_violations("benefit_instance_id", request.benefit_instance_id)
+        + id_violations("order_id", request.order_id)
         + request_id_violations(request.request_id)
     )
-
-
-def _id_violations(field: str, value: str) -> list[FieldViolation]:
-    if not _ID.match(value):
-        return [FieldViolation(field, f"required: {_ID_RULE}")]
-    return []
 
 
 def _limit_violations(field: str, value: int) -> list[FieldViolation]:
@@ -249,4 +248,4 @@ def _time_left(context: Context) -> float | None:
 
 # Record ids are idempotency keys (at most 300 characters, the column's width).
 _record_cursor = time_id_reader(re.compile(r"^.{1,300}$", re.DOTALL))
-_benefit_cursor = time_id_reader(_ID)
+_benefit_cursor = time_id_reader(MEMBER_ID)

@@ -95,7 +95,17 @@ class RunLaunches:
         kind = runs.RunKind.DELIVERY
         run_id = run_id or runs.run_id(plan.shop_id, plan.plan_id, kind, named_for)
         job_id = uuid.uuid4().hex
-        return Run(run_id, plan.shop_id, plan.plan_id, kind, trigger, fire, now, job_id)
+        return Run(
+            run_id,
+            plan.shop_id,
+            plan.plan_id,
+            kind,
+            trigger,
+            fire,
+            now,
+            job_id,
+            grants=runs.grants(plan),
+        )
 
     def _launch_of(self, plan: Plan, run: Run, test_members: list[str] | None = None) -> RunLaunch:
         payload = payload_of(run, plan)

@@ -83,7 +83,15 @@ class RunUseCases(RunScheduling):
             else runs.run_id(shop_id, plan_id, kind, now)
         )
         run = Run(
-            run_id, shop_id, plan_id, kind, runs.RunTrigger.MANUAL, now, now, uuid.uuid4().hex
+            run_id,
+            shop_id,
+            plan_id,
+            kind,
+            runs.RunTrigger.MANUAL,
+            now,
+            now,
+            uuid.uuid4().hex,
+            grants=runs.grants(plan),
         )
         launch = self._launch_of(plan, run, list(dict.fromkeys(members)))
         async with self._uow() as uow:

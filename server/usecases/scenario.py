@@ -20,6 +20,7 @@ from domain.audience import AllOf, Birthday, Rule
 from domain.downstream_ports import AudienceDirectory, BenefitLedger, RuleCheck, TemplateValue
 from domain.errors import NotFound
 from domain.held_benefits import HeldBenefit
+from domain.outcomes import held_out
 from domain.plan import EFFECT_KINDS, BenefitKind, FrontOffice, GrantBenefits, Plan
 from domain.plan_calendar import Effect
 from domain.ports import Clock
@@ -234,7 +235,8 @@ class ScenarioUseCases(BenefitReports):
         effects hold now or come next by their calendar, and whose audience
         (with, for a birthday plan, the member's birthday period) takes the
         member, by one call to the audience system for all the members. A
-        stranger to the shop is left out."""
+        stranger to the shop is left out, and so is a member from the plans
+        whose control group holds him (he gets nothing from them)."""
         timely = [
             (plan, effect)
             for plan, effect in await self._active.timely(shop_id, now)
@@ -251,7 +253,8 @@ class ScenarioUseCases(BenefitReports):
             member_id: [
                 (plan, effect)
                 for plan, effect in timely
-                if plan.plan_id not in checked or plan.plan_id in keys
+                if (plan.plan_id not in checked or plan.plan_id in keys)
+                and not held_out(plan.plan_id, member_id, plan.spec.measurement.holdout_percent)
             ]
             for member_id, keys in matched.items()
         }

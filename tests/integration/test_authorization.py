@@ -191,6 +191,18 @@ def _unused(w: World) -> spb.ReportBenefitUsedRequest:
     )
 
 
+def _paid(w: World) -> spb.RecordMemberEventsRequest:
+    """An order paid by a member of shop-1, under a new event id each time."""
+    paid = spb.MemberEvent(
+        event_id=uuid.uuid4().hex,
+        member_id=_s1_member(w),
+        type=spb.MEMBER_EVENT_TYPE_ORDER_PAID,
+        order=spb.PaidOrder(order_id=uuid.uuid4().hex[:20], amount_minor=100, currency_code="CNY"),
+    )
+    paid.occur_time.GetCurrentTime()
+    return spb.RecordMemberEventsRequest(shop_id=S1, events=[paid])
+
+
 def _paused(w: World) -> pb.ResumePlanRequest:
     plan = w.published()
     paused = w.root.plans.PausePlan(
@@ -335,6 +347,21 @@ CASES: dict[str, Case] = {
     "GetPlanStatistics": Case(
         (ADMIN, OPS), lambda w: pb.GetPlanStatisticsRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
     ),
+    "ListMemberOutcomes": Case(
+        (ADMIN, OPS),
+        lambda w: pb.ListMemberOutcomesRequest(
+            shop_id=S1, plan_id=_plan1(w).plan_id, run_id=_run1(w).run_id
+        ),
+    ),
+    "ExportMemberOutcomes": Case(
+        (ADMIN, OPS),
+        lambda w: pb.ExportMemberOutcomesRequest(
+            shop_id=S1, plan_id=_plan1(w).plan_id, run_id=_run1(w).run_id
+        ),
+    ),
+    "GetPlanEffect": Case(
+        (ADMIN, OPS), lambda w: pb.GetPlanEffectRequest(shop_id=S1, plan_id=_plan1(w).plan_id)
+    ),
     "GetThrottleSettings": Case((OPS,), lambda w: pb.GetThrottleSettingsRequest(shop_id=S1)),
     "UpdateThrottleSetting": Case(
         (OPS,),
@@ -386,6 +413,10 @@ CASES: dict[str, Case] = {
     "ReportBenefitUsed": Case((FRONT,), _unused),
     "ReplenishBenefit": Case((FRONT,), _used),
     "ListAuditEntries": Case((ADMIN, OPS), lambda w: apb.ListAuditEntriesRequest(shop_id=S1)),
+    "RecordMemberEvents": Case((FRONT,), _paid),
+    "EraseMember": Case(
+        (ADMIN,), lambda w: spb.EraseMemberRequest(shop_id=S1, member_id=_s1_member(w))
+    ),
     "GetCheckoutBenefits": Case(
         (FRONT,),
         lambda w: spb.GetCheckoutBenefitsRequest(
@@ -409,13 +440,16 @@ def _call(
     if token is not None:
         metadata.append(("authorization", f"Bearer {token}"))
     with grpc.insecure_channel(f"127.0.0.1:{w.platform.port}") as channel:
-        rpc = channel.unary_unary(
+        kinds = channel.unary_stream if method.server_streaming else channel.unary_unary
+        rpc = kinds(
             path,
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=output.FromString,
         )
         try:
-            rpc(request, metadata=metadata, timeout=30)
+            answer = rpc(request, metadata=metadata, timeout=30)
+            if method.server_streaming:
+                list(answer)  # a stream's status comes at its end
         except grpc.RpcError as err:
             code: grpc.StatusCode = err.code()
             return code
@@ -533,7 +567,13 @@ def test_each_rpc_admits_the_right_caller_only(world: World, method: MethodDescr
 # Fields naming a shop's resource; swapped for shop-2's, under shop-1, the
 # call answers NOT_FOUND. ListMemberBenefits' plan_id filters, it names nothing.
 RESOURCE_IDS = ("plan_id", "run_id", "member_id", "benefit_instance_id", "plan.plan_id")
-FILTERS = {("ListMemberBenefits", "plan_id")}
+# A member id is the audience system's, the same in every shop: listing a
+# member's outcomes or erasing him under shop-1 reads or erases shop-1's only.
+FILTERS = {
+    ("ListMemberBenefits", "plan_id"),
+    ("ListMemberOutcomes", "member_id"),
+    ("EraseMember", "member_id"),
+}
 
 
 def _resource_fields(method: MethodDescriptor) -> list[str]:
@@ -616,10 +656,11 @@ def test_a_refused_request_is_on_record_whatever_it_sent(world: World) -> None:
     assert entry.outcome == "PERMISSION_DENIED" and len(entry.resource) == 300
 
 
-async def test_a_stream_that_is_not_open_is_not_served_when_callers_are_configured() -> None:
-    """Only unary calls pass the credential checks, so any other stream is
-    refused rather than served unchecked (reflection, which is open, streams)."""
-    stream = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
+async def test_a_call_that_streams_requests_is_not_served_when_callers_are_configured() -> None:
+    """Unary calls and server streams pass the credential checks; a call
+    that streams its requests (no public contract has one) is refused
+    rather than served unchecked — but for reflection, which is open."""
+    stream = grpc.stream_stream_rpc_method_handler(lambda requests, context: iter(()))
 
     async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         return stream
@@ -628,7 +669,7 @@ async def test_a_stream_that_is_not_open_is_not_served_when_callers_are_configur
         return type("Details", (), {"method": method, "invocation_metadata": ()})()
 
     guarded = CallInterceptor(Callers({}))
-    assert await guarded.intercept_service(continuation, details("/custops.x.v1.S/Watch")) is None
+    assert await guarded.intercept_service(continuation, details("/custops.x.v1.S/Chat")) is None
     reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
     assert await guarded.intercept_service(continuation, details(reflection)) is stream
     assert await CallInterceptor(None).intercept_service(continuation, details("/a/B")) is stream

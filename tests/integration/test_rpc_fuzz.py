@@ -164,9 +164,12 @@ def _send(port: int, method: MethodDescriptor, payload: bytes, metadata: Any = (
     with grpc.insecure_channel(
         f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 * MAX_MESSAGE_BYTES)]
     ) as channel:
-        rpc = channel.unary_unary(path)  # bytes in, bytes out
+        kinds = channel.unary_stream if method.server_streaming else channel.unary_unary
+        rpc = kinds(path)  # bytes in, bytes out
         try:
-            rpc(payload, timeout=30, metadata=metadata)
+            answer = rpc(payload, timeout=30, metadata=metadata)
+            if method.server_streaming:
+                list(answer)  # a stream's status comes at its end
         except grpc.RpcError as err:
             code = err.code()
             assert code in DOCUMENTED, f"{method.name}: {code.name} {err.details()}"

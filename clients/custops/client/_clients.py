@@ -5,19 +5,46 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 
-from custops.audit.v1 import audit_pb2_grpc
+from custops.audit.v1 import audit_pb2, audit_pb2_grpc
 from custops.client._errors import CustopsError
 from custops.client._retry import Attempts, RetryPolicy
-from custops.plan.v1 import plan_pb2_grpc
-from custops.scenario.v1 import scenario_pb2_grpc
+from custops.plan.v1 import plan_pb2, plan_pb2_grpc
+from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 
 DEFAULT_TIMEOUT = 10.0
 Metadata = Sequence[tuple[str, str]]
+
+
+# Calls that answer with a stream (exports): iterated, not retried, and
+# with no deadline unless the caller gives one, as they last as long as
+# there is to send. Read from the contracts, so a new stream needs no line.
+_STREAMS = frozenset(
+    method.name
+    for module in (plan_pb2, scenario_pb2, audit_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if method.server_streaming
+)
+
+
+def _stream(responses: Any) -> Iterator[Any]:
+    try:
+        yield from responses
+    except grpc.RpcError as exc:
+        raise CustopsError.from_rpc_error(exc) from exc
+
+
+async def _async_stream(responses: Any) -> AsyncIterator[Any]:
+    try:
+        async for response in responses:
+            yield response
+    except grpc.RpcError as exc:
+        raise CustopsError.from_rpc_error(exc) from exc
 
 
 def _prepare(request: Any) -> None:
@@ -37,6 +64,8 @@ class _SyncService:
 
         def call(request: Any, *, timeout: float | None = None, metadata: Metadata = ()) -> Any:
             _prepare(request)
+            if method in _STREAMS:
+                return _stream(rpc(request, timeout=timeout, metadata=(*self._metadata, *metadata)))
             attempts = Attempts(self._retry, method, request, timeout or self._timeout)
             while True:
                 try:
@@ -60,16 +89,18 @@ class _AsyncService:
     def __getattr__(self, method: str) -> Callable[..., Any]:
         rpc = getattr(self._stub, method)
 
-        async def call(
-            request: Any, *, timeout: float | None = None, metadata: Metadata = ()
-        ) -> Any:
+        def call(request: Any, *, timeout: float | None = None, metadata: Metadata = ()) -> Any:
             _prepare(request)
+            together = (*self._metadata, *metadata)
+            if method in _STREAMS:
+                return _async_stream(rpc(request, timeout=timeout, metadata=together))
+            return unary(request, timeout, together)
+
+        async def unary(request: Any, timeout: float | None, metadata: Metadata) -> Any:
             attempts = Attempts(self._retry, method, request, timeout or self._timeout)
             while True:
                 try:
-                    return await rpc(
-                        request, timeout=attempts.timeout(), metadata=(*self._metadata, *metadata)
-                    )
+                    return await rpc(request, timeout=attempts.timeout(), metadata=metadata)
                 except grpc.RpcError as exc:
                     error = CustopsError.from_rpc_error(exc)
                     pause = attempts.pause_before_retry(error.code)

@@ -293,6 +293,56 @@ RUN_TRIGGER_MANUAL: RunTrigger.ValueType  # 2
 RUN_TRIGGER_CATCH_UP: RunTrigger.ValueType  # 3
 Global___RunTrigger: _TypeAlias = RunTrigger  # noqa: Y015
 
+class _MemberOutcomeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberOutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberOutcomeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_OUTCOME_KIND_UNSPECIFIED: _MemberOutcomeKind.ValueType  # 0
+    MEMBER_OUTCOME_KIND_GRANTED: _MemberOutcomeKind.ValueType  # 1
+    """Acted on, for a plan that grants: its grants (and messages, where not
+    withheld) went out.
+    """
+    MEMBER_OUTCOME_KIND_SENT: _MemberOutcomeKind.ValueType  # 2
+    """Acted on, for a plan that only messages."""
+    MEMBER_OUTCOME_KIND_DEFERRED: _MemberOutcomeKind.ValueType  # 3
+    """Acted on in quiet hours with the DEFER policy: grants went out, the
+    messages wait until `defer_until`.
+    """
+    MEMBER_OUTCOME_KIND_SKIPPED: _MemberOutcomeKind.ValueType  # 4
+    """Not acted on, for `reason`; nothing of the plan's limits used."""
+    MEMBER_OUTCOME_KIND_FAILED: _MemberOutcomeKind.ValueType  # 5
+    """The downstream refused the member for good with nothing granted, for
+    `reason` (the downstream's).
+    """
+    MEMBER_OUTCOME_KIND_HELD_OUT: _MemberOutcomeKind.ValueType  # 6
+    """In the plan's control group: given nothing, measured (holdout_percent)."""
+
+class MemberOutcomeKind(_MemberOutcomeKind, metaclass=_MemberOutcomeKindEnumTypeWrapper):
+    """What a run did with one member it considered."""
+
+MEMBER_OUTCOME_KIND_UNSPECIFIED: MemberOutcomeKind.ValueType  # 0
+MEMBER_OUTCOME_KIND_GRANTED: MemberOutcomeKind.ValueType  # 1
+"""Acted on, for a plan that grants: its grants (and messages, where not
+withheld) went out.
+"""
+MEMBER_OUTCOME_KIND_SENT: MemberOutcomeKind.ValueType  # 2
+"""Acted on, for a plan that only messages."""
+MEMBER_OUTCOME_KIND_DEFERRED: MemberOutcomeKind.ValueType  # 3
+"""Acted on in quiet hours with the DEFER policy: grants went out, the
+messages wait until `defer_until`.
+"""
+MEMBER_OUTCOME_KIND_SKIPPED: MemberOutcomeKind.ValueType  # 4
+"""Not acted on, for `reason`; nothing of the plan's limits used."""
+MEMBER_OUTCOME_KIND_FAILED: MemberOutcomeKind.ValueType  # 5
+"""The downstream refused the member for good with nothing granted, for
+`reason` (the downstream's).
+"""
+MEMBER_OUTCOME_KIND_HELD_OUT: MemberOutcomeKind.ValueType  # 6
+"""In the plan's control group: given nothing, measured (holdout_percent)."""
+Global___MemberOutcomeKind: _TypeAlias = MemberOutcomeKind  # noqa: Y015
+
 class _Downstream:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -623,6 +673,7 @@ class Plan(_message.Message):
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
     APPROVAL_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "shops/{shop_id}/plans/{plan_id}". Output only."""
     plan_id: _builtins.str
@@ -697,6 +748,12 @@ class Plan(_message.Message):
     def approval(self) -> Global___PlanApproval:
         """Output only: the approval a large plan needed to be published."""
 
+    @_builtins.property
+    def measurement(self) -> Global___PlanMeasurement:
+        """How the plan's effect is measured: its control group and the window in
+        which an order counts for it (docs/outcomes.md). Fixed at publish.
+        """
+
     def __init__(
         self,
         *,
@@ -725,14 +782,49 @@ class Plan(_message.Message):
         product_id: _builtins.str = ...,
         approval: Global___PlanApproval | None = ...,
         end_reason: _builtins.str = ...,
+        measurement: Global___PlanMeasurement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "audience", b"audience", "create_time", b"create_time", "end_time", b"end_time", "limits", b"limits", "measurement", b"measurement", "next_fire_time", b"next_fire_time", "publish_time", b"publish_time", "time", b"time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "approval", b"approval", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "product_id", b"product_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "approval", b"approval", "audience", b"audience", "business_product", b"business_product", "create_by", b"create_by", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "end_reason", b"end_reason", "end_time", b"end_time", "etag", b"etag", "front_office", b"front_office", "limits", b"limits", "measurement", b"measurement", "name", b"name", "next_fire_time", b"next_fire_time", "plan_id", b"plan_id", "product_id", b"product_id", "publish_time", b"publish_time", "shop_id", b"shop_id", "state", b"state", "template_id", b"template_id", "time", b"time", "time_zone", b"time_zone", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class PlanMeasurement(_message.Message):
+    """A plan's control group and attribution window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDOUT_PERCENT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_WINDOW_FIELD_NUMBER: _builtins.int
+    holdout_percent: _builtins.float
+    """Share of the audience held out as a control group, 0-50 (percent):
+    members chosen by a stable hash of plan and member, in the same group
+    in every run and on every replica. Held-out members get nothing from
+    the plan. 0: no control group.
+    """
+    @_builtins.property
+    def attribution_window(self) -> _duration_pb2.Duration:
+        """An order converts for the plan when the member was assigned to a group
+        in a run at most this long before it; 1 hour to 90 days, default 7 days.
+        """
+
+    def __init__(
+        self,
+        *,
+        holdout_percent: _builtins.float = ...,
+        attribution_window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "holdout_percent", b"holdout_percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanMeasurement: _TypeAlias = PlanMeasurement  # noqa: Y015
 
 @_typing.final
 class CreatePlanRequest(_message.Message):
@@ -2402,6 +2494,8 @@ class PlanStatistics(_message.Message):
     TEST_RUNS_FIELD_NUMBER: _builtins.int
     TEST_BENEFITS_GRANTED_FIELD_NUMBER: _builtins.int
     TEST_MESSAGES_SENT_FIELD_NUMBER: _builtins.int
+    OUTCOME_COUNTS_FIELD_NUMBER: _builtins.int
+    DAILY_OUTCOME_COUNTS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     runs: _builtins.int
     members_targeted: _builtins.int
@@ -2426,6 +2520,14 @@ class PlanStatistics(_message.Message):
     test_messages_sent: _builtins.int
     @_builtins.property
     def skipped(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def outcome_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]:
+        """Members by outcome and reason over all runs, and the same per day of
+        the runs' fire times in the plan's zone (docs/outcomes.md).
+        """
+
+    @_builtins.property
+    def daily_outcome_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]: ...
     def __init__(
         self,
         *,
@@ -2445,10 +2547,12 @@ class PlanStatistics(_message.Message):
         test_runs: _builtins.int = ...,
         test_benefits_granted: _builtins.int = ...,
         test_messages_sent: _builtins.int = ...,
+        outcome_counts: _abc.Iterable[Global___OutcomeCount] | None = ...,
+        daily_outcome_counts: _abc.Iterable[Global___OutcomeCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped", "test_benefits_granted", b"test_benefits_granted", "test_messages_sent", b"test_messages_sent", "test_runs", b"test_runs", "use_rate", b"use_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benefits_granted", b"benefits_granted", "benefits_recovered", b"benefits_recovered", "benefits_replenished", b"benefits_replenished", "benefits_used", b"benefits_used", "budget_used", b"budget_used", "daily_outcome_counts", b"daily_outcome_counts", "dead", b"dead", "failed", b"failed", "members_targeted", b"members_targeted", "messages_sent", b"messages_sent", "outcome_counts", b"outcome_counts", "plan_id", b"plan_id", "runs", b"runs", "skipped", b"skipped", "test_benefits_granted", b"test_benefits_granted", "test_messages_sent", b"test_messages_sent", "test_runs", b"test_runs", "use_rate", b"use_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2473,6 +2577,486 @@ class GetPlanStatisticsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPlanStatisticsResponse: _TypeAlias = GetPlanStatisticsResponse  # noqa: Y015
+
+@_typing.final
+class MemberOutcome(_message.Message):
+    """One member's outcome in one delivery or test run. (What a recovery run
+    took back is in the member's benefits and records.)
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WITHHELD_CHANNELS_FIELD_NUMBER: _builtins.int
+    DEFER_UNTIL_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    FIRE_TIME_FIELD_NUMBER: _builtins.int
+    RUN_KIND_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    plan_id: _builtins.str
+    member_id: _builtins.str
+    outcome: Global___MemberOutcomeKind.ValueType
+    reason: _builtins.str
+    """SKIPPED and FAILED: why (docs/outcomes.md); DEFERRED: QUIET_HOURS;
+    GRANTED or SENT with withheld channels: why they were withheld.
+    """
+    test: _builtins.bool
+    """The run was a test run (RUN_KIND_TEST): not counted in statistics."""
+    run_kind: Global___RunKind.ValueType
+    @_builtins.property
+    def withheld_channels(self) -> _containers.RepeatedScalarFieldContainer[_notify_pb2.MessageChannel.ValueType]:
+        """Channels the member was not messaged on (opted out, the shop's limit)."""
+
+    @_builtins.property
+    def defer_until(self) -> _timestamp_pb2.Timestamp:
+        """DEFERRED: when the messages may go out."""
+
+    @_builtins.property
+    def fire_time(self) -> _timestamp_pb2.Timestamp:
+        """The run's fire time (the day it counts for, in the plan's zone)."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        outcome: Global___MemberOutcomeKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        withheld_channels: _abc.Iterable[_notify_pb2.MessageChannel.ValueType] | None = ...,
+        defer_until: _timestamp_pb2.Timestamp | None = ...,
+        test: _builtins.bool = ...,
+        fire_time: _timestamp_pb2.Timestamp | None = ...,
+        run_kind: Global___RunKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["defer_until", b"defer_until", "fire_time", b"fire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defer_until", b"defer_until", "fire_time", b"fire_time", "member_id", b"member_id", "outcome", b"outcome", "plan_id", b"plan_id", "reason", b"reason", "run_id", b"run_id", "run_kind", b"run_kind", "test", b"test", "withheld_channels", b"withheld_channels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberOutcome: _TypeAlias = MemberOutcome  # noqa: Y015
+
+@_typing.final
+class ListMemberOutcomesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    """Exactly one of run_id (with plan_id), plan_id, member_id."""
+    run_id: _builtins.str
+    member_id: _builtins.str
+    reason: _builtins.str
+    """Only this reason (e.g. FREQUENCY_LIMIT, OUT_OF_STOCK); empty: any."""
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___MemberOutcomeKind.ValueType]:
+        """Only these outcomes; none: all."""
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        outcomes: _abc.Iterable[Global___MemberOutcomeKind.ValueType] | None = ...,
+        reason: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "outcomes", b"outcomes", "page_size", b"page_size", "page_token", b"page_token", "plan_id", b"plan_id", "reason", b"reason", "run_id", b"run_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemberOutcomesRequest: _TypeAlias = ListMemberOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class ListMemberOutcomesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberOutcome]:
+        """Ordered by run id, then member id."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___MemberOutcome] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemberOutcomesResponse: _TypeAlias = ListMemberOutcomesResponse  # noqa: Y015
+
+@_typing.final
+class ExportMemberOutcomesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    """The plan; with run_id, only that run."""
+    run_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___MemberOutcomeKind.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        outcomes: _abc.Iterable[Global___MemberOutcomeKind.ValueType] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "plan_id", b"plan_id", "reason", b"reason", "run_id", b"run_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMemberOutcomesRequest: _TypeAlias = ExportMemberOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class ExportMemberOutcomesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    total_count: _builtins.int
+    """How many outcomes the export holds in all, for a progress bar (the
+    same in every message).
+    """
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___MemberOutcome] | None = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMemberOutcomesResponse: _TypeAlias = ExportMemberOutcomesResponse  # noqa: Y015
+
+@_typing.final
+class OutcomeCount(_message.Message):
+    """Members of a run's outcomes, by outcome, reason and (for daily counts)
+    the day of the run's fire time in the plan's zone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """"YYYY-MM-DD"; empty in totals."""
+    outcome: Global___MemberOutcomeKind.ValueType
+    reason: _builtins.str
+    members: _builtins.int
+    test: _builtins.bool
+    """Test runs' members, counted apart."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        outcome: Global___MemberOutcomeKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        members: _builtins.int = ...,
+        test: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "members", b"members", "outcome", b"outcome", "reason", b"reason", "test", b"test"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutcomeCount: _TypeAlias = OutcomeCount  # noqa: Y015
+
+@_typing.final
+class GetPlanEffectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    plan_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlanEffectRequest: _TypeAlias = GetPlanEffectRequest  # noqa: Y015
+
+@_typing.final
+class GroupSales(_message.Message):
+    """Net sales of a group in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    NET_AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    AMOUNT_PER_MEMBER_MINOR_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    """ISO 4217, e.g. "CNY"."""
+    net_amount_minor: _builtins.int
+    """Paid minus refunded, in minor units (fen, cents)."""
+    amount_per_member_minor: _builtins.float
+    """net_amount_minor / members, in minor units."""
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        net_amount_minor: _builtins.int = ...,
+        amount_per_member_minor: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_per_member_minor", b"amount_per_member_minor", "currency_code", b"currency_code", "net_amount_minor", b"net_amount_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupSales: _TypeAlias = GroupSales  # noqa: Y015
+
+@_typing.final
+class EffectGroup(_message.Message):
+    """One group of the plan's measured members."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    CONVERTED_MEMBERS_FIELD_NUMBER: _builtins.int
+    CONVERSION_RATE_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    SALES_FIELD_NUMBER: _builtins.int
+    members: _builtins.int
+    """Distinct members assigned to the group in the plan's runs (test runs
+    excluded), whatever their outcome (intent to treat).
+    """
+    converted_members: _builtins.int
+    """Members with at least one attributed order."""
+    conversion_rate: _builtins.float
+    orders: _builtins.int
+    """Attributed orders."""
+    @_builtins.property
+    def sales(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupSales]: ...
+    def __init__(
+        self,
+        *,
+        members: _builtins.int = ...,
+        converted_members: _builtins.int = ...,
+        conversion_rate: _builtins.float = ...,
+        orders: _builtins.int = ...,
+        sales: _abc.Iterable[Global___GroupSales] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_rate", b"conversion_rate", "converted_members", b"converted_members", "members", b"members", "orders", b"orders", "sales", b"sales"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EffectGroup: _TypeAlias = EffectGroup  # noqa: Y015
+
+@_typing.final
+class Uplift(_message.Message):
+    """A difference, treatment minus holdout, with its 95% confidence interval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ABSOLUTE_FIELD_NUMBER: _builtins.int
+    ABSOLUTE_LOW_FIELD_NUMBER: _builtins.int
+    ABSOLUTE_HIGH_FIELD_NUMBER: _builtins.int
+    RELATIVE_FIELD_NUMBER: _builtins.int
+    RELATIVE_LOW_FIELD_NUMBER: _builtins.int
+    RELATIVE_HIGH_FIELD_NUMBER: _builtins.int
+    absolute: _builtins.float
+    absolute_low: _builtins.float
+    absolute_high: _builtins.float
+    relative: _builtins.float
+    """absolute / holdout's value; 0 when the holdout's value is 0."""
+    relative_low: _builtins.float
+    relative_high: _builtins.float
+    def __init__(
+        self,
+        *,
+        absolute: _builtins.float = ...,
+        absolute_low: _builtins.float = ...,
+        absolute_high: _builtins.float = ...,
+        relative: _builtins.float = ...,
+        relative_low: _builtins.float = ...,
+        relative_high: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absolute", b"absolute", "absolute_high", b"absolute_high", "absolute_low", b"absolute_low", "relative", b"relative", "relative_high", b"relative_high", "relative_low", b"relative_low"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Uplift: _TypeAlias = Uplift  # noqa: Y015
+
+@_typing.final
+class SalesUplift(_message.Message):
+    """The uplift in net sales per member in one currency (Welch's interval)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    PER_MEMBER_MINOR_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    @_builtins.property
+    def per_member_minor(self) -> Global___Uplift: ...
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        per_member_minor: Global___Uplift | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["per_member_minor", b"per_member_minor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency_code", b"currency_code", "per_member_minor", b"per_member_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SalesUplift: _TypeAlias = SalesUplift  # noqa: Y015
+
+@_typing.final
+class PlanEffect(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    HOLDOUT_PERCENT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTION_WINDOW_FIELD_NUMBER: _builtins.int
+    TREATMENT_FIELD_NUMBER: _builtins.int
+    HOLDOUT_FIELD_NUMBER: _builtins.int
+    CONVERSION_FIELD_NUMBER: _builtins.int
+    SALES_FIELD_NUMBER: _builtins.int
+    DAILY_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    holdout_percent: _builtins.float
+    @_builtins.property
+    def attribution_window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def treatment(self) -> Global___EffectGroup: ...
+    @_builtins.property
+    def holdout(self) -> Global___EffectGroup: ...
+    @_builtins.property
+    def conversion(self) -> Global___Uplift:
+        """Conversion rate (two-proportion interval); unset without a holdout."""
+
+    @_builtins.property
+    def sales(self) -> _containers.RepeatedCompositeFieldContainer[Global___SalesUplift]: ...
+    @_builtins.property
+    def daily(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailyConversion]:
+        """Daily conversions by the day of the order in the plan's zone."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        holdout_percent: _builtins.float = ...,
+        attribution_window: _duration_pb2.Duration | None = ...,
+        treatment: Global___EffectGroup | None = ...,
+        holdout: Global___EffectGroup | None = ...,
+        conversion: Global___Uplift | None = ...,
+        sales: _abc.Iterable[Global___SalesUplift] | None = ...,
+        daily: _abc.Iterable[Global___DailyConversion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "conversion", b"conversion", "holdout", b"holdout", "treatment", b"treatment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribution_window", b"attribution_window", "conversion", b"conversion", "daily", b"daily", "holdout", b"holdout", "holdout_percent", b"holdout_percent", "plan_id", b"plan_id", "sales", b"sales", "treatment", b"treatment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanEffect: _TypeAlias = PlanEffect  # noqa: Y015
+
+@_typing.final
+class DailyConversion(_message.Message):
+    """One day's attributed conversions in each group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    TREATMENT_CONVERTED_MEMBERS_FIELD_NUMBER: _builtins.int
+    HOLDOUT_CONVERTED_MEMBERS_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    treatment_converted_members: _builtins.int
+    holdout_converted_members: _builtins.int
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        treatment_converted_members: _builtins.int = ...,
+        holdout_converted_members: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "holdout_converted_members", b"holdout_converted_members", "treatment_converted_members", b"treatment_converted_members"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyConversion: _TypeAlias = DailyConversion  # noqa: Y015
+
+@_typing.final
+class GetPlanEffectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def effect(self) -> Global___PlanEffect: ...
+    def __init__(
+        self,
+        *,
+        effect: Global___PlanEffect | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effect", b"effect"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effect", b"effect"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlanEffectResponse: _TypeAlias = GetPlanEffectResponse  # noqa: Y015
 
 @_typing.final
 class ThrottleSetting(_message.Message):

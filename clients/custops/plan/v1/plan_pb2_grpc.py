@@ -140,6 +140,21 @@ class OperationPlanServiceStub:
                 request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsRequest.SerializeToString,
                 response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsResponse.FromString,
                 _registered_method=True)
+        self.ListMemberOutcomes = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/ListMemberOutcomes',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesResponse.FromString,
+                _registered_method=True)
+        self.ExportMemberOutcomes = channel.unary_stream(
+                '/custops.plan.v1.OperationPlanService/ExportMemberOutcomes',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesResponse.FromString,
+                _registered_method=True)
+        self.GetPlanEffect = channel.unary_unary(
+                '/custops.plan.v1.OperationPlanService/GetPlanEffect',
+                request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectRequest.SerializeToString,
+                response_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectResponse.FromString,
+                _registered_method=True)
         self.GetThrottleSettings = channel.unary_unary(
                 '/custops.plan.v1.OperationPlanService/GetThrottleSettings',
                 request_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetThrottleSettingsRequest.SerializeToString,
@@ -323,6 +338,30 @@ class OperationPlanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMemberOutcomes(self, request, context):
+        """One outcome per member a run considered (docs/outcomes.md), of a run, a
+        plan or a member, filtered by outcome and reason; paginated (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportMemberOutcomes(self, request, context):
+        """The outcomes of a run or a plan, streamed in chunks in ListMemberOutcomes'
+        order, whatever their number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlanEffect(self, request, context):
+        """What the plan achieved: its treatment against its control group, with
+        the uplift and its 95% confidence interval (docs/outcomes.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetThrottleSettings(self, request, context):
         """Gets the throttle settings of every downstream system.
         """
@@ -470,6 +509,21 @@ def add_OperationPlanServiceServicer_to_server(servicer, server):
                     servicer.GetPlanStatistics,
                     request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsRequest.FromString,
                     response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsResponse.SerializeToString,
+            ),
+            'ListMemberOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemberOutcomes,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesResponse.SerializeToString,
+            ),
+            'ExportMemberOutcomes': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportMemberOutcomes,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesResponse.SerializeToString,
+            ),
+            'GetPlanEffect': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlanEffect,
+                    request_deserializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectRequest.FromString,
+                    response_serializer=custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectResponse.SerializeToString,
             ),
             'GetThrottleSettings': grpc.unary_unary_rpc_method_handler(
                     servicer.GetThrottleSettings,
@@ -1048,6 +1102,87 @@ class OperationPlanService:
             '/custops.plan.v1.OperationPlanService/GetPlanStatistics',
             custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsRequest.SerializeToString,
             custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemberOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/ListMemberOutcomes',
+            custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.ListMemberOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMemberOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/ExportMemberOutcomes',
+            custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.ExportMemberOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlanEffect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.plan.v1.OperationPlanService/GetPlanEffect',
+            custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectRequest.SerializeToString,
+            custops_dot_plan_dot_v1_dot_plan__pb2.GetPlanEffectResponse.FromString,
             options,
             channel_credentials,
             insecure,

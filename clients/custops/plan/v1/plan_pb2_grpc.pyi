@@ -85,6 +85,18 @@ class OperationPlanServiceStub:
     """
     GetPlanStatistics: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetPlanStatisticsRequest, _plan_pb2.GetPlanStatisticsResponse]
     """Totals of a plan over all its runs."""
+    ListMemberOutcomes: _grpc.UnaryUnaryMultiCallable[_plan_pb2.ListMemberOutcomesRequest, _plan_pb2.ListMemberOutcomesResponse]
+    """One outcome per member a run considered (docs/outcomes.md), of a run, a
+    plan or a member, filtered by outcome and reason; paginated (AIP-158).
+    """
+    ExportMemberOutcomes: _grpc.UnaryStreamMultiCallable[_plan_pb2.ExportMemberOutcomesRequest, _plan_pb2.ExportMemberOutcomesResponse]
+    """The outcomes of a run or a plan, streamed in chunks in ListMemberOutcomes'
+    order, whatever their number.
+    """
+    GetPlanEffect: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetPlanEffectRequest, _plan_pb2.GetPlanEffectResponse]
+    """What the plan achieved: its treatment against its control group, with
+    the uplift and its 95% confidence interval (docs/outcomes.md).
+    """
     GetThrottleSettings: _grpc.UnaryUnaryMultiCallable[_plan_pb2.GetThrottleSettingsRequest, _plan_pb2.GetThrottleSettingsResponse]
     """Gets the throttle settings of every downstream system."""
     UpdateThrottleSetting: _grpc.UnaryUnaryMultiCallable[_plan_pb2.UpdateThrottleSettingRequest, _plan_pb2.UpdateThrottleSettingResponse]
@@ -158,6 +170,18 @@ class OperationPlanServiceAsyncStub(OperationPlanServiceStub):
     """
     GetPlanStatistics: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetPlanStatisticsRequest, _plan_pb2.GetPlanStatisticsResponse]  # type: ignore[assignment]
     """Totals of a plan over all its runs."""
+    ListMemberOutcomes: _aio.UnaryUnaryMultiCallable[_plan_pb2.ListMemberOutcomesRequest, _plan_pb2.ListMemberOutcomesResponse]  # type: ignore[assignment]
+    """One outcome per member a run considered (docs/outcomes.md), of a run, a
+    plan or a member, filtered by outcome and reason; paginated (AIP-158).
+    """
+    ExportMemberOutcomes: _aio.UnaryStreamMultiCallable[_plan_pb2.ExportMemberOutcomesRequest, _plan_pb2.ExportMemberOutcomesResponse]  # type: ignore[assignment]
+    """The outcomes of a run or a plan, streamed in chunks in ListMemberOutcomes'
+    order, whatever their number.
+    """
+    GetPlanEffect: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetPlanEffectRequest, _plan_pb2.GetPlanEffectResponse]  # type: ignore[assignment]
+    """What the plan achieved: its treatment against its control group, with
+    the uplift and its 95% confidence interval (docs/outcomes.md).
+    """
     GetThrottleSettings: _aio.UnaryUnaryMultiCallable[_plan_pb2.GetThrottleSettingsRequest, _plan_pb2.GetThrottleSettingsResponse]  # type: ignore[assignment]
     """Gets the throttle settings of every downstream system."""
     UpdateThrottleSetting: _aio.UnaryUnaryMultiCallable[_plan_pb2.UpdateThrottleSettingRequest, _plan_pb2.UpdateThrottleSettingResponse]  # type: ignore[assignment]
@@ -348,6 +372,36 @@ class OperationPlanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plan_pb2.GetPlanStatisticsResponse, _abc.Awaitable[_plan_pb2.GetPlanStatisticsResponse]]:
         """Totals of a plan over all its runs."""
+
+    @_abc_1.abstractmethod
+    def ListMemberOutcomes(
+        self,
+        request: _plan_pb2.ListMemberOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.ListMemberOutcomesResponse, _abc.Awaitable[_plan_pb2.ListMemberOutcomesResponse]]:
+        """One outcome per member a run considered (docs/outcomes.md), of a run, a
+        plan or a member, filtered by outcome and reason; paginated (AIP-158).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportMemberOutcomes(
+        self,
+        request: _plan_pb2.ExportMemberOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_plan_pb2.ExportMemberOutcomesResponse], _abc.AsyncIterator[_plan_pb2.ExportMemberOutcomesResponse]]:
+        """The outcomes of a run or a plan, streamed in chunks in ListMemberOutcomes'
+        order, whatever their number.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPlanEffect(
+        self,
+        request: _plan_pb2.GetPlanEffectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plan_pb2.GetPlanEffectResponse, _abc.Awaitable[_plan_pb2.GetPlanEffectResponse]]:
+        """What the plan achieved: its treatment against its control group, with
+        the uplift and its 95% confidence interval (docs/outcomes.md).
+        """
 
     @_abc_1.abstractmethod
     def GetThrottleSettings(

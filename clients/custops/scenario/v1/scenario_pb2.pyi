@@ -75,6 +75,52 @@ RECORD_KIND_BENEFIT_REPLENISHED: RecordKind.ValueType  # 4
 RECORD_KIND_BENEFIT_RECOVERED: RecordKind.ValueType  # 5
 Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
+class _MemberEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_EVENT_TYPE_UNSPECIFIED: _MemberEventType.ValueType  # 0
+    MEMBER_EVENT_TYPE_ORDER_PAID: _MemberEventType.ValueType  # 1
+    """The member paid an order: `order` says which, where and how much."""
+    MEMBER_EVENT_TYPE_ORDER_REFUNDED: _MemberEventType.ValueType  # 2
+    """An order was refunded, fully or in part: `refund` says which and how much."""
+
+class MemberEventType(_MemberEventType, metaclass=_MemberEventTypeEnumTypeWrapper):
+    """What a member event says happened."""
+
+MEMBER_EVENT_TYPE_UNSPECIFIED: MemberEventType.ValueType  # 0
+MEMBER_EVENT_TYPE_ORDER_PAID: MemberEventType.ValueType  # 1
+"""The member paid an order: `order` says which, where and how much."""
+MEMBER_EVENT_TYPE_ORDER_REFUNDED: MemberEventType.ValueType  # 2
+"""An order was refunded, fully or in part: `refund` says which and how much."""
+Global___MemberEventType: _TypeAlias = MemberEventType  # noqa: Y015
+
+class _MemberEventResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberEventResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberEventResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_EVENT_RESULT_UNSPECIFIED: _MemberEventResult.ValueType  # 0
+    MEMBER_EVENT_RESULT_ACCEPTED: _MemberEventResult.ValueType  # 1
+    MEMBER_EVENT_RESULT_DUPLICATE: _MemberEventResult.ValueType  # 2
+    """Its event id was taken before: nothing changed."""
+    MEMBER_EVENT_RESULT_REFUSED: _MemberEventResult.ValueType  # 3
+    """Refused for `reason`; the rest of the batch is unaffected."""
+
+class MemberEventResult(_MemberEventResult, metaclass=_MemberEventResultEnumTypeWrapper):
+    """What became of one event."""
+
+MEMBER_EVENT_RESULT_UNSPECIFIED: MemberEventResult.ValueType  # 0
+MEMBER_EVENT_RESULT_ACCEPTED: MemberEventResult.ValueType  # 1
+MEMBER_EVENT_RESULT_DUPLICATE: MemberEventResult.ValueType  # 2
+"""Its event id was taken before: nothing changed."""
+MEMBER_EVENT_RESULT_REFUSED: MemberEventResult.ValueType  # 3
+"""Refused for `reason`; the rest of the batch is unaffected."""
+Global___MemberEventResult: _TypeAlias = MemberEventResult  # noqa: Y015
+
 @_typing.final
 class MemberBenefit(_message.Message):
     """A plan benefit held by a member."""
@@ -661,3 +707,247 @@ class GetCheckoutBenefitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCheckoutBenefitsResponse: _TypeAlias = GetCheckoutBenefitsResponse  # noqa: Y015
+
+@_typing.final
+class PaidOrder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """1-64 characters, unique within the shop."""
+    store_id: _builtins.str
+    amount_minor: _builtins.int
+    """In minor units (fen, cents); >= 0."""
+    currency_code: _builtins.str
+    """ISO 4217: three capital letters."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        store_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+        currency_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "currency_code", b"currency_code", "order_id", b"order_id", "store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaidOrder: _TypeAlias = PaidOrder  # noqa: Y015
+
+@_typing.final
+class OrderRefund(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The paid order it refunds."""
+    amount_minor: _builtins.int
+    """In the order's minor units: > 0, at most what is left of the order."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        amount_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderRefund: _TypeAlias = OrderRefund  # noqa: Y015
+
+@_typing.final
+class MemberEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """1-128 characters; a replayed event id within the shop is taken once."""
+    member_id: _builtins.str
+    type: Global___MemberEventType.ValueType
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def order(self) -> Global___PaidOrder: ...
+    @_builtins.property
+    def refund(self) -> Global___OrderRefund: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        type: Global___MemberEventType.ValueType = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        order: Global___PaidOrder | None = ...,
+        refund: Global___OrderRefund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "order", b"order", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "member_id", b"member_id", "occur_time", b"occur_time", "order", b"order", "refund", b"refund", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberEvent: _TypeAlias = MemberEvent  # noqa: Y015
+
+@_typing.final
+class RecordMemberEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberEvent]:
+        """1-500 events, taken in order."""
+
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        events: _abc.Iterable[Global___MemberEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMemberEventsRequest: _TypeAlias = RecordMemberEventsRequest  # noqa: Y015
+
+@_typing.final
+class MemberEventOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    result: Global___MemberEventResult.ValueType
+    reason: _builtins.str
+    """REFUSED: a reason code (INVALID_EVENT, ORDER_EXISTS, ORDER_NOT_FOUND,
+    REFUND_EXCEEDS_ORDER, ...).
+    """
+    message: _builtins.str
+    """REFUSED: what to fix, for people."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        result: Global___MemberEventResult.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "message", b"message", "reason", b"reason", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberEventOutcome: _TypeAlias = MemberEventOutcome  # noqa: Y015
+
+@_typing.final
+class RecordMemberEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberEventOutcome]:
+        """One per event, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___MemberEventOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordMemberEventsResponse: _TypeAlias = RecordMemberEventsResponse  # noqa: Y015
+
+@_typing.final
+class EraseMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOP_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    shop_id: _builtins.str
+    member_id: _builtins.str
+    request_id: _builtins.str
+    """Optional; a retry with the same id answers the first answer."""
+    def __init__(
+        self,
+        *,
+        shop_id: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "request_id", b"request_id", "shop_id", b"shop_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseMemberRequest: _TypeAlias = EraseMemberRequest  # noqa: Y015
+
+@_typing.final
+class EraseMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ErasedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ERASED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def erased(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows removed, by what they were (outcomes, events, orders, benefits,
+        records); all 0 when the member was erased before.
+        """
+
+    def __init__(
+        self,
+        *,
+        erased: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erased", b"erased"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseMemberResponse: _TypeAlias = EraseMemberResponse  # noqa: Y015

@@ -67,6 +67,16 @@ class ScenarioAggregationServiceStub:
                 request_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsRequest.SerializeToString,
                 response_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsResponse.FromString,
                 _registered_method=True)
+        self.RecordMemberEvents = channel.unary_unary(
+                '/custops.scenario.v1.ScenarioAggregationService/RecordMemberEvents',
+                request_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsRequest.SerializeToString,
+                response_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsResponse.FromString,
+                _registered_method=True)
+        self.EraseMember = channel.unary_unary(
+                '/custops.scenario.v1.ScenarioAggregationService/EraseMember',
+                request_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberRequest.SerializeToString,
+                response_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberResponse.FromString,
+                _registered_method=True)
 
 
 class ScenarioAggregationServiceServicer:
@@ -119,6 +129,23 @@ class ScenarioAggregationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordMemberEvents(self, request, context):
+        """What happened to members (orders paid and refunded), a batch at a time:
+        idempotent by event id within the shop; each event is taken or refused
+        on its own (docs/outcomes.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseMember(self, request, context):
+        """Erase a member from the shop: outcomes, events, orders, benefits held
+        and records (aggregate counts stay). Idempotent; audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScenarioAggregationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +178,16 @@ def add_ScenarioAggregationServiceServicer_to_server(servicer, server):
                     servicer.GetCheckoutBenefits,
                     request_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsRequest.FromString,
                     response_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsResponse.SerializeToString,
+            ),
+            'RecordMemberEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordMemberEvents,
+                    request_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsRequest.FromString,
+                    response_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsResponse.SerializeToString,
+            ),
+            'EraseMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseMember,
+                    request_deserializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberRequest.FromString,
+                    response_serializer=custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +355,60 @@ class ScenarioAggregationService:
             '/custops.scenario.v1.ScenarioAggregationService/GetCheckoutBenefits',
             custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsRequest.SerializeToString,
             custops_dot_scenario_dot_v1_dot_scenario__pb2.GetCheckoutBenefitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordMemberEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.scenario.v1.ScenarioAggregationService/RecordMemberEvents',
+            custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsRequest.SerializeToString,
+            custops_dot_scenario_dot_v1_dot_scenario__pb2.RecordMemberEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/custops.scenario.v1.ScenarioAggregationService/EraseMember',
+            custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberRequest.SerializeToString,
+            custops_dot_scenario_dot_v1_dot_scenario__pb2.EraseMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

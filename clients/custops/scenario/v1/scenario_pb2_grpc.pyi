@@ -54,6 +54,15 @@ class ScenarioAggregationServiceStub:
     """For a member at a retail store now: the plan effects on the order and
     the member's usable plan benefits.
     """
+    RecordMemberEvents: _grpc.UnaryUnaryMultiCallable[_scenario_pb2.RecordMemberEventsRequest, _scenario_pb2.RecordMemberEventsResponse]
+    """What happened to members (orders paid and refunded), a batch at a time:
+    idempotent by event id within the shop; each event is taken or refused
+    on its own (docs/outcomes.md).
+    """
+    EraseMember: _grpc.UnaryUnaryMultiCallable[_scenario_pb2.EraseMemberRequest, _scenario_pb2.EraseMemberResponse]
+    """Erase a member from the shop: outcomes, events, orders, benefits held
+    and records (aggregate counts stay). Idempotent; audited.
+    """
 
 @_typing.type_check_only
 class ScenarioAggregationServiceAsyncStub(ScenarioAggregationServiceStub):
@@ -78,6 +87,15 @@ class ScenarioAggregationServiceAsyncStub(ScenarioAggregationServiceStub):
     GetCheckoutBenefits: _aio.UnaryUnaryMultiCallable[_scenario_pb2.GetCheckoutBenefitsRequest, _scenario_pb2.GetCheckoutBenefitsResponse]  # type: ignore[assignment]
     """For a member at a retail store now: the plan effects on the order and
     the member's usable plan benefits.
+    """
+    RecordMemberEvents: _aio.UnaryUnaryMultiCallable[_scenario_pb2.RecordMemberEventsRequest, _scenario_pb2.RecordMemberEventsResponse]  # type: ignore[assignment]
+    """What happened to members (orders paid and refunded), a batch at a time:
+    idempotent by event id within the shop; each event is taken or refused
+    on its own (docs/outcomes.md).
+    """
+    EraseMember: _aio.UnaryUnaryMultiCallable[_scenario_pb2.EraseMemberRequest, _scenario_pb2.EraseMemberResponse]  # type: ignore[assignment]
+    """Erase a member from the shop: outcomes, events, orders, benefits held
+    and records (aggregate counts stay). Idempotent; audited.
     """
 
 class ScenarioAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -136,6 +154,27 @@ class ScenarioAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scenario_pb2.GetCheckoutBenefitsResponse, _abc.Awaitable[_scenario_pb2.GetCheckoutBenefitsResponse]]:
         """For a member at a retail store now: the plan effects on the order and
         the member's usable plan benefits.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordMemberEvents(
+        self,
+        request: _scenario_pb2.RecordMemberEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scenario_pb2.RecordMemberEventsResponse, _abc.Awaitable[_scenario_pb2.RecordMemberEventsResponse]]:
+        """What happened to members (orders paid and refunded), a batch at a time:
+        idempotent by event id within the shop; each event is taken or refused
+        on its own (docs/outcomes.md).
+        """
+
+    @_abc_1.abstractmethod
+    def EraseMember(
+        self,
+        request: _scenario_pb2.EraseMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scenario_pb2.EraseMemberResponse, _abc.Awaitable[_scenario_pb2.EraseMemberResponse]]:
+        """Erase a member from the shop: outcomes, events, orders, benefits held
+        and records (aggregate counts stay). Idempotent; audited.
         """
 
 def add_ScenarioAggregationServiceServicer_to_server(servicer: ScenarioAggregationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,64 @@
+"""Members' events in, a member's data erased, and everyone's purged after
+its retention (docs/outcomes.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from domain.member_events import MAX_EVENTS, EventOutcome, MemberEvent
+from domain.ports import Clock, RequestKey, UnitOfWork
+from server.persistence.member_data import MemberData
+from server.persistence.member_events import MemberEventStore
+from server.usecases.once import remembered
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each store keeps its rows; 0: for ever."""
+
+    outcomes: timedelta = timedelta(days=365)
+    events: timedelta = timedelta(days=365)
+    orders: timedelta = timedelta(days=365)
+
+
+class MemberDataUseCases:
+    def __init__(
+        self,
+        events: MemberEventStore,
+        data: MemberData,
+        uow: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
+        clock: Clock,
+        retention: Retention = Retention(),
+    ) -> None:
+        self._events = events
+        self._data = data
+        self._uow = uow
+        self._clock = clock
+        self.retention = retention
+
+    async def record(self, shop_id: str, events: Sequence[MemberEvent]) -> list[EventOutcome]:
+        """Each event taken or refused on its own; a replayed id changes nothing."""
+        assert len(events) <= MAX_EVENTS  # the servicer refuses bigger batches
+        return await self._events.record(shop_id, events, self._clock.now())
+
+    async def erase(self, shop_id: str, member_id: str, key: RequestKey | None) -> dict[str, int]:
+        """Idempotent: a second erasure finds nothing; with a request id, a
+        retry answers the first answer."""
+
+        async def work() -> dict[str, int]:
+            return await self._data.erase(shop_id, member_id)
+
+        return await remembered(self._uow, shop_id, key, work)  # type: ignore[arg-type]
+
+    async def purge(self) -> dict[str, int]:
+        """Rows older than their retention go (a background task calls this)."""
+        now = self._clock.now()
+
+        def cutoff(kept: timedelta) -> datetime:
+            return now - kept if kept else datetime.min.replace(tzinfo=UTC)
+
+        r = self.retention
+        return await self._data.purge(cutoff(r.outcomes), cutoff(r.events), cutoff(r.orders))
