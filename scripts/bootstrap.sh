@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/pip ]; then
   .venv/bin/python -m ensurepip --upgrade >/dev/null
 fi
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--dev" ] && extras="[dev,plots]"
 # pip's notes about the machine's unused local indexes are noise here.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./clients -e ".${extras}" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)

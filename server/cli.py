@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     token.add_argument("name", help="the caller's name in the callers file")
     args = parser.parse_args(argv)
-    if args.command == "runs":
+    if args.command in ("runs", "plans"):
         return runs_cli.run(args, parser)
     if args.command == "token":
         return _token(args.name)

@@ -60,8 +60,11 @@ class OutcomeReads:
         self._engine = engine
 
     async def runs(self, shop_id: str, plan_id: str, run_id: str = "") -> list[RunOfOutcomes]:
-        """The plan's runs that have member outcomes (or that one run), by id."""
-        where = [_pr.shop_id == shop_id, _pr.plan_id == plan_id, _pr.kind.in_(_MEMBER_RUNS)]
+        """The plan's runs that have member outcomes (or that one run, of
+        whichever plan of the shop when no plan is named), by id."""
+        where = [_pr.shop_id == shop_id, _pr.kind.in_(_MEMBER_RUNS)]
+        if plan_id:
+            where.append(_pr.plan_id == plan_id)
         if run_id:
             where.append(_pr.run_id == run_id)
         query = select(*_RUN_COLUMNS).where(*where, _pr.job_id != "").order_by(_pr.run_id)

@@ -97,7 +97,8 @@ class OutcomeCalls:
 
 
 def _plan_and_run(plan_id: str, run_id: str) -> list[FieldViolation]:
-    violations = plan_id_violations(plan_id)
+    """A plan, a run of it, or a run alone (its id names its plan)."""
+    violations = plan_id_violations(plan_id) if plan_id or not run_id else []
     if run_id and not RUN_ID.match(run_id):
         violations.append(FieldViolation("run_id", "a run id as ListPlanRuns gives"))
     return violations

@@ -91,11 +91,13 @@ class OutcomeUseCases:
         return totals, daily
 
     async def _runs(self, scope: Scope) -> list[RunOfOutcomes]:
-        await self._plan(scope.shop_id, scope.plan_id)
+        """The runs in scope: a plan's, or one run (its id names its plan)."""
+        if scope.plan_id:
+            await self._plan(scope.shop_id, scope.plan_id)
         runs = await self._reads.runs(scope.shop_id, scope.plan_id, scope.run_id)
         if scope.run_id and not runs:
             raise NotFound(
-                f"plan {scope.plan_id} has no run {scope.run_id} with members",
+                f"no run {scope.run_id} with members in shop {scope.shop_id}",
                 reason="RUN_NOT_FOUND",
             )
         return runs

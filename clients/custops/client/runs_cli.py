@@ -1,7 +1,9 @@
-"""`custops runs watch` and `custops runs list`: a gRPC client of the platform.
+"""`custops runs watch|list|export` and `custops plans effect`: gRPC clients
+of the platform.
 
 The platform's `custops` command adds these commands with `add_commands`
-and hands `custops runs ...` to `run`; what they print is run_view.
+and hands `custops runs|plans ...` to `run`; what watch and list print is
+run_view, what export and effect do is outcomes_cli.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TextIO
 
 import grpc
 
-from custops.client import run_view
+from custops.client import outcomes_cli, run_view
 from custops.client._clients import AsyncCustopsClient
 from custops.client._errors import CustopsError
 from custops.plan.v1 import plan_pb2 as pb
@@ -44,8 +46,19 @@ CALL_TIMEOUT = 10.0
 NEWEST_LOOKED_AT = 50
 
 
+def _target(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument(
+        "--target",
+        default="127.0.0.1:50051",
+        metavar="HOST:PORT",
+        help="the platform's public port (default: %(default)s)",
+    )
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    runs = commands.add_parser("runs", help="watch or list the runs of a plan (a gRPC client)")
+    runs = commands.add_parser(
+        "runs", help="watch, list or export the runs of a plan (a gRPC client)"
+    )
     verbs = runs.add_subparsers(dest="verb", required=True)
     watch = verbs.add_parser(
         "watch",
@@ -55,12 +68,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     listing = verbs.add_parser("list", help="list a plan's runs, newest first")
     for verb in (watch, listing):
-        verb.add_argument(
-            "--target",
-            default="127.0.0.1:50051",
-            metavar="HOST:PORT",
-            help="the platform's public port (default: %(default)s)",
-        )
+        _target(verb)
         verb.add_argument("--shop", required=True, help="shop id")
         verb.add_argument("--plan", required=True, help="plan id")
     watch.add_argument("--run", default="", help="run id (default: the plan's newest run)")
@@ -76,6 +84,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     listing.add_argument(
         "--limit", type=int, default=20, help="at most this many runs (default: 20)"
     )
+    outcomes_cli.add_export(verbs, _target)
+    outcomes_cli.add_plans(commands, _target)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -84,6 +94,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.verb == "list" and not 1 <= args.limit <= 1000:
         parser.error("--limit must be 1-1000")
     try:
+        if args.command == "plans":
+            return outcomes_cli.effect(args)
+        if args.verb == "export":
+            return outcomes_cli.export(args)
         if args.verb == "watch":
             return asyncio.run(_watch(args, sys.stdout, sys.stderr))
         return asyncio.run(_list(args, sys.stdout, sys.stderr))

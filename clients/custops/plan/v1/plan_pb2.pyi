@@ -2655,7 +2655,9 @@ class ListMemberOutcomesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     plan_id: _builtins.str
-    """Exactly one of run_id (with plan_id), plan_id, member_id."""
+    """One of: a run (run_id; plan_id may name its plan too), a plan
+    (plan_id), or a member (member_id alone).
+    """
     run_id: _builtins.str
     member_id: _builtins.str
     reason: _builtins.str
@@ -2723,7 +2725,7 @@ class ExportMemberOutcomesRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     shop_id: _builtins.str
     plan_id: _builtins.str
-    """The plan; with run_id, only that run."""
+    """The plan, or a run (run_id; plan_id may name its plan too)."""
     run_id: _builtins.str
     reason: _builtins.str
     @_builtins.property
