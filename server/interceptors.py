@@ -12,6 +12,7 @@ state-changing call into the audit log, and writes one access-log line.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
@@ -244,13 +245,18 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _streaming(
         self,
-        inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        inner: Callable[[Any, grpc.aio.ServicerContext], Any],
         method: str,
         incoming: dict[str, Any],
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._guarded(method, incoming, request, context):
-                async for response in inner(request, context):
+                responses = inner(request, context)
+                if inspect.isawaitable(responses):
+                    # A handler that writes with context.write() (health's Watch).
+                    await responses
+                    return
+                async for response in responses:
                     yield response
 
         return behavior

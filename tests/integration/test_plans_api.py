@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -97,8 +98,10 @@ async def test_create_then_get_round_trips_every_field(client: AsyncCustopsClien
         setattr(expected, output_only, getattr(got, output_only))
     for stamp in ("create_time", "update_time"):
         getattr(expected, stamp).CopyFrom(getattr(got, stamp))
-    # Sent as the deprecated enum, the product comes back by id too.
+    # Sent as the deprecated enum, the product comes back by id too; the
+    # measurement left out comes back with its defaults.
     expected.product_id = "birthday"
+    expected.measurement.attribution_window.FromTimedelta(timedelta(days=7))
     assert got == expected
 
 
