@@ -24,7 +24,11 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
 from server.persistence.database import normalize_url
+from server.persistence.member_data import MemberData
+from server.persistence.member_events import MemberEventStore
+from server.persistence.unit_of_work import SqlUnitOfWork
 from server.stand_ins.population import LEVELS
+from server.usecases.member_data import MemberDataUseCases, Retention
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_outcomes import exported
@@ -267,3 +271,45 @@ async def test_a_holdout_is_its_share_stable_and_measures_a_planted_effect(
     assert sales.currency_code == "CNY" and sales.per_member_minor.absolute_low > 0
     days = {d.day for d in found.daily}
     assert min(days) >= "2026-11-25" and len(days) <= 7
+
+
+async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_url: str) -> None:
+    manual.set_clock(FIRE)
+    plan = await manual.publish(measured_plan(0.0, "V4", "V5"))
+    await _tick(manual, FIRE)
+    member = sorted(_granted(manual.platform, plan.plan_id))[0]
+    manual.set_clock(FIRE + timedelta(days=3))
+    await record(manual, paid(member, "o-old", 500, FIRE + timedelta(hours=1)))
+    await record(manual, paid(member, "o-new", 700, FIRE + timedelta(days=2)))
+    engine = create_async_engine(normalize_url(database_url))
+    try:
+
+        def cases(kept: Retention) -> MemberDataUseCases:
+            return MemberDataUseCases(
+                MemberEventStore(engine),
+                MemberData(engine),
+                lambda: SqlUnitOfWork(engine, manual.clock),
+                manual.clock,
+                kept,
+            )
+
+        purging = cases(Retention(timedelta(days=30), timedelta(days=1), timedelta(days=1)))
+        # Outcomes are a month young: kept; the first order and its event are
+        # older than a day: purged; the second stays.
+        assert await purging.purge() == {"outcomes": 0, "events": 1, "orders": 1}
+        assert await _rows_of(database_url, manual.shop, member) == {
+            "run_members": 1,
+            "member_events": 1,
+            "orders": 1,
+            "member_benefits": 1,
+            "operation_records": 1,
+        }
+        manual.set_clock(FIRE + timedelta(days=40))
+        purged = await purging.purge()
+        assert purged["outcomes"] == (await manual.runs(plan))[0].progress.targeted
+        assert purged["events"] == 1 and purged["orders"] == 1
+        # Kept for ever at 0.
+        forever = cases(Retention(timedelta(0), timedelta(0), timedelta(0)))
+        assert await forever.purge() == {"outcomes": 0, "events": 0, "orders": 0}
+    finally:
+        await engine.dispose()
