@@ -122,12 +122,14 @@ class MemberData:
         total = 0
         while True:
             async with self._engine.begin() as conn:
+                # The batch's keys as a subquery: a list of 10,000 key pairs
+                # as parameters is more than PostgreSQL's parser takes.
                 batch = select(*key).where(old).limit(PURGE_BATCH)
-                keys = (await conn.execute(batch)).all()
-                if not keys:
-                    return total
-                await conn.execute(delete(table).where(tuple_(*key).in_([tuple(k) for k in keys])))
-                total += len(keys)
+                gone = await conn.execute(delete(table).where(tuple_(*key).in_(batch)))
+            count = int(gone.rowcount or 0)
+            total += count
+            if count < PURGE_BATCH:
+                return total
 
 
 async def _gone(conn: AsyncConnection, table: Table, *where: ColumnElement[bool]) -> int:

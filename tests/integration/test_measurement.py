@@ -176,14 +176,17 @@ async def test_erasing_a_member_leaves_no_row_of_him(manual: Ops, database_url: 
 async def _rows_of(database_url: str, shop: str, member: str) -> dict[str, int]:
     """Rows naming the member in every table that holds members' data."""
     tables = {
-        "run_members": "member_id = :m",
+        "run_members": "member_id = :m AND run_id IN (SELECT run_id FROM plan_runs "
+        "WHERE shop_id = :s)",
         "member_events": "shop_id = :s AND member_id = :m",
         "orders": "shop_id = :s AND member_id = :m",
         "member_benefits": "shop_id = :s AND member_id = :m",
         "operation_records": "shop_id = :s AND member_id = :m",
-        "frequency_claims": "member_id = :m",
+        "frequency_claims": "member_id = :m AND plan_id IN (SELECT plan_id FROM plans "
+        "WHERE shop_id = :s)",
         "contact_claims": "shop_id = :s AND member_id = :m",
-        "item_failures": "item_key = :m",
+        "item_failures": "item_key = :m AND job_id IN (SELECT job_id FROM plan_runs "
+        "WHERE shop_id = :s)",
     }
     engine = create_async_engine(normalize_url(database_url))
     found: dict[str, int] = {}
@@ -295,8 +298,11 @@ async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_
 
         purging = cases(Retention(timedelta(days=30), timedelta(days=1), timedelta(days=1)))
         # Outcomes are a month young: kept; the first order and its event are
-        # older than a day: purged; the second stays.
-        assert await purging.purge() == {"outcomes": 0, "events": 1, "orders": 1}
+        # older than a day: purged; the second stays. (The purge is the whole
+        # database's: other tests' rows may go too, so only this shop's are
+        # looked at.)
+        purged = await purging.purge()
+        assert purged["events"] >= 1 and purged["orders"] >= 1
         assert await _rows_of(database_url, manual.shop, member) == {
             "run_members": 1,
             "member_events": 1,
@@ -305,9 +311,11 @@ async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_
             "operation_records": 1,
         }
         manual.set_clock(FIRE + timedelta(days=40))
-        purged = await purging.purge()
-        assert purged["outcomes"] == (await manual.runs(plan))[0].progress.targeted
-        assert purged["events"] == 1 and purged["orders"] == 1
+        await purging.purge()
+        assert await _rows_of(database_url, manual.shop, member) == {
+            "member_benefits": 1,
+            "operation_records": 1,
+        }
         # Kept for ever at 0.
         forever = cases(Retention(timedelta(0), timedelta(0), timedelta(0)))
         assert await forever.purge() == {"outcomes": 0, "events": 0, "orders": 0}
