@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,23 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
         default="redis://127.0.0.1:6379/0",
         help="the buckets' Redis (keys under a throwaway prefix, deleted after); '' = in-process",
     )
+
+
+@contextlib.asynccontextmanager
+async def throwaway_database(admin_url: str, prefix: str) -> AsyncIterator[str]:
+    """A PostgreSQL database made for one benchmark and dropped after it,
+    whatever happens: its SQLAlchemy URL."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url, timeout=5)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 def cpu_seconds(pid: int | str = "self") -> float:

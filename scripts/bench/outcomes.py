@@ -29,13 +29,12 @@ import socket
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from _services import ROOT, add_service_options, drain_output
+from _services import ROOT, add_service_options, drain_output, throwaway_database
 from runs import plan_for
 from sqlalchemy import event, insert, text
 
@@ -47,7 +46,7 @@ from domain.plan import Measurement, Plan, PlanState
 from server.mapping.plan import spec_from_proto
 from server.persistence import migrate
 from server.persistence.database import create_engine
-from server.persistence.effect_reads import EffectReads
+from server.persistence.effect_reads import EffectReads, for_analysis
 from server.persistence.plan_repository import plan_row
 from server.persistence.tables import plan_runs, plans
 
@@ -187,7 +186,8 @@ async def explain(url: str) -> None:
     try:
         reads = EffectReads(engine)
         await reads.sums(SHOP, PLAN, timedelta(days=7), timedelta(hours=8), "Asia/Shanghai")
-        async with engine.connect() as conn:
+        async with engine.begin() as conn:
+            await for_analysis(conn)  # as GetPlanEffect runs it
             for statement, parameters in list(seen):
                 result = await conn.exec_driver_sql(
                     f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters
@@ -258,17 +258,8 @@ async def main() -> int:
     parser.add_argument("--explain", action="store_true")
     add_service_options(parser)
     args = parser.parse_args()
-    import asyncpg
-
-    name = f"custops_outcomes_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(args.postgres_admin, timeout=5)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = args.postgres_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        return await measure(args, f"{base}/{name}")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with throwaway_database(args.postgres_admin, "custops_outcomes") as url:
+        return await measure(args, url)
 
 
 if __name__ == "__main__":

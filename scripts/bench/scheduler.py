@@ -45,6 +45,7 @@ from _services import (
     database_pids,
     forget_buckets,
     start_stand_in_process,
+    throwaway_database,
 )
 from runs import plan_for
 from sqlalchemy import func, insert, select
@@ -256,17 +257,8 @@ async def main() -> int:
     add_service_options(parser)
     parser.add_argument("--profile", help="write a cProfile (CPU time) of the firing phase here")
     args = parser.parse_args()
-    import asyncpg
-
-    name = f"custops_sched_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(args.postgres_admin, timeout=5)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = args.postgres_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        return await measure(args, f"{base}/{name}", name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with throwaway_database(args.postgres_admin, "custops_sched") as url:
+        return await measure(args, url, url.rsplit("/", 1)[1])
 
 
 if __name__ == "__main__":

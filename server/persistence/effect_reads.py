@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import outcomes
 from domain.effect import Sample
@@ -70,23 +70,25 @@ class EffectReads:
         async with self._engine.begin() as conn:
             postgres = conn.dialect.name == "postgresql"
             if postgres:
-                # The hash joins and aggregates of a million rows fit in
-                # memory instead of spilling to disk (this transaction only).
-                await conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+                await for_analysis(conn)
             rows = (
                 await conn.execute(_statement(shop_id, plan_id, window, day_offset, zone, postgres))
             ).all()
-        groups: dict[int, GroupSums] = {}
+        members: dict[int, int] = {}
+        converted: dict[int, int] = {}
         sales: dict[tuple[int, str], tuple[int, float, float]] = {}
         daily: dict[tuple[int, str], int] = {}
         for kind, group, key, a, b, c in rows:
             g = int(group)
             if kind == "g":
-                groups[g] = GroupSums(int(a), int(b))
+                members[g] = int(a)
+            elif kind == "c":
+                converted[g] = int(a)
             elif kind == "s":
                 sales[(g, str(key))] = (int(a), float(b), float(c))
             else:
                 daily[(g, str(key))] = int(a)
+        groups = {g: GroupSums(n, converted.get(g, 0)) for g, n in members.items()}
         return EffectSums(
             groups,
             {
@@ -99,6 +101,15 @@ class EffectReads:
 
 # work_mem for the effect's statement on PostgreSQL (the server's default is 4 MB).
 WORK_MEM = "128MB"
+
+
+async def for_analysis(conn: AsyncConnection) -> None:
+    """PostgreSQL, for this transaction only: the hash joins and aggregates
+    of a million rows fit in memory instead of spilling to disk, and no
+    JIT compilation (it took 0.6 s of a 5 s statement; without it the
+    statement over 1.1M outcomes and 1M orders went from 4.5 to 4.2 s)."""
+    await conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    await conn.execute(text("SET LOCAL jit = off"))
 
 
 def _statement(
@@ -124,6 +135,8 @@ def _statement(
         .group_by(assigned.c.member_id)
         .cte("members")
     )
+    # Each attributed order once, with its member's group (the same in
+    # every run: the hash that chose it does not change).
     attributed = (
         select(
             _o.order_id,
@@ -131,6 +144,7 @@ def _statement(
             _o.currency,
             (_o.amount_minor - _o.refunded_minor).label("net"),
             _o.paid_time,
+            assigned.c.grp,
         )
         .distinct()
         .join(assigned, assigned.c.member_id == _o.member_id)
@@ -144,51 +158,51 @@ def _statement(
     per_member = (
         select(
             attributed.c.member_id,
+            attributed.c.grp,
             attributed.c.currency,
             func.count().label("orders"),
             func.sum(attributed.c.net).label("net"),
         )
-        .group_by(attributed.c.member_id, attributed.c.currency)
+        .group_by(attributed.c.member_id, attributed.c.grp, attributed.c.currency)
         .cte("per_member")
     )
-    converted = select(per_member.c.member_id).distinct().subquery()
     net = per_member.c.net
     day = _day(attributed.c.paid_time, day_offset, zone, postgres)
 
     def number(value: Any) -> Any:
         return cast(value, Float)
 
+    zero = number(literal(0))
     return union_all(
+        # Members per group, converted members per group, sales per group
+        # and currency, converted members per group and day.
+        select(literal("g"), members.c.grp, literal(""), number(func.count()), zero, zero).group_by(
+            members.c.grp
+        ),
         select(
-            literal("g"),
-            members.c.grp,
+            literal("c"),
+            per_member.c.grp,
             literal(""),
-            number(func.count()),
-            number(func.count(converted.c.member_id)),
-            number(literal(0)),
-        )
-        .select_from(members.outerjoin(converted, converted.c.member_id == members.c.member_id))
-        .group_by(members.c.grp),
+            number(func.count(distinct(per_member.c.member_id))),
+            zero,
+            zero,
+        ).group_by(per_member.c.grp),
         select(
             literal("s"),
-            members.c.grp,
+            per_member.c.grp,
             per_member.c.currency,
             number(func.sum(per_member.c.orders)),
             number(func.sum(net)),
             number(func.sum(net * net)),
-        )
-        .join(members, members.c.member_id == per_member.c.member_id)
-        .group_by(members.c.grp, per_member.c.currency),
+        ).group_by(per_member.c.grp, per_member.c.currency),
         select(
             literal("d"),
-            members.c.grp,
+            attributed.c.grp,
             day,
             number(func.count(distinct(attributed.c.member_id))),
-            number(literal(0)),
-            number(literal(0)),
-        )
-        .join(members, members.c.member_id == attributed.c.member_id)
-        .group_by(members.c.grp, day),
+            zero,
+            zero,
+        ).group_by(attributed.c.grp, day),
     )
 
 

@@ -43,53 +43,31 @@ class MemberData:
         held = select(member_benefits.c.instance_id).where(
             member_benefits.c.shop_id == shop_id, member_benefits.c.member_id == member_id
         )
-        rm, mb = run_members.c, member_benefits.c
+        rm, fc, failed = run_members.c, frequency_claims.c, item_failures.c
+
+        def mine(table: Table) -> tuple[ColumnElement[bool], ...]:
+            return table.c.shop_id == shop_id, table.c.member_id == member_id
+
+        rows: list[tuple[str, Table, tuple[ColumnElement[bool], ...]]] = [
+            # A recovery run's rows are the member's benefit instances.
+            ("outcomes", run_members, (rm.run_id.in_(shop_runs), rm.member_id.in_(held))),
+            ("outcomes", run_members, (rm.run_id.in_(shop_runs), rm.member_id == member_id)),
+            ("events", member_events, mine(member_events)),
+            ("orders", orders, mine(orders)),
+            ("benefits", member_benefits, mine(member_benefits)),
+            ("records", operation_records, mine(operation_records)),
+            ("limits", frequency_claims, (fc.plan_id.in_(shop_plans), fc.member_id == member_id)),
+            ("limits", contact_claims, mine(contact_claims)),
+            (
+                "failures",
+                item_failures,
+                (failed.job_id.in_(shop_jobs), failed.item_key == member_id),
+            ),
+        ]
         async with self._engine.begin() as conn:
-            erased = {
-                # A recovery run's rows are the member's benefit instances.
-                "outcomes": await _gone(
-                    conn, run_members, rm.run_id.in_(shop_runs), rm.member_id.in_(held)
-                )
-                + await _gone(
-                    conn, run_members, rm.run_id.in_(shop_runs), rm.member_id == member_id
-                ),
-                "events": await _gone(
-                    conn,
-                    member_events,
-                    member_events.c.shop_id == shop_id,
-                    member_events.c.member_id == member_id,
-                ),
-                "orders": await _gone(
-                    conn, orders, orders.c.shop_id == shop_id, orders.c.member_id == member_id
-                ),
-                "benefits": await _gone(
-                    conn, member_benefits, mb.shop_id == shop_id, mb.member_id == member_id
-                ),
-                "records": await _gone(
-                    conn,
-                    operation_records,
-                    operation_records.c.shop_id == shop_id,
-                    operation_records.c.member_id == member_id,
-                ),
-                "limits": await _gone(
-                    conn,
-                    frequency_claims,
-                    frequency_claims.c.plan_id.in_(shop_plans),
-                    frequency_claims.c.member_id == member_id,
-                )
-                + await _gone(
-                    conn,
-                    contact_claims,
-                    contact_claims.c.shop_id == shop_id,
-                    contact_claims.c.member_id == member_id,
-                ),
-                "failures": await _gone(
-                    conn,
-                    item_failures,
-                    item_failures.c.job_id.in_(shop_jobs),
-                    item_failures.c.item_key == member_id,
-                ),
-            }
+            erased = dict.fromkeys((kind for kind, _, _ in rows), 0)
+            for kind, table, where in rows:  # in this order: benefits go after their runs' rows
+                erased[kind] += await _gone(conn, table, *where)
             # On record even when nothing was left: the request itself is the fact.
             await record_change(conn, shop_id, f"members/{member_id}", erased, None)
         return erased
