@@ -20,8 +20,9 @@ _MAX_VIOLATIONS = 20
 
 def request_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
     """Strings holding U+0000 (which no database here can store and no
-    caller means to send), strings over MAX_STRING_CHARS and lists or maps
-    over MAX_ITEMS; named by their field path."""
+    caller means to send), strings over MAX_STRING_CHARS, lists or maps
+    over MAX_ITEMS, and Timestamps and Durations out of their types' range;
+    named by their field path."""
     out: list[FieldViolation] = []
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
@@ -43,10 +44,40 @@ def request_violations(message: Message, prefix: str = "") -> list[FieldViolatio
                         out += request_violations(item, f"{path}[{key!r}].")
             else:
                 for where, item in _each(path, value, repeated):
-                    out += request_violations(item, f"{where}.")
+                    out += _well_known(where, item) or request_violations(item, f"{where}.")
         if len(out) >= _MAX_VIOLATIONS:
             break
     return out[:_MAX_VIOLATIONS]
+
+
+# Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z; Duration:
+# about ±10,000 years (the ranges the types' own definitions give).
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_DURATION_SECONDS = 315_576_000_000
+_RANGED = ("google.protobuf.Timestamp", "google.protobuf.Duration")
+
+
+def _well_known(where: str, item: Message) -> list[FieldViolation]:
+    """A Timestamp or Duration out of its type's range (which converting it
+    would otherwise fail on, deep in a call, as an internal error)."""
+    name = item.DESCRIPTOR.full_name
+    value: Any = item  # either type: seconds and nanos
+    seconds, nanos = (value.seconds, value.nanos) if name in _RANGED else (0, 0)
+    if name == "google.protobuf.Timestamp":
+        low, high = _TIMESTAMP_SECONDS
+        if not (low <= seconds <= high and 0 <= nanos <= 999_999_999):
+            return [
+                FieldViolation(
+                    where, "a time from 0001-01-01 to 9999-12-31, nanos 0 to 999,999,999"
+                )
+            ]
+    elif name == "google.protobuf.Duration":
+        same_sign = seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0)
+        if not (abs(seconds) <= _DURATION_SECONDS and abs(nanos) <= 999_999_999 and same_sign):
+            return [
+                FieldViolation(where, "a duration within 10,000 years, nanos of the seconds' sign")
+            ]
+    return []
 
 
 def _each(path: str, value: Any, repeated: bool) -> list[tuple[str, Any]]:

@@ -135,6 +135,21 @@ CASES = [
 ]
 
 
+def _explain_from(seconds: int, nanos: int) -> pb.ExplainTermExpressionRequest:
+    request = pb.ExplainTermExpressionRequest(expression="0 0 9 * * ? * 30")
+    request.from_time.seconds, request.from_time.nanos = seconds, nanos
+    return request
+
+
+# Timestamps out of their type's range (issue 22, item 3): INTERNAL before.
+CASES += [
+    ("ExplainTermExpression", _explain_from(0, 1_000_000_000), {"from_time"}),
+    ("ExplainTermExpression", _explain_from(0, -1), {"from_time"}),
+    ("ExplainTermExpression", _explain_from(253_402_300_800, 0), {"from_time"}),
+    ("ExplainTermExpression", _explain_from(-62_135_596_801, 0), {"from_time"}),
+]
+
+
 @pytest.mark.parametrize(("method", "request_message", "fields"), CASES)
 async def test_bad_input_names_every_field(
     client: AsyncCustopsClient, method: str, request_message: object, fields: set[str]
