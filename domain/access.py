@@ -10,6 +10,7 @@ it may not act for is refused whatever the shop holds, so it learns nothing.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -24,6 +25,12 @@ class Role(enum.Enum):
 
 
 ALL_SHOPS = "*"
+# What a shop id is: 1-64 letters, digits, '_' or '-', the whole string.
+SHOP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_shop_id(text: str) -> bool:
+    return SHOP_ID.fullmatch(text) is not None
 
 
 # Calls a caller may make per second, and at once, unless its entry says

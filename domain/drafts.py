@@ -38,7 +38,7 @@ from domain.plan import (
 )
 from domain.zones import is_time_zone
 
-_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z")
 
 
 def new_plan(

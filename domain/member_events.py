@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 MAX_EVENTS = 500
 # An event from the future beyond this skew is a clock problem, not news.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 class EventType(enum.StrEnum):

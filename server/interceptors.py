@@ -46,7 +46,7 @@ from server.persistence.audit_log import AuditLog
 
 REQUEST_ID_KEY = "x-request-id"
 ACTOR_KEY = "x-custops-actor"  # who a caller says it is, heeded without callers configured
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 log = logging.getLogger("custops.access")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]

@@ -27,8 +27,8 @@ from typing import Any
 
 from domain.access import ALL_SHOPS, DEFAULT_BURST, DEFAULT_RATE, Caller, Role
 
-_HASH = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _ROLES = {r.value: r for r in Role}
 
 

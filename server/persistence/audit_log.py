@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.access import is_shop_id
 from server import call_context
 from server.persistence.database import read
 from server.persistence.tables import audit_entries
@@ -86,8 +87,9 @@ class AuditLog:
     ) -> None:
         """In a transaction of its own: a failed state-changing call, or a
         change made outside the database (throttles). A shop id no shop can
-        have goes to the platform's own entries, for operators to see."""
-        if len(shop_id) > 64 or "\x00" in shop_id:
+        have (a trailing space, '*', '../x') goes to the platform's own
+        entries, for operators of every shop to see."""
+        if not is_shop_id(shop_id):
             shop_id = ""
         async with self._engine.begin() as conn:
             if outcome == OK:

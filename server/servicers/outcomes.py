@@ -13,6 +13,7 @@ from server.mapping.outcomes import OUTCOME_KINDS, effect_to_proto, outcome_to_p
 from server.persistence.outcome_reads import OutcomeFilter
 from server.servicers.requests import (
     MEMBER_ID,
+    RUN_ID,
     decode_page_token,
     effective_page_size,
     encode_page_token,
@@ -24,8 +25,7 @@ from server.servicers.requests import (
 from server.usecases.outcomes import Cursor, OutcomeUseCases, Scope
 from server.usecases.plan_effect import PlanEffectUseCases
 
-RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
-_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
+_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,31}\Z")
 
 
 class OutcomeCalls:

@@ -3,7 +3,6 @@ trigger, recover, cancel and retry a plan's runs, and its statistics."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from custops.plan.v1 import plan_pb2 as pb
@@ -12,6 +11,7 @@ from domain.runs import MAX_TEST_MEMBERS
 from server.mapping.outcomes import counts_to_proto
 from server.mapping.runs import RUN_STATES, run_to_proto, totals_to_proto
 from server.servicers.requests import (
+    RUN_ID,
     decode_page_token,
     effective_page_size,
     page_size_violations,
@@ -138,9 +138,6 @@ class PlanRunCalls:
         return pb.GetPlanStatisticsResponse(statistics=statistics)
 
 
-_RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}$")
-
-
 def _run_violations(
     request: pb.GetPlanRunRequest
     | pb.CancelPlanRunRequest
@@ -148,9 +145,9 @@ def _run_violations(
     | pb.RecoverPlanRunRequest,
 ) -> list[FieldViolation]:
     violations = shop_id_violations(request.shop_id) + plan_id_violations(request.plan_id)
-    if not _RUN_ID.match(request.run_id):
+    if not RUN_ID.match(request.run_id):
         violations.append(FieldViolation("run_id", "required: a run id as ListPlanRuns gives"))
     return violations
 
 
-_run_cursor = time_id_reader(_RUN_ID)
+_run_cursor = time_id_reader(RUN_ID)

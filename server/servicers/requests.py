@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from custops.plan.v1 import plan_pb2 as pb
+from domain.access import is_shop_id
 from domain.errors import FieldViolation, InvalidArgument
 from domain.plan import PRODUCT_ID
 from domain.ports import RequestKey
@@ -23,13 +24,12 @@ P = TypeVar("P")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_SHOP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PLAN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def shop_id_violations(shop_id: str) -> list[FieldViolation]:
-    if not _SHOP_ID.match(shop_id):
+    if not is_shop_id(shop_id):
         return [FieldViolation("shop_id", "required: 1-64 letters, digits, '_' or '-'")]
     return []
 
@@ -41,7 +41,9 @@ def plan_id_violations(plan_id: str, field: str = "plan_id") -> list[FieldViolat
 
 
 # Ids of members, benefit instances and orders: the other systems' ids.
-MEMBER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Run ids as runs are named (domain.runs): a letter and 20 hex digits.
+RUN_ID = re.compile(r"^[a-z][0-9a-f]{20}\Z")
+MEMBER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
 
 def id_violations(field: str, value: str) -> list[FieldViolation]:

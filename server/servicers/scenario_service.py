@@ -247,5 +247,5 @@ def _time_left(context: Context) -> float | None:
 
 
 # Record ids are idempotency keys (at most 300 characters, the column's width).
-_record_cursor = time_id_reader(re.compile(r"^.{1,300}$", re.DOTALL))
+_record_cursor = time_id_reader(re.compile(r"^.{1,300}\Z", re.DOTALL))
 _benefit_cursor = time_id_reader(MEMBER_ID)

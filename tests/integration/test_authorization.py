@@ -656,6 +656,27 @@ def test_a_refused_request_is_on_record_whatever_it_sent(world: World) -> None:
     assert entry.outcome == "PERMISSION_DENIED" and len(entry.resource) == 300
 
 
+@pytest.mark.parametrize("shop", [S1 + " ", S1 + "\n", "*", "../x", S1 + "\t"])
+def test_an_attempt_under_a_malformed_shop_id_is_among_the_platforms_entries(
+    world: World, shop: str
+) -> None:
+    """A shop id no shop can have (issue 22, item 4: before, a trailing
+    newline passed as the shop, and such attempts were kept under the raw
+    id, where nobody could list them)."""
+    method = descriptor_pool.Default().FindMethodByName(
+        "custops.plan.v1.OperationPlanService.DeletePlan"
+    )
+    request_id = uuid.uuid4().hex
+    request = pb.DeletePlanRequest(shop_id=shop, plan_id=_plan1(world).plan_id)
+    token = TOKENS[f"{ADMIN}:{S1}"]
+    assert _call(world, method, request, token, request_id) is grpc.StatusCode.PERMISSION_DENIED
+    found = world.root.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="")).entries
+    (entry,) = [e for e in found if e.request_id == request_id]
+    assert entry.outcome == "PERMISSION_DENIED" and entry.shop_id == ""
+    # A caller of every shop is told it is no shop id.
+    assert _call(world, method, request, ROOT) is grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_a_call_that_streams_requests_is_not_served_when_callers_are_configured() -> None:
     """Unary calls and server streams pass the credential checks; a call
     that streams its requests (no public contract has one) is refused
