@@ -106,3 +106,43 @@ async def test_request_id_is_returned_in_trailing_metadata(platform: Platform) -
         call = stub.ListPlans(plan_pb2.ListPlansRequest(shop_id="s1"))
         await call
         assert len(dict(await call.trailing_metadata())["x-request-id"]) == 32
+
+
+def _symbol_status(port: int, symbol: str) -> int:
+    """The status reflection answers `file_containing_symbol` with (0: found)."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    if reply.HasField("error_response"):
+        return int(reply.error_response.error_code)
+    return 0
+
+
+async def test_the_public_port_describes_nothing_it_does_not_serve(platform: Platform) -> None:
+    """Issue 22, item 6: before, describing a stand-in's service on the public
+    port answered with its whole file. (Reflection finds services, messages
+    and enums by name; grpcurl describes a method from its service's file.)"""
+    hidden = [
+        "custops.stubadmin.v1.StubAdminService",
+        "custops.audience.v1.AudienceService",
+        "custops.benefit.v1.BenefitService",
+        "custops.audience.v1.ListAudienceMembersRequest",  # a stand-in's message only
+    ]
+    shown = [
+        "custops.plan.v1.OperationPlanService",
+        "custops.scenario.v1.RecordMemberEventsRequest",
+        "custops.audience.v1.AudienceRule",  # a public message's field type
+        "custops.benefit.v1.BenefitKind",
+    ]
+
+    def look(port: int, symbols: list[str]) -> list[int]:
+        return [_symbol_status(port, s) for s in symbols]
+
+    not_found = grpc.StatusCode.NOT_FOUND.value[0]
+    assert await asyncio.to_thread(look, platform.port, hidden) == [not_found] * len(hidden)
+    assert await asyncio.to_thread(look, platform.port, shown) == [0] * len(shown)
+    # The stand-ins' own port describes their services.
+    assert await asyncio.to_thread(look, platform.stubs_port, hidden) == [0] * len(hidden)
