@@ -86,10 +86,17 @@ class PlanRunCalls:
             )
         require(violations)
         runs = self._run_cases()
-        if testers:
-            view = await runs.test(request.shop_id, request.plan_id, request.request_id, testers)
-        else:
-            view = await runs.trigger(request.shop_id, request.plan_id, request.request_id)
+        shop, plan, request_id = request.shop_id, request.plan_id, request.request_id
+        view = await runs.once(
+            shop,
+            plan,
+            request_key("TriggerPlanRun", request),
+            lambda: (
+                runs.test(shop, plan, request_id, testers)
+                if testers
+                else runs.trigger(shop, plan, request_id)
+            ),
+        )
         return pb.TriggerPlanRunResponse(run=run_to_proto(view))
 
     async def RecoverPlanRun(
@@ -101,8 +108,14 @@ class PlanRunCalls:
         if len(request.reason) > 200:
             violations.append(FieldViolation("reason", "at most 200 characters"))
         require(violations)
-        view = await self._run_cases().recover(
-            request.shop_id, request.plan_id, request.run_id, request.request_id, request.reason
+        runs = self._run_cases()
+        view = await runs.once(
+            request.shop_id,
+            request.plan_id,
+            request_key("RecoverPlanRun", request),
+            lambda: runs.recover(
+                request.shop_id, request.plan_id, request.run_id, request.request_id, request.reason
+            ),
         )
         return pb.RecoverPlanRunResponse(run=run_to_proto(view))
 
@@ -110,7 +123,13 @@ class PlanRunCalls:
         self, request: pb.CancelPlanRunRequest, context: Any
     ) -> pb.CancelPlanRunResponse:
         require(_run_violations(request))
-        view = await self._run_cases().cancel(request.shop_id, request.plan_id, request.run_id)
+        runs = self._run_cases()
+        view = await runs.once(
+            request.shop_id,
+            request.plan_id,
+            request_key("CancelPlanRun", request),
+            lambda: runs.cancel(request.shop_id, request.plan_id, request.run_id),
+        )
         return pb.CancelPlanRunResponse(run=run_to_proto(view))
 
     async def RetryFailedItems(

@@ -5,6 +5,7 @@ The scheduler's part is run_scheduling; making a run is run_launches."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +103,24 @@ class RunUseCases(RunScheduling):
         else:
             run = await self._run(shop_id, plan_id, run_id)  # the request's run, made before
         return await self._view(run)
+
+    async def once(
+        self,
+        shop_id: str,
+        plan_id: str,
+        key: RequestKey | None,
+        call: Callable[[], Awaitable[RunView]],
+    ) -> RunView:
+        """A call about one run (start, test, recover, cancel) at most once per
+        request id, through the request log every side-effecting call shares:
+        a replay meets the run the first call answered with, as it is now;
+        another request under the same id is REQUEST_ID_REUSED."""
+
+        async def work() -> dict[str, Any]:
+            return {"run_id": (await call()).run.run_id}
+
+        answer = await remembered(self._uow, shop_id, key, work)
+        return await self.get(shop_id, plan_id, str(answer["run_id"]))
 
     async def get(self, shop_id: str, plan_id: str, run_id: str) -> RunView:
         return await self._view(await self._run(shop_id, plan_id, run_id))
