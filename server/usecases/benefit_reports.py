@@ -69,18 +69,17 @@ class BenefitReports:
         key = replenish_record_id(instance_id, order_id)
         done = await self._benefits.record(shop_id, key)
         if done is not None:
-            if done.detail.get("request_id", "") != request_id:
-                raise FailedPrecondition(
-                    f"the use of benefit {instance_id!r} by order {order_id!r} "
-                    "was given back already",
-                    reason="BENEFIT_ALREADY_REPLENISHED",
-                )
+            _same_request(done, request_id)
             return await self._current(held), done
         now = self._clock.now()
         back = held.given_back(order_id, now)
         await self._check_plan_allows(held)
         await self._ledger.replenish(shop_id, instance_id, order_id, key, reason, _within(timeout))
-        return await self._benefits.mark_replenished(held, back, reason, request_id, now)
+        current, done = await self._benefits.mark_replenished(held, back, reason, request_id, now)
+        # Racing calls all reach here; the one whose record stands gave it
+        # back, and the others are answered as if they had come second.
+        _same_request(done, request_id)
+        return current, done
 
     async def _check_plan_allows(self, held: HeldBenefit) -> None:
         async with self._uow() as uow:
@@ -103,6 +102,16 @@ class BenefitReports:
 
     async def _current(self, held: HeldBenefit) -> HeldBenefit:
         return await self._benefits.get(held.shop_id, held.member_id, held.instance_id) or held
+
+
+def _same_request(done: MemberRecord, request_id: str) -> None:
+    """The give-back on record is this request's (a retry), or it is refused."""
+    if done.detail.get("request_id", "") != request_id:
+        raise FailedPrecondition(
+            f"the use of benefit {done.instance_id!r} by order "
+            f"{done.detail.get('order_id', '')!r} was given back already",
+            reason="BENEFIT_ALREADY_REPLENISHED",
+        )
 
 
 def _within(timeout: float | None) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -716,3 +717,45 @@ async def test_pages_asked_together_answer_as_pages_asked_one_by_one(
     ]
     assert [p.plan_id for p in by_office[(gold, pb.FRONT_OFFICE_RETAIL)].plans] == [store.plan_id]
     assert list(by_office[(members[0], pb.FRONT_OFFICE_MICRO_MALL)].plans) == []  # V0
+
+
+async def test_racing_give_backs_give_back_once_and_the_losers_are_told(
+    running: tuple[Platform, AsyncCustopsClient],
+) -> None:
+    """Issue 22, item 7: 50 ReplenishBenefit calls at once with different
+    request ids gave the benefit back once but told most of them OK; each
+    loser is answered as it would be had it come second."""
+    platform, client = running
+    shop = _shop()
+    clock = platform.clock
+    assert isinstance(clock, SteppingClock)
+    plan, member, coupon = await _coupon_plan(platform, client, shop, "V4")
+    clock.current += timedelta(minutes=1)
+    await client.scenario.ReportBenefitUsed(
+        spb.ReportBenefitUsedRequest(
+            shop_id=shop,
+            member_id=member,
+            benefit_instance_id=coupon.benefit_instance_id,
+            order_id="order-1",
+        )
+    )
+
+    async def give_back(n: int) -> str:
+        try:
+            await client.scenario.ReplenishBenefit(
+                spb.ReplenishBenefitRequest(
+                    shop_id=shop,
+                    member_id=member,
+                    benefit_instance_id=coupon.benefit_instance_id,
+                    order_id="order-1",
+                    reason="refunded",
+                    request_id=f"give-back-{n}",
+                )
+            )
+        except CustopsError as err:
+            return err.reason
+        return "OK"
+
+    answers = Counter(await asyncio.gather(*(give_back(n) for n in range(50))))
+    assert answers == {"OK": 1, "BENEFIT_ALREADY_REPLENISHED": 49}
+    assert (await _statistics(client, plan)).benefits_replenished == 1
