@@ -226,7 +226,7 @@ def _running(w: World) -> pb.CancelPlanRunRequest:
     _benefit_rate(w, 0.001, 1)
     plan = w.published()
     run = w.root.plans.TriggerPlanRun(
-        pb.TriggerPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, request_id="keep-going")
+        pb.TriggerPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, request_id=uuid.uuid4().hex)
     ).run
     return pb.CancelPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, run_id=run.run_id)
 
@@ -608,6 +608,10 @@ def test_another_shops_resource_under_the_callers_own_shop_is_not_found(
     holder, name = _at(request, path)
     assert getattr(holder, name), f"the case for {method.name} names no {path}"
     setattr(holder, name, _foreign(world, path))
+    if "request_id" in method.input_type.fields_by_name:
+        # A request of its own: under an id used before, it would be
+        # REQUEST_ID_REUSED, whatever it names.
+        request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
     token = TOKENS[f"{case.roles[0]}:{S1}"]
     assert _call(world, method, request, token) is grpc.StatusCode.NOT_FOUND
     # shop-2's things are as they were.
