@@ -37,6 +37,11 @@ from server.persistence.database import (
     normalize_url,
 )
 from server.persistence.task_store import TaskStore
+from server.persistence.throttle_settings import (
+    KeptThrottleSettings,
+    SqlThrottleSettings,
+    adopt,
+)
 from server.products.catalog import TemplateError, load_catalog
 from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
@@ -158,13 +163,20 @@ class Platform:
         callers = self._callers()
         # The downstream throttles and the callers' rate limits, in one store.
         buckets = {**THROTTLE_DEFAULTS, **caller_buckets(callers)}
+        # The downstreams' settings come from the database, their source of truth.
+        kept_store = SqlThrottleSettings(engine)
+        kept = KeptThrottleSettings(kept_store)
         if self._redis is None:
-            self.buckets = LocalBuckets(buckets, clock_us=lambda: int(time.time() * 1_000_000))
+            self.buckets = LocalBuckets(
+                buckets, clock_us=lambda: int(time.time() * 1_000_000), source=kept
+            )
         else:
-            shared = RedisBuckets(self._redis, s.redis_prefix, buckets)
+            shared = RedisBuckets(self._redis, s.redis_prefix, buckets, source=kept)
             self.buckets = shared
             if adopted := await shared.adopt_untagged_settings():
                 log.info("throttle settings moved to hash-tagged keys", extra={"count": adopted})
+            if adopted := await adopt(kept_store, await shared.cached(), clock.now()):
+                log.info("throttle settings moved into the database", extra={"count": adopted})
         channels = Channels(audience_channel, benefit_channel, notification_channel)
         retention = Retention(
             timedelta(days=s.retention_outcomes_days),

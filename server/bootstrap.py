@@ -29,6 +29,7 @@ from server.persistence.outcome_reads import OutcomeReads
 from server.persistence.recovery_store import RecoveryStore
 from server.persistence.run_store import RunStore
 from server.persistence.task_store import TaskStore
+from server.persistence.throttle_settings import SqlThrottleSettings
 from server.persistence.unit_of_work import SqlUnitOfWork
 from server.runs.delivery import Delivery
 from server.runs.recovery import Recovery
@@ -130,7 +131,7 @@ def build(
             clock,
             headlines=headlines,
         ),
-        throttle=ThrottleUseCases(buckets, clock.now, audit, unit_of_work),
+        throttle=ThrottleUseCases(buckets, clock.now, SqlThrottleSettings(engine), unit_of_work),
         policies=ShopPolicyUseCases(unit_of_work, clock),
         audit=audit,
         jobs=jobs,

@@ -343,6 +343,19 @@ member_benefits = Table(
     Index("ix_member_benefits_member", "shop_id", "member_id", "grant_time", "instance_id"),
 )
 
+# The downstream throttles' settings: the source of truth, which Redis (or
+# the process) caches (server/throttle). A bucket named "benefit" is the
+# platform-wide one; "benefit:SHOP" a shop's share.
+throttle_settings = Table(
+    "throttle_settings",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("rate", Float, nullable=False),
+    Column("capacity", BigInteger, nullable=False),
+    Column("update_by", String(200), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+)
+
 # Every change a call made, and every state-changing call that failed:
 # append-only (the migration's triggers refuse UPDATE and DELETE), written
 # in the changing transaction (server/persistence/audit_log.py).

@@ -121,3 +121,10 @@ async def add_counts(
         set_={"value": table.c.value + statement.excluded.value},
     )
     await conn.execute(statement, rows)
+
+
+async def upsert(conn: AsyncConnection, table: Table, row: dict[str, Any], keys: list[str]) -> None:
+    """Insert the row, or update the one with the same `keys` to it."""
+    statement = _insert(conn, table).values(row)
+    changed = {name: statement.excluded[name] for name in row if name not in keys}
+    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed))

@@ -34,6 +34,21 @@ class BucketSettings:
     capacity: int  # largest burst, >= 1
 
 
+# A bucket no one configured: no refill, one token (what reading it shows).
+UNSET = BucketSettings(0.0, 1)
+
+
+class SettingsSource(Protocol):
+    """Where buckets whose settings must survive their store come from (the
+    database): read when a bucket's cached settings are missing."""
+
+    def keeps(self, name: str) -> bool:
+        """Whether this bucket's settings are kept there."""
+        ...
+
+    async def load(self, name: str) -> BucketSettings: ...
+
+
 @dataclass(frozen=True)
 class Decision:
     granted: int  # tokens taken now (0 or the amount asked, capped at capacity)
@@ -125,15 +140,29 @@ def decide(
 
 
 class LocalBuckets:
-    """Buckets in this process only: the stand-in when no Redis is configured."""
+    """Buckets in this process only: the stand-in when no Redis is configured.
+    Settings kept in a source are read from it at a bucket's first use."""
 
-    def __init__(self, defaults: dict[str, BucketSettings], clock_us: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        defaults: dict[str, BucketSettings],
+        clock_us: Callable[[], int],
+        source: SettingsSource | None = None,
+    ) -> None:
         self._settings = dict(defaults)
         self._factor: dict[str, float] = {}
         self._state: dict[str, tuple[float, int]] = {}
         self._clock_us = clock_us
+        self._source = source
+        self._loaded: set[str] = set()
+
+    async def _known(self, name: str) -> None:
+        if self._source is not None and name not in self._loaded and self._source.keeps(name):
+            self._settings[name] = await self._source.load(name)
+            self._loaded.add(name)
 
     async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+        await self._known(name)
         settings = self._settings[name]
         now = self._clock_us() if now_us is None else now_us
         level, stamp = self._state.get(name, (float(settings.capacity), now))
@@ -146,11 +175,12 @@ class LocalBuckets:
 
     async def configure(self, name: str, settings: BucketSettings) -> None:
         self._settings[name] = settings
+        self._loaded.add(name)
 
     async def settings(self, name: str) -> tuple[BucketSettings, float]:
+        await self._known(name)
         # A bucket never configured reads as RedisBuckets reads it.
-        unset = BucketSettings(0.0, 1)
-        return self._settings.get(name, unset), self._factor.get(name, 1.0)
+        return self._settings.get(name, UNSET), self._factor.get(name, 1.0)
 
     async def penalize(self, name: str) -> float:
         self._factor[name] = max(MIN_FACTOR, self._factor.get(name, 1.0) * BACKOFF)

@@ -16,6 +16,7 @@ one slot and each decision's script runs on the one node that owns them.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -25,13 +26,21 @@ from server.throttle.buckets import (
     BACKOFF,
     MIN_FACTOR,
     RECOVERY_STEP,
+    UNSET,
     BucketSettings,
     BucketUnavailable,
     Decision,
+    SettingsSource,
 )
 
-# A bucket's state outlives a week of silence; after that it starts full.
+log = logging.getLogger("custops.throttle")
+
+# A bucket's state outlives a week of silence; after that it starts again
+# (empty, for a bucket whose settings are kept in the database; full for a
+# caller's rate limit).
 STATE_TTL_MS = 7 * 24 * 3600 * 1000
+# The answer of _TAKE for a kept bucket whose cached settings are gone.
+_NO_SETTINGS = -2
 
 _TAKE = """
 local now
@@ -41,12 +50,19 @@ if ARGV[2] == '' then
 else
   now = tonumber(ARGV[2])
 end
+local kept = ARGV[6] == '1'
 local s = redis.call('HMGET', KEYS[2], 'rate', 'capacity', 'factor')
+if kept and not s[1] then
+  return {-2, 0}
+end
 local rate = tonumber(s[1]) or tonumber(ARGV[3])
 local capacity = tonumber(s[2]) or tonumber(ARGV[4])
 local factor = tonumber(s[3]) or 1
 local st = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
-local level = tonumber(st[1]) or capacity
+local level = tonumber(st[1])
+if not level then
+  if kept then level = 0 else level = capacity end
+end
 local stamp = tonumber(st[2]) or now
 local elapsed = now - stamp
 if elapsed < 0 then elapsed = 0 end
@@ -86,11 +102,15 @@ class RedisBuckets:
         prefix: str,
         defaults: dict[str, BucketSettings],
         use_time: bool = True,
+        source: SettingsSource | None = None,
     ) -> None:
         self._redis = client
         self._prefix = prefix
         self._defaults = defaults
         self._use_time = use_time
+        # Settings that must survive Redis (the downstreams'): Redis only
+        # caches them, and a decision that finds them gone reads them here.
+        self._source = source
         self._take = client.register_script(_TAKE)
         self._adapt = client.register_script(_ADAPT)
         # Decisions beyond the connections at hand wait for one here: the
@@ -125,23 +145,65 @@ class RedisBuckets:
             await self._redis.delete(key)
         return adopted
 
+    async def cached(self) -> dict[str, BucketSettings]:
+        """The settings Redis holds for kept buckets (what a version that kept
+        them in Redis only had configured), by bucket name."""
+        found: dict[str, BucketSettings] = {}
+        if self._source is None:
+            return found
+        head, tail = f"{self._prefix}:bucket:{{", "}:settings"
+        async for raw in self._redis.scan_iter(match=f"{head}*{tail}", count=500):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = key[len(head) : -len(tail)]
+            stored = await self._redis.hgetall(key)
+            if self._source.keeps(name) and b"rate" in stored and b"capacity" in stored:
+                found[name] = BucketSettings(
+                    float(stored[b"rate"]), int(float(stored[b"capacity"]))
+                )
+        return found
+
     async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
-        default = self._defaults.get(name, BucketSettings(0.0, 1))
+        default = self._defaults.get(name, UNSET)
         if now_us is None and not self._use_time:
             raise ValueError("this store forbids TIME in scripts: pass now_us")
+        kept = self._source is not None and self._source.keeps(name)
         args = [
             tokens,
             "" if now_us is None else now_us,
             default.rate,
             default.capacity,
             STATE_TTL_MS,
+            "1" if kept else "0",
         ]
+        for _ in range(3):  # a flush between seeding and deciding: seed again
+            try:
+                async with self._in_flight:
+                    granted, wait = await self._take(keys=list(self._keys(name)), args=args)
+            except (RedisError, OSError) as exc:
+                raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
+            if int(granted) != _NO_SETTINGS:
+                return Decision(int(granted), int(wait))
+            await self._seed(name)
+        raise BucketUnavailable(f"bucket {name}: its settings keep disappearing from Redis")
+
+    async def _seed(self, name: str) -> None:
+        """Cache a kept bucket's settings again from their source, unless a
+        configure got there first; one log line says so."""
+        assert self._source is not None
         try:
-            async with self._in_flight:
-                granted, wait = await self._take(keys=list(self._keys(name)), args=args)
+            settings = await self._source.load(name)
+        except Exception as exc:  # the database away: nothing goes through
+            raise BucketUnavailable(f"bucket {name}: settings unreadable ({exc})") from exc
+        key = self._keys(name)[1]
+        try:
+            await self._redis.hsetnx(key, "rate", settings.rate)
+            await self._redis.hsetnx(key, "capacity", settings.capacity)
         except (RedisError, OSError) as exc:
             raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
-        return Decision(int(granted), int(wait))
+        log.warning(
+            "throttle settings were missing in Redis; re-seeded from the database",
+            extra={"bucket": name, "rate": settings.rate, "burst": settings.capacity},
+        )
 
     async def configure(self, name: str, settings: BucketSettings) -> None:
         await self._redis.hset(
@@ -150,7 +212,10 @@ class RedisBuckets:
 
     async def settings(self, name: str) -> tuple[BucketSettings, float]:
         stored = await self._redis.hgetall(self._keys(name)[1])
-        default = self._defaults.get(name, BucketSettings(0.0, 1))
+        if b"rate" not in stored and self._source is not None and self._source.keeps(name):
+            await self._seed(name)
+            stored = await self._redis.hgetall(self._keys(name)[1])
+        default = self._defaults.get(name, UNSET)
         rate = float(stored.get(b"rate", default.rate))
         capacity = int(float(stored.get(b"capacity", default.capacity)))
         return BucketSettings(rate, capacity), float(stored.get(b"factor", 1.0))

@@ -1,4 +1,8 @@
-"""Throttle settings: the rate of each downstream system, for every replica."""
+"""Throttle settings: the rate of each downstream system, for every replica.
+
+The database holds them (their source of truth); the buckets (Redis, or the
+process) cache them and read them back from it when their cache is gone.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,13 @@ from typing import Any
 
 from domain.errors import Aborted, FieldViolation, require
 from domain.ports import RequestKey, UnitOfWork
-from server.persistence.audit_log import AuditLog
+from server import call_context
+from server.persistence.throttle_settings import KeptThrottleSettings, SqlThrottleSettings
 from server.throttle.buckets import Buckets, BucketSettings
+from server.throttle.downstreams import DEFAULTS, DOWNSTREAMS, bucket_name
 from server.usecases.once import remembered
 
-DOWNSTREAMS = ("audience", "benefit", "notification")
-# What a fresh deployment allows per second, before an operator says otherwise.
-DEFAULTS = {
-    "audience": BucketSettings(rate=5000.0, capacity=5000),
-    "benefit": BucketSettings(rate=1000.0, capacity=5000),
-    "notification": BucketSettings(rate=1000.0, capacity=5000),
-}
-
-
-def bucket_name(downstream: str, shop_id: str = "") -> str:
-    return f"{downstream}:{shop_id}" if shop_id else downstream
+__all__ = ["DEFAULTS", "DOWNSTREAMS", "Throttle", "ThrottleUseCases", "bucket_name"]
 
 
 @dataclass(frozen=True)
@@ -50,22 +46,25 @@ class ThrottleUseCases:
         self,
         buckets: Buckets,
         clock: Callable[[], datetime],
-        audit: AuditLog | None = None,
+        stored: SqlThrottleSettings,
         uow: Callable[[], UnitOfWork] | None = None,
     ) -> None:
         self._buckets = buckets
         self._clock = clock
-        self._audit = audit
+        self._stored = stored
+        self._kept = KeptThrottleSettings(stored)
         self._uow = uow  # the request log: a retry replays the first answer
 
     async def get(self, shop_id: str = "", with_platform: bool = True) -> list[Throttle]:
-        """The platform-wide settings (unless left out) and the shop's share."""
+        """The platform-wide settings (unless left out) and the shop's share,
+        as the database holds them, with the adaptive factor in force."""
         out = []
         for downstream in DOWNSTREAMS:
             names = [downstream] if with_platform or not shop_id else []
             names += [bucket_name(downstream, shop_id)] if shop_id else []
             for name in names:
-                settings, factor = await self._buckets.settings(name)
+                settings = await self._kept.load(name)
+                _, factor = await self._buckets.settings(name)
                 out.append(Throttle(downstream, shop_id if ":" in name else "", settings, factor))
         return out
 
@@ -115,7 +114,8 @@ class ThrottleUseCases:
         etag: str,
     ) -> Throttle:
         name = bucket_name(downstream, shop_id)
-        current, factor = await self._buckets.settings(name)
+        current = await self._kept.load(name)
+        _, factor = await self._buckets.settings(name)
         now = Throttle(downstream, shop_id, current, factor)
         if etag and etag != now.etag:
             raise Aborted(
@@ -125,14 +125,16 @@ class ThrottleUseCases:
             rate=current.rate if rate is None else rate,
             capacity=current.capacity if capacity is None else capacity,
         )
+        # The database first, with its audit entry: then the cache, which a
+        # decision that finds it gone refills from the database.
+        await self._stored.save(
+            name,
+            new,
+            current,
+            shop_id,
+            f"throttles/{downstream}",
+            call_context.actor.get(),
+            self._clock(),
+        )
         await self._buckets.configure(name, new)
-        if self._audit is not None:
-            # The buckets live in Redis, not in the database: the entry
-            # follows the change, in a transaction of its own.
-            await self._audit.record(
-                shop_id,
-                f"throttles/{downstream}",
-                before={"rate_per_second": current.rate, "burst": current.capacity},
-                after={"rate_per_second": new.rate, "burst": new.capacity},
-            )
         return Throttle(downstream, shop_id, new, factor)

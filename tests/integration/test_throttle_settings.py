@@ -69,15 +69,16 @@ async def test_throttle_settings_in_process(tmp_path: Path) -> None:
 async def test_a_rate_set_on_one_replica_holds_on_another(
     tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
+    # Replicas share the database (the settings' source of truth) and Redis.
     replicas = [
         Platform(
             settings(
-                f"sqlite+aiosqlite:///{tmp_path}/r{i}.db",
+                f"sqlite+aiosqlite:///{tmp_path}/shared.db",
                 redis_url=redis_url,
                 redis_prefix=redis_prefix,
             )
         )
-        for i in range(2)
+        for _ in range(2)
     ]
     for replica in replicas:
         await replica.start()
@@ -95,3 +96,32 @@ async def test_a_rate_set_on_one_replica_holds_on_another(
     finally:
         for replica in replicas:
             await replica.stop(grace=1)
+
+
+async def test_a_restarted_server_keeps_the_rates_it_was_given(tmp_path: Path) -> None:
+    """The database holds the settings: a server started again (in process,
+    without Redis) throttles at the rate set before, not at the default."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/kept.db"
+    for run in range(2):
+        platform = Platform(settings(url))
+        await platform.start()
+        try:
+            async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+                if run == 0:
+                    await client.plans.UpdateThrottleSetting(
+                        pb.UpdateThrottleSettingRequest(
+                            setting=pb.ThrottleSetting(
+                                downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=321, burst=7
+                            )
+                        )
+                    )
+                seen = (
+                    await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+                ).settings
+            benefit = next(s for s in seen if s.downstream == pb.DOWNSTREAM_BENEFIT)
+            assert (benefit.rate_per_second, benefit.burst) == (321, 7), run
+            assert platform.buckets is not None
+            settings_in_force, _ = await platform.buckets.settings("benefit")
+            assert (settings_in_force.rate, settings_in_force.capacity) == (321, 7), run
+        finally:
+            await platform.stop(grace=1)
