@@ -68,6 +68,29 @@ def wrap_unary(
     )
 
 
+# Refused reads a caller may have audited in a burst, then one a second.
+REFUSED_READS = 200
+
+
+class PerCallerBudget:
+    """A token bucket per caller, in this process: how many of something
+    (audit entries of refused reads) a caller may cause."""
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self._burst, self._rate = burst, per_second
+        self._left: dict[str, tuple[float, float]] = {}
+
+    def admit(self, caller: str) -> bool:
+        now = time.monotonic()
+        left, since = self._left.get(caller, (float(self._burst), now))
+        left = min(float(self._burst), left + (now - since) * self._rate)
+        if left < 1:
+            self._left[caller] = (left, now)
+            return False
+        self._left[caller] = (left - 1, now)
+        return True
+
+
 @dataclass(frozen=True)
 class MalformedRequest:
     """Bytes that did not parse as the method's request message."""
@@ -156,6 +179,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._callers = callers
         self._audit = audit
         self._limits = limits
+        self._refused_reads = PerCallerBudget(REFUSED_READS, 1.0)
 
     async def intercept_service(
         self,
@@ -219,13 +243,21 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise InvalidArgument(problems)
 
     async def _audit_failure(self, method: str, request: Any, code: grpc.StatusCode) -> None:
-        """A state-changing call that failed, in the audit log: by a known
-        caller only, so that anyone without credentials cannot fill it."""
+        """A state-changing call that failed, and a read refused to its
+        caller (PERMISSION_DENIED), in the audit log: by a known caller only,
+        so that anyone without credentials cannot fill it, and refused reads
+        at most REFUSED_READS a caller in a burst, then one a second, so that
+        a caller scanning other shops cannot flood it either."""
         rule = RULES.get(method)
-        if self._audit is None or rule is None or not rule.changes:
+        if self._audit is None or rule is None:
             return
-        if self._callers is not None and call_context.caller.get() is None:
+        caller = call_context.caller.get()
+        if self._callers is not None and caller is None:
             return
+        if not rule.changes:
+            refused = code is grpc.StatusCode.PERMISSION_DENIED and caller is not None
+            if not refused or not self._refused_reads.admit(caller.name if caller else ""):
+                return
         parsed = not isinstance(request, MalformedRequest)
         try:
             await self._audit.record(
