@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.persistence.tables import CANCELLED, DONE, PAUSED, PENDING, RUNNING, jobs, shards
@@ -73,11 +73,7 @@ class ShardLeaseStore:
                 return None
             result = await conn.execute(
                 update(shards)
-                .where(
-                    shards.c.job_id == row.job_id,
-                    shards.c.shard_index == row.shard_index,
-                    shards.c.fencing == row.fencing,
-                )
+                .where(*_fenced(row.job_id, row.shard_index, row.fencing))
                 .values(
                     state=RUNNING,
                     lease_owner=owner,
@@ -114,11 +110,7 @@ class ShardLeaseStore:
         async with self._engine.begin() as conn:
             moved = await conn.execute(
                 update(shards)
-                .where(
-                    shards.c.job_id == lease.job_id,
-                    shards.c.shard_index == lease.shard_index,
-                    shards.c.fencing == lease.fencing,
-                )
+                .where(*_fenced(lease.job_id, lease.shard_index, lease.fencing))
                 .values(lease_until=now + extend)
             )
             return bool(moved.rowcount == 1)
@@ -128,11 +120,7 @@ class ShardLeaseStore:
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(shards)
-                .where(
-                    shards.c.job_id == lease.job_id,
-                    shards.c.shard_index == lease.shard_index,
-                    shards.c.fencing == lease.fencing,
-                )
+                .where(*_fenced(lease.job_id, lease.shard_index, lease.fencing))
                 .values(lease_owner="", lease_until=None)
             )
 
@@ -149,11 +137,7 @@ class ShardLeaseStore:
         async with self._engine.begin() as conn:
             moved = await conn.execute(
                 update(shards)
-                .where(
-                    shards.c.job_id == lease.job_id,
-                    shards.c.shard_index == lease.shard_index,
-                    shards.c.fencing == lease.fencing,
-                )
+                .where(*_fenced(lease.job_id, lease.shard_index, lease.fencing))
                 .values(
                     cursor=cursor if cursor is not None else lease.cursor,
                     done=shards.c.done + done,
@@ -180,3 +164,13 @@ class ShardLeaseStore:
             if state in (PAUSED, CANCELLED):
                 return False
         return True
+
+
+def _fenced(job_id: str, shard_index: int, fencing: int) -> tuple[ColumnElement[bool], ...]:
+    """The shard as the holder of this fencing token saw it: a write under
+    it changes nothing once another worker took the shard over."""
+    return (
+        shards.c.job_id == job_id,
+        shards.c.shard_index == shard_index,
+        shards.c.fencing == fencing,
+    )
