@@ -164,6 +164,7 @@ class Platform:
         # The downstream throttles and the callers' rate limits, in one store.
         buckets = {**THROTTLE_DEFAULTS, **caller_buckets(callers)}
         # The downstreams' settings come from the database, their source of truth.
+        # One store of the settings, for the buckets and for the use cases.
         kept_store = SqlThrottleSettings(engine)
         kept = KeptThrottleSettings(kept_store)
         if self._redis is None:
@@ -183,7 +184,9 @@ class Platform:
             timedelta(days=s.retention_events_days),
             timedelta(days=s.retention_orders_days),
         )
-        parts = bootstrap.build(engine, clock, channels, self.buckets, catalog, retention)
+        parts = bootstrap.build(
+            engine, clock, channels, self.buckets, catalog, retention, kept_store
+        )
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
         for name, kind in parts.job_kinds.items():

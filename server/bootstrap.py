@@ -77,6 +77,7 @@ def build(
     buckets: Buckets,
     catalog: Mapping[str, ProductTemplate],
     retention: Retention,
+    throttle_settings: SqlThrottleSettings,
 ) -> Parts:
     # The downstream systems, each behind one adapter; the runs reach them
     # through their buckets, the calls' own work directly.
@@ -131,7 +132,7 @@ def build(
             clock,
             headlines=headlines,
         ),
-        throttle=ThrottleUseCases(buckets, clock.now, SqlThrottleSettings(engine), unit_of_work),
+        throttle=ThrottleUseCases(buckets, clock.now, throttle_settings, unit_of_work),
         policies=ShopPolicyUseCases(unit_of_work, clock),
         audit=audit,
         jobs=jobs,

@@ -13,6 +13,7 @@ from domain.errors import NotFound
 from domain.outcomes import MemberOutcome, OutcomeKind
 from domain.plan import Plan
 from domain.ports import UnitOfWork
+from domain.runs import RunKind
 from domain.zones import zone
 from server.persistence.outcome_reads import OutcomeFilter, OutcomeReads, RunOfOutcomes
 from server.usecases.plans import existing_plan
@@ -84,7 +85,7 @@ class OutcomeUseCases:
         daily: Counter[CountKey] = Counter()
         for count in await self._reads.counts(shop_id, plan_id):
             reading = outcomes.read(count.stored, count.run.grants)
-            test = count.run.kind == "test"
+            test = count.run.kind == RunKind.TEST.value
             day = count.run.fire_time.astimezone(local).date().isoformat()
             totals[CountKey("", reading.kind, reading.reason, test)] += count.members
             daily[CountKey(day, reading.kind, reading.reason, test)] += count.members
