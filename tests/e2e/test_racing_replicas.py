@@ -5,16 +5,13 @@ it come second."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections import Counter
 
 import grpc
 import pytest
 
-from custops.client import AsyncCustopsClient, CustopsError
+from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
-from custops.scenario.v1 import scenario_pb2 as spb
 from tests.e2e import process
 from tests.e2e.test_run_processes import (
     SHOP,
@@ -26,6 +23,7 @@ from tests.e2e.test_run_processes import (
     _stubs,
     database,
 )
+from tests.integration.test_scenario import used_then_given_back_at_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 __all__ = ["database"]  # the fixture, imported for pytest
@@ -52,33 +50,9 @@ async def test_give_backs_racing_over_two_replicas_give_back_once(
             await _run_finished(first, plan, run.run_id, replicas)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{stubs.stubs_port}") as channel:
                 coupon = (await _instances(channel, plan.plan_id))[0]
-            await first.scenario.ReportBenefitUsed(
-                spb.ReportBenefitUsedRequest(
-                    shop_id=SHOP,
-                    member_id=coupon.member_id,
-                    benefit_instance_id=coupon.instance_id,
-                    order_id="order-1",
-                )
+            answers = await used_then_given_back_at_once(
+                [first, second], SHOP, coupon.member_id, coupon.instance_id
             )
-
-            async def give_back(n: int) -> str:
-                client = (first, second)[n % 2]
-                try:
-                    await client.scenario.ReplenishBenefit(
-                        spb.ReplenishBenefitRequest(
-                            shop_id=SHOP,
-                            member_id=coupon.member_id,
-                            benefit_instance_id=coupon.instance_id,
-                            order_id="order-1",
-                            reason="refunded",
-                            request_id=f"give-back-{n}",
-                        )
-                    )
-                except CustopsError as err:
-                    return err.reason
-                return "OK"
-
-            answers = Counter(await asyncio.gather(*(give_back(n) for n in range(50))))
             assert answers == {"OK": 1, "BENEFIT_ALREADY_REPLENISHED": 49}
             stats = (
                 await second.plans.GetPlanStatistics(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import grpc
@@ -731,22 +731,30 @@ async def test_racing_give_backs_give_back_once_and_the_losers_are_told(
     assert isinstance(clock, SteppingClock)
     plan, member, coupon = await _coupon_plan(platform, client, shop, "V4")
     clock.current += timedelta(minutes=1)
-    await client.scenario.ReportBenefitUsed(
+    answers = await used_then_given_back_at_once([client], shop, member, coupon.benefit_instance_id)
+    assert answers == {"OK": 1, "BENEFIT_ALREADY_REPLENISHED": 49}
+    assert (await _statistics(client, plan)).benefits_replenished == 1
+
+
+async def used_then_given_back_at_once(
+    clients: Sequence[AsyncCustopsClient], shop: str, member: str, instance_id: str, calls: int = 50
+) -> Counter[str]:
+    """The benefit used by one order, then `calls` give-backs of that use at
+    once, each with its own request id, spread over `clients`: how many were
+    answered OK, and how many with each refusal's reason."""
+    await clients[0].scenario.ReportBenefitUsed(
         spb.ReportBenefitUsedRequest(
-            shop_id=shop,
-            member_id=member,
-            benefit_instance_id=coupon.benefit_instance_id,
-            order_id="order-1",
+            shop_id=shop, member_id=member, benefit_instance_id=instance_id, order_id="order-1"
         )
     )
 
     async def give_back(n: int) -> str:
         try:
-            await client.scenario.ReplenishBenefit(
+            await clients[n % len(clients)].scenario.ReplenishBenefit(
                 spb.ReplenishBenefitRequest(
                     shop_id=shop,
                     member_id=member,
-                    benefit_instance_id=coupon.benefit_instance_id,
+                    benefit_instance_id=instance_id,
                     order_id="order-1",
                     reason="refunded",
                     request_id=f"give-back-{n}",
@@ -756,6 +764,4 @@ async def test_racing_give_backs_give_back_once_and_the_losers_are_told(
             return err.reason
         return "OK"
 
-    answers = Counter(await asyncio.gather(*(give_back(n) for n in range(50))))
-    assert answers == {"OK": 1, "BENEFIT_ALREADY_REPLENISHED": 49}
-    assert (await _statistics(client, plan)).benefits_replenished == 1
+    return Counter(await asyncio.gather(*(give_back(n) for n in range(calls))))
