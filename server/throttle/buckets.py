@@ -8,6 +8,15 @@ parts) or says how long to wait. Time is integer microseconds.
 Adaptive rate: a downstream's RESOURCE_EXHAUSTED halves the factor (down to
 `MIN_FACTOR`); each success raises it by `RECOVERY_STEP` back up to 1, so a
 pushed-back rate returns gradually to the configured ceiling.
+
+Fair shares: a decision may name the shop it is for. The shops that asked
+within `ACTIVE_US` split the rate by their weights (1 unless configured):
+each has a level of its own that fills at its share of the rate, up to its
+share of the capacity, and the bucket keeps at least the sum of the other
+shops' levels for them. A shop may take what the others do not hold
+(so what one leaves unused goes to the others: max-min fair), and every
+take still comes out of the one bucket, so the downstream never sees more
+than its rate. See `share_decide`.
 """
 
 from __future__ import annotations
@@ -15,17 +24,28 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 MIN_FACTOR = 0.05
 BACKOFF = 0.5
 RECOVERY_STEP = 0.05
 NEVER = -1  # wait: the rate is 0, no token will ever come
+# A shop that asked within this long is running: it has a share.
+ACTIVE_US = 1_000_000
 
 
 class BucketUnavailable(Exception):
     """The bucket's store cannot be reached; the caller waits (fail closed)."""
+
+
+class Starved(Exception):
+    """The shop's share will not have the tokens for a while: rather than
+    hold a worker while waiting, the caller sets its work aside."""
+
+    def __init__(self, wait_us: int) -> None:
+        super().__init__(f"no tokens for {wait_us / 1e6:.2f} s")
+        self.wait_us = wait_us
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,10 @@ class SettingsSource(Protocol):
 
     async def load(self, name: str) -> BucketSettings: ...
 
+    async def weights(self, name: str) -> dict[str, float]:
+        """The shops' weights configured for this bucket, by shop id."""
+        ...
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -55,9 +79,28 @@ class Decision:
     wait_us: int  # when not granted: microseconds until it could be; NEVER if never
 
 
+@dataclass
+class Shares:
+    """A bucket's shops that are running: their levels and when each last asked."""
+
+    levels: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+
+
 class Buckets(Protocol):
-    async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
-        """One decision: take up to `tokens` (at most the capacity) or say how long to wait."""
+    async def take(
+        self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
+    ) -> Decision:
+        """One decision: take up to `tokens` (at most the capacity, or the
+        shop's share of it) or say how long to wait."""
+        ...
+
+    async def configure_weight(self, name: str, shop: str, weight: float) -> None:
+        """Set a shop's weight in a bucket's shares, for every replica."""
+        ...
+
+    async def running(self, name: str) -> dict[str, float]:
+        """The shops that are sharing the bucket now, with their weights."""
         ...
 
     async def configure(self, name: str, settings: BucketSettings) -> None:
@@ -84,15 +127,19 @@ async def acquire(
     *,
     sleep: Callable[[float], object] = asyncio.sleep,
     max_wait: float = 0.25,
+    shop: str | None = None,
+    patience: float | None = None,
 ) -> None:
-    """Wait until `tokens` were taken, in parts when they exceed the capacity.
-    No sleep is longer than `max_wait`, so a raised rate (or a rate back from
-    0) is noticed within it: that bounds the rate pick-up delay."""
+    """Wait until `tokens` were taken, in parts when they exceed the capacity
+    (or the shop's share of it). No sleep is longer than `max_wait`, so a
+    raised rate (or a rate back from 0) is noticed within it: that bounds the
+    rate pick-up delay. With `patience`, a wait longer than that before the
+    first token raises Starved instead (nothing was taken yet)."""
     left = tokens
     outage = 0.05
     while left > 0:
         try:
-            decision = await buckets.take(name, left)
+            decision = await buckets.take(name, left, shop=shop)
         except BucketUnavailable:
             # Fail closed: while the shared bucket is unreachable nothing is
             # let through; keep asking, a little less often each time.
@@ -103,6 +150,9 @@ async def acquire(
         if decision.granted:
             left -= decision.granted
             continue
+        long_wait = decision.wait_us == NEVER or decision.wait_us > (patience or 0) * 1e6
+        if patience is not None and left == tokens and long_wait:
+            raise Starved(decision.wait_us)
         pause = max_wait if decision.wait_us == NEVER else min(max_wait, decision.wait_us / 1e6)
         await sleep(max(pause, 0.001))  # type: ignore[misc]
 
@@ -139,6 +189,52 @@ def decide(
     return level, Decision(0, wait)
 
 
+def share_decide(
+    level: float,
+    shares: Shares,
+    shop: str,
+    want: int,
+    now_us: int,
+    elapsed_us: int,
+    settings: BucketSettings,
+    factor: float,
+    weights: dict[str, float],
+) -> tuple[float, Decision]:
+    """A decision for one shop among those running (`level` already
+    refilled; the shops' levels are refilled here over `elapsed_us`).
+    The bucket keeps, at all times, at least the sum of the shops' levels,
+    so a shop whose level holds the tokens asked can always have them.
+    RedisBuckets does the same in Lua."""
+    for other, seen in list(shares.seen.items()):
+        if now_us - seen > ACTIVE_US and other != shop:
+            del shares.seen[other]
+            shares.levels.pop(other, None)
+    joined = shop not in shares.seen
+    shares.seen[shop] = now_us
+    total = sum(weights.get(s, 1.0) for s in shares.seen)
+    rate = settings.rate * factor
+    for s in shares.seen:
+        part = weights.get(s, 1.0) / total
+        if s == shop and joined:  # a shop starting to run starts empty
+            shares.levels[s] = 0.0
+            continue
+        grown = shares.levels.get(s, 0.0) + elapsed_us * rate * part / 1e6
+        shares.levels[s] = min(settings.capacity * part, grown)
+    part = weights.get(shop, 1.0) / total
+    want = max(1, min(want, math.floor(settings.capacity * part)))
+    others = sum(v for s, v in shares.levels.items() if s != shop)
+    if level - want >= others - 1e-9:
+        level -= want
+        own = shares.levels[shop] - want
+        shares.levels[shop] = max(0.0, min(own, level - others))
+        return level, Decision(want, 0)
+    share_rate = rate * part
+    if share_rate <= 0:
+        return level, Decision(0, NEVER)
+    wait = math.ceil((want - shares.levels[shop]) / share_rate * 1e6)
+    return level, Decision(0, max(1, wait))
+
+
 class LocalBuckets:
     """Buckets in this process only: the stand-in when no Redis is configured.
     Settings kept in a source are read from it at a bucket's first use."""
@@ -150,8 +246,10 @@ class LocalBuckets:
         source: SettingsSource | None = None,
     ) -> None:
         self._settings = dict(defaults)
+        self._weights: dict[str, dict[str, float]] = {}
         self._factor: dict[str, float] = {}
         self._state: dict[str, tuple[float, int]] = {}
+        self._shares: dict[str, Shares] = {}
         self._clock_us = clock_us
         self._source = source
         self._loaded: set[str] = set()
@@ -159,23 +257,50 @@ class LocalBuckets:
     async def _known(self, name: str) -> None:
         if self._source is not None and name not in self._loaded and self._source.keeps(name):
             self._settings[name] = await self._source.load(name)
+            self._weights[name] = await self._source.weights(name)
             self._loaded.add(name)
 
-    async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+    async def take(
+        self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
+    ) -> Decision:
         await self._known(name)
         settings = self._settings[name]
         now = self._clock_us() if now_us is None else now_us
         level, stamp = self._state.get(name, (float(settings.capacity), now))
         factor = self._factor.get(name, 1.0)
-        level, decision = decide(
-            refill(level, stamp, now, settings, factor), tokens, settings, factor
-        )
+        level = refill(level, stamp, now, settings, factor)
+        if shop is None:
+            level, decision = decide(level, tokens, settings, factor)
+        else:
+            level, decision = share_decide(
+                level,
+                self._shares.setdefault(name, Shares()),
+                shop,
+                tokens,
+                now,
+                max(0, now - stamp),
+                settings,
+                factor,
+                self._weights.get(name, {}),
+            )
         self._state[name] = (level, max(stamp, now))
         return decision
 
     async def configure(self, name: str, settings: BucketSettings) -> None:
+        await self._known(name)
         self._settings[name] = settings
         self._loaded.add(name)
+
+    async def configure_weight(self, name: str, shop: str, weight: float) -> None:
+        await self._known(name)
+        self._weights.setdefault(name, {})[shop] = weight
+
+    async def running(self, name: str) -> dict[str, float]:
+        await self._known(name)
+        now = self._clock_us()
+        shares = self._shares.get(name, Shares())
+        weights = self._weights.get(name, {})
+        return {s: weights.get(s, 1.0) for s, t in shares.seen.items() if now - t <= ACTIVE_US}
 
     async def settings(self, name: str) -> tuple[BucketSettings, float]:
         await self._known(name)

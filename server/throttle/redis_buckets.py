@@ -6,7 +6,10 @@ services that forbid TIME in scripts, and for tests, a time passed in),
 works in integer microseconds, clamps time that runs backwards, and keeps
 the state in one hash with a PEXPIRE. Settings (rate, capacity) and the
 adaptive factor live in a second hash that every replica reads on every
-decision, so a changed rate is in force at once everywhere.
+decision, so a changed rate is in force at once everywhere. A decision for
+a shop's share also keeps the running shops' levels in the state hash and
+reads their weights from the settings hash (`w:<shop>` fields), so the
+shares are one atomic decision too.
 
 Both keys of a bucket carry its name as a hash tag (`custops:bucket:{benefit}`
 and `custops:bucket:{benefit}:settings`), so on a Redis Cluster they hash to
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.redis_store import MAX_CONNECTIONS, RedisClient
 from server.throttle.buckets import (
+    ACTIVE_US,
     BACKOFF,
     MIN_FACTOR,
     RECOVERY_STEP,
@@ -66,15 +71,75 @@ end
 local stamp = tonumber(st[2]) or now
 local elapsed = now - stamp
 if elapsed < 0 then elapsed = 0 end
-level = math.min(capacity, level + elapsed * rate * factor / 1000000)
+local r = rate * factor
+level = math.min(capacity, level + elapsed * r / 1000000)
 local want = math.min(tonumber(ARGV[1]), capacity)
 local granted = 0
 local wait = 0
-if level >= want then
+if ARGV[7] == '1' then
+  -- A shop's share (buckets.share_decide says the same in Python): the
+  -- running shops' levels ('l:' fields) and when each last asked ('t:').
+  local shop = ARGV[8]
+  local fields = redis.call('HGETALL', KEYS[1])
+  local seen, levels, names, gone = {}, {}, {}, {}
+  for i = 1, #fields, 2 do
+    local head, name = string.sub(fields[i], 1, 2), string.sub(fields[i], 3)
+    if head == 't:' then seen[name] = tonumber(fields[i + 1])
+    elseif head == 'l:' then levels[name] = tonumber(fields[i + 1]) end
+  end
+  for name, t in pairs(seen) do
+    if now - t > tonumber(ARGV[9]) and name ~= shop then
+      table.insert(gone, 't:' .. name)
+      table.insert(gone, 'l:' .. name)
+    else
+      table.insert(names, name)
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+  local joined = seen[shop] == nil
+  if joined then table.insert(names, shop) end
+  local asked = {}
+  for i, name in ipairs(names) do asked[i] = 'w:' .. name end
+  local stored = redis.call('HMGET', KEYS[2], unpack(asked))
+  local weight, total = {}, 0
+  for i, name in ipairs(names) do
+    weight[name] = tonumber(stored[i]) or 1
+    total = total + weight[name]
+  end
+  local others = 0
+  for _, name in ipairs(names) do
+    local part = weight[name] / total
+    if name == shop and joined then
+      levels[name] = 0
+    else
+      levels[name] = math.min(capacity * part, (levels[name] or 0) + elapsed * r * part / 1000000)
+    end
+    if name ~= shop then others = others + levels[name] end
+  end
+  local part = weight[shop] / total
+  want = math.max(1, math.min(want, math.floor(capacity * part)))
+  if level - want >= others - 1e-9 then
+    level = level - want
+    granted = want
+    levels[shop] = math.max(0, math.min(levels[shop] - want, level - others))
+  else
+    local share_rate = r * part
+    if share_rate <= 0 then
+      wait = -1
+    else
+      wait = math.max(1, math.ceil((want - levels[shop]) / share_rate * 1000000))
+    end
+  end
+  local writes = {'t:' .. shop, string.format('%.0f', now)}
+  for _, name in ipairs(names) do
+    table.insert(writes, 'l:' .. name)
+    table.insert(writes, string.format('%.6f', levels[name]))
+  end
+  redis.call('HSET', KEYS[1], unpack(writes))
+elseif level >= want then
   level = level - want
   granted = want
 else
-  local r = rate * factor
   if r <= 0 then wait = -1 else wait = math.ceil((want - level) / r * 1000000) end
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', level),
@@ -93,6 +158,10 @@ end
 redis.call('HSET', KEYS[1], 'factor', string.format('%.6f', f))
 return string.format('%.6f', f)
 """
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class RedisBuckets:
@@ -162,7 +231,9 @@ class RedisBuckets:
                 )
         return found
 
-    async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+    async def take(
+        self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
+    ) -> Decision:
         default = self._defaults.get(name, UNSET)
         if now_us is None and not self._use_time:
             raise ValueError("this store forbids TIME in scripts: pass now_us")
@@ -174,6 +245,9 @@ class RedisBuckets:
             default.capacity,
             STATE_TTL_MS,
             "1" if kept else "0",
+            "0" if shop is None else "1",
+            shop or "",
+            ACTIVE_US,
         ]
         for _ in range(3):  # a flush between seeding and deciding: seed again
             try:
@@ -187,17 +261,21 @@ class RedisBuckets:
         raise BucketUnavailable(f"bucket {name}: its settings keep disappearing from Redis")
 
     async def _seed(self, name: str) -> None:
-        """Cache a kept bucket's settings again from their source, unless a
-        configure got there first; one log line says so."""
+        """Cache a kept bucket's settings (and its shops' weights) again from
+        their source, unless a configure got there first; one log line says so."""
         assert self._source is not None
         try:
             settings = await self._source.load(name)
+            weights = await self._source.weights(name)
         except Exception as exc:  # the database away: nothing goes through
             raise BucketUnavailable(f"bucket {name}: settings unreadable ({exc})") from exc
         key = self._keys(name)[1]
         try:
-            await self._redis.hsetnx(key, "rate", settings.rate)
+            for shop, weight in weights.items():
+                await self._redis.hsetnx(key, f"w:{shop}", weight)
             await self._redis.hsetnx(key, "capacity", settings.capacity)
+            # The rate last: a decision finding it takes the cache as whole.
+            await self._redis.hsetnx(key, "rate", settings.rate)
         except (RedisError, OSError) as exc:
             raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
         log.warning(
@@ -209,6 +287,20 @@ class RedisBuckets:
         await self._redis.hset(
             self._keys(name)[1], mapping={"rate": settings.rate, "capacity": settings.capacity}
         )
+
+    async def configure_weight(self, name: str, shop: str, weight: float) -> None:
+        await self._redis.hset(self._keys(name)[1], f"w:{shop}", weight)
+
+    async def running(self, name: str) -> dict[str, float]:
+        state, settings = self._keys(name)
+        fields = await self._redis.hgetall(state)
+        now = time.time() * 1e6  # Redis TIME stamps them; on one host, close enough
+        seen = {_text(k): float(v) for k, v in fields.items()}
+        shops = [k[2:] for k, t in seen.items() if k.startswith("t:") and now - t <= ACTIVE_US]
+        if not shops:
+            return {}
+        weights = await self._redis.hmget(settings, [f"w:{s}" for s in shops])
+        return {s: float(w) if w is not None else 1.0 for s, w in zip(shops, weights, strict=True)}
 
     async def settings(self, name: str) -> tuple[BucketSettings, float]:
         stored = await self._redis.hgetall(self._keys(name)[1])

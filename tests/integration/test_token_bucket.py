@@ -66,8 +66,10 @@ async def test_a_batch_bigger_than_the_bucket_is_taken_in_parts(buckets: Buckets
     taken = []
 
     class Clocked:
-        async def take(self, name: str, tokens: int, now_us: int | None = None) -> object:
-            decision = await buckets.take(name, tokens, now_us=clock["now"])
+        async def take(
+            self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
+        ) -> object:
+            decision = await buckets.take(name, tokens, now_us=clock["now"], shop=shop)
             taken.append(decision.granted)
             return decision
 
@@ -98,6 +100,53 @@ async def test_the_rate_adapts_to_push_back(buckets: Buckets) -> None:
         factor = await buckets.reward("benefit")
     assert factor == 1.0  # back to the configured ceiling, and no higher
     assert (await buckets.take("benefit", 1, now_us=T0)).wait_us == 200_000
+
+
+async def _share_out(
+    buckets: Buckets, asks: dict[str, int], seconds: float, start_us: int
+) -> dict[str, int]:
+    """Every 10 ms each shop in `asks` asks for that many tokens (a shop asking
+    0 is idle): how many each was granted over `seconds`."""
+    granted = dict.fromkeys(asks, 0)
+    step = 10_000
+    for tick in range(int(seconds * 1e6) // step):
+        now = start_us + tick * step
+        for shop, want in asks.items():
+            if want:
+                granted[shop] += (await buckets.take("benefit", want, now, shop=shop)).granted
+    return granted
+
+
+async def test_running_shops_share_the_rate_and_one_alone_gets_it_all(buckets: Buckets) -> None:
+    await buckets.configure("benefit", BucketSettings(rate=100.0, capacity=10))
+    both = await _share_out(buckets, {"a": 10, "b": 10}, 10, T0)
+    # 100/s for 10 s (and the burst in hand), split evenly between the two.
+    assert sum(both.values()) <= 100 * 10 + 10
+    assert both["a"] == pytest.approx(500, abs=15) and both["b"] == pytest.approx(500, abs=15)
+    # b stops: within a second a has the whole rate again.
+    alone = await _share_out(buckets, {"a": 10, "b": 0}, 10, T0 + 10_000_000)
+    assert alone["a"] == pytest.approx(1000 - 50, abs=60)
+
+
+async def test_shares_follow_the_weights(buckets: Buckets) -> None:
+    await buckets.configure("benefit", BucketSettings(rate=100.0, capacity=20))
+    await buckets.configure_weight("benefit", "a", 3.0)
+    split = await _share_out(buckets, {"a": 20, "b": 20}, 10, T0)
+    assert split["a"] == pytest.approx(750, abs=25) and split["b"] == pytest.approx(250, abs=25)
+    assert await buckets.running("benefit") == {"a": 3.0, "b": 1.0}
+
+
+async def test_what_a_shop_leaves_unused_goes_to_the_others(buckets: Buckets) -> None:
+    """Max-min: b asks 10/s, less than its half; a takes the other 90/s."""
+    await buckets.configure("benefit", BucketSettings(rate=100.0, capacity=10))
+    granted = dict.fromkeys("ab", 0)
+    for tick in range(1000):  # 10 s in steps of 10 ms
+        now = T0 + tick * 10_000
+        granted["a"] += (await buckets.take("benefit", 10, now, shop="a")).granted
+        if tick % 10 == 0:
+            granted["b"] += (await buckets.take("benefit", 1, now, shop="b")).granted
+    assert granted["b"] == 99  # every ask but the first (a shop starts empty)
+    assert granted["a"] == pytest.approx(900, abs=20)
 
 
 WORKER = textwrap.dedent(
@@ -178,4 +227,39 @@ async def test_an_outage_holds_everything_back_until_redis_returns() -> None:
         assert admitted.is_set()
     finally:
         stop_redis(server)
+        await client.aclose()
+
+
+class _Kept:
+    """A source of settings that survive Redis (what the database is to the server)."""
+
+    def keeps(self, name: str) -> bool:
+        return True
+
+    async def load(self, name: str) -> BucketSettings:
+        return BucketSettings(rate=100.0, capacity=20)
+
+    async def weights(self, name: str) -> dict[str, float]:
+        return {"a": 3.0}
+
+
+@pytest.mark.redis
+async def test_shares_come_back_with_the_settings_after_a_flush(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The shops' weights are cached with the rate: a Redis flushed (or
+    failed over empty) has them read again from their source, and the shares
+    hold as before."""
+    client = await redis_store.connect(redis_url)
+    assert client is not None
+    prefix = f"{redis_prefix}:shares-{uuid.uuid4().hex[:8]}"
+    buckets = RedisBuckets(client, prefix, {}, source=_Kept())
+    try:
+        before = await _share_out(buckets, {"a": 20, "b": 20}, 5, T0)
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+        after = await _share_out(buckets, {"a": 20, "b": 20}, 5, T0 + 5_000_000)
+        for split in (before, after):
+            assert split["a"] == pytest.approx(3 * split["b"], rel=0.1), split
+    finally:
         await client.aclose()
