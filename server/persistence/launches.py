@@ -68,6 +68,9 @@ def job_rows(
         "rate": 0.0,
         "rate_time": None,
         "rate_since": None,
+        # Workers take turns between tenants (ShardLeaseStore.claim): a
+        # job's is the shop its payload names.
+        "tenant": str(payload.get("shop_id", "")),
     }
     shard_rows = [
         {

@@ -127,6 +127,8 @@ jobs = Table(
     Column("rate", Float, nullable=False, default=0.0),
     Column("rate_time", UtcDateTime()),
     Column("rate_since", UtcDateTime()),
+    # Whom the job runs for (its shop): workers take turns between tenants.
+    Column("tenant", String(64), nullable=False, server_default=""),
     UniqueConstraint("kind", "key", name="uq_jobs_kind_key"),
     Index("ix_jobs_state_due", "state", "due_time"),
 )
@@ -352,6 +354,9 @@ throttle_settings = Table(
     Column("name", String(100), primary_key=True),
     Column("rate", Float, nullable=False),
     Column("capacity", BigInteger, nullable=False),
+    # A shop's weight in the downstream's shares (rows named "benefit:SHOP");
+    # None for the downstream's own row.
+    Column("weight", Float, nullable=True),
     Column("update_by", String(200), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
 )

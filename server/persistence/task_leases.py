@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.persistence.tables import CANCELLED, DONE, PAUSED, PENDING, RUNNING, jobs, shards
@@ -27,6 +27,7 @@ class Lease:
     shard_index: int
     cursor: str
     fencing: int
+    tenant: str = ""
 
 
 class ShardLeaseStore:
@@ -36,16 +37,21 @@ class ShardLeaseStore:
     _sqlite: bool
 
     async def claim(
-        self, owner: str, now: datetime, lease: timedelta, kinds: Collection[str]
+        self,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        kinds: Collection[str],
+        passed_over: Collection[str] = (),
     ) -> Lease | None:
         """Lease one shard of the given kinds that is free (never leased, or its
-        lease ran out). A replica only takes the kinds it can run."""
+        lease ran out). A replica only takes the kinds it can run. Tenants take
+        turns: a shard of the tenant holding the fewest live leases comes
+        first, then the earliest due; tenants `passed_over` (whose shares have
+        no tokens now) are not offered."""
         if not kinds:
             return None
-        free = and_(
-            shards.c.state != DONE,
-            or_(shards.c.lease_owner == "", shards.c.lease_until < now),
-        )
+        held = _leases_by_tenant(now, kinds).subquery()
         query = (
             select(
                 shards.c.job_id,
@@ -54,15 +60,17 @@ class ShardLeaseStore:
                 shards.c.fencing,
                 jobs.c.kind,
                 jobs.c.payload,
+                jobs.c.tenant,
             )
             .join(jobs, jobs.c.job_id == shards.c.job_id)
-            .where(
-                free,
-                jobs.c.state.in_([PENDING, RUNNING]),
-                jobs.c.due_time <= now,
-                jobs.c.kind.in_(list(kinds)),
+            .outerjoin(held, held.c.tenant == jobs.c.tenant)
+            .where(_claimable(now, kinds), jobs.c.tenant.not_in(list(passed_over)))
+            .order_by(
+                func.coalesce(held.c.leases, 0),
+                jobs.c.due_time,
+                shards.c.job_id,
+                shards.c.shard_index,
             )
-            .order_by(jobs.c.due_time, shards.c.job_id, shards.c.shard_index)
             .limit(1)
         )
         if not self._sqlite:
@@ -101,8 +109,33 @@ class ShardLeaseStore:
             },
         )
         return Lease(
-            row.job_id, row.kind, row.payload, row.shard_index, row.cursor, row.fencing + 1
+            row.job_id,
+            row.kind,
+            row.payload,
+            row.shard_index,
+            row.cursor,
+            row.fencing + 1,
+            row.tenant,
         )
+
+    async def crowded(self, lease: Lease, now: datetime, kinds: Collection[str]) -> bool:
+        """Whether another tenant waits for a worker while this lease's tenant
+        holds more live leases than that one: then this shard is handed back
+        (at a batch's end), so workers are shared between tenants, in turns
+        of a few seconds when there are fewer workers than tenants."""
+        held = _leases_by_tenant(now, kinds).subquery()
+        waiting = (
+            select(func.min(func.coalesce(held.c.leases, 0)))
+            .select_from(shards.join(jobs, jobs.c.job_id == shards.c.job_id))
+            .outerjoin(held, held.c.tenant == jobs.c.tenant)
+            .where(_claimable(now, kinds), jobs.c.tenant != lease.tenant)
+        )
+        mine = select(held.c.leases).where(held.c.tenant == lease.tenant)
+        async with self._engine.connect() as conn:
+            fewest = await conn.scalar(waiting)
+            if fewest is None:
+                return False
+            return int(await conn.scalar(mine) or 0) > int(fewest)
 
     async def heartbeat(self, lease: Lease, now: datetime, extend: timedelta) -> bool:
         """Extend a lease while a batch is slow (a throttled or slow downstream);
@@ -164,6 +197,32 @@ class ShardLeaseStore:
             if state in (PAUSED, CANCELLED):
                 return False
         return True
+
+
+def _claimable(now: datetime, kinds: Collection[str]) -> ColumnElement[bool]:
+    """A shard nobody holds, of a job that is due and of a kind run here."""
+    return and_(
+        shards.c.state != DONE,
+        or_(shards.c.lease_owner == "", shards.c.lease_until < now),
+        jobs.c.state.in_([PENDING, RUNNING]),
+        jobs.c.due_time <= now,
+        jobs.c.kind.in_(list(kinds)),
+    )
+
+
+def _leases_by_tenant(now: datetime, kinds: Collection[str]) -> Select[tuple[str, int]]:
+    """How many shards each tenant's jobs hold under a live lease."""
+    return (
+        select(jobs.c.tenant, func.count().label("leases"))
+        .select_from(shards.join(jobs, jobs.c.job_id == shards.c.job_id))
+        .where(
+            shards.c.state != DONE,
+            shards.c.lease_owner != "",
+            shards.c.lease_until >= now,
+            jobs.c.kind.in_(list(kinds)),
+        )
+        .group_by(jobs.c.tenant)
+    )
 
 
 def _fenced(job_id: str, shard_index: int, fencing: int) -> tuple[ColumnElement[bool], ...]:

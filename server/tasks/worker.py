@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from server.persistence.task_batches import Failure
 from server.persistence.task_leases import Lease
 from server.persistence.task_store import TaskStore
 from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
-from server.throttle.buckets import Buckets, acquire, adapt
+from server.throttle.buckets import NEVER, Buckets, Starved, acquire, adapt
 
 log = logging.getLogger("custops.engine")
 
@@ -28,6 +29,10 @@ MAX_ATTEMPTS = 10
 BASE_BACKOFF = timedelta(seconds=1)
 MAX_BACKOFF = timedelta(minutes=10)
 LOAD_RETRY = timedelta(seconds=2)
+# How often a worker looks whether another tenant waits for a worker, and
+# the longest a starved tenant's shards are passed over.
+CROWD_CHECK = 1.0
+MAX_SET_ASIDE = 5.0
 
 
 def fault_point(name: str) -> None:
@@ -35,6 +40,11 @@ def fault_point(name: str) -> None:
     crash tests hit the exact moment instead of hoping a random kill does."""
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _set_aside_for(starved: Starved) -> float:
+    """Seconds until the starved share has tokens, at most MAX_SET_ASIDE."""
+    return MAX_SET_ASIDE if starved.wait_us == NEVER else min(MAX_SET_ASIDE, starved.wait_us / 1e6)
 
 
 def backoff(attempts: int, rng: random.Random) -> timedelta:
@@ -61,6 +71,9 @@ class Worker:
         self.owner = owner or uuid.uuid4().hex[:12]
         self._rng = random.Random()
         self._stopping = False
+        # Tenants whose shares had no tokens, until when (monotonic seconds):
+        # their shards are left for later, and the workers do other work.
+        self._starved: dict[str, float] = {}
 
     def stop(self) -> None:
         """Finish the batch in hand, hand the shard back, take no new one."""
@@ -71,11 +84,34 @@ class Worker:
         False when there was nothing to do."""
         if self._stopping:
             return False
-        lease = await self.store.claim(self.owner, self.clock(), self.lease, self.kinds)
+        lease = await self._claim()
+        if lease is None and self._starved:
+            # Only starved tenants' work is left: look again once the first
+            # of them has tokens, rather than at the next poll.
+            await asyncio.sleep(max(0.0, min(min(self._starved.values()) - time.monotonic(), 1.0)))
+            lease = await self._claim()
         if lease is None:
             return False
         await self._run(lease)
         return True
+
+    async def _claim(self) -> Lease | None:
+        now = time.monotonic()
+        self._starved = {t: until for t, until in self._starved.items() if until > now}
+        return await self.store.claim(
+            self.owner, self.clock(), self.lease, self.kinds, passed_over=list(self._starved)
+        )
+
+    async def _set_aside(self, lease: Lease, starved: Starved) -> None:
+        """The tenant's share has no tokens for a while: hand its shard back
+        (its batch did not commit and is done again, idempotently, later) and
+        pass its shards over until then, so this worker serves another tenant."""
+        self._starved[lease.tenant] = time.monotonic() + _set_aside_for(starved)
+        await self.store.release(lease)
+        log.info(
+            "shard set aside: its shop's share has no tokens",
+            extra={"job_id": lease.job_id, "shard": lease.shard_index, "shop": lease.tenant},
+        )
 
     async def drain(self, max_shards: int = 1_000_000) -> int:
         """Run shards until none is left; how many were run."""
@@ -99,7 +135,17 @@ class Worker:
             payload = entries[0][1]
             items = [Item(f.item_key, dict(f.item)) for _, _, f in entries]
             attempts = {f.item_key: f.attempts for _, _, f in entries}
-            done, failures = await self._execute(kind, payload, items, attempts)
+            try:
+                done, failures = await self._execute(kind, payload, items, attempts)
+            except Starved as starved:  # not an attempt: again once there are tokens
+                later = self.clock() + timedelta(seconds=_set_aside_for(starved))
+                done, failures = (
+                    0,
+                    [
+                        Failure(f.item_key, f.item, "retrying", f.attempts, f.reason, later)
+                        for _, _, f in entries
+                    ],
+                )
             done_keys = [i.key for i in items if i.key not in {f.item_key for f in failures}]
             assert len(done_keys) == done
             await self.store.settle_retries(job_id, done_keys, failures, self.clock())
@@ -129,9 +175,13 @@ class Worker:
     async def _run_batches(self, lease: Lease) -> None:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
+        look_around = time.monotonic() + CROWD_CHECK
         while True:
             try:
                 page = await kind.load(lease.payload, cursor, kind.batch_size)
+            except Starved as starved:
+                await self._set_aside(lease, starved)
+                return
             except Exception:
                 # The source is away: keep the lease a little while (nobody
                 # else would do better at once), then anyone may try again.
@@ -141,7 +191,11 @@ class Worker:
             failures: list[Failure] = []
             done = 0
             if page.items:
-                done, failures = await self._execute(kind, lease.payload, page.items)
+                try:
+                    done, failures = await self._execute(kind, lease.payload, page.items)
+                except Starved as starved:
+                    await self._set_aside(lease, starved)
+                    return
                 fault_point("after_execute")
             if not await self.store.commit(
                 lease, page.next_cursor, done, failures, self.clock(), self.lease
@@ -152,9 +206,20 @@ class Worker:
             if self._stopping:
                 await self.store.release(lease)
                 return
+            if time.monotonic() >= look_around:
+                look_around = time.monotonic() + CROWD_CHECK
+                if await self.store.crowded(lease, self.clock(), self.kinds):
+                    await self.store.release(lease)  # another shop waits: its turn
+                    return
             cursor = page.next_cursor
             lease = Lease(
-                lease.job_id, lease.kind, lease.payload, lease.shard_index, cursor, lease.fencing
+                lease.job_id,
+                lease.kind,
+                lease.payload,
+                lease.shard_index,
+                cursor,
+                lease.fencing,
+                lease.tenant,
             )
 
     async def _execute(
@@ -170,6 +235,8 @@ class Worker:
             await acquire(self.buckets, kind.bucket, len(items))
         try:
             results = {r.key: r for r in await kind.execute(payload, items)}
+        except Starved:
+            raise  # not a failure: the shop's share has no tokens now
         except Exception as exc:  # the whole batch: every item retries on its own later
             # Said loudly: a downstream outage and a bug look alike from here.
             log.warning("a batch of %d items failed; each retries", len(items), exc_info=True)

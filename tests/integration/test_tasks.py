@@ -21,7 +21,7 @@ from server.persistence.task_store import TaskStore
 from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, Outcome
 from server.tasks.runner import TaskRunner
 from server.tasks.worker import MAX_ATTEMPTS, Worker
-from server.throttle.buckets import BucketSettings, Decision, LocalBuckets
+from server.throttle.buckets import BucketSettings, Decision, LocalBuckets, Starved
 from server.throttle.redis_buckets import RedisBuckets
 from tests.integration.conftest import settings
 from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
@@ -82,6 +82,71 @@ async def test_a_hundred_thousand_items_each_exactly_once(
     assert len(kind.effects) == 100_000 and set(kind.effects.values()) == {1}
     state = await store.job(job)
     assert (state["state"], state["done"], state["failed"]) == ("succeeded", 100_000, 0)
+
+
+class ByShop(Numbers):
+    """Numbers run for the shop its payload names, remembering which shop's
+    items were done in which order; `starve` batches of a shop raise
+    Starved (its share has no tokens) before doing anything."""
+
+    def __init__(self, starve: dict[str, int] | None = None, pause: float = 0.0) -> None:
+        super().__init__()
+        self.starve = Counter(starve or {})
+        self.pause = pause
+        self.order: list[str] = []
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        shop = payload["shop_id"]
+        if self.starve[shop] > 0:
+            self.starve[shop] -= 1
+            raise Starved(300_000)
+        await asyncio.sleep(self.pause)
+        self.order += [shop] * len(items)
+        done = await super().execute(payload, [Item(f"{shop}{i.key}", i.data) for i in items])
+        return [ItemResult(i.key, r.outcome) for i, r in zip(items, done, strict=True)]
+
+
+async def test_a_shard_whose_shop_has_no_tokens_gives_up_its_worker(store: TaskStore) -> None:
+    """Shop X's run came first, but its share has no tokens: its shard is
+    handed back uncommitted and the one worker runs shop Y meanwhile; X's
+    items are then done, each once."""
+    kind = ByShop(starve={"X": 1})
+    kind.batch_size = 100
+    x = {"n": 300, "shards": 1, "shop_id": "X"}
+    y = {"n": 200, "shards": 1, "shop_id": "Y"}
+    await store.create_job("numbers", "x", x, kind.split(x), NOW - timedelta(seconds=1), NOW)
+    await store.create_job("numbers", "y", y, kind.split(y), NOW, NOW)
+    worker = Worker(store, {"numbers": kind}, clock=lambda: NOW)
+    assert await worker.drain() == 3  # X (set aside), Y, X again
+    assert kind.order == ["Y"] * 200 + ["X"] * 300
+    assert len(kind.effects) == 500 and set(kind.effects.values()) == {1}
+
+
+async def test_workers_take_turns_between_shops(store: TaskStore) -> None:
+    """Shop A's big run holds both workers; shop B's small run, started
+    later, gets one of them within a batch or two and ends long before A."""
+    kind = ByShop(pause=0.05)
+    kind.batch_size = 50
+    a = {"n": 20_000, "shards": 4, "shop_id": "A"}
+    b = {"n": 1_000, "shards": 4, "shop_id": "B"}
+    await store.create_job("numbers", "a", a, kind.split(a), NOW - timedelta(seconds=1), NOW)
+    runner = TaskRunner(Worker(store, {"numbers": kind}, clock=lambda: NOW), 2, poll=0.05)
+    runner.start()
+    try:
+        for _ in range(100):  # bounded: until A runs on both workers
+            if len(kind.order) >= 200:
+                break
+            await asyncio.sleep(0.05)
+        await store.create_job("numbers", "b", b, kind.split(b), NOW, NOW)
+        for _ in range(600):  # bounded: 30 s
+            if kind.order.count("B") == 1_000:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop(grace=2)
+    assert kind.order.count("B") == 1_000
+    assert kind.order.count("A") < 20_000 / 2  # A was far from done when B ended
+    assert set(kind.effects.values()) == {1}
 
 
 async def test_a_job_is_made_once_per_kind_and_key(store: TaskStore) -> None:
@@ -363,9 +428,11 @@ async def test_push_back_lowers_the_rate_and_success_raises_it(store: TaskStore)
     factors = []
 
     class Watching(LocalBuckets):
-        async def take(self, name: str, tokens: int, now_us: int | None = None) -> Decision:
+        async def take(
+            self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
+        ) -> Decision:
             factors.append((await self.settings(name))[1])
-            return await super().take(name, tokens, now_us)
+            return await super().take(name, tokens, now_us, shop)
 
     buckets = Watching({"b": BucketSettings(rate=1e9, capacity=10**6)}, clock_us=lambda: 0)
     await Worker(store, {"numbers": kind}, clock=lambda: NOW, buckets=buckets).drain()
