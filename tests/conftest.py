@@ -12,7 +12,7 @@ import concurrent.futures
 import os
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -116,3 +116,23 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"custops-test-{uuid.uuid4().hex[:12]}"
     yield prefix
     run_sync(lambda: delete_keys(redis_url, prefix))
+
+
+@pytest.fixture
+async def database(postgres_url: str) -> AsyncIterator[str]:
+    """A database of this test's own beside the session's throwaway one, so
+    no job of another test is ever leased by its servers."""
+    base, _, session = postgres_url.rpartition("/")
+    name = f"{session}_{uuid.uuid4().hex[:8]}"
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
+    await postgres_admin(f'CREATE DATABASE "{name}"', dsn)
+    yield f"{base}/{name}"
+    await postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dsn)
+
+
+@pytest.fixture
+async def prefix(redis_url: str) -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own (throttle settings and buckets)."""
+    own = f"custops-runs-{uuid.uuid4().hex[:12]}"
+    yield own
+    await delete_keys(redis_url, own)

@@ -6,6 +6,11 @@ bucket's rate: the whole call refused for capacity, or, from the benefit
 platform, any item of a batch; any other answer raises the rate a step back
 toward the ceiling (server.throttle.buckets). A call that fails otherwise
 than by CallFailed leaves the rate as it was.
+
+Every call is for one shop and takes from that shop's share of the bucket.
+When the share will not have the tokens within `PATIENCE`, the call raises
+Starved before anything was sent: the engine then sets the shard aside
+rather than hold a worker slot other shops could use.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from server.throttle.buckets import Buckets, acquire, adapt
 
 T = TypeVar("T")
 
+PATIENCE = 0.5  # seconds a call waits for its shop's tokens before giving up
+
 
 class Bucket:
     """One system's bucket around its calls."""
@@ -41,13 +48,14 @@ class Bucket:
 
     async def __call__(
         self,
+        shop_id: str,
         tokens: int,
         call: Callable[[], Awaitable[T]],
         pushed_back: Callable[[T], bool] = lambda _: False,
     ) -> T:
-        """`call` once `tokens` are taken; `pushed_back` tells from its
-        answer whether items of it were refused for capacity."""
-        await acquire(self._buckets, self._name, tokens)
+        """`call` once `tokens` are taken from the shop's share; `pushed_back`
+        tells from its answer whether items of it were refused for capacity."""
+        await acquire(self._buckets, self._name, tokens, shop=shop_id, patience=PATIENCE)
         try:
             answer = await call()
         except CallFailed as failed:
@@ -62,18 +70,20 @@ class ThrottledAudience:
         self._audience, self._bucket = audience, Bucket(buckets, "audience")
 
     async def page(self, query: AudienceQuery) -> AudiencePage:
-        return await self._bucket(query.page_size, lambda: self._audience.page(query))
+        return await self._bucket(
+            query.shop_id, query.page_size, lambda: self._audience.page(query)
+        )
 
     async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
         return await self._bucket(
-            len(member_ids), lambda: self._audience.unknown(shop_id, member_ids)
+            shop_id, len(member_ids), lambda: self._audience.unknown(shop_id, member_ids)
         )
 
     async def opted_out(
         self, shop_id: str, member_ids: Sequence[str]
     ) -> dict[str, frozenset[MessageChannel]]:
         return await self._bucket(
-            len(member_ids), lambda: self._audience.opted_out(shop_id, member_ids)
+            shop_id, len(member_ids), lambda: self._audience.opted_out(shop_id, member_ids)
         )
 
 
@@ -83,6 +93,7 @@ class ThrottledBenefits:
 
     async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
         return await self._bucket(
+            shop_id,
             len(grants),
             lambda: self._benefits.grant(shop_id, grants),
             lambda answer: _pushed_back(g.refusal for g in answer),
@@ -90,7 +101,7 @@ class ThrottledBenefits:
 
     async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
         return await self._bucket(
-            len(items), lambda: self._benefits.recover(shop_id, items), _pushed_back
+            shop_id, len(items), lambda: self._benefits.recover(shop_id, items), _pushed_back
         )
 
 
@@ -99,7 +110,9 @@ class ThrottledMessages:
         self._messages, self._bucket = messages, Bucket(buckets, "notification")
 
     async def send(self, shop_id: str, messages: Sequence[Message]) -> list[Sent]:
-        return await self._bucket(len(messages), lambda: self._messages.send(shop_id, messages))
+        return await self._bucket(
+            shop_id, len(messages), lambda: self._messages.send(shop_id, messages)
+        )
 
 
 def _pushed_back(refusals: Iterable[Refusal | None]) -> bool:

@@ -27,6 +27,41 @@ class SqlThrottleSettings:
             row = (await conn.execute(select(_t.rate, _t.capacity).where(_t.name == name))).first()
         return None if row is None else BucketSettings(float(row.rate), int(row.capacity))
 
+    async def weights(self, downstream: str) -> dict[str, float]:
+        """The weights configured for shops' shares of a downstream, by shop."""
+        head = f"{downstream}:"
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(_t.name, _t.weight).where(
+                    _t.name.startswith(head, autoescape=True), _t.weight.is_not(None)
+                )
+            )
+            return {row.name[len(head) :]: float(row.weight) for row in rows}
+
+    async def save_weight(
+        self,
+        name: str,
+        weight: float,
+        before: float,
+        shop_id: str,
+        resource: str,
+        actor: str,
+        at: datetime,
+    ) -> None:
+        """A shop's weight in a downstream's shares and its audit entry, in one
+        transaction."""
+        row = {
+            "name": name,
+            "rate": 0.0,
+            "capacity": 0,
+            "weight": weight,
+            "update_by": actor,
+            "update_time": at,
+        }
+        async with self._engine.begin() as conn:
+            await upsert(conn, throttle_settings, row, ["name"])
+            await record_change(conn, shop_id, resource, {"weight": before}, {"weight": weight})
+
     async def put(self, name: str, settings: BucketSettings, actor: str, at: datetime) -> None:
         async with self._engine.begin() as conn:
             await _put(conn, name, settings, actor, at)
@@ -80,6 +115,9 @@ class KeptThrottleSettings:
         if stored is not None:
             return stored
         return DEFAULTS.get(name, UNSET)
+
+    async def weights(self, name: str) -> dict[str, float]:
+        return await self._store.weights(name)
 
 
 async def _put(

@@ -35,23 +35,40 @@ class ThrottleSettingCalls:
         self, request: pb.UpdateThrottleSettingRequest, context: Any
     ) -> pb.UpdateThrottleSettingResponse:
         new = request.setting
-        violations = shop_id_violations(new.shop_id) if new.shop_id else []
-        paths = list(request.update_mask.paths) or ["rate_per_second", "burst"]
-        violations += [
-            FieldViolation(f"update_mask.paths[{i}]", "rate_per_second or burst")
-            for i, p in enumerate(paths)
-            if p not in ("rate_per_second", "burst")
-        ]
-        require(violations)
+        downstream = DOWNSTREAM_NAMES.get(new.downstream, "")
+        key = request_key("UpdateThrottleSetting", request)
+        if new.shop_id:
+            require(shop_id_violations(new.shop_id) + _mask_violations(request, SHOP_FIELDS))
+            changed = await self._throttle.update_weight(
+                downstream, new.shop_id, new.weight, new.etag, key
+            )
+            return pb.UpdateThrottleSettingResponse(setting=_throttle_to_proto(changed))
+        require(_mask_violations(request, PLATFORM_FIELDS))
+        paths = list(request.update_mask.paths) or list(PLATFORM_FIELDS)
         changed = await self._throttle.update(
-            DOWNSTREAM_NAMES.get(new.downstream, ""),
-            new.shop_id,
+            downstream,
             new.rate_per_second if "rate_per_second" in paths else None,
             int(new.burst) if "burst" in paths else None,
             new.etag,
-            request_key("UpdateThrottleSetting", request),
+            key,
         )
         return pb.UpdateThrottleSettingResponse(setting=_throttle_to_proto(changed))
+
+
+# What an update may change: a downstream's rate and burst, or a shop's weight.
+PLATFORM_FIELDS = ("rate_per_second", "burst")
+SHOP_FIELDS = ("weight",)
+
+
+def _mask_violations(
+    request: pb.UpdateThrottleSettingRequest, allowed: tuple[str, ...]
+) -> list[FieldViolation]:
+    whose = "a shop's share (with shop_id)" if allowed == SHOP_FIELDS else "a downstream's setting"
+    return [
+        FieldViolation(f"update_mask.paths[{i}]", f"{' or '.join(allowed)}: {whose} has only those")
+        for i, path in enumerate(request.update_mask.paths)
+        if path not in allowed
+    ]
 
 
 _DOWNSTREAMS_BACK = {name: number for number, name in DOWNSTREAM_NAMES.items()}
@@ -60,8 +77,9 @@ _DOWNSTREAMS_BACK = {name: number for number, name in DOWNSTREAM_NAMES.items()}
 def _throttle_to_proto(t: Throttle) -> pb.ThrottleSetting:
     return pb.ThrottleSetting(
         downstream=_DOWNSTREAMS_BACK[t.downstream],
-        rate_per_second=t.settings.rate,
-        burst=t.settings.capacity,
+        rate_per_second=0.0 if t.shop_id else t.settings.rate,
+        burst=0 if t.shop_id else t.settings.capacity,
+        weight=t.weight if t.shop_id else 0.0,
         shop_id=t.shop_id,
         effective_rate_per_second=t.effective_rate,
         etag=t.etag,

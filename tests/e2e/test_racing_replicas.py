@@ -21,12 +21,10 @@ from tests.e2e.test_run_processes import (
     _run_started,
     _server,
     _stubs,
-    database,
 )
 from tests.integration.test_scenario import used_then_given_back_at_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-__all__ = ["database"]  # the fixture, imported for pytest
 
 
 async def test_give_backs_racing_over_two_replicas_give_back_once(

@@ -25,11 +25,9 @@ from tests.e2e.test_run_processes import (
     _run_started,
     _server,
     _stubs,
-    database,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-__all__ = ["database"]  # the fixture, imported for pytest
 REPLICAS = 3
 
 

@@ -10,7 +10,6 @@ import json
 import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,6 @@ from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
 from domain import runs
 from server.persistence.database import create_engine
 from server.persistence.tables import operation_records, plan_runs, shards
-from tests.conftest import delete_keys, postgres_admin
 from tests.e2e import process
 from tests.integration.test_runs import immediate_plan
 
@@ -41,26 +39,6 @@ BATCH = 500
 # once it has run out; short here so the restarted server need not wait long.
 LEASE_SECONDS = 4
 RUN_WAIT = 240.0  # seconds any run may take here, lease expiry included (a bound, not a timing)
-
-
-@pytest.fixture
-async def database(postgres_url: str) -> AsyncIterator[str]:
-    """A database of this test's own beside the session's throwaway one, so
-    no job of another test is ever leased by these servers."""
-    base, _, session = postgres_url.rpartition("/")
-    name = f"{session}_{uuid.uuid4().hex[:8]}"
-    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    await postgres_admin(f'CREATE DATABASE "{name}"', dsn)
-    yield f"{base}/{name}"
-    await postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', dsn)
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    """A Redis key prefix of this test's own (throttle settings and buckets)."""
-    own = f"custops-runs-{uuid.uuid4().hex[:12]}"
-    yield own
-    await delete_keys(redis_url, own)
 
 
 async def _stubs(population: int) -> process.ServerProcess:

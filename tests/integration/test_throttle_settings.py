@@ -55,12 +55,69 @@ async def _exercise(client: AsyncCustopsClient) -> None:
     }
 
 
+async def _exercise_shares(client: AsyncCustopsClient) -> None:
+    """A shop's share is a weight (1 unless set); a rate or burst on it, or a
+    weight on a downstream's own setting, is refused by name."""
+    mine = (
+        await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+    ).settings
+    share = next(s for s in mine if s.shop_id == "s9" and s.downstream == pb.DOWNSTREAM_BENEFIT)
+    assert (share.weight, share.rate_per_second, share.burst) == (1, 0, 0)
+    # Nobody runs: the shop would have the whole (effective) rate.
+    platform = next(s for s in mine if not s.shop_id and s.downstream == pb.DOWNSTREAM_BENEFIT)
+    assert share.effective_rate_per_second == platform.effective_rate_per_second
+    weighted = (
+        await client.plans.UpdateThrottleSetting(
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(
+                    downstream=pb.DOWNSTREAM_BENEFIT, shop_id="s9", weight=3, etag=share.etag
+                ),
+                request_id="s9-weight",
+            )
+        )
+    ).setting
+    assert (weighted.shop_id, weighted.weight) == ("s9", 3) and weighted.etag != share.etag
+    again = (
+        await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+    ).settings
+    assert weighted in again
+    for wrong, field in [
+        (
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(
+                    downstream=pb.DOWNSTREAM_BENEFIT, shop_id="s9", rate_per_second=5
+                ),
+                update_mask=FieldMask(paths=["rate_per_second"]),
+            ),
+            "update_mask.paths[0]",
+        ),
+        (
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(downstream=pb.DOWNSTREAM_BENEFIT, shop_id="s9")
+            ),
+            "setting.weight",
+        ),
+        (
+            pb.UpdateThrottleSettingRequest(
+                setting=pb.ThrottleSetting(downstream=pb.DOWNSTREAM_BENEFIT, weight=2),
+                update_mask=FieldMask(paths=["weight"]),
+            ),
+            "update_mask.paths[0]",
+        ),
+    ]:
+        with pytest.raises(CustopsError) as err:
+            await client.plans.UpdateThrottleSetting(wrong)
+        assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in err.value.field_violations] == [field]
+
+
 async def test_throttle_settings_in_process(tmp_path: Path) -> None:
     platform = Platform(settings(f"sqlite+aiosqlite:///{tmp_path}/t.db"))
     await platform.start()
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
             await _exercise(client)
+            await _exercise_shares(client)
     finally:
         await platform.stop(grace=1)
 
@@ -88,6 +145,11 @@ async def test_a_rate_set_on_one_replica_holds_on_another(
             AsyncCustopsClient(f"127.0.0.1:{replicas[1].port}") as second,
         ):
             await _exercise(first)
+            await _exercise_shares(first)
+            theirs = (
+                await second.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+            ).settings
+            assert any(s.shop_id == "s9" and s.weight == 3 for s in theirs)
             seen = (
                 await second.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
             ).settings

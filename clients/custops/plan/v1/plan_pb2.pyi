@@ -3062,7 +3062,13 @@ Global___GetPlanEffectResponse: _TypeAlias = GetPlanEffectResponse  # noqa: Y015
 
 @_typing.final
 class ThrottleSetting(_message.Message):
-    """The token bucket of one downstream system, shared by all replicas."""
+    """The token bucket of one downstream system, shared by all replicas
+    (no `shop_id`), or one shop's share of it (`shop_id` and `weight`).
+
+    Shops whose runs use a downstream at the same time split its rate in
+    proportion to their weights (1 unless set); what one leaves unused goes
+    to the others (max-min fair), and together they never exceed the rate.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -3074,22 +3080,28 @@ class ThrottleSetting(_message.Message):
     SHOP_ID_FIELD_NUMBER: _builtins.int
     EFFECTIVE_RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     downstream: Global___Downstream.ValueType
     rate_per_second: _builtins.float
-    """Items per second (members paged, grants, messages); > 0."""
+    """Items per second (members paged, grants, messages); > 0. The
+    downstream's only: 0 on a shop's share.
+    """
     burst: _builtins.int
-    """Largest burst; >= 1."""
+    """Largest burst; >= 1. The downstream's only: 0 on a shop's share."""
     update_by: _builtins.str
     shop_id: _builtins.str
-    """Empty for the platform-wide bucket; a shop id for that shop's share
-    (stored and shown, not yet applied to runs: docs/decisions.md).
-    """
+    """Empty for the downstream's setting; a shop id for that shop's share."""
     effective_rate_per_second: _builtins.float
     """Output only: the rate in force now, which may be below
-    `rate_per_second` while the downstream pushes back.
+    `rate_per_second` while the downstream pushes back; on a shop's share,
+    the rate the shop gets beside the shops running now.
     """
     etag: _builtins.str
     """Output only; send it back on updates to detect concurrent changes."""
+    weight: _builtins.float
+    """A shop's share only: its weight against the other shops running at the
+    same time, > 0 and at most 1,000; 1 unless set.
+    """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -3105,10 +3117,11 @@ class ThrottleSetting(_message.Message):
         shop_id: _builtins.str = ...,
         effective_rate_per_second: _builtins.float = ...,
         etag: _builtins.str = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "downstream", b"downstream", "effective_rate_per_second", b"effective_rate_per_second", "etag", b"etag", "rate_per_second", b"rate_per_second", "shop_id", b"shop_id", "update_by", b"update_by", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "downstream", b"downstream", "effective_rate_per_second", b"effective_rate_per_second", "etag", b"etag", "rate_per_second", b"rate_per_second", "shop_id", b"shop_id", "update_by", b"update_by", "update_time", b"update_time", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
