@@ -21,8 +21,9 @@ _MAX_VIOLATIONS = 20
 def request_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
     """Strings holding U+0000 (which no database here can store and no
     caller means to send), strings over MAX_STRING_CHARS, lists or maps
-    over MAX_ITEMS, and Timestamps and Durations out of their types' range;
-    named by their field path."""
+    over MAX_ITEMS, enum numbers the contract does not define, and
+    Timestamps and Durations out of their types' range; named by their
+    field path."""
     out: list[FieldViolation] = []
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
@@ -33,6 +34,13 @@ def request_violations(message: Message, prefix: str = "") -> list[FieldViolatio
         if field.type == FieldDescriptor.TYPE_STRING:
             for where, text in _each(path, value, repeated):
                 out += _text(where, text)
+        elif field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+            enum = field.enum_type
+            out += [
+                FieldViolation(where, f"one of {', '.join(v.name for v in enum.values)}")
+                for where, number in _each(path, value, repeated)
+                if number not in enum.values_by_number
+            ]
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 for key, item in value.items():

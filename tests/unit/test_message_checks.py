@@ -24,3 +24,17 @@ def test_requests_within_the_limits_pass() -> None:
     request = pb.UpdatePlanRequest(shop_id="s", plan=plan)
     request.update_mask.paths.extend(["display_name"] * MAX_ITEMS)
     assert request_violations(request) == []
+
+
+def test_enum_numbers_the_contract_does_not_define_are_named() -> None:
+    """Proto3 keeps unknown enum numbers; a request carrying one is a
+    caller's mistake, answered before any use case reads it."""
+    request = pb.ListMemberOutcomesRequest(shop_id="s")
+    request.outcomes.extend([pb.MEMBER_OUTCOME_KIND_GRANTED, 99])  # type: ignore[list-item]
+    unknown = pb.Downstream.ValueType(7)
+    setting = pb.UpdateThrottleSettingRequest(setting=pb.ThrottleSetting(downstream=unknown))
+    found = {v.field: v.description for v in request_violations(request)}
+    assert list(found) == ["outcomes[1]"] and "MEMBER_OUTCOME_KIND_GRANTED" in found["outcomes[1]"]
+    assert [v.field for v in request_violations(setting)] == ["setting.downstream"]
+    fine = pb.ListMemberOutcomesRequest(outcomes=[pb.MEMBER_OUTCOME_KIND_GRANTED])
+    assert request_violations(fine) == []
