@@ -35,6 +35,7 @@ from server.servicers.requests import (
     page_size_violations,
     plan_id_violations,
     request_id_violations,
+    request_key,
     shop_id_violations,
     time_id_reader,
     time_id_token,
@@ -185,6 +186,7 @@ class ScenarioAggregationService(
             request.store_id,
             request.request_id,
             _time_left(context),
+            request_key("ReportBenefitUsed", request),
         )
         return pb.ReportBenefitUsedResponse(
             benefit=benefit_to_proto(held, record.occur_time), record=record_to_proto(record)
@@ -205,6 +207,7 @@ class ScenarioAggregationService(
             request.reason,
             request.request_id,
             _time_left(context),
+            request_key("ReplenishBenefit", request),
         )
         return pb.ReplenishBenefitResponse(
             benefit=benefit_to_proto(held, record.occur_time), record=record_to_proto(record)

@@ -106,10 +106,11 @@ class PlanUseCases(PlanPreviews):
         actor: str,
         key: RequestKey | None,
     ) -> Plan:
-        template = self.template(template_id)
-        spec = _override(template, template.preset, overrides, paths, "override_mask")
-
         async def change(uow: UnitOfWork) -> Plan:
+            # Checked under the request log: a request id names one request,
+            # whatever is wrong with another one sent under it.
+            template = self.template(template_id)
+            spec = _override(template, template.preset, overrides, paths, "override_mask")
             plan = new_plan(shop_id, _new_id(), spec, actor, self._clock.now(), template_id)
             await uow.plans.add(plan)
             return plan
@@ -119,9 +120,8 @@ class PlanUseCases(PlanPreviews):
     async def create(
         self, shop_id: str, spec: PlanSpec, actor: str, key: RequestKey | None
     ) -> Plan:
-        self._check_product(spec)
-
         async def change(uow: UnitOfWork) -> Plan:
+            self._check_product(spec)
             plan = new_plan(shop_id, _new_id(), spec, actor, self._clock.now())
             await uow.plans.add(plan)
             return plan

@@ -155,12 +155,13 @@ class RunUseCases(RunScheduling):
     ) -> tuple[RunView, int]:
         """Failed and dead-lettered members are tried again (e.g. after a
         restock); a retry with the same request id answers the first count."""
-        run = await self._run(shop_id, plan_id, run_id)
 
-        async def work() -> dict[str, Any]:
-            return {"retried": await self._retry(shop_id, plan_id, run)}
+        async def work() -> dict[str, Any]:  # under the request log, as every check
+            found = await self._run(shop_id, plan_id, run_id)
+            return {"retried": await self._retry(shop_id, plan_id, found)}
 
         answer = await remembered(self._uow, shop_id, key, work)
+        run = await self._run(shop_id, plan_id, run_id)
         return await self._view(run), int(answer["retried"])
 
     async def _retry(self, shop_id: str, plan_id: str, run: Run) -> int:

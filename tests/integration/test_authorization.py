@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from custops.audit.v1 import audit_pb2 as apb
 from custops.benefit.v1 import benefit_pb2
-from custops.client import CustopsClient, RetryPolicy
+from custops.client import CustopsClient, CustopsError, RetryPolicy
 from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
@@ -366,9 +366,7 @@ CASES: dict[str, Case] = {
     "UpdateThrottleSetting": Case(
         (OPS,),
         lambda w: pb.UpdateThrottleSettingRequest(
-            setting=pb.ThrottleSetting(
-                downstream=pb.DOWNSTREAM_NOTIFICATION, shop_id=S1, rate_per_second=50, burst=50
-            )
+            setting=pb.ThrottleSetting(downstream=pb.DOWNSTREAM_NOTIFICATION, shop_id=S1, weight=2)
         ),
     ),
     "GetShopPolicy": Case((ADMIN, OPS), lambda w: pb.GetShopPolicyRequest(shop_id=S1)),
@@ -723,3 +721,75 @@ def test_a_caller_scanning_other_shops_cannot_flood_the_audit_log(world: World) 
     # Whatever the matrix above spent of this caller's burst, the scan
     # itself is held to what is left of it and a second's worth per second.
     assert 0 < len(entries) <= REFUSED_READS + elapsed + 1 < tries
+
+
+# A different request for each call taking a request id (any change of what
+# it asks will do); calls not named here get a stale etag, or else another
+# reason.
+_DIFFERENT: dict[str, Callable[[Any], None]] = {
+    "CreatePlan": lambda r: setattr(r.plan, "display_name", r.plan.display_name + " (2)"),
+    "UpdatePlan": lambda r: setattr(r.plan, "display_name", r.plan.display_name + " (2)"),
+    "CreatePlanFromTemplate": lambda r: setattr(r, "template_id", r.template_id + "-2"),
+    "TriggerPlanRun": lambda r: r.test_member_ids.append(_TESTER),
+    "CancelPlanRun": lambda r: setattr(r, "run_id", _ANOTHER_RUN),
+    "RetryFailedItems": lambda r: setattr(r, "run_id", _ANOTHER_RUN),
+    "UpdateThrottleSetting": lambda r: setattr(r.setting, "weight", r.setting.weight + 1),
+    "UpdateShopPolicy": lambda r: setattr(
+        r.policy, "approval_threshold", r.policy.approval_threshold + 1
+    ),
+    "ReportBenefitUsed": lambda r: setattr(r, "order_id", r.order_id + "-2"),
+    "EraseMember": lambda r: setattr(r, "member_id", "m00000099"),
+}
+_TESTER = "m00000001"
+_ANOTHER_RUN = "r" + "0" * 20
+_CLIENTS = {"OperationPlanService": "plans", "ScenarioAggregationService": "scenario"}
+
+
+def _different(method: MethodDescriptor, request: Message) -> Message:
+    other: Message = type(request)()
+    other.CopyFrom(request)
+    changed: Any = other
+    if method.name in _DIFFERENT:
+        _DIFFERENT[method.name](changed)
+    elif "etag" in method.input_type.fields_by_name:
+        changed.etag = "stale"
+    else:
+        changed.reason += " (again)"
+    assert other != request
+    return other
+
+
+@pytest.mark.parametrize(
+    "method",
+    [m for m in public_methods() if "request_id" in m.input_type.fields_by_name],
+    ids=lambda m: m.name,
+)
+def test_a_request_id_names_one_request_on_every_call(
+    world: World, method: MethodDescriptor
+) -> None:
+    """One request log for every side-effecting call (issue 22, item 7):
+    the same request again is answered as the first time; another request
+    under the same id is INVALID_ARGUMENT with REQUEST_ID_REUSED, and
+    changes nothing."""
+    case = CASES[method.name]
+    request: Any = case.request(world)
+    request.request_id = uuid.uuid4().hex
+    with CustopsClient(
+        f"127.0.0.1:{world.platform.port}",
+        timeout=30,
+        retry=RetryPolicy(max_attempts=1),
+        metadata=(("authorization", f"Bearer {TOKENS[f'{case.roles[0]}:{S1}']}"),),
+    ) as caller:
+        call = getattr(getattr(caller, _CLIENTS[method.containing_service.name]), method.name)
+        first = call(request)
+        again = call(request)
+        if "run" in method.output_type.fields_by_name:  # a run goes on: its view moves
+            assert again.run.run_id == first.run.run_id
+        else:
+            assert again == first
+        with pytest.raises(CustopsError) as err:
+            call(_different(method, request))
+    assert (err.value.code, err.value.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "REQUEST_ID_REUSED",
+    ), method.name

@@ -360,6 +360,10 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
     await client.scenario.ReportBenefitUsed(use)  # order-1's record exists: no change
     assert await statuses(spb.MEMBER_BENEFIT_STATUS_UNUSED) == [coupon.benefit_instance_id]
     use.order_id = "order-3"
+    with pytest.raises(CustopsError) as err:  # another report under the same request id
+        await client.scenario.ReportBenefitUsed(use)
+    assert err.value.reason == "REQUEST_ID_REUSED"
+    use.request_id = "use-3"
     await client.scenario.ReportBenefitUsed(use)
     clock.current = coupon.valid_until.ToDatetime().replace(tzinfo=NOW.tzinfo) + timedelta(
         seconds=1
@@ -531,12 +535,22 @@ async def test_bad_scenario_requests_name_their_fields(
                 spb.ListMemberBenefitsRequest(
                     shop_id=shop,
                     member_id="m1",
-                    status=9,  # type: ignore[arg-type]
                     plan_id="bad id",
                     page_size=-1,
                 )
             ),
-            ["page_size", "status", "plan_id"],
+            ["page_size", "plan_id"],
+        ),
+        (  # an enum number the contract does not define: before any call's own checks
+            client.scenario.ListMemberBenefits(
+                spb.ListMemberBenefitsRequest(
+                    shop_id=shop,
+                    member_id="m1",
+                    status=9,  # type: ignore[arg-type]
+                    page_size=-1,
+                )
+            ),
+            ["status"],
         ),
         (
             client.scenario.ReportBenefitUsed(
