@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)
 # are up for the tests: install them if missing (Debian packages; needs root),
-# start them if stopped. Exits non-zero if one is still unreachable; the tests
+# start them if stopped; and that Prometheus and promtool are installed. Exits non-zero if one is still unreachable; the tests
 # then fail under CI=true and skip elsewhere.
 set -u
 
@@ -73,7 +73,16 @@ ensure_redis() {
   wait_for Redis 127.0.0.1 6379
 }
 
+ensure_prometheus() {
+  # The metrics tests run promtool and a Prometheus of their own on loopback;
+  # the package's daemon is never started here.
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  log "installing Prometheus and promtool"
+  apt_install --no-install-recommends prometheus
+}
+
 status=0
 ensure_postgres || status=1
 ensure_redis || status=1
+ensure_prometheus || status=1
 exit $status

@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +25,7 @@ from custops.plan.v1 import plan_pb2, plan_pb2_grpc
 from custops.scenario.v1 import scenario_pb2, scenario_pb2_grpc
 from domain.ports import Clock
 from server import bootstrap, redis_store
+from server import metrics as metrics_pipeline
 from server.auth import tls
 from server.auth.callers import Callers, CallersError, load_callers
 from server.auth.rate_limits import CallerLimits, caller_buckets
@@ -30,6 +33,7 @@ from server.bootstrap import Channels
 from server.clock import SystemClock
 from server.config import Settings
 from server.interceptors import CallInterceptor
+from server.metrics import Exporting, Metrics
 from server.persistence import migrate
 from server.persistence.database import (
     create_engine,
@@ -43,6 +47,7 @@ from server.persistence.throttle_settings import (
     adopt,
 )
 from server.products.catalog import TemplateError, load_catalog
+from server.readiness import Complaints, Dependency, Readiness
 from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
@@ -60,7 +65,6 @@ from server.usecases.scenario import ScenarioUseCases
 from server.usecases.throttle import DEFAULTS as THROTTLE_DEFAULTS
 
 log = logging.getLogger("custops")
-SCHEDULER_TICK = 0.2  # seconds, at most, between looks for due plans
 
 PUBLIC_SERVICES = (
     plan_pb2.DESCRIPTOR.services_by_name["OperationPlanService"].full_name,
@@ -103,6 +107,9 @@ class Platform:
     runs: RunUseCases | None = None
     scenario: ScenarioUseCases | None = None
     _runner: TaskRunner | None = None
+    _metrics: Exporting | None = None
+    _readiness: Readiness | None = None
+    metrics_port: int = 0
 
     async def start(self) -> None:
         """Start everything, or nothing: a failure stops what had started."""
@@ -114,6 +121,15 @@ class Platform:
 
     async def _start(self) -> None:
         s = self.settings
+        try:
+            self._metrics = metrics_pipeline.start(s.metrics_listen, s.metrics_shop_labels == "on")
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on CUSTOPS_METRICS_LISTEN={s.metrics_listen!r} ({exc}); "
+                "choose another port, or set it empty for none"
+            ) from exc
+        self.metrics_port = self._metrics.port
+        metrics = self._metrics.metrics
         await self._prepare_database()
         try:
             self._redis = await redis_store.connect(s.redis_url)
@@ -141,7 +157,7 @@ class Platform:
             log.info("downstream stand-ins listening", extra={"address": stubs_address})
 
         tracer = tracer_of(self.tracer_provider)
-        downstream = [DownstreamInterceptor(tracer, s.downstream_timeout)]
+        downstream = [DownstreamInterceptor(tracer, s.downstream_timeout, metrics)]
         audience_channel = grpc.aio.insecure_channel(
             s.target("audience", stubs_address), interceptors=downstream
         )
@@ -185,8 +201,9 @@ class Platform:
             timedelta(days=s.retention_orders_days),
         )
         parts = bootstrap.build(
-            engine, clock, channels, self.buckets, catalog, retention, kept_store
+            engine, clock, channels, self.buckets, catalog, retention, kept_store, metrics
         )
+        metrics.watch_pool("primary", _pool_usage(engine))
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
         for name, kind in parts.job_kinds.items():
@@ -194,7 +211,9 @@ class Platform:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if tracer is not None:
             interceptors.append(TracingServerInterceptor(tracer))
-        interceptors.append(CallInterceptor(callers, parts.audit, CallerLimits(self.buckets)))
+        interceptors.append(
+            CallInterceptor(callers, parts.audit, CallerLimits(self.buckets), metrics)
+        )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -219,9 +238,11 @@ class Platform:
         scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(parts.audit), server)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)
+        self._readiness = self._watch(self._health, metrics)
         self.port = _bind(server, s)
         await server.start()
         self._server = server
+        complaints = Complaints(self._readiness.down)
         if s.engine_concurrency:
             worker = Worker(
                 self.jobs,
@@ -229,6 +250,8 @@ class Platform:
                 clock.now,
                 self.buckets,
                 lease=timedelta(seconds=s.engine_lease),
+                metrics=metrics,
+                complaints=complaints,
             )
             self._runner = TaskRunner(
                 worker,
@@ -237,12 +260,14 @@ class Platform:
                 sweep_every=5 * s.engine_poll,
                 # The due-plans query is one indexed range scan: looking
                 # often keeps a fire's lateness well under a second.
+                complaints=complaints,
                 periodic=[
-                    ("plan scheduler", parts.runs.tick, min(s.engine_poll, SCHEDULER_TICK)),
+                    ("plan scheduler", parts.runs.tick, s.scheduler_poll),
                     ("retention purge", parts.member_data.purge, s.purge_interval),
                 ],
             )
             parts.runs.wake = self._runner.wake
+            parts.runs.metrics = metrics
             self._runner.start()
         # What start-up made (modules, classes, the contracts' descriptors,
         # the engines) lives as long as the process: keep the collector from
@@ -251,10 +276,16 @@ class Platform:
         # Garbage first: a frozen cycle would never be collected.
         gc.collect()
         gc.freeze()
+        address = f"{s.listen.rpartition(':')[0]}:{self.port}"
+        stubs = f"; stand-ins on port {self.stubs_port}" if self.stubs_port else ""
         log.info(
-            "custops serving",
+            # One line (JSON like every other) that says where it serves.
+            "custops serving on %s%s",
+            address,
+            stubs,
             extra={
-                "address": f"{s.listen.rpartition(':')[0]}:{self.port}",
+                "address": address,
+                "metrics_port": self.metrics_port,
                 "database": make_url(normalize_url(s.database_url)).render_as_string(),
                 "redis": redis_store.mode(self._redis),
                 "callers": s.callers_file or _NO_CALLERS,
@@ -306,6 +337,9 @@ class Platform:
     async def stop(self, grace: float | None = None, delay: float = 0.0) -> None:
         """Health NOT_SERVING, wait `delay`, then drain calls for up to `grace` seconds."""
         grace = self.settings.shutdown_grace if grace is None else grace
+        if self._readiness is not None:
+            await self._readiness.stop()
+            self._readiness = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if delay > 0:
@@ -333,6 +367,36 @@ class Platform:
             self._engine = None
         if self.tracer_provider is not None:
             self.tracer_provider.force_flush()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics = None
+
+    def _watch(self, servicer: health.aio.HealthServicer, metrics: Metrics) -> Readiness:
+        """Health that follows the database and Redis (server.readiness),
+        and, while both answer, the engine's and the buckets' gauges."""
+        assert self._engine is not None and self.jobs is not None and self.buckets is not None
+        engine, jobs, buckets, redis_client = self._engine, self.jobs, self.buckets, self._redis
+
+        async def database() -> None:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        dependencies = [Dependency("database", database)]
+        if redis_client is not None:
+            dependencies.append(Dependency("redis", redis_client.ping))
+        needs = {service: tuple(d.name for d in dependencies) for service in PUBLIC_SERVICES}
+
+        async def sample() -> None:
+            metrics.engine_state(*await jobs.engine_state())
+            for name in THROTTLE_DEFAULTS:
+                settings, factor = await buckets.settings(name)
+                metrics.rate_in_force(name, settings.rate * factor)
+
+        readiness = Readiness(
+            servicer, needs, dependencies, self.settings.health_interval, after=[sample]
+        )
+        readiness.start()
+        return readiness
 
     @property
     def stubs(self) -> Stubs | None:
@@ -342,6 +406,23 @@ class Platform:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _pool_usage(engine: AsyncEngine) -> Callable[[], tuple[int, int, int | None]]:
+    """(connections in use, idle, calls waiting) of the engine's pool. The
+    asyncio pool has no public count of its waiters: they are read from its
+    queue's getters, where there is such a queue (None otherwise: SQLite's
+    pool keeps no queue, and a newer SQLAlchemy may move it)."""
+    pool = engine.sync_engine.pool
+
+    def usage() -> tuple[int, int, int | None]:
+        used = int(getattr(pool, "checkedout", lambda: 0)())
+        idle = int(getattr(pool, "checkedin", lambda: 0)())
+        queue = getattr(getattr(pool, "_pool", None), "_queue", None)
+        getters = getattr(queue, "_getters", None)
+        return used, idle, None if getters is None else len(getters)
+
+    return usage
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

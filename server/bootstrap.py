@@ -17,6 +17,7 @@ from server.downstream.audience import GrpcAudienceDirectory
 from server.downstream.benefit import GrpcBenefitCatalog
 from server.downstream.notify import GrpcMessageSender
 from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, ThrottledMessages
+from server.metrics import NO_METRICS, Metrics
 from server.persistence.active_plans import ActivePlans
 from server.persistence.audit_log import AuditLog
 from server.persistence.database import create_read_engine
@@ -78,13 +79,14 @@ def build(
     catalog: Mapping[str, ProductTemplate],
     retention: Retention,
     throttle_settings: SqlThrottleSettings,
+    metrics: Metrics = NO_METRICS,
 ) -> Parts:
     # The downstream systems, each behind one adapter; the runs reach them
     # through their buckets, the calls' own work directly.
     audience = GrpcAudienceDirectory(channels.audience)
     benefit_platform = GrpcBenefitCatalog(channels.benefit)
     sender = GrpcMessageSender(channels.notification)
-    throttled_benefits = ThrottledBenefits(benefit_platform, buckets)
+    throttled_benefits = ThrottledBenefits(benefit_platform, buckets, metrics)
 
     # The shopper's side caches a shop's live plans; every plan write
     # committed through a unit of work drops the shop's entry.
@@ -100,9 +102,9 @@ def build(
     run_store = RunStore(engine)
     delivery = Delivery(
         run_store,
-        ThrottledAudience(audience, buckets),
+        ThrottledAudience(audience, buckets, metrics),
         throttled_benefits,
-        ThrottledMessages(sender, buckets),
+        ThrottledMessages(sender, buckets, metrics),
         clock.now,
     )
     recovery = Recovery(RecoveryStore(engine), throttled_benefits, clock.now)

@@ -209,15 +209,9 @@ async def _serve(settings: Settings) -> None:
     if settings.tracing != "off":
         from server.tracing import make_provider
 
-        tracer_provider = make_provider(settings.tracing, settings.otlp_endpoint, "custops")
+        tracer_provider = make_provider(settings.tracing, settings.otlp_endpoint)
     platform = Platform(settings, tracer_provider=tracer_provider)
-    await platform.start()
-    print(
-        f"custops serving on {settings.listen.rpartition(':')[0]}:{platform.port}"
-        + (f"; stand-ins on port {platform.stubs_port}" if platform.stubs_port else ""),
-        file=sys.stderr,
-        flush=True,
-    )
+    await platform.start()  # it logs where it serves
     await _until_signalled()
     log.info("shutting down: health NOT_SERVING, draining in-flight calls")
     await platform.stop(delay=settings.shutdown_delay)

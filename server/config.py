@@ -64,6 +64,12 @@ class Settings:
     notification_target: str = ""
     # Seconds a downstream call may take when the caller set no shorter deadline.
     downstream_timeout: float = 5.0
+    # host:port of the Prometheus scrape endpoint (docs/operations.md); empty: none.
+    metrics_listen: str = "127.0.0.1:9464"
+    # on: label members' outcomes by shop too (as many series as shops).
+    metrics_shop_labels: str = "off"
+    # Seconds between readiness checks of the database and Redis.
+    health_interval: float = 2.0
     # off | console | otlp
     tracing: str = "off"
     otlp_endpoint: str = "http://127.0.0.1:4317"
@@ -78,6 +84,9 @@ class Settings:
     # looks for new work when idle (and between retry sweeps, times five).
     engine_concurrency: int = 4  # one per shard of a plan run
     engine_poll: float = 1.0
+    # Seconds between the scheduler's looks for due plans (one indexed range
+    # scan each: looking often keeps a fire's lateness well under a second).
+    scheduler_poll: float = 0.2
     # Seconds a worker holds a shard between heartbeats (sent every third of
     # it): how long a crashed replica's shard waits before another takes it.
     engine_lease: float = 30.0
@@ -114,6 +123,13 @@ class Settings:
                 "(docs/security.md) or listen on 127.0.0.1"
             )
         self._check_tls(problems)
+        if self.metrics_listen:
+            _address(self.metrics_listen, "metrics_listen", problems)
+        _choice("metrics_shop_labels", self.metrics_shop_labels, ("off", "on"), problems)
+        if not 0.01 <= self.scheduler_poll <= 60:
+            problems.append("CUSTOPS_SCHEDULER_POLL must be 0.01-60 seconds")
+        if not 0.1 <= self.health_interval <= 300:
+            problems.append("CUSTOPS_HEALTH_INTERVAL must be 0.1-300 seconds")
         _address(self.stubs_listen, "stubs_listen", problems, loopback_only=True)
         if self.stubs == "embedded" and _same_port(self.listen, self.stubs_listen):
             problems.append(

@@ -42,6 +42,7 @@ from server.auth.rate_limits import RATE_EXCEEDED, CallerLimits
 from server.auth.rules import RULES, named_resource
 from server.errors import internal_status, status_of
 from server.message_checks import request_violations
+from server.metrics import NO_METRICS, Metrics
 from server.persistence.audit_log import AuditLog
 
 REQUEST_ID_KEY = "x-request-id"
@@ -174,9 +175,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         callers: Callers | None = None,
         audit: AuditLog | None = None,
         limits: CallerLimits | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         # None: nobody is asked for credentials (loopback only, server.config).
         self._callers = callers
+        self._metrics = metrics
         self._audit = audit
         self._limits = limits
         self._refused_reads = PerCallerBudget(REFUSED_READS, 1.0)
@@ -353,13 +356,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         finally:
             trace.get_current_span().set_attribute("rpc.grpc.status_code", code.value[0])
+            took = time.perf_counter() - started
+            # Every call's duration, here where its final status is known
+            # (rpc.server.call.duration, by method and status code).
+            self._metrics.served(method, code.name, took)
             if log.isEnabledFor(logging.INFO):  # the peer costs a call into grpc
                 log.info(
                     "rpc",
                     extra={
                         "method": method,
                         "code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(took * 1000, 2),
                         "peer": context.peer(),
                         "caller": getattr(call_context.caller.get(), "name", ""),
                     },

@@ -6,13 +6,14 @@ Off by default; `CUSTOPS_TRACING=console|otlp` turns it on.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -20,6 +21,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from server import call_context
 from server.interceptors import REQUEST_ID_KEY, Behavior, wrap_unary
+from server.metrics import NO_METRICS, Metrics
+from server.telemetry import resource
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -35,11 +38,13 @@ def make_exporter(mode: str, otlp_endpoint: str) -> SpanExporter | None:
     return OTLPSpanExporter(endpoint=otlp_endpoint)
 
 
-def make_provider(mode: str, otlp_endpoint: str, service_name: str) -> TracerProvider | None:
+def make_provider(mode: str, otlp_endpoint: str) -> TracerProvider | None:
+    """Spans of this process, described as OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES say (server.telemetry)."""
     exporter = make_exporter(mode, otlp_endpoint)
     if exporter is None:
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(resource=resource())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
@@ -85,11 +90,15 @@ class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
 
 class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Passes the caller's trace context, request id and remaining deadline on
-    to a downstream system, with a client span around the call."""
+    to a downstream system, with a client span around the call, and records
+    its duration by method and status (rpc.client.call.duration)."""
 
-    def __init__(self, tracer: Tracer | None, default_timeout: float) -> None:
+    def __init__(
+        self, tracer: Tracer | None, default_timeout: float, metrics: Metrics = NO_METRICS
+    ) -> None:
         self._tracer = tracer
         self._default_timeout = default_timeout
+        self._metrics = metrics
 
     async def intercept_unary_unary(
         self,
@@ -100,6 +109,30 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         timeout = call_context.remaining(timeout)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await self._traced(continuation, details, request, timeout, method)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "UNKNOWN"
+            raise
+        finally:
+            self._metrics.called(method, code, time.perf_counter() - started)
+
+    async def _traced(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+        timeout: float,
+        method: str,
+    ) -> Any:
         if self._tracer is None:
             return await self._call(continuation, details, request, timeout)
         service, name = _split(method)

@@ -135,6 +135,7 @@ async def serve(url: str) -> tuple[asyncio.subprocess.Process, int, asyncio.Task
         "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "clients"))),
         "CUSTOPS_DATABASE_URL": url,
         "CUSTOPS_LISTEN": f"127.0.0.1:{port}",
+        "CUSTOPS_METRICS_LISTEN": "127.0.0.1:0",
         "CUSTOPS_STUBS_LISTEN": "127.0.0.1:0",
         "CUSTOPS_STUBS_POPULATION": "1000",
         "CUSTOPS_ENGINE_CONCURRENCY": "0",

@@ -33,6 +33,7 @@ from domain.downstream_ports import (
 )
 from domain.plan import MessageChannel
 from server.downstream.errors import PUSHED_BACK, CallFailed
+from server.metrics import NO_METRICS, Metrics
 from server.throttle.buckets import Buckets, acquire, adapt
 
 T = TypeVar("T")
@@ -43,8 +44,8 @@ PATIENCE = 0.5  # seconds a call waits for its shop's tokens before giving up
 class Bucket:
     """One system's bucket around its calls."""
 
-    def __init__(self, buckets: Buckets, name: str) -> None:
-        self._buckets, self._name = buckets, name
+    def __init__(self, buckets: Buckets, name: str, metrics: Metrics = NO_METRICS) -> None:
+        self._buckets, self._name, self._metrics = buckets, name, metrics
 
     async def __call__(
         self,
@@ -55,19 +56,28 @@ class Bucket:
     ) -> T:
         """`call` once `tokens` are taken from the shop's share; `pushed_back`
         tells from its answer whether items of it were refused for capacity."""
-        await acquire(self._buckets, self._name, tokens, shop=shop_id, patience=PATIENCE)
+        await acquire(
+            self._buckets,
+            self._name,
+            tokens,
+            shop=shop_id,
+            patience=PATIENCE,
+            metrics=self._metrics,
+        )
         try:
             answer = await call()
         except CallFailed as failed:
-            await adapt(self._buckets, self._name, pushed_back=failed.pushed_back)
+            await adapt(self._buckets, self._name, failed.pushed_back, self._metrics)
             raise
-        await adapt(self._buckets, self._name, pushed_back=pushed_back(answer))
+        await adapt(self._buckets, self._name, pushed_back(answer), self._metrics)
         return answer
 
 
 class ThrottledAudience:
-    def __init__(self, audience: AudiencePages, buckets: Buckets) -> None:
-        self._audience, self._bucket = audience, Bucket(buckets, "audience")
+    def __init__(
+        self, audience: AudiencePages, buckets: Buckets, metrics: Metrics = NO_METRICS
+    ) -> None:
+        self._audience, self._bucket = audience, Bucket(buckets, "audience", metrics)
 
     async def page(self, query: AudienceQuery) -> AudiencePage:
         return await self._bucket(
@@ -88,8 +98,10 @@ class ThrottledAudience:
 
 
 class ThrottledBenefits:
-    def __init__(self, benefits: BenefitGranter, buckets: Buckets) -> None:
-        self._benefits, self._bucket = benefits, Bucket(buckets, "benefit")
+    def __init__(
+        self, benefits: BenefitGranter, buckets: Buckets, metrics: Metrics = NO_METRICS
+    ) -> None:
+        self._benefits, self._bucket = benefits, Bucket(buckets, "benefit", metrics)
 
     async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
         return await self._bucket(
@@ -106,8 +118,10 @@ class ThrottledBenefits:
 
 
 class ThrottledMessages:
-    def __init__(self, messages: MessageSender, buckets: Buckets) -> None:
-        self._messages, self._bucket = messages, Bucket(buckets, "notification")
+    def __init__(
+        self, messages: MessageSender, buckets: Buckets, metrics: Metrics = NO_METRICS
+    ) -> None:
+        self._messages, self._bucket = messages, Bucket(buckets, "notification", metrics)
 
     async def send(self, shop_id: str, messages: Sequence[Message]) -> list[Sent]:
         return await self._bucket(

@@ -163,6 +163,21 @@ class TaskStore(ShardLeaseStore, ItemFailureStore):
             raise KeyError(job_id)
         return dict(row)
 
+    async def engine_state(self) -> tuple[int, int, int]:
+        """Across every job: (jobs pending or running, items waiting for a
+        retry, items dead-lettered) — what operators watch."""
+        async with self._engine.connect() as conn:
+            in_flight = await conn.scalar(
+                select(func.count()).select_from(jobs).where(jobs.c.state.in_([PENDING, RUNNING]))
+            )
+            rows = await conn.execute(
+                select(item_failures.c.state, func.count())
+                .where(item_failures.c.state.in_(["retrying", "dead"]))
+                .group_by(item_failures.c.state)
+            )
+            counts = {state: int(n) for state, n in rows}
+        return int(in_flight or 0), counts.get("retrying", 0), counts.get("dead", 0)
+
     async def set_total(self, job_id: str, total: int) -> None:
         """The number of items, once the kind knows it (for progress and ETA)."""
         async with self._engine.begin() as conn:

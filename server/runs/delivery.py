@@ -44,6 +44,7 @@ GRANT_CHUNK = 500
 UNKNOWN = "unknown"
 # The cursor of a test run's one page: its named test members.
 TEST_SHARD = "test"
+SKIPPED, FAILED = outcomes.OutcomeKind.SKIPPED.value, outcomes.OutcomeKind.FAILED.value
 
 
 def shard_cursors(shards: int, listed: bool = False) -> list[str]:
@@ -156,7 +157,10 @@ class Delivery:
             for reason in {str(i.data["skip"]) for i in skipped}:
                 keys = [i.key for i in skipped if i.data["skip"] == reason]
                 await self.store.skip(run_of(payload), keys, reason)
-            done = [ItemResult(i.key, Outcome.DONE) for i in skipped]
+            done = [
+                ItemResult(i.key, Outcome.DONE, tally=(SKIPPED, str(i.data["skip"])))
+                for i in skipped
+            ]
             rest = [i for i in items if not i.data.get("skip")]
             return done + (await self.execute(payload, rest) if rest else [])
         plan, run = self._plan(payload), run_of(payload)
@@ -217,13 +221,15 @@ class Delivery:
         uncontacted = [m for m, (_, retryable) in problems.items() if not retryable]
         await self.store.record(run, records, now, released=released, uncontacted=uncontacted)
         out = []
+        grants = runs.grants(plan)
         for item in items:
             problem = problems.get(item.key)
             if problem is not None:
                 reason, retryable = problem
-                out.append(
-                    ItemResult(item.key, Outcome.RETRY if retryable else Outcome.FAILED, reason)
-                )
+                if retryable:
+                    out.append(ItemResult(item.key, Outcome.RETRY, reason))
+                else:
+                    out.append(ItemResult(item.key, Outcome.FAILED, reason, tally=(FAILED, reason)))
             elif defer and item.key in messaging:
                 out.append(
                     ItemResult(
@@ -235,7 +241,9 @@ class Delivery:
                     )
                 )
             else:
-                out.append(ItemResult(item.key, Outcome.DONE))
+                reading = outcomes.read(decided[item.key], grants)
+                tally = (reading.kind.value, reading.reason)
+                out.append(ItemResult(item.key, Outcome.DONE, tally=tally))
         return out
 
     async def _grant(

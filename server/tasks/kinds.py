@@ -41,6 +41,9 @@ class ItemResult:
     reason: str = ""
     not_before: datetime | None = None  # DEFER only
     data: dict[str, Any] | None = None  # DEFER only: what is left to do
+    # What the item counts as in its job's outcomes, (outcome, reason), once
+    # its batch is recorded (custops.run.members); None: nothing (yet).
+    tally: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

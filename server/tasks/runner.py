@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from server.readiness import Complaints
 from server.tasks.worker import Worker
 
 log = logging.getLogger("custops.engine")
@@ -29,12 +30,14 @@ class TaskRunner:
         poll: float = 1.0,
         sweep_every: float = 5.0,
         periodic: list[Periodic] | None = None,
+        complaints: Complaints | None = None,
     ) -> None:
         self.worker = worker
         self.concurrency = concurrency
         self.poll = poll
         self.periodic: list[Periodic] = [("retry sweep", worker.retry_due, sweep_every)]
         self.periodic += periodic or []
+        self._complaints = complaints or Complaints()
         self._stopping = asyncio.Event()
         self._work = asyncio.Event()  # replaced on every wake: waiters hold the old one
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,7 +72,7 @@ class TaskRunner:
             try:
                 ran = await self.worker.run_once()
             except Exception:  # the database went away; try again after a pause
-                log.warning("engine worker failed; retrying", exc_info=True)
+                self._complaints.failed("engine worker", "engine worker failed; retrying")
                 ran = False
             if not ran:
                 await self._idle()
@@ -88,7 +91,7 @@ class TaskRunner:
             try:
                 await duty()
             except Exception:
-                log.warning("%s failed; trying again in %s s", name, every, exc_info=True)
+                self._complaints.failed(name, "%s failed; trying again in %s s", name, every)
             await self._pause(every)
 
     async def _pause(self, seconds: float) -> None:

@@ -10,12 +10,15 @@ import random
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from server.metrics import NO_METRICS, Metrics
 from server.persistence.task_batches import Failure
 from server.persistence.task_leases import Lease
 from server.persistence.task_store import TaskStore
+from server.readiness import Complaints
 from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
 from server.throttle.buckets import NEVER, Buckets, Starved, acquire, adapt
 
@@ -62,8 +65,12 @@ class Worker:
         buckets: Buckets | None = None,
         lease: timedelta = timedelta(seconds=30),
         owner: str | None = None,
+        metrics: Metrics = NO_METRICS,
+        complaints: Complaints | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
+        self.complaints = complaints or Complaints()
         self.kinds = kinds
         self.clock = clock
         self.buckets = buckets
@@ -135,8 +142,9 @@ class Worker:
             payload = entries[0][1]
             items = [Item(f.item_key, dict(f.item)) for _, _, f in entries]
             attempts = {f.item_key: f.attempts for _, _, f in entries}
+            tallies: Counter[tuple[str, str]] = Counter()
             try:
-                done, failures = await self._execute(kind, payload, items, attempts)
+                done, failures, tallies = await self._execute(kind, payload, items, attempts)
             except Starved as starved:  # not an attempt: again once there are tokens
                 later = self.clock() + timedelta(seconds=_set_aside_for(starved))
                 done, failures = (
@@ -149,6 +157,7 @@ class Worker:
             done_keys = [i.key for i in items if i.key not in {f.item_key for f in failures}]
             assert len(done_keys) == done
             await self.store.settle_retries(job_id, done_keys, failures, self.clock())
+            self._recorded(kind, failures, tallies, payload)
         return len(claimed)
 
     async def _run(self, lease: Lease) -> None:
@@ -170,7 +179,7 @@ class Worker:
                 if not await self.store.heartbeat(lease, self.clock(), self.lease):
                     return  # lost: the next commit is refused and the worker stops
             except Exception:  # the database is away; the commit will tell
-                log.warning("lease heartbeat failed", exc_info=True)
+                self.complaints.failed("lease heartbeat", "lease heartbeat failed")
 
     async def _run_batches(self, lease: Lease) -> None:
         kind = self.kinds[lease.kind]
@@ -185,14 +194,17 @@ class Worker:
             except Exception:
                 # The source is away: keep the lease a little while (nobody
                 # else would do better at once), then anyone may try again.
-                log.warning("loading shard %s of job %s failed", lease.shard_index, lease.job_id)
+                self.complaints.failed(
+                    "load", "loading shard %s of job %s failed", lease.shard_index, lease.job_id
+                )
                 await self.store.heartbeat(lease, self.clock(), LOAD_RETRY)
                 return
             failures: list[Failure] = []
+            tallies: Counter[tuple[str, str]] = Counter()
             done = 0
             if page.items:
                 try:
-                    done, failures = await self._execute(kind, lease.payload, page.items)
+                    done, failures, tallies = await self._execute(kind, lease.payload, page.items)
                 except Starved as starved:
                     await self._set_aside(lease, starved)
                     return
@@ -201,6 +213,7 @@ class Worker:
                 lease, page.next_cursor, done, failures, self.clock(), self.lease
             ):
                 return  # fenced out: another worker owns the shard now
+            self._recorded(kind, failures, tallies, lease.payload)
             if page.next_cursor is None:
                 return
             if self._stopping:
@@ -222,28 +235,47 @@ class Worker:
                 lease.tenant,
             )
 
+    def _recorded(
+        self,
+        kind: JobKind,
+        failures: list[Failure],
+        tallies: Counter[tuple[str, str]],
+        payload: dict[str, object],
+    ) -> None:
+        """A batch's results are in the database: count them, once (a batch
+        done again after a crash was never recorded the first time)."""
+        self.metrics.batch(kind.name)
+        self.metrics.dead_lettered(kind.name, sum(f.state == "dead" for f in failures))
+        shop = str(payload.get("shop_id", ""))
+        for (outcome, reason), count in tallies.items():
+            self.metrics.members(outcome, reason, count, shop)
+
     async def _execute(
         self,
         kind: JobKind,
         payload: dict[str, object],
         items: list[Item],
         attempts: dict[str, int] | None = None,
-    ) -> tuple[int, list[Failure]]:
-        """Throttle, execute and judge one batch: (items done, failures)."""
+    ) -> tuple[int, list[Failure], Counter[tuple[str, str]]]:
+        """Throttle, execute and judge one batch: (items done, failures, and
+        what the results count as in the job's outcomes)."""
         tried = attempts or {}
         if self.buckets is not None and kind.bucket:
-            await acquire(self.buckets, kind.bucket, len(items))
+            await acquire(self.buckets, kind.bucket, len(items), metrics=self.metrics)
         try:
             results = {r.key: r for r in await kind.execute(payload, items)}
         except Starved:
             raise  # not a failure: the shop's share has no tokens now
         except Exception as exc:  # the whole batch: every item retries on its own later
-            # Said loudly: a downstream outage and a bug look alike from here.
-            log.warning("a batch of %d items failed; each retries", len(items), exc_info=True)
+            # Said (once a minute, unless a dependency is known down): a
+            # downstream outage and a bug look alike from here.
+            self.complaints.failed("batch", "a batch of %d items failed; each retries", len(items))
             reason = f"{exc.__class__.__name__}: {exc}"
-            return 0, [self._retry(item, tried.get(item.key, 0) + 1, reason) for item in items]
+            failed = [self._retry(item, tried.get(item.key, 0) + 1, reason) for item in items]
+            return 0, failed, Counter()
         await self._adapt(kind, results.values())
         done, failures = 0, []
+        tallies = Counter(r.tally for r in results.values() if r.tally is not None)
         for item in items:
             result = results.get(item.key)
             if result is not None and result.outcome is Outcome.DONE:
@@ -273,14 +305,15 @@ class Worker:
             else:
                 reason = result.reason if result is not None else "NO_RESULT"
                 failures.append(self._retry(item, tried.get(item.key, 0) + 1, reason))
-        return done, failures
+        return done, failures, tallies
 
     async def _adapt(self, kind: JobKind, results: Iterable[ItemResult]) -> None:
         """A downstream that pushed back lowers its bucket's rate; a batch that
         went through raises it a step back toward the configured ceiling."""
         if self.buckets is None or not kind.bucket:
             return
-        await adapt(self.buckets, kind.bucket, any(r.reason == PUSHED_BACK for r in results))
+        pushed_back = any(r.reason == PUSHED_BACK for r in results)
+        await adapt(self.buckets, kind.bucket, pushed_back, self.metrics)
 
     def _retry(self, item: Item, attempts: int, reason: str) -> Failure:
         if attempts >= MAX_ATTEMPTS:

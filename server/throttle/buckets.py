@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from server.metrics import NO_METRICS, Metrics
 
 MIN_FACTOR = 0.05
 BACKOFF = 0.5
@@ -129,12 +132,31 @@ async def acquire(
     max_wait: float = 0.25,
     shop: str | None = None,
     patience: float | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> None:
     """Wait until `tokens` were taken, in parts when they exceed the capacity
     (or the shop's share of it). No sleep is longer than `max_wait`, so a
     raised rate (or a rate back from 0) is noticed within it: that bounds the
     rate pick-up delay. With `patience`, a wait longer than that before the
     first token raises Starved instead (nothing was taken yet)."""
+    started = time.perf_counter()
+    try:
+        await _acquire(buckets, name, tokens, sleep, max_wait, shop, patience, metrics)
+    finally:
+        metrics.waited(name, time.perf_counter() - started)
+
+
+async def _acquire(
+    buckets: Buckets,
+    name: str,
+    tokens: int,
+    sleep: Callable[[float], object],
+    max_wait: float,
+    shop: str | None,
+    patience: float | None,
+    metrics: Metrics,
+) -> None:
+    metrics.tokens(name, tokens, 0)
     left = tokens
     outage = 0.05
     while left > 0:
@@ -149,6 +171,7 @@ async def acquire(
         outage = 0.05
         if decision.granted:
             left -= decision.granted
+            metrics.tokens(name, 0, decision.granted)
             continue
         long_wait = decision.wait_us == NEVER or decision.wait_us > (patience or 0) * 1e6
         if patience is not None and left == tokens and long_wait:
@@ -157,10 +180,14 @@ async def acquire(
         await sleep(max(pause, 0.001))  # type: ignore[misc]
 
 
-async def adapt(buckets: Buckets, name: str, pushed_back: bool) -> None:
+async def adapt(
+    buckets: Buckets, name: str, pushed_back: bool, metrics: Metrics = NO_METRICS
+) -> None:
     """A downstream that pushed back lowers its bucket's rate; a call that went
     through raises it a step back toward the configured ceiling. Best effort:
     with the bucket's store away, the rate simply stays where it was."""
+    if pushed_back:
+        metrics.pushed_back(name)
     try:
         if pushed_back:
             await buckets.penalize(name)

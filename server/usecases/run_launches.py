@@ -17,6 +17,7 @@ from domain.errors import NotFound
 from domain.plan import Plan, PlanState
 from domain.ports import Clock, RunLaunch
 from domain.runs import Run
+from server.metrics import NO_METRICS, Metrics
 from server.persistence.run_store import RunStore
 from server.persistence.tables import CANCELLED
 from server.persistence.task_progress import Progress
@@ -68,6 +69,8 @@ class RunLaunches:
         self._clock = clock
         # Set by the server: tells this process's idle workers a job is new.
         self.wake: Callable[[], None] = lambda: None
+        # Set by the server: the scheduler's lateness and polls are measured.
+        self.metrics: Metrics = NO_METRICS
         self._estimates: set[asyncio.Task[None]] = set()  # kept until done
 
     async def start(self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str) -> Run:
@@ -122,6 +125,9 @@ class RunLaunches:
         if not launched:
             return
         now = self._clock.now()
+        for _, launch in launched:
+            if launch.run.trigger is not runs.RunTrigger.MANUAL:
+                self.metrics.fired((now - launch.run.fire_time).total_seconds())
         async with self._uow() as uow:
             states = await uow.plans.states([plan_key(plan) for plan, _ in launched])
         for plan, launch in launched:

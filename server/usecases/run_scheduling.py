@@ -58,6 +58,7 @@ class RunScheduling(RunLaunches):
             carried += due
             if due < limit:
                 break
+        self.metrics.polled(carried)
         return carried
 
     async def _one_by_one(self, now: datetime, limit: int) -> int:

@@ -117,6 +117,8 @@ async def _launch(
     cwd: Path, args: tuple[str, ...], ready: re.Pattern[str], env: dict[str, str] | None
 ) -> tuple[asyncio.subprocess.Process, re.Match[str], list[str]]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
+    # Servers of one test run side by side: each scrape endpoint on a port of its own.
+    environment["CUSTOPS_METRICS_LISTEN"] = "127.0.0.1:0"
     environment.update(env or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -16,6 +16,7 @@ def custops(
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
     environment["PYTHONPATH"] = process.CHECKOUT
+    environment["CUSTOPS_METRICS_LISTEN"] = "127.0.0.1:0"
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "server.cli", *args],

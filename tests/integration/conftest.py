@@ -29,6 +29,8 @@ def settings(database_url: str, **overrides: Any) -> Settings:
         "auto_migrate": "true",
         "log_level": "WARNING",
         "shutdown_grace": 2.0,
+        # Tests start servers side by side: each scrape endpoint on a port of its own.
+        "metrics_listen": "127.0.0.1:0",
     }
     values.update(overrides)
     return Settings.load(env={}, **values)

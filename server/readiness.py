@@ -1,0 +1,146 @@
+"""Readiness: each service's health follows what it needs.
+
+A periodic check (every `CUSTOPS_HEALTH_INTERVAL` seconds, never per
+request) asks the database and, when one is configured, Redis. While one is
+unreachable the services that need it report NOT_SERVING on the standard
+health service, and SERVING again once it answers; the server as a whole
+("") is SERVING only while everything is. That is readiness: a load balancer
+stops sending calls a replica cannot serve. Liveness is the process
+answering at all (any health call answered, whatever the status).
+
+A dependency going down is one log line, coming back another, with how long
+it was away; the duties that fail meanwhile (the scheduler, the workers)
+stay quiet while `down()` says why (server.tasks.runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from grpc_health.v1 import health, health_pb2
+
+log = logging.getLogger("custops.readiness")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+CHECK_TIMEOUT = 2.0  # seconds a dependency has to answer one check
+
+
+@dataclass
+class Dependency:
+    name: str  # "database", "redis"
+    check: Callable[[], Awaitable[object]]  # raises when unreachable
+    down_since: float | None = None
+
+
+@dataclass
+class Readiness:
+    """The dependencies, which services need which, and the health servicer
+    that reports it."""
+
+    health: health.aio.HealthServicer
+    needs: dict[str, tuple[str, ...]]  # service -> dependency names
+    dependencies: list[Dependency]
+    interval: float
+    # Run after each round whose dependencies all answered (samplers).
+    after: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    def down(self) -> list[str]:
+        """The dependencies unreachable at the last check."""
+        return [d.name for d in self.dependencies if d.down_since is not None]
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check_once(self) -> None:
+        changed = False
+        for dependency in self.dependencies:
+            changed |= await self._check(dependency)
+        if changed:
+            await self._report()
+        if not self.down():
+            for sample in self.after:
+                try:
+                    await sample()
+                except Exception:  # a sample is worth less than the next check
+                    log.debug("sampling failed", exc_info=True)
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            await self.check_once()
+            await asyncio.sleep(self.interval)
+
+    async def _check(self, dependency: Dependency) -> bool:
+        """Whether the dependency changed state; one log line when it does."""
+        try:
+            await asyncio.wait_for(dependency.check(), CHECK_TIMEOUT)
+        except Exception as exc:
+            if dependency.down_since is None:
+                dependency.down_since = time.monotonic()
+                log.warning(
+                    "%s unreachable: not serving what needs it",
+                    dependency.name,
+                    extra={"dependency": dependency.name, "error": _brief(exc)},
+                )
+                return True
+            return False
+        if dependency.down_since is not None:
+            away = time.monotonic() - dependency.down_since
+            dependency.down_since = None
+            log.warning(
+                "%s reachable again after %.1f s: serving",
+                dependency.name,
+                away,
+                extra={"dependency": dependency.name, "down_seconds": round(away, 1)},
+            )
+            return True
+        return False
+
+    async def _report(self) -> None:
+        down = set(self.down())
+        for service, needs in self.needs.items():
+            await self.health.set(service, NOT_SERVING if down & set(needs) else SERVING)
+        await self.health.set("", NOT_SERVING if down else SERVING)
+
+
+# A failing duty's traceback is written at most this often (seconds).
+COMPLAINT_EVERY = 60.0
+
+
+class Complaints:
+    """Logs failing background duties quietly: nothing while a dependency is
+    known to be down (the readiness check said so, once), and otherwise one
+    traceback per duty a minute, however often it fails."""
+
+    def __init__(self, down: Callable[[], list[str]] = lambda: []) -> None:
+        self._down = down
+        self._last: dict[str, float] = {}
+
+    def failed(self, duty: str, message: str, *args: object) -> None:
+        if self._down():
+            return
+        now = time.monotonic()
+        if now - self._last.get(duty, -COMPLAINT_EVERY) < COMPLAINT_EVERY:
+            return
+        self._last[duty] = now
+        logging.getLogger("custops.engine").warning(message, *args, exc_info=True)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{exc.__class__.__name__}: {text}"[:300]
