@@ -204,6 +204,7 @@ class Platform:
             engine, clock, channels, self.buckets, catalog, retention, kept_store, metrics
         )
         metrics.watch_pool("primary", _pool_usage(engine))
+        metrics.start_at_zero(THROTTLE_DEFAULTS, parts.job_kinds)
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
         for name, kind in parts.job_kinds.items():
@@ -393,7 +394,12 @@ class Platform:
                 metrics.rate_in_force(name, settings.rate * factor)
 
         readiness = Readiness(
-            servicer, needs, dependencies, self.settings.health_interval, after=[sample]
+            servicer,
+            needs,
+            dependencies,
+            self.settings.health_interval,
+            after=[sample],
+            report=metrics.dependency,
         )
         readiness.start()
         return readiness

@@ -105,7 +105,26 @@ class Metrics:
             unit="{call}",
             description="Calls a downstream refused for capacity",
         )
+        self._up = meter.create_gauge(
+            "custops.dependency.up",
+            unit="1",
+            description="1 while a dependency answers the readiness check, 0 while it does not",
+        )
         self._meter = meter
+
+    def start_at_zero(self, buckets: Iterable[str], kinds: Iterable[str]) -> None:
+        """The counters a dashboard or an alert rates, at 0 from the start, so
+        that rate() and increase() have a series before the first event."""
+        for bucket in buckets:
+            labels = {"bucket": _bucket(bucket)}
+            for counter in (self._asked, self._granted, self._pushed_back):
+                counter.add(0, labels)
+        for kind in kinds:
+            self._batches.add(0, {"kind": kind})
+            self._dead.add(0, {"kind": kind})
+
+    def dependency(self, name: str, up: bool) -> None:
+        self._up.set(1 if up else 0, {"dependency": name})
 
     # --- the RPCs ---------------------------------------------------------
 

@@ -49,6 +49,8 @@ class Readiness:
     interval: float
     # Run after each round whose dependencies all answered (samplers).
     after: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    # Told each dependency's state after every check (custops.dependency.up).
+    report: Callable[[str, bool], None] = lambda name, up: None
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -71,6 +73,7 @@ class Readiness:
         changed = False
         for dependency in self.dependencies:
             changed |= await self._check(dependency)
+            self.report(dependency.name, dependency.down_since is None)
         if changed:
             await self._report()
         if not self.down():

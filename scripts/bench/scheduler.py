@@ -54,7 +54,7 @@ from custops.audience.v1 import audience_pb2
 from custops.plan.v1 import plan_pb2 as pb
 from domain import lifecycle
 from domain.plan import Plan, PlanState
-from server.app import SCHEDULER_TICK, Platform
+from server.app import Platform
 from server.config import Settings
 from server.mapping.plan import spec_from_proto
 from server.persistence import migrate
@@ -166,7 +166,7 @@ async def scheduler_only(platform: Platform, stop: asyncio.Event) -> None:
         except Exception as exc:  # as the runner: log and go on
             print(f"scheduler tick failed: {exc!r}", file=sys.stderr)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), SCHEDULER_TICK)
+            await asyncio.wait_for(stop.wait(), platform.settings.scheduler_poll)
 
 
 async def measure(args: argparse.Namespace, url: str, name: str) -> int:
