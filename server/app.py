@@ -58,7 +58,12 @@ from server.tasks.runner import TaskRunner
 from server.tasks.worker import Worker
 from server.throttle.buckets import Buckets, LocalBuckets
 from server.throttle.redis_buckets import RedisBuckets
-from server.tracing import DownstreamInterceptor, TracingServerInterceptor, tracer_of
+from server.tracing import (
+    DownstreamInterceptor,
+    client_interceptors,
+    server_interceptors,
+    tracer_of,
+)
 from server.usecases.member_data import Retention
 from server.usecases.runs import RunUseCases
 from server.usecases.scenario import ScenarioUseCases
@@ -147,6 +152,7 @@ class Platform:
                     shop_populations=s.shop_populations(),
                 ),
                 self.clock,
+                self.tracer_provider,
             )
             try:
                 self.stubs_port = await self._stubs.start(s.stubs_listen)
@@ -157,7 +163,10 @@ class Platform:
             log.info("downstream stand-ins listening", extra={"address": stubs_address})
 
         tracer = tracer_of(self.tracer_provider)
-        downstream = [DownstreamInterceptor(tracer, s.downstream_timeout, metrics)]
+        downstream = [
+            *client_interceptors(self.tracer_provider),
+            DownstreamInterceptor(self.tracer_provider is not None, s.downstream_timeout, metrics),
+        ]
         audience_channel = grpc.aio.insecure_channel(
             s.target("audience", stubs_address), interceptors=downstream
         )
@@ -207,11 +216,12 @@ class Platform:
         metrics.start_at_zero(THROTTLE_DEFAULTS, parts.job_kinds)
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
+        parts.runs.metrics, parts.runs.tracer = metrics, tracer
+        parts.scenario.pages.tracer = tracer
+        parts.scenario.pages.span_name = "member view batch"
         for name, kind in parts.job_kinds.items():
             self.job_kinds.setdefault(name, kind)
-        interceptors: list[grpc.aio.ServerInterceptor] = []
-        if tracer is not None:
-            interceptors.append(TracingServerInterceptor(tracer))
+        interceptors = server_interceptors(self.tracer_provider)
         interceptors.append(
             CallInterceptor(callers, parts.audit, CallerLimits(self.buckets), metrics)
         )
@@ -253,6 +263,7 @@ class Platform:
                 lease=timedelta(seconds=s.engine_lease),
                 metrics=metrics,
                 complaints=complaints,
+                tracer=tracer,
             )
             self._runner = TaskRunner(
                 worker,
@@ -268,7 +279,6 @@ class Platform:
                 ],
             )
             parts.runs.wake = self._runner.wake
-            parts.runs.metrics = metrics
             self._runner.start()
         # What start-up made (modules, classes, the contracts' descriptors,
         # the engines) lives as long as the process: keep the collector from

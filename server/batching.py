@@ -9,7 +9,8 @@ per batch instead of once per request, and the batch size follows the load.
 
 A batch serves many callers, so it runs in a context of its own, not in the
 context of the caller that happened to start it (whose deadline or request
-id would otherwise govern everyone's batch, and every batch after it).
+id would otherwise govern everyone's batch, and every batch after it). With
+tracing on, the batch is a span of its own linked to every caller's span.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import contextvars
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, NoOpTracer, SpanContext, Tracer
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -30,7 +34,7 @@ BatchCall = Callable[[K, list[T]], Awaitable[Sequence["R | Exception"]]]
 
 @dataclass
 class _Group(Generic[T, R]):
-    queue: list[tuple[T, asyncio.Future[R]]] = field(default_factory=list)
+    queue: list[tuple[T, asyncio.Future[R], SpanContext]] = field(default_factory=list)
     running: int = 0
 
 
@@ -47,6 +51,10 @@ class Coalescer(Generic[K, T, R]):
         self._max_size = max_size
         self._in_flight = in_flight
         self._groups: dict[K, _Group[T, R]] = {}
+        # Set by the server when tracing is on: each batch a span, linked to
+        # the spans of the calls it answers.
+        self.tracer: Tracer = NoOpTracer()
+        self.span_name = "batch"
         self._tasks: set[asyncio.Task[None]] = set()
         # Batches sent and the items in them: the mean batch size shows how
         # much the load is coalesced.
@@ -57,7 +65,7 @@ class Coalescer(Generic[K, T, R]):
         """The item's answer, from whichever batch of its group takes it."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         group = self._groups.setdefault(key, _Group())
-        group.queue.append((item, future))
+        group.queue.append((item, future, trace.get_current_span().get_span_context()))
         self._maybe_start(key, group)
         return await future
 
@@ -67,7 +75,7 @@ class Coalescer(Generic[K, T, R]):
 
     def _start(self, key: K, group: _Group[T, R]) -> None:
         # A caller that gave up (cancelled, deadline) is left out.
-        waiting = [(item, f) for item, f in group.queue if not f.done()]
+        waiting = [(item, f, caller) for item, f, caller in group.queue if not f.done()]
         taken, group.queue = waiting[: self._max_size], waiting[self._max_size :]
         if not taken:
             if not group.running and self._groups.get(key) is group:
@@ -81,22 +89,29 @@ class Coalescer(Generic[K, T, R]):
         task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self, key: K, group: _Group[T, R], taken: list[tuple[T, asyncio.Future[R]]]
+        self,
+        key: K,
+        group: _Group[T, R],
+        taken: list[tuple[T, asyncio.Future[R], SpanContext]],
     ) -> None:
+        links = [Link(caller) for _, _, caller in taken if caller.is_valid]
         try:
-            answers = await self._call(key, [item for item, _ in taken])
+            with self.tracer.start_as_current_span(
+                self.span_name, links=links, attributes={"custops.batch.size": len(taken)}
+            ):
+                answers = await self._call(key, [item for item, _, _ in taken])
             if len(answers) != len(taken):
                 raise RuntimeError(f"a batch of {len(taken)} got {len(answers)} answers")
         except Exception as exc:  # the whole batch failed: each caller gets the error
             answers = [exc] * len(taken)
         except asyncio.CancelledError:  # the server is stopping
-            for _, future in taken:
+            for _, future, _ in taken:
                 future.cancel()
             raise
         finally:
             group.running -= 1
             self._maybe_start(key, group)
-        for (_, future), answer in zip(taken, answers, strict=True):
+        for (_, future, _), answer in zip(taken, answers, strict=True):
             if future.done():
                 continue
             if isinstance(answer, Exception):

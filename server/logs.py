@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line (or plain text for humans)."""
+"""Structured logging: one JSON object per line (or plain text for humans),
+with the request id and the trace and span ids of the work it belongs to."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 from server import call_context
 
@@ -24,6 +27,12 @@ class JsonFormatter(logging.Formatter):
         request_id = call_context.request_id.get()
         if request_id:
             entry["request_id"] = request_id
+        # The span the line was written in: the logs of a call or of a run's
+        # batch join their trace (W3C ids, as the trace backends show them).
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

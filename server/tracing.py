@@ -1,30 +1,35 @@
-"""OpenTelemetry tracing: one server span per RPC, one client span per
-downstream call, with the W3C trace context passed on in metadata.
+"""OpenTelemetry tracing: one server span per RPC and one client span per
+downstream call (opentelemetry-instrumentation-grpc, with the W3C trace
+context in the metadata), a trace per run (server.run_traces).
 
-Off by default; `CUSTOPS_TRACING=console|otlp` turns it on.
+Off by default; `CUSTOPS_TRACING=console|otlp` turns it on, and the
+standard OTEL_* variables (service name, resource attributes, the OTLP
+endpoint and headers, the sampler: OTEL_TRACES_SAMPLER and its argument)
+apply as the OpenTelemetry specification says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from server import call_context
-from server.interceptors import REQUEST_ID_KEY, Behavior, wrap_unary
+from server.interceptors import REQUEST_ID_KEY
 from server.metrics import NO_METRICS, Metrics
 from server.telemetry import resource
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+# The OTLP endpoint the specification's variables name, which win over
+# CUSTOPS_OTLP_ENDPOINT.
+_OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def make_exporter(mode: str, otlp_endpoint: str) -> SpanExporter | None:
@@ -35,6 +40,8 @@ def make_exporter(mode: str, otlp_endpoint: str) -> SpanExporter | None:
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+    if any(os.environ.get(v) for v in _OTLP_VARIABLES):
+        return OTLPSpanExporter()
     return OTLPSpanExporter(endpoint=otlp_endpoint)
 
 
@@ -49,54 +56,18 @@ def make_provider(mode: str, otlp_endpoint: str) -> TracerProvider | None:
     return provider
 
 
-def _split(method: str) -> tuple[str, str]:
-    service, _, name = method.lstrip("/").partition("/")
-    return service, name
-
-
-class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        carrier = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        return wrap_unary(handler, lambda inner: self._around(inner, details.method, carrier))
-
-    def _around(self, inner: Behavior, method: str, carrier: dict[str, str]) -> Behavior:
-        service, name = _split(method)
-
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            parent = _PROPAGATOR.extract(carrier)
-            with self._tracer.start_as_current_span(
-                method.lstrip("/"),
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            ) as span:
-                try:
-                    return await inner(request, context)
-                finally:
-                    code = context.code()
-                    if code not in (None, grpc.StatusCode.OK):
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-
-        return behavior
-
-
 class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Passes the caller's trace context, request id and remaining deadline on
-    to a downstream system, with a client span around the call, and records
-    its duration by method and status (rpc.client.call.duration)."""
+    """Passes the caller's request id and remaining deadline on to a
+    downstream system, and records the call's duration by method and status
+    (rpc.client.call.duration). The client span and its trace context are
+    opentelemetry-instrumentation-grpc's (`client_interceptors`, before this
+    one); with tracing off, the caller's own trace headers are passed on as
+    they came, so a trace begun before custops goes on after it."""
 
     def __init__(
-        self, tracer: Tracer | None, default_timeout: float, metrics: Metrics = NO_METRICS
+        self, tracing: bool, default_timeout: float, metrics: Metrics = NO_METRICS
     ) -> None:
-        self._tracer = tracer
+        self._tracing = tracing
         self._default_timeout = default_timeout
         self._metrics = metrics
 
@@ -112,7 +83,7 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         started = time.perf_counter()
         code = "OK"
         try:
-            return await self._traced(continuation, details, request, timeout, method)
+            return await self._call(continuation, details, request, timeout)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             raise
@@ -125,29 +96,6 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         finally:
             self._metrics.called(method, code, time.perf_counter() - started)
 
-    async def _traced(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        details: grpc.aio.ClientCallDetails,
-        request: Any,
-        timeout: float,
-        method: str,
-    ) -> Any:
-        if self._tracer is None:
-            return await self._call(continuation, details, request, timeout)
-        service, name = _split(method)
-        with self._tracer.start_as_current_span(
-            method.lstrip("/"),
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        ) as span:
-            try:
-                return await self._call(continuation, details, request, timeout)
-            except grpc.aio.AioRpcError as exc:
-                span.set_status(Status(StatusCode.ERROR, exc.code().name))
-                span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
-                raise
-
     async def _call(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
@@ -156,13 +104,9 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         timeout: float,
     ) -> Any:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        carrier: dict[str, str] = {}
-        if self._tracer is None:
-            carrier.update(call_context.trace_headers.get())
-        else:
-            _PROPAGATOR.inject(carrier, context=otel_context.get_current())
-        for key, value in carrier.items():
-            metadata[key] = value
+        if not self._tracing:
+            for key, value in call_context.trace_headers.get():
+                metadata[key] = value
         request_id = call_context.request_id.get()
         if request_id:
             metadata[REQUEST_ID_KEY] = request_id
@@ -177,15 +121,32 @@ class DownstreamInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: igno
         return await call
 
 
-def tracer_of(provider: TracerProvider | None) -> Tracer | None:
-    return None if provider is None else provider.get_tracer("custops")
+def tracer_of(provider: TracerProvider | None) -> Tracer:
+    """The tracer of custops' own spans (runs, batches); a no-op one when
+    tracing is off."""
+    return NoOpTracer() if provider is None else provider.get_tracer("custops")
+
+
+def server_interceptors(provider: TracerProvider | None) -> list[grpc.aio.ServerInterceptor]:
+    """A server span per call, in the caller's trace (W3C trace context in
+    the metadata): opentelemetry-instrumentation-grpc's."""
+    if provider is None:
+        return []
+    return [aio_server_interceptor(tracer_provider=provider)]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors(provider: TracerProvider | None) -> list[Any]:
+    """A client span per downstream call, its context passed on in the metadata."""
+    if provider is None:
+        return []
+    return list(aio_client_interceptors(tracer_provider=provider))  # type: ignore[no-untyped-call]
 
 
 __all__ = [
     "DownstreamInterceptor",
-    "TracingServerInterceptor",
+    "client_interceptors",
     "make_exporter",
     "make_provider",
-    "trace",
+    "server_interceptors",
     "tracer_of",
 ]

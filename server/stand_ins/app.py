@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
@@ -22,6 +23,7 @@ from server.stand_ins.benefit_book import BenefitBook
 from server.stand_ins.notify import NotificationStub
 from server.stand_ins.population import Population
 from server.stand_ins.pressure import Pressure
+from server.tracing import server_interceptors
 
 SYSTEMS = ("audience", "benefit", "notification")
 
@@ -43,8 +45,16 @@ def _service_name(descriptor: object, name: str) -> str:
 
 
 class Stubs:
-    def __init__(self, options: StubOptions, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        options: StubOptions,
+        clock: Clock | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.options = options
+        # With tracing on, each call the stand-ins serve is a span in its
+        # caller's trace (a run's batch, a shopper's call).
+        self._tracer_provider = tracer_provider
         self.clock = clock or SystemClock()
         self.benefits = BenefitBook(self.clock)
         self.pressures = {name: Pressure(name, options.seed) for name in options.systems}
@@ -59,7 +69,10 @@ class Stubs:
         self._server: grpc.aio.Server | None = None
 
     async def start(self, listen: str) -> int:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            interceptors=server_interceptors(self._tracer_provider),
+            options=[("grpc.so_reuseport", 0)],
+        )
         names = [_service_name(stubadmin_pb2.DESCRIPTOR, "StubAdminService")]
         if "audience" in self.pressures:
             stub = AudienceStub(self.population, self.pressures["audience"])

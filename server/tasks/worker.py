@@ -14,6 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
+from server import run_traces
 from server.metrics import NO_METRICS, Metrics
 from server.persistence.task_batches import Failure
 from server.persistence.task_leases import Lease
@@ -67,8 +70,10 @@ class Worker:
         owner: str | None = None,
         metrics: Metrics = NO_METRICS,
         complaints: Complaints | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self.tracer = tracer or NoOpTracer()
         self.metrics = metrics
         self.complaints = complaints or Complaints()
         self.kinds = kinds
@@ -144,7 +149,8 @@ class Worker:
             attempts = {f.item_key: f.attempts for _, _, f in entries}
             tallies: Counter[tuple[str, str]] = Counter()
             try:
-                done, failures, tallies = await self._execute(kind, payload, items, attempts)
+                with run_traces.batch(self.tracer, payload, kind.name, retries=len(items)):
+                    done, failures, tallies = await self._execute(kind, payload, items, attempts)
             except Starved as starved:  # not an attempt: again once there are tokens
                 later = self.clock() + timedelta(seconds=_set_aside_for(starved))
                 done, failures = (
@@ -186,35 +192,9 @@ class Worker:
         cursor = lease.cursor
         look_around = time.monotonic() + CROWD_CHECK
         while True:
-            try:
-                page = await kind.load(lease.payload, cursor, kind.batch_size)
-            except Starved as starved:
-                await self._set_aside(lease, starved)
-                return
-            except Exception:
-                # The source is away: keep the lease a little while (nobody
-                # else would do better at once), then anyone may try again.
-                self.complaints.failed(
-                    "load", "loading shard %s of job %s failed", lease.shard_index, lease.job_id
-                )
-                await self.store.heartbeat(lease, self.clock(), LOAD_RETRY)
-                return
-            failures: list[Failure] = []
-            tallies: Counter[tuple[str, str]] = Counter()
-            done = 0
-            if page.items:
-                try:
-                    done, failures, tallies = await self._execute(kind, lease.payload, page.items)
-                except Starved as starved:
-                    await self._set_aside(lease, starved)
-                    return
-                fault_point("after_execute")
-            if not await self.store.commit(
-                lease, page.next_cursor, done, failures, self.clock(), self.lease
-            ):
-                return  # fenced out: another worker owns the shard now
-            self._recorded(kind, failures, tallies, lease.payload)
-            if page.next_cursor is None:
+            with run_traces.batch(self.tracer, lease.payload, kind.name, shard=lease.shard_index):
+                moved_on = await self._batch(kind, lease, cursor)
+            if moved_on is None:
                 return
             if self._stopping:
                 await self.store.release(lease)
@@ -224,7 +204,7 @@ class Worker:
                 if await self.store.crowded(lease, self.clock(), self.kinds):
                     await self.store.release(lease)  # another shop waits: its turn
                     return
-            cursor = page.next_cursor
+            cursor = moved_on
             lease = Lease(
                 lease.job_id,
                 lease.kind,
@@ -234,6 +214,39 @@ class Worker:
                 lease.fencing,
                 lease.tenant,
             )
+
+    async def _batch(self, kind: JobKind, lease: Lease, cursor: str) -> str | None:
+        """Load, execute and record one batch: the next cursor, or None when
+        the shard is done, set aside, lost, or its source is away."""
+        try:
+            page = await kind.load(lease.payload, cursor, kind.batch_size)
+        except Starved as starved:
+            await self._set_aside(lease, starved)
+            return None
+        except Exception:
+            # The source is away: keep the lease a little while (nobody
+            # else would do better at once), then anyone may try again.
+            self.complaints.failed(
+                "load", "loading shard %s of job %s failed", lease.shard_index, lease.job_id
+            )
+            await self.store.heartbeat(lease, self.clock(), LOAD_RETRY)
+            return None
+        failures: list[Failure] = []
+        tallies: Counter[tuple[str, str]] = Counter()
+        done = 0
+        if page.items:
+            try:
+                done, failures, tallies = await self._execute(kind, lease.payload, page.items)
+            except Starved as starved:
+                await self._set_aside(lease, starved)
+                return None
+            fault_point("after_execute")
+        if not await self.store.commit(
+            lease, page.next_cursor, done, failures, self.clock(), self.lease
+        ):
+            return None  # fenced out: another worker owns the shard now
+        self._recorded(kind, failures, tallies, lease.payload)
+        return page.next_cursor
 
     def _recorded(
         self,

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from domain import runs
 from domain.audience import Members, listed_members
 from domain.downstream_ports import AudienceDirectory
@@ -17,6 +19,7 @@ from domain.errors import NotFound
 from domain.plan import Plan, PlanState
 from domain.ports import Clock, RunLaunch
 from domain.runs import Run
+from server import run_traces
 from server.metrics import NO_METRICS, Metrics
 from server.persistence.run_store import RunStore
 from server.persistence.tables import CANCELLED
@@ -69,8 +72,10 @@ class RunLaunches:
         self._clock = clock
         # Set by the server: tells this process's idle workers a job is new.
         self.wake: Callable[[], None] = lambda: None
-        # Set by the server: the scheduler's lateness and polls are measured.
+        # Set by the server: the scheduler's lateness and polls are measured,
+        # and each run made is a trace (server.run_traces).
         self.metrics: Metrics = NO_METRICS
+        self.tracer: Tracer = NoOpTracer()
         self._estimates: set[asyncio.Task[None]] = set()  # kept until done
 
     async def start(self, plan: Plan, fire: datetime, trigger: runs.RunTrigger, run_id: str) -> Run:
@@ -112,6 +117,7 @@ class RunLaunches:
 
     def _launch_of(self, plan: Plan, run: Run, test_members: list[str] | None = None) -> RunLaunch:
         payload = payload_of(run, plan)
+        run_traces.begin(self.tracer, payload, "plan run", run.run_id)
         if test_members is not None:
             payload["test_members"] = test_members
             return RunLaunch(run, DELIVERY, payload, (TEST_SHARD,), len(test_members))

@@ -16,6 +16,7 @@ from domain.plan_calendar import PlanCalendar
 from domain.ports import RequestKey
 from domain.records import RecordKind
 from domain.runs import Run
+from server import run_traces
 from server.persistence.audit_log import Audited
 from server.persistence.launches import run_resource
 from server.persistence.tables import CANCELLED, PAUSED
@@ -248,6 +249,7 @@ class RunUseCases(RunScheduling):
             payload = recovery.payload_of(
                 recovery_id, shop_id, plan_id, run_id, reason or "recovered by the merchant"
             )
+            run_traces.begin(self.tracer, payload, "plan run recovery", recovery_id)
             job_id = await self._jobs.create_job(
                 recovery.NAME, recovery_id, payload, [""], now, now, total
             )
