@@ -289,8 +289,11 @@ class Platform:
         gc.freeze()
         address = f"{s.listen.rpartition(':')[0]}:{self.port}"
         stubs = f"; stand-ins on port {self.stubs_port}" if self.stubs_port else ""
-        log.info(
-            # One line (JSON like every other) that says where it serves.
+        log.log(
+            # One line (JSON like every other) that says where it serves,
+            # written whatever the log level: it is how a supervisor (or a
+            # person) knows the start is over.
+            max(logging.INFO, logging.getLogger().getEffectiveLevel()),
             "custops serving on %s%s",
             address,
             stubs,
