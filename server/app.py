@@ -253,7 +253,7 @@ class Platform:
         self.port = _bind(server, s)
         await server.start()
         self._server = server
-        complaints = Complaints(self._readiness.down)
+        complaints = self._readiness.complaints or Complaints()
         if s.engine_concurrency:
             worker = Worker(
                 self.jobs,
@@ -413,6 +413,7 @@ class Platform:
             self.settings.health_interval,
             after=[sample],
             report=metrics.dependency,
+            complaints=Complaints(),
         )
         readiness.start()
         return readiness

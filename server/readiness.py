@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,8 +52,15 @@ class Readiness:
     after: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # Told each dependency's state after every check (custops.dependency.up).
     report: Callable[[str, bool], None] = lambda name, up: None
+    # The failures of background duties, said or not after the next check.
+    complaints: Complaints | None = None
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
+    _poked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        if self.complaints is not None:
+            self.complaints.poke = self._poked.set
 
     def down(self) -> list[str]:
         """The dependencies unreachable at the last check."""
@@ -76,6 +84,8 @@ class Readiness:
             self.report(dependency.name, dependency.down_since is None)
         if changed:
             await self._report()
+        if self.complaints is not None:
+            self.complaints.settle(bool(self.down()))
         if not self.down():
             for sample in self.after:
                 try:
@@ -86,7 +96,11 @@ class Readiness:
     async def _watch(self) -> None:
         while not self._stopping:
             await self.check_once()
-            await asyncio.sleep(self.interval)
+            # Until the next round, or sooner when a duty failed: is it a
+            # dependency (then the check says so, once) or a fault of its own?
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.interval)
+            self._poked.clear()
 
     async def _check(self, dependency: Dependency) -> bool:
         """Whether the dependency changed state; one log line when it does."""
@@ -126,22 +140,33 @@ COMPLAINT_EVERY = 60.0
 
 
 class Complaints:
-    """Logs failing background duties quietly: nothing while a dependency is
-    known to be down (the readiness check said so, once), and otherwise one
-    traceback per duty a minute, however often it fails."""
+    """Failing background duties, said quietly. A failure is held until the
+    readiness check that it triggers has run: if a dependency is down, that
+    check's one line says it all and the failure is dropped; otherwise the
+    failure is the duty's own and its traceback is written, at most once a
+    minute per duty however often it fails."""
 
-    def __init__(self, down: Callable[[], list[str]] = lambda: []) -> None:
-        self._down = down
+    def __init__(self) -> None:
+        # Set by Readiness to ask for a check at once; with no check to wait
+        # for, a failure is said at once.
+        self.poke: Callable[[], None] = lambda: self.settle(False)
+        self._held: dict[str, tuple[str, tuple[object, ...], BaseException | None]] = {}
         self._last: dict[str, float] = {}
 
     def failed(self, duty: str, message: str, *args: object) -> None:
-        if self._down():
+        """Call from an `except` block: the exception is the one at hand."""
+        if time.monotonic() - self._last.get(duty, -COMPLAINT_EVERY) < COMPLAINT_EVERY:
             return
-        now = time.monotonic()
-        if now - self._last.get(duty, -COMPLAINT_EVERY) < COMPLAINT_EVERY:
+        self._held.setdefault(duty, (message, args, sys.exc_info()[1]))
+        self.poke()
+
+    def settle(self, dependency_down: bool) -> None:
+        held, self._held = self._held, {}
+        if dependency_down:
             return
-        self._last[duty] = now
-        logging.getLogger("custops.engine").warning(message, *args, exc_info=True)
+        for duty, (message, args, exc) in held.items():
+            self._last[duty] = time.monotonic()
+            logging.getLogger("custops.engine").warning(message, *args, exc_info=exc)
 
 
 def _brief(exc: BaseException) -> str:

@@ -14,16 +14,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from custops.audience.v1 import audience_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from server.runs.delivery import NAME as DELIVERY
-from server.stand_ins.population import LEVELS
 from tests.integration.conftest import settings
 from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, immediate_plan
+from tests.integration.test_runs import NOW, publish_to_everyone
 
 RATE, BURST = 500.0, 50
 WINDOW = 8.0  # seconds measured after the flush
@@ -74,16 +72,7 @@ async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings
                     )
                 )
             )
-            plan = immediate_plan()
-            plan.audience.CopyFrom(
-                audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
-            )
-            draft = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
-            ).plan
-            await client.plans.PublishPlan(
-                pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-            )
+            await publish_to_everyone(client, "s1")
             assert platform.stubs is not None
             instances = platform.stubs.benefits.instances
 

@@ -21,15 +21,13 @@ from typing import Any
 
 import pytest
 
-from custops.audience.v1 import audience_pb2
 from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from server.stand_ins.population import LEVELS
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, immediate_plan
+from tests.integration.test_runs import NOW, publish_to_everyone
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -59,17 +57,6 @@ def _rate(slots: Counter[int], first: int, last: int) -> float:
     return sum(slots[s] for s in range(first, last)) / ((last - first) / 4)
 
 
-async def _publish(client: AsyncCustopsClient, shop: str) -> None:
-    plan = immediate_plan()
-    plan.audience.CopyFrom(
-        audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
-    )
-    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))).plan
-    await client.plans.PublishPlan(
-        pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id, etag=draft.etag)
-    )
-
-
 async def test_two_shops_share_a_downstream_and_each_member_is_granted_once(
     database: str, redis_url: str, prefix: str
 ) -> None:
@@ -97,13 +84,13 @@ async def test_two_shops_share_a_downstream_and_each_member_is_granted_once(
                     )
                 )
             )
-            await _publish(client, "A")
+            await publish_to_everyone(client, "A")
             for _ in range(600):  # bounded: until A grants
                 if granted.by_shop["A"]:
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(B_LATER)
-            await _publish(client, "B")
+            await publish_to_everyone(client, "B")
             deadline = time.monotonic() + 4 * (A_MEMBERS + B_MEMBERS) / RATE + 60
             while time.monotonic() < deadline:  # bounded: both runs done
                 if granted.by_shop["A"] >= A_MEMBERS and granted.by_shop["B"] >= B_MEMBERS:

@@ -21,16 +21,14 @@ from typing import Any
 
 import pytest
 
-from custops.audience.v1 import audience_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
-from server.stand_ins.population import LEVELS
 from tests.conftest import unavailable
 from tests.integration.conftest import settings
 from tests.integration.private_redis import free_port
 from tests.integration.test_metrics import promtool, samples, scrape
-from tests.integration.test_runs import immediate_plan
+from tests.integration.test_runs import publish_to_everyone
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "custops-alerts.yml"
@@ -141,16 +139,8 @@ async def test_a_real_prometheus_scrapes_the_server_and_the_dashboard_finds_its_
     await platform.start()
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
-            plan = immediate_plan()  # fired by the scheduler: lateness is measured
-            plan.audience.CopyFrom(
-                audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
-            )
-            draft = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
-            ).plan
-            await client.plans.PublishPlan(
-                pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-            )
+            # Fired by the scheduler: its lateness is measured too.
+            draft = await publish_to_everyone(client, "s1")
             for _ in range(400):  # bounded: the run ends
                 runs = await client.plans.ListPlanRuns(
                     pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)

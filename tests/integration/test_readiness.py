@@ -16,15 +16,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from custops.audience.v1 import audience_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from server.readiness import CHECK_TIMEOUT
-from server.stand_ins.population import LEVELS
 from tests.integration.conftest import settings
 from tests.integration.private_postgres import PrivatePostgres
-from tests.integration.test_runs import immediate_plan
+from tests.integration.test_runs import publish_to_everyone
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -89,16 +87,7 @@ async def test_health_follows_the_database_and_a_run_loses_nothing(
                     )
                 )
             )
-            plan = immediate_plan()
-            plan.audience.CopyFrom(
-                audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
-            )
-            draft = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
-            ).plan
-            await client.plans.PublishPlan(
-                pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-            )
+            await publish_to_everyone(client, "s1")
             for _ in range(400):  # bounded: until the run grants
                 if len(instances) >= 500:
                     break

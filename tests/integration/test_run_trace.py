@@ -17,17 +17,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from custops.audience.v1 import audience_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
 from server.logs import JsonFormatter
 from server.runs.delivery import NAME as DELIVERY
-from server.stand_ins.population import LEVELS
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, immediate_plan
+from tests.integration.test_runs import NOW, publish_to_everyone
 
 MEMBERS = 300
 BATCH = 50
@@ -69,16 +67,7 @@ async def test_a_run_is_one_trace_from_the_call_to_the_stand_ins(tmp_path: objec
     platform.job_kinds[DELIVERY].batch_size = BATCH
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
-            plan = immediate_plan()
-            plan.audience.CopyFrom(
-                audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
-            )
-            draft = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
-            ).plan
-            await client.plans.PublishPlan(
-                pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
-            )
+            draft = await publish_to_everyone(client, "s1")
             first = (
                 await client.plans.ListPlanRuns(
                     pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)

@@ -15,6 +15,7 @@ from custops.audience.v1 import audience_pb2, audience_pb2_grpc
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
+from server.stand_ins.population import LEVELS
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_plans_api import birthday_plan
@@ -48,6 +49,24 @@ def immediate_plan() -> pb.Plan:
     plan.actions[0].grant_benefit.benefits[0].template_id = "coupon-10-off-100"
     del plan.actions[1:]  # grants only: messages have tests of their own
     return plan
+
+
+async def publish_to_everyone(
+    client: AsyncCustopsClient, shop: str, plan: pb.Plan | None = None
+) -> pb.Plan:
+    """`plan` (an immediate one by default) for every member of the shop,
+    created and published: it runs at once. The draft, as created."""
+    plan = plan or immediate_plan()
+    plan.audience.CopyFrom(
+        audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
+    )
+    draft: pb.Plan = (
+        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
+    ).plan
+    await client.plans.PublishPlan(
+        pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id, etag=draft.etag)
+    )
+    return draft
 
 
 async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
