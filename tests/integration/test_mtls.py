@@ -4,9 +4,12 @@ signed is refused at the handshake. The certificates are made here."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,3 +321,71 @@ async def test_a_missing_tls_file_refuses_to_start(pki: Pki, tmp_path: Path) -> 
     expected = f"CUSTOPS_TLS_KEY_FILE: {missing} cannot be read"
     with pytest.raises(StartupError, match=re.escape(expected)):
         await platform.start()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`custops ARGS` in a process of its own: exit status, stdout, stderr."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
+    environment["PYTHONPATH"] = os.pathsep.join((str(ROOT), str(ROOT / "clients")))
+    environment.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.cli",
+        *args,
+        env=environment,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_runs_commands_authenticate_with_a_token(pki: Pki, tmp_path: Path) -> None:
+    """`custops runs` takes --token (or CUSTOPS_TOKEN) and --ca; a refusal is
+    one line with its reason and a hint, never a traceback (issue 24)."""
+    platform = await _start(pki, tmp_path, client_ca=False)
+    try:
+        bearer = ("authorization", f"Bearer {TOKEN}")
+        async with _client(platform, _credentials(pki, None), bearer) as client:
+            plan = (
+                await client.plans.CreatePlan(
+                    pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
+                )
+            ).plan
+        target = f"127.0.0.1:{platform.port}"
+        listing = ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", plan.plan_id)
+        ca = pki.write("ca.pem", pki.ca.cert_pem)
+
+        code, _, err = await _cli(*listing, "--ca", ca)
+        assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "UNAUTHENTICATED" in err and "[CREDENTIALS_MISSING]" in err and "--token" in err
+        assert (await _cli(*listing, "--ca", ca, "--token", TOKEN))[0] == 0
+        assert (await _cli(*listing, "--ca", ca, env={"CUSTOPS_TOKEN": TOKEN}))[0] == 0
+        code, _, err = await _cli(*listing, "--token", TOKEN)  # plaintext to a TLS port
+        assert code == 1 and "UNAVAILABLE" in err and "--ca" in err, err
+    finally:
+        await platform.stop(grace=1)
+
+
+async def test_the_runs_commands_speak_mutual_tls(mutual: Platform, pki: Pki) -> None:
+    async with _client(mutual, _credentials(pki, pki.admin)) as client:
+        plan = (
+            await client.plans.CreatePlan(
+                pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
+            )
+        ).plan
+    target = f"127.0.0.1:{mutual.port}"
+    listing = ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", plan.plan_id)
+    ca = pki.write("ca.pem", pki.ca.cert_pem)
+    cert = pki.write("admin.pem", pki.admin.cert_pem)
+    key = pki.write("admin.key", pki.admin.key_pem)
+    code, _, err = await _cli(*listing, "--ca", ca, "--cert", cert, "--key", key)
+    assert code == 0, err
+    code, _, err = await _cli(*listing, "--ca", ca, "--cert", cert)
+    assert code == 2 and "--cert and --key go together" in err

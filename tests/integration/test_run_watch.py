@@ -134,9 +134,10 @@ async def test_watch_says_what_went_wrong_in_one_line(
     for code, out, err in (unknown_run, unknown_plan, no_server):
         assert code == 1 and out == ""
         assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert unknown_run[2].startswith("custops: not found: ")
-    assert unknown_plan[2].startswith("custops: not found: ")
-    assert no_server[2].startswith("custops: cannot reach 127.0.0.1:")
+    assert unknown_run[2].startswith("custops: NOT_FOUND: ") and "[RUN_NOT_FOUND]" in unknown_run[2]
+    assert unknown_plan[2].startswith("custops: NOT_FOUND: ")
+    assert no_server[2].startswith("custops: UNAVAILABLE: cannot reach 127.0.0.1:")
+    assert "hint: is the server up" in no_server[2]
     assert "UNAVAILABLE" in no_server[2]
     # A malformed run id: INVALID_ARGUMENT, with what to fix, still one line.
     code, out, err = await custops(

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from custops.client._clients import AsyncCustopsClient
 from custops.client._errors import CustopsError
+from custops.client.cli_connection import connect, one_line
 from custops.notify.v1 import notify_pb2
 from custops.plan.v1 import plan_pb2 as pb
 
@@ -100,7 +100,7 @@ def effect(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(_effect(args))
     except CustopsError as exc:
-        print(f"custops: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print(f"custops: {one_line(exc, args.target)}", file=sys.stderr)
         return 1
     print(effect_table(found), file=sys.stdout)
     if draw is not None:
@@ -110,7 +110,7 @@ def effect(args: argparse.Namespace) -> int:
 
 
 async def _effect(args: argparse.Namespace) -> pb.PlanEffect:
-    async with AsyncCustopsClient(args.target, timeout=CALL_TIMEOUT) as client:
+    async with connect(args, CALL_TIMEOUT) as client:
         reply = await client.plans.GetPlanEffect(
             pb.GetPlanEffectRequest(shop_id=args.shop, plan_id=args.plan)
         )
@@ -129,7 +129,7 @@ async def _export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if writer is not None:
         writer.writerow(COLUMNS)
     progress = Progress(err)
-    async with AsyncCustopsClient(args.target, timeout=CALL_TIMEOUT) as client:
+    async with connect(args, CALL_TIMEOUT) as client:
         try:
             async for chunk in client.plans.ExportMemberOutcomes(request):
                 for outcome in chunk.outcomes:
@@ -141,7 +141,7 @@ async def _export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 progress.show(len(chunk.outcomes), chunk.total_count)
         except CustopsError as exc:
             progress.end()
-            print(f"custops: {exc.code.name}: {exc.message}", file=err)
+            print(f"custops: {one_line(exc, args.target)}", file=err)
             return 1
     progress.end()
     return 0

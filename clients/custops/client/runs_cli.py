@@ -14,11 +14,9 @@ import shutil
 import sys
 from typing import TextIO
 
-import grpc
-
 from custops.client import outcomes_cli, run_view
-from custops.client._clients import AsyncCustopsClient
 from custops.client._errors import CustopsError
+from custops.client.cli_connection import add_connection, check_connection, connect, one_line
 from custops.plan.v1 import plan_pb2 as pb
 
 WATCH_HELP = """\
@@ -46,15 +44,6 @@ CALL_TIMEOUT = 10.0
 NEWEST_LOOKED_AT = 50
 
 
-def _target(verb: argparse.ArgumentParser) -> None:
-    verb.add_argument(
-        "--target",
-        default="127.0.0.1:50051",
-        metavar="HOST:PORT",
-        help="the platform's public port (default: %(default)s)",
-    )
-
-
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     runs = commands.add_parser(
         "runs", help="watch, list or export the runs of a plan (a gRPC client)"
@@ -68,7 +57,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     listing = verbs.add_parser("list", help="list a plan's runs, newest first")
     for verb in (watch, listing):
-        _target(verb)
+        add_connection(verb)
         verb.add_argument("--shop", required=True, help="shop id")
         verb.add_argument("--plan", required=True, help="plan id")
     watch.add_argument("--run", default="", help="run id (default: the plan's newest run)")
@@ -84,11 +73,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     listing.add_argument(
         "--limit", type=int, default=20, help="at most this many runs (default: 20)"
     )
-    outcomes_cli.add_export(verbs, _target)
-    outcomes_cli.add_plans(commands, _target)
+    outcomes_cli.add_export(verbs, add_connection)
+    outcomes_cli.add_plans(commands, add_connection)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    check_connection(args, parser)
     if args.verb == "watch" and (args.interval <= 0 or args.timeout < 0):
         parser.error("--interval must be > 0 and --timeout >= 0")
     if args.verb == "list" and not 1 <= args.limit <= 1000:
@@ -108,23 +98,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 130
 
 
-def _call_failed(exc: Exception, target: str) -> str:
-    """One line for a failed call."""
-    if not isinstance(exc, CustopsError):
-        return str(exc)
-    message = " ".join(exc.message.split())
-    if exc.code is grpc.StatusCode.UNAVAILABLE:
-        return f"cannot reach {target} (UNAVAILABLE): {message}"
-    if exc.code is grpc.StatusCode.NOT_FOUND:
-        return f"not found: {message}"
-    missing = [
-        f"{v.field}: {v.description}"
-        for v in exc.field_violations
-        if f"{v.field}: {v.description}" not in message
-    ]
-    return f"{exc.code.name}: {message}" + (f" ({'; '.join(missing)})" if missing else "")
-
-
 async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The polling loop; what it shows is run_view."""
 
@@ -142,7 +115,7 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         left = CALL_TIMEOUT if deadline is None else deadline - loop.time()
         return max(min(left, CALL_TIMEOUT), 0.001)
 
-    async with AsyncCustopsClient(args.target, timeout=CALL_TIMEOUT) as client:
+    async with connect(args, CALL_TIMEOUT) as client:
         try:
             async with asyncio.timeout_at(deadline):
                 run_id = args.run
@@ -182,19 +155,19 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 )
                 print(f"custops: --timeout {args.timeout:g}s passed; {where}", file=err)
                 return 6
-            print(f"custops: {_call_failed(exc, args.target)}", file=err)
+            print(f"custops: {one_line(exc, args.target)}", file=err)
             return 1
 
 
 async def _list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
-    async with AsyncCustopsClient(args.target, timeout=CALL_TIMEOUT) as client:
+    async with connect(args, CALL_TIMEOUT) as client:
         try:
             runs = await client.plans.ListPlanRuns(
                 pb.ListPlanRunsRequest(shop_id=args.shop, plan_id=args.plan, page_size=args.limit)
             )
         except CustopsError as exc:
-            print(f"custops: {_call_failed(exc, args.target)}", file=err)
+            print(f"custops: {one_line(exc, args.target)}", file=err)
             return 1
     if not runs.runs:
         print(f"plan {args.plan} has no runs", file=out)
