@@ -21,7 +21,7 @@ from server.runs.delivery import NAME as DELIVERY
 from tests.integration.conftest import settings
 from tests.integration.private_redis import free_port, start_redis, stop_redis, until_up
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, publish_to_everyone
+from tests.integration.test_runs import NOW, publish_to_everyone, throttle_benefits
 
 RATE, BURST = 500.0, 50
 WINDOW = 8.0  # seconds measured after the flush
@@ -65,13 +65,7 @@ async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings
     flusher = redis.from_url(redis_url)
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
-            await client.plans.UpdateThrottleSetting(
-                pb.UpdateThrottleSettingRequest(
-                    setting=pb.ThrottleSetting(
-                        downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=RATE, burst=BURST
-                    )
-                )
-            )
+            await throttle_benefits(client, RATE, BURST)
             await publish_to_everyone(client, "s1")
             assert platform.stubs is not None
             instances = platform.stubs.benefits.instances

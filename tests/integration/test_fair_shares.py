@@ -23,11 +23,10 @@ import pytest
 
 from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient
-from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
-from tests.integration.test_runs import NOW, publish_to_everyone
+from tests.integration.test_runs import NOW, publish_to_everyone, throttle_benefits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -77,13 +76,7 @@ async def test_two_shops_share_a_downstream_and_each_member_is_granted_once(
     platform.stubs.benefits.instances = granted
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
-            await client.plans.UpdateThrottleSetting(
-                pb.UpdateThrottleSettingRequest(
-                    setting=pb.ThrottleSetting(
-                        downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=RATE, burst=BURST
-                    )
-                )
-            )
+            await throttle_benefits(client, RATE, BURST)
             await publish_to_everyone(client, "A")
             for _ in range(600):  # bounded: until A grants
                 if granted.by_shop["A"]:

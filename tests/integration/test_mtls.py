@@ -346,20 +346,23 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
     return process.returncode, out.decode(), err.decode()
 
 
+async def _runs_list(client: AsyncCustopsClient, platform: Platform) -> tuple[str, ...]:
+    """`custops runs list` of a new plan of shop-1, made by `client`."""
+    async with client:
+        made = await client.plans.CreatePlan(
+            pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
+        )
+    target = f"127.0.0.1:{platform.port}"
+    return ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", made.plan.plan_id)
+
+
 async def test_the_runs_commands_authenticate_with_a_token(pki: Pki, tmp_path: Path) -> None:
     """`custops runs` takes --token (or CUSTOPS_TOKEN) and --ca; a refusal is
     one line with its reason and a hint, never a traceback (issue 24)."""
     platform = await _start(pki, tmp_path, client_ca=False)
     try:
         bearer = ("authorization", f"Bearer {TOKEN}")
-        async with _client(platform, _credentials(pki, None), bearer) as client:
-            plan = (
-                await client.plans.CreatePlan(
-                    pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
-                )
-            ).plan
-        target = f"127.0.0.1:{platform.port}"
-        listing = ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", plan.plan_id)
+        listing = await _runs_list(_client(platform, _credentials(pki, None), bearer), platform)
         ca = pki.write("ca.pem", pki.ca.cert_pem)
 
         code, _, err = await _cli(*listing, "--ca", ca)
@@ -374,14 +377,7 @@ async def test_the_runs_commands_authenticate_with_a_token(pki: Pki, tmp_path: P
 
 
 async def test_the_runs_commands_speak_mutual_tls(mutual: Platform, pki: Pki) -> None:
-    async with _client(mutual, _credentials(pki, pki.admin)) as client:
-        plan = (
-            await client.plans.CreatePlan(
-                pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
-            )
-        ).plan
-    target = f"127.0.0.1:{mutual.port}"
-    listing = ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", plan.plan_id)
+    listing = await _runs_list(_client(mutual, _credentials(pki, pki.admin)), mutual)
     ca = pki.write("ca.pem", pki.ca.cert_pem)
     cert = pki.write("admin.pem", pki.admin.cert_pem)
     key = pki.write("admin.key", pki.admin.key_pem)

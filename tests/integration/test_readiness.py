@@ -17,12 +17,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from custops.client import AsyncCustopsClient
-from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from server.readiness import CHECK_TIMEOUT
 from tests.integration.conftest import settings
 from tests.integration.private_postgres import PrivatePostgres
-from tests.integration.test_runs import publish_to_everyone
+from tests.integration.test_runs import publish_to_everyone, throttle_benefits
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -80,13 +79,7 @@ async def test_health_follows_the_database_and_a_run_loses_nothing(
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
             # Slow enough that the run is under way through the outage.
-            await client.plans.UpdateThrottleSetting(
-                pb.UpdateThrottleSettingRequest(
-                    setting=pb.ThrottleSetting(
-                        downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=300, burst=50
-                    )
-                )
-            )
+            await throttle_benefits(client, 300, 50)
             await publish_to_everyone(client, "s1")
             for _ in range(400):  # bounded: until the run grants
                 if len(instances) >= 500:

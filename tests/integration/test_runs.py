@@ -69,6 +69,17 @@ async def publish_to_everyone(
     return draft
 
 
+async def throttle_benefits(client: AsyncCustopsClient, rate: float, burst: int) -> None:
+    """The benefit system's rate and burst, for every replica."""
+    await client.plans.UpdateThrottleSetting(
+        pb.UpdateThrottleSettingRequest(
+            setting=pb.ThrottleSetting(
+                downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=rate, burst=burst
+            )
+        )
+    )
+
+
 async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
     members: set[str] = set()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.stubs_port}") as channel:
