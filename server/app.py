@@ -8,7 +8,6 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from server.persistence.database import (
     create_engine,
     is_sqlite,
     normalize_url,
+    pool_usage,
 )
 from server.persistence.task_store import TaskStore
 from server.persistence.throttle_settings import (
@@ -212,7 +212,7 @@ class Platform:
         parts = bootstrap.build(
             engine, clock, channels, self.buckets, catalog, retention, kept_store, metrics
         )
-        metrics.watch_pool("primary", _pool_usage(engine))
+        metrics.watch_pool("primary", pool_usage(engine))
         metrics.start_at_zero(THROTTLE_DEFAULTS, parts.job_kinds)
         self._read_engine = parts.read_engine
         self.jobs, self.runs, self.scenario = parts.jobs, parts.runs, parts.scenario
@@ -426,23 +426,6 @@ class Platform:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
-
-
-def _pool_usage(engine: AsyncEngine) -> Callable[[], tuple[int, int, int | None]]:
-    """(connections in use, idle, calls waiting) of the engine's pool. The
-    asyncio pool has no public count of its waiters: they are read from its
-    queue's getters, where there is such a queue (None otherwise: SQLite's
-    pool keeps no queue, and a newer SQLAlchemy may move it)."""
-    pool = engine.sync_engine.pool
-
-    def usage() -> tuple[int, int, int | None]:
-        used = int(getattr(pool, "checkedout", lambda: 0)())
-        idle = int(getattr(pool, "checkedin", lambda: 0)())
-        queue = getattr(getattr(pool, "_pool", None), "_queue", None)
-        getters = getattr(queue, "_getters", None)
-        return used, idle, None if getters is None else len(getters)
-
-    return usage
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

@@ -48,8 +48,11 @@ class Readiness:
     needs: dict[str, tuple[str, ...]]  # service -> dependency names
     dependencies: list[Dependency]
     interval: float
-    # Run after each round whose dependencies all answered (samplers).
+    # Run after a round whose dependencies all answered, at most every
+    # `sample_every` seconds: the samplers count rows every replica reads,
+    # which is no work to repeat at each check.
     after: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    sample_every: float = 15.0
     # Told each dependency's state after every check (custops.dependency.up).
     report: Callable[[str, bool], None] = lambda name, up: None
     # The failures of background duties, said or not after the next check.
@@ -57,6 +60,7 @@ class Readiness:
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _poked: asyncio.Event = field(default_factory=asyncio.Event)
+    _sampled: float = float("-inf")
 
     def __post_init__(self) -> None:
         if self.complaints is not None:
@@ -86,7 +90,8 @@ class Readiness:
             await self._report()
         if self.complaints is not None:
             self.complaints.settle(bool(self.down()))
-        if not self.down():
+        if not self.down() and time.monotonic() - self._sampled >= self.sample_every:
+            self._sampled = time.monotonic()
             for sample in self.after:
                 try:
                     await sample()

@@ -78,6 +78,23 @@ async def read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[
     raise AssertionError("unreachable")
 
 
+def pool_usage(engine: AsyncEngine) -> Callable[[], tuple[int, int, int | None]]:
+    """(connections in use, idle, calls waiting) of the engine's pool. The
+    asyncio pool has no public count of its waiters: they are read from its
+    queue's getters, where there is such a queue (None otherwise: SQLite's
+    pool keeps no queue, and a newer SQLAlchemy may move it)."""
+    pool = engine.sync_engine.pool
+
+    def usage() -> tuple[int, int, int | None]:
+        used = int(getattr(pool, "checkedout", lambda: 0)())
+        idle = int(getattr(pool, "checkedin", lambda: 0)())
+        queue = getattr(getattr(pool, "_pool", None), "_queue", None)
+        getters = getattr(queue, "_getters", None)
+        return used, idle, None if getters is None else len(getters)
+
+    return usage
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers go on while one writer commits; busy_timeout makes a
     # second writer wait instead of failing at once.
