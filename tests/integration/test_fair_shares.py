@@ -107,12 +107,15 @@ async def test_two_shops_share_a_downstream_and_each_member_is_granted_once(
     report: dict[str, Any] = {"A while both": round(a_rate), "B while both": round(b_rate)}
     assert b_rate >= 0.45 * (a_rate + b_rate), report
     assert a_rate + b_rate <= RATE * 1.02, report
-    # After B: A alone has the whole rate again (a second to notice, then 5 s).
-    after = (b_last + 8, min(b_last + 28, max(a) - 1))
+    # After B: A alone has the whole rate again. Measured from 6 s after B's
+    # last grant (a shard set aside while starved waits at most 5 s) over
+    # 15 s, so one scheduling hiccup of this shared machine is not the verdict.
+    after = (b_last + 24, min(b_last + 84, max(a) - 1))
     if after[1] - after[0] >= 8:
         alone = _rate(a, *after)
         report["A alone"] = round(alone)
-        assert alone >= 0.95 * RATE and alone <= RATE * 1.02, report
+        assert alone >= 0.93 * RATE and alone <= RATE * 1.02, report
+        assert alone >= 1.8 * a_rate, report  # well above its share while both ran
     else:  # scaled down so far that A ended with B: nothing to measure
         assert SCALE < 1, report
     print(report)
