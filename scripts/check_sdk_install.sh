@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# The SDK must install on its own: a fresh virtualenv gets ./clients only, and
-# must import the SDK and every contract without SQLAlchemy or Redis.
+# The SDK must install on its own, at the floors it declares: a fresh
+# virtualenv gets ./clients with exactly its lowest allowed dependencies
+# (read from clients/pyproject.toml), must not pull in the platform's
+# SQLAlchemy or Redis, and must pass its own tests (clients/sdk_tests,
+# copied out of the source tree so that they import the installed SDK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=$(mktemp -d)
-trap 'rm -rf "$venv"' EXIT
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients \
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+python=$work/venv/bin/python
+"$python" - clients/pyproject.toml > "$work/floors.txt" <<'PY'
+import re, sys, tomllib
+for requirement in tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]:
+    name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([^,;]+)", requirement).groups()
+    print(f"{name}=={floor}")
+PY
+quiet=(--quiet --disable-pip-version-check)
+"$python" -m pip install "${quiet[@]}" -c "$work/floors.txt" "./clients[test]" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-"$venv/bin/python" - <<'PY'
-import importlib.util
+"$python" - "$work/floors.txt" <<'PY'
+import importlib.metadata, importlib.util, sys
 
-from custops.audience.v1 import audience_pb2_grpc  # noqa: F401
-from custops.audit.v1 import audit_pb2_grpc  # noqa: F401
-from custops.benefit.v1 import benefit_pb2_grpc  # noqa: F401
-from custops.client import AsyncCustopsClient, CustopsClient  # noqa: F401
-from custops.notify.v1 import notify_pb2_grpc  # noqa: F401
-from custops.plan.v1 import plan_pb2_grpc  # noqa: F401
-from custops.scenario.v1 import scenario_pb2_grpc  # noqa: F401
-
+for line in open(sys.argv[1]):
+    name, floor = line.strip().split("==")
+    found = importlib.metadata.version(name)
+    assert found == floor, f"{name} {found} installed, the floor is {floor}"
 extra = [m for m in ("sqlalchemy", "redis", "opentelemetry", "alembic") if importlib.util.find_spec(m)]
 assert not extra, f"custops-client pulled in {extra}"
-print("custops-client installs alone: grpcio, grpcio-status, protobuf")
 PY
+cp -r clients/sdk_tests "$work/sdk_tests"
+printf '[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n' > "$work/pytest.ini"
+(cd "$work" && "$python" -m pytest -q -p no:cacheprovider -c pytest.ini sdk_tests)
+echo "custops-client installs alone at its floors ($(paste -sd' ' "$work/floors.txt")) and its tests pass"

@@ -1,8 +1,11 @@
 """Regenerate the Python code of every contract under protos/ into clients/.
 
-Messages (`*_pb2.py`), gRPC stubs (`*_pb2_grpc.py`) and typed stubs (`.pyi`,
-by mypy-protobuf) are committed; CI runs this script and fails when the
-result differs from what is committed (`--check`).
+Messages (`*_pb2.py`), gRPC stubs (`*_pb2_grpc.py`), typed stubs (`.pyi`,
+by mypy-protobuf) and the typed SDK services and error reasons
+(`custops/client/_services.py`, `reasons.py`, by scripts/gen_sdk.py) are
+committed; CI runs this script and fails when the result differs from what
+is committed (`--check`). The vendored google/ protos are for other
+languages: their Python comes from googleapis-common-protos.
 
 Usage: python scripts/gen_protos.py [--check]
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -21,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "clients"
 GENERATED_ROOT = OUT / "custops"
-# Generated packages live beside the hand-written SDK (custops/client).
+# Generated packages live beside the hand-written SDK (custops/client),
+# which holds two generated modules of its own.
 HAND_WRITTEN = {"client", "__init__.py", "py.typed"}
+SDK_MODULES = {Path("client/_services.py"), Path("client/reasons.py")}
 
 
 def _plugin(name: str) -> str:
@@ -37,15 +43,22 @@ def _plugin(name: str) -> str:
 
 
 def generate(into: Path) -> None:
+    import gen_sdk
     import grpc_tools
+    from google.protobuf import descriptor_pb2
     from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    files = sorted(
+        str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto") if "google" not in p.parts
+    )
+    descriptors = into / "descriptors.binpb"
     args = [
         "protoc",
         f"-I{PROTOS}",
         f"-I{well_known}",
+        f"--descriptor_set_out={descriptors}",
+        "--include_source_info",
         f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
         f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
         f"--python_out={into}",
@@ -59,6 +72,30 @@ def generate(into: Path) -> None:
     for package in (into / "custops").rglob("*"):
         if package.is_dir():
             (package / "__init__.py").touch()
+    contracts = descriptor_pb2.FileDescriptorSet.FromString(descriptors.read_bytes())
+    descriptors.unlink()
+    for name, text in gen_sdk.render(list(contracts.file)).items():
+        target = into / "custops" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Formatted as if in place: ruff reads the project's settings from the path.
+        target.write_text(_formatted(text, GENERATED_ROOT / name))
+
+
+def _formatted(source: str, path: Path) -> str:
+    """Imports sorted and formatted as ruff does (the project's style, so
+    that the lint agrees with the generator)."""
+    for command in (["check", "--select", "I", "--fix", "--quiet"], ["format"]):
+        done = subprocess.run(
+            [_plugin("ruff"), *command, "--stdin-filename", str(path), "-"],
+            input=source,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        if done.returncode != 0:
+            sys.exit(f"ruff could not format the generated {path.name}:\n{done.stderr}")
+        source = done.stdout
+    return source
 
 
 def _generated_files(root: Path) -> set[Path]:
@@ -66,7 +103,7 @@ def _generated_files(root: Path) -> set[Path]:
         p.relative_to(root)
         for p in root.rglob("*")
         if p.is_file()
-        and p.relative_to(root).parts[0] not in HAND_WRITTEN
+        and (p.relative_to(root).parts[0] not in HAND_WRITTEN or p.relative_to(root) in SDK_MODULES)
         and "__pycache__" not in p.parts
     }
 

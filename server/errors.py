@@ -6,12 +6,14 @@ and, for bad input, a BadRequest with one field violation per bad field.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from custops.errors.v1 import error_reason_pb2
 from domain.errors import (
     Aborted,
     AlreadyExists,
@@ -29,6 +31,10 @@ from domain.errors import (
 )
 
 ERROR_DOMAIN = "custops"
+# The one list of reasons callers may branch on (protos/custops/errors/v1).
+LISTED_REASONS = frozenset(error_reason_pb2.ErrorReason.keys()) - {"ERROR_REASON_UNSPECIFIED"}
+log = logging.getLogger("custops.errors")
+_unlisted: set[str] = set()
 
 _CODES: list[tuple[type[DomainError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -61,6 +67,9 @@ def rich_status(
     violations: tuple[tuple[str, str], ...] = (),
     metadata: dict[str, str] | None = None,
 ) -> status_pb2.Status:
+    if reason not in LISTED_REASONS and reason not in _unlisted:
+        _unlisted.add(reason)  # said once: a missing line in the contract, not the caller's fault
+        log.error("error reason %s is not in custops.errors.v1.ErrorReason: add it", reason)
     status = status_pb2.Status(code=code.value[0], message=message)
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
     _pack(status, info)

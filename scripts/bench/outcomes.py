@@ -167,7 +167,7 @@ async def serve(url: str) -> tuple[asyncio.subprocess.Process, int, asyncio.Task
 async def export(client: AsyncCustopsClient, run_id: str) -> tuple[int, float]:
     started = time.perf_counter()
     rows = 0
-    async for chunk in client.plans.ExportMemberOutcomes(
+    async for chunk in client.plans.export_member_outcomes(
         pb.ExportMemberOutcomesRequest(shop_id=SHOP, run_id=run_id)
     ):
         rows += len(chunk.outcomes)
@@ -210,7 +210,7 @@ async def measure(args: argparse.Namespace, url: str) -> int:
     process, port, drain = await serve(url)
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{port}", timeout=600) as client:
-            await client.plans.GetPlan(pb.GetPlanRequest(shop_id=SHOP, plan_id=PLAN))
+            await client.plans.get_plan(pb.GetPlanRequest(shop_id=SHOP, plan_id=PLAN))
             idle = peak_rss_mb(process.pid)
             small_rows, small_s = await export(client, runs["small"])
             after_small = peak_rss_mb(process.pid)
@@ -230,7 +230,7 @@ async def measure(args: argparse.Namespace, url: str) -> int:
             timings = []
             for _ in range(args.rounds):
                 started = time.perf_counter()
-                reply = await client.plans.GetPlanEffect(
+                reply = await client.plans.get_plan_effect(
                     pb.GetPlanEffectRequest(shop_id=SHOP, plan_id=PLAN)
                 )
                 timings.append(time.perf_counter() - started)

@@ -259,9 +259,9 @@ def next_second(lead: float) -> datetime:
 
 
 async def publish(client: AsyncCustopsClient, plan: pb.Plan) -> pb.Plan:
-    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=SHOP, plan=plan))).plan
+    draft = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=SHOP, plan=plan))).plan
     published: pb.Plan = (
-        await client.plans.PublishPlan(
+        await client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=SHOP, plan_id=draft.plan_id, etag=draft.etag)
         )
     ).plan
@@ -274,14 +274,14 @@ async def finished(client: AsyncCustopsClient, plan_id: str, every: float) -> pb
     while True:
         await asyncio.sleep(every)
         if not run_id:
-            found = await client.plans.ListPlanRuns(
+            found = await client.plans.list_plan_runs(
                 pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan_id)
-            )
+            ).first_page()
             if not found.runs:
                 continue
             run_id = found.runs[-1].run_id
         run: pb.PlanRun = (
-            await client.plans.GetPlanRun(
+            await client.plans.get_plan_run(
                 pb.GetPlanRunRequest(shop_id=SHOP, plan_id=plan_id, run_id=run_id)
             )
         ).run
@@ -292,7 +292,9 @@ async def finished(client: AsyncCustopsClient, plan_id: str, every: float) -> pb
 
 
 async def only_run(client: AsyncCustopsClient, plan_id: str) -> None:
-    found = await client.plans.ListPlanRuns(pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan_id))
+    found = await client.plans.list_plan_runs(
+        pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan_id)
+    ).first_page()
     assert len(found.runs) == 1, [r.run_id for r in found.runs]
 
 
@@ -322,7 +324,7 @@ def seconds(a: datetime, b: datetime) -> float:
 
 async def throttle_off(client: AsyncCustopsClient) -> None:
     for downstream in DOWNSTREAMS:
-        await client.plans.UpdateThrottleSetting(
+        await client.plans.update_throttle_setting(
             pb.UpdateThrottleSettingRequest(
                 setting=pb.ThrottleSetting(
                     downstream=downstream, rate_per_second=UNTHROTTLED, burst=UNTHROTTLED
@@ -334,7 +336,7 @@ async def throttle_off(client: AsyncCustopsClient) -> None:
 
 async def check_unthrottled(client: AsyncCustopsClient) -> None:
     """Every bucket at the ceiling, its adaptive factor never lowered."""
-    reply = await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+    reply = await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())
     assert len(reply.settings) == len(DOWNSTREAMS), reply
     for s in reply.settings:
         assert s.effective_rate_per_second >= UNTHROTTLED and s.burst >= UNTHROTTLED, s

@@ -155,7 +155,7 @@ def settings_for(args: argparse.Namespace, url: str, stand_ins: StandInProcess) 
 async def throttle_off(client: AsyncCustopsClient) -> None:
     """The broad plan's run is setup, not what is measured: no bucket holds it back."""
     for downstream in DOWNSTREAMS:
-        await client.plans.UpdateThrottleSetting(
+        await client.plans.update_throttle_setting(
             pb.UpdateThrottleSettingRequest(
                 setting=pb.ThrottleSetting(
                     downstream=downstream, rate_per_second=UNTHROTTLED, burst=UNTHROTTLED
@@ -318,9 +318,9 @@ def other_plans(count: int, now: datetime) -> list[pb.Plan]:
 
 
 async def publish(client: AsyncCustopsClient, shop: str, draft: pb.Plan) -> pb.Plan:
-    made = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=draft))).plan
+    made = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=draft))).plan
     published: pb.Plan = (
-        await client.plans.PublishPlan(
+        await client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=shop, plan_id=made.plan_id, etag=made.etag)
         )
     ).plan
@@ -328,7 +328,9 @@ async def publish(client: AsyncCustopsClient, shop: str, draft: pb.Plan) -> pb.P
 
 
 async def runs_of(client: AsyncCustopsClient, shop: str, plan_id: str) -> list[pb.PlanRun]:
-    found = await client.plans.ListPlanRuns(pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan_id))
+    found = await client.plans.list_plan_runs(
+        pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan_id)
+    ).first_page()
     return list(found.runs)
 
 
@@ -393,7 +395,7 @@ async def sample(client: AsyncCustopsClient, shop: str, members: int) -> str:
     for _ in range(SAMPLE):
         member = f"m{rnd.randrange(members):08d}"
         office = rnd.choice(FRONT_OFFICES)
-        v = await client.scenario.GetMemberView(
+        v = await client.scenario.get_member_view(
             spb.GetMemberViewRequest(shop_id=shop, member_id=member, front_office=office)
         )
         view["plans"] += len(v.plans)
@@ -401,7 +403,7 @@ async def sample(client: AsyncCustopsClient, shop: str, members: int) -> str:
         view["benefits"] += len(v.unused_benefits)
         view["records"] += len(v.recent_records)
         view["holders"] += bool(v.unused_benefits)
-        c = await client.scenario.GetCheckoutBenefits(
+        c = await client.scenario.get_checkout_benefits(
             spb.GetCheckoutBenefitsRequest(
                 shop_id=shop, member_id=member, store_id="store-1", order_amount=12_000
             )

@@ -65,17 +65,23 @@ class CallFailed(Exception):
         """What the caller of a use case is told."""
         system, code = self.system, self.code
         said = f"the {system} answered {code.name}: {self.details}"
-        reason = f"{system.upper().replace(' ', '_')}_{code.name}"
+        # One of four reasons per system (custops.errors.v1.ErrorReason); the
+        # system's own code is in the message.
+        prefix = system.upper().replace(" ", "_")
         if code is grpc.StatusCode.UNIMPLEMENTED:
             return Unimplemented(f"the {system} does not offer this call yet: {self.details}")
         retry = f"{said}; retry the same request (same request id) in {RETRY_AFTER:g} s"
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            return DeadlineExceeded(retry, reason=reason, retry_after=RETRY_AFTER)
+            return DeadlineExceeded(
+                retry, reason=f"{prefix}_DEADLINE_EXCEEDED", retry_after=RETRY_AFTER
+            )
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return ResourceExhausted(retry, reason=reason, retry_after=RETRY_AFTER)
+            return ResourceExhausted(
+                retry, reason=f"{prefix}_RESOURCE_EXHAUSTED", retry_after=RETRY_AFTER
+            )
         if code in _REFUSALS:
-            return FailedPrecondition(said, reason=reason)
-        return Unavailable(retry, reason=reason, retry_after=RETRY_AFTER)
+            return FailedPrecondition(said, reason=f"{prefix}_REFUSED")
+        return Unavailable(retry, reason=f"{prefix}_UNAVAILABLE", retry_after=RETRY_AFTER)
 
 
 @contextmanager

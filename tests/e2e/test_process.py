@@ -27,7 +27,7 @@ async def test_embedded_defaults_serve_and_persist(tmp_path: Path) -> None:
             )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         async with AsyncCustopsClient(f"127.0.0.1:{server.port}") as client:
-            created = await client.plans.CreatePlan(
+            created = await client.plans.create_plan(
                 pb.CreatePlanRequest(shop_id="s1", plan=pb.Plan(display_name="persisted"))
             )
         stubs = await asyncio.to_thread(
@@ -44,7 +44,7 @@ async def test_embedded_defaults_serve_and_persist(tmp_path: Path) -> None:
     again = await process.start(tmp_path, env={"PYTHONPATH": process.CHECKOUT})
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{again.port}") as client:
-            got = await client.plans.GetPlan(
+            got = await client.plans.get_plan(
                 pb.GetPlanRequest(shop_id="s1", plan_id=created.plan.plan_id)
             )
         assert got.plan == created.plan
@@ -83,7 +83,7 @@ async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
 
             async with AsyncCustopsClient(f"127.0.0.1:{server.port}", timeout=30) as client:
                 slow = asyncio.create_task(
-                    client.plans.PreviewPlan(
+                    client.plans.preview_plan(
                         pb.PreviewPlanRequest(
                             shop_id="s1",
                             plan=pb.Plan(

@@ -53,7 +53,7 @@ async def test_give_backs_racing_over_two_replicas_give_back_once(
             )
             assert answers == {"OK": 1, "BENEFIT_ALREADY_REPLENISHED": 49}
             stats = (
-                await second.plans.GetPlanStatistics(
+                await second.plans.get_plan_statistics(
                     pb.GetPlanStatisticsRequest(shop_id=SHOP, plan_id=plan.plan_id)
                 )
             ).statistics

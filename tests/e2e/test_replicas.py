@@ -71,7 +71,7 @@ async def test_three_replicas_finish_a_run_when_one_is_killed(
         ):
             # One benefit rate for all three, kept in the cluster: the run
             # lasts long enough for a replica to die in the middle of it.
-            await first.plans.UpdateThrottleSetting(
+            await first.plans.update_throttle_setting(
                 pb.UpdateThrottleSettingRequest(
                     setting=pb.ThrottleSetting(
                         downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=3000, burst=1000
@@ -88,9 +88,9 @@ async def test_three_replicas_finish_a_run_when_one_is_killed(
             async with AsyncCustopsClient(f"127.0.0.1:{survivors[0].port}", timeout=30) as client:
                 finished = await _run_finished(client, plan, run_id, survivors)
                 listed = (
-                    await client.plans.ListPlanRuns(
+                    await client.plans.list_plan_runs(
                         pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
-                    )
+                    ).first_page()
                 ).runs
             audience = await _audience(channel, plan)
             instances = await _instances(channel, plan.plan_id)

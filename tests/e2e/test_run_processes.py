@@ -108,10 +108,10 @@ def _plan(execution: str = ONCE_SOON) -> pb.Plan:
 
 async def _publish(client: AsyncCustopsClient, execution: str = ONCE_SOON) -> pb.Plan:
     draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=SHOP, plan=_plan(execution)))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=SHOP, plan=_plan(execution)))
     ).plan
     published: pb.Plan = (
-        await client.plans.PublishPlan(
+        await client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=SHOP, plan_id=draft.plan_id, etag=draft.etag)
         )
     ).plan
@@ -120,10 +120,10 @@ async def _publish(client: AsyncCustopsClient, execution: str = ONCE_SOON) -> pb
 
 async def _run_started(client: AsyncCustopsClient, plan: pb.Plan) -> pb.PlanRun:
     for _ in range(300):  # bounded: the scheduler makes the run within a poll or two
-        found: list[pb.PlanRun] = (
-            await client.plans.ListPlanRuns(
+        found = (
+            await client.plans.list_plan_runs(
                 pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan.plan_id)
-            )
+            ).first_page()
         ).runs
         if found:
             return found[0]
@@ -139,7 +139,7 @@ async def _run_finished(
             for server in servers:
                 assert server.process.returncode is None, "\n".join(server.output[-30:])
             run: pb.PlanRun = (
-                await client.plans.GetPlanRun(
+                await client.plans.get_plan_run(
                     pb.GetPlanRunRequest(shop_id=SHOP, plan_id=plan.plan_id, run_id=run_id)
                 )
             ).run
@@ -322,9 +322,9 @@ async def test_a_killed_run_resumes_without_duplicates_or_gaps(
             async with AsyncCustopsClient(f"127.0.0.1:{again.port}", timeout=30) as client:
                 finished = await _run_finished(client, plan, run_id, [again])
                 listed = (
-                    await client.plans.ListPlanRuns(
+                    await client.plans.list_plan_runs(
                         pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan.plan_id)
-                    )
+                    ).first_page()
                 ).runs
             assert [r.run_id for r in listed] == [run_id]  # the restart made no second run
 
@@ -374,7 +374,7 @@ async def test_two_server_processes_share_a_run(database: str, redis_url: str, p
         ):
             # One benefit rate for both processes (kept in the shared Redis):
             # high enough for a short run, low enough that it lasts seconds.
-            await client.plans.UpdateThrottleSetting(
+            await client.plans.update_throttle_setting(
                 pb.UpdateThrottleSettingRequest(
                     setting=pb.ThrottleSetting(
                         downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=5000, burst=5000
@@ -386,9 +386,9 @@ async def test_two_server_processes_share_a_run(database: str, redis_url: str, p
             run_id = (await _run_started(client, plan)).run_id
             finished = await _run_finished(client, plan, run_id, [first, second])
             listed = (
-                await client.plans.ListPlanRuns(
+                await client.plans.list_plan_runs(
                     pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan.plan_id)
-                )
+                ).first_page()
             ).runs
             audience = await _audience(channel, plan)
             instances = await _instances(channel, plan.plan_id)
@@ -434,9 +434,9 @@ async def test_an_immediate_plan_fires_once(database: str, redis_url: str, prefi
             for _ in range(10):  # ten scheduler polls and more: none may start another run
                 await asyncio.sleep(0.3)
                 listed = (
-                    await client.plans.ListPlanRuns(
+                    await client.plans.list_plan_runs(
                         pb.ListPlanRunsRequest(shop_id=SHOP, plan_id=plan.plan_id)
-                    )
+                    ).first_page()
                 ).runs
                 assert [r.run_id for r in listed] == [run_id], f"{len(listed)} runs"
     finally:

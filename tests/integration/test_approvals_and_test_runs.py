@@ -32,7 +32,7 @@ def _as(ops: Ops, actor: str) -> AsyncCustopsClient:
 
 
 async def _threshold(ops: Ops, members: int) -> None:
-    await ops.client.plans.UpdateShopPolicy(
+    await ops.client.plans.update_shop_policy(
         pb.UpdateShopPolicyRequest(
             policy=pb.ShopPolicy(shop_id=ops.shop, approval_threshold=members)
         )
@@ -53,12 +53,12 @@ async def test_a_plan_above_the_threshold_waits_for_another_approver(manual: Ops
     await _threshold(manual, 100)  # the top levels are about 330 members
     async with _as(manual, "alice") as alice, _as(manual, "bob") as bob:
         big = (
-            await alice.plans.CreatePlan(
+            await alice.plans.create_plan(
                 pb.CreatePlanRequest(shop_id=manual.shop, plan=daily_plan())
             )
         ).plan
         asked = (
-            await alice.plans.PublishPlan(
+            await alice.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id=manual.shop, plan_id=big.plan_id)
             )
         ).plan
@@ -69,12 +69,12 @@ async def test_a_plan_above_the_threshold_waits_for_another_approver(manual: Ops
         assert asked.approval.threshold == 100
         # Below the threshold, publishing is publishing.
         small = (
-            await alice.plans.CreatePlan(
+            await alice.plans.create_plan(
                 pb.CreatePlanRequest(shop_id=manual.shop, plan=_few(manual))
             )
         ).plan
         published = (
-            await alice.plans.PublishPlan(
+            await alice.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id=manual.shop, plan_id=small.plan_id)
             )
         ).plan
@@ -85,13 +85,13 @@ async def test_a_plan_above_the_threshold_waits_for_another_approver(manual: Ops
         assert len(await manual.runs(published)) == 1
         # Its author cannot approve it; another approver can.
         with pytest.raises(CustopsError) as err:
-            await alice.plans.ApprovePlan(
+            await alice.plans.approve_plan(
                 pb.ApprovePlanRequest(shop_id=manual.shop, plan_id=big.plan_id)
             )
         assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
         assert err.value.reason == "SELF_APPROVAL"
         approved = (
-            await bob.plans.ApprovePlan(
+            await bob.plans.approve_plan(
                 pb.ApprovePlanRequest(shop_id=manual.shop, plan_id=big.plan_id)
             )
         ).plan
@@ -102,9 +102,9 @@ async def test_a_plan_above_the_threshold_waits_for_another_approver(manual: Ops
     assert run.progress.granted == len(audience)
     # Both the request and the approval are in the audit log.
     entries = (
-        await manual.client.audit.ListAuditEntries(
+        await manual.client.audit.list_audit_entries(
             apb.ListAuditEntriesRequest(shop_id=manual.shop, resource=f"plans/{big.plan_id}")
-        )
+        ).first_page()
     ).entries
     calls = [(e.caller, e.rpc.rsplit("/", 1)[1]) for e in reversed(entries) if e.outcome == "OK"]
     assert ("alice", "PublishPlan") in calls and ("bob", "ApprovePlan") in calls
@@ -115,15 +115,15 @@ async def test_a_rejected_plan_is_a_draft_again_with_the_reason(manual: Ops) -> 
     await _threshold(manual, 100)
     async with _as(manual, "alice") as alice, _as(manual, "bob") as bob:
         draft = (
-            await alice.plans.CreatePlan(
+            await alice.plans.create_plan(
                 pb.CreatePlanRequest(shop_id=manual.shop, plan=daily_plan())
             )
         ).plan
-        await alice.plans.PublishPlan(
+        await alice.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=manual.shop, plan_id=draft.plan_id)
         )
         rejected = (
-            await bob.plans.RejectPlan(
+            await bob.plans.reject_plan(
                 pb.RejectPlanRequest(
                     shop_id=manual.shop, plan_id=draft.plan_id, reason="narrow it to V5"
                 )
@@ -133,7 +133,7 @@ async def test_a_rejected_plan_is_a_draft_again_with_the_reason(manual: Ops) -> 
         assert rejected.approval.reject_reason == "narrow it to V5"
         assert not rejected.approval.approved and rejected.approval.decided_by == "bob"
         with pytest.raises(CustopsError) as err:  # nothing is awaiting approval now
-            await bob.plans.ApprovePlan(
+            await bob.plans.approve_plan(
                 pb.ApprovePlanRequest(shop_id=manual.shop, plan_id=draft.plan_id)
             )
         assert err.value.reason == "NOT_AWAITING_APPROVAL"
@@ -150,7 +150,7 @@ async def test_a_test_run_is_real_marked_and_counted_apart(manual: Ops) -> None:
     plan.limits.frequency.window = pb.FREQUENCY_WINDOW_PLAN
     plan.limits.total_budget = 1000
     draft = (
-        await manual.client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=manual.shop, plan=plan))
+        await manual.client.plans.create_plan(pb.CreatePlanRequest(shop_id=manual.shop, plan=plan))
     ).plan
     # Two whom the plan's SMS reaches (the stand-in has no phone for one in twenty).
     reachable = [
@@ -159,14 +159,14 @@ async def test_a_test_run_is_real_marked_and_counted_apart(manual: Ops) -> None:
     testers = sorted(reachable)[:2]
     # A draft can be tried; a stranger cannot be a test member.
     with pytest.raises(CustopsError) as err:
-        await manual.client.plans.TriggerPlanRun(
+        await manual.client.plans.trigger_plan_run(
             pb.TriggerPlanRunRequest(
                 shop_id=manual.shop, plan_id=draft.plan_id, test_member_ids=["nobody-at-all"]
             )
         )
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     test = (
-        await manual.client.plans.TriggerPlanRun(
+        await manual.client.plans.trigger_plan_run(
             pb.TriggerPlanRunRequest(
                 shop_id=manual.shop,
                 plan_id=draft.plan_id,
@@ -182,7 +182,7 @@ async def test_a_test_run_is_real_marked_and_counted_apart(manual: Ops) -> None:
     assert set(_granted(manual.platform, draft.plan_id)) == set(testers)
     assert set(manual.sent(draft)) == set(testers)
     stats = (
-        await manual.client.plans.GetPlanStatistics(
+        await manual.client.plans.get_plan_statistics(
             pb.GetPlanStatisticsRequest(shop_id=manual.shop, plan_id=draft.plan_id)
         )
     ).statistics
@@ -191,7 +191,7 @@ async def test_a_test_run_is_real_marked_and_counted_apart(manual: Ops) -> None:
     # Published and run for real: the testers count as never reached (their
     # frequency slot and the budget were not used).
     published = (
-        await manual.client.plans.PublishPlan(
+        await manual.client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=manual.shop, plan_id=draft.plan_id)
         )
     ).plan

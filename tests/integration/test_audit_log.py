@@ -39,7 +39,9 @@ async def running(database_url: str) -> AsyncIterator[tuple[Platform, AsyncCusto
 
 
 async def _entries(client: AsyncCustopsClient, **query: Any) -> list[apb.AuditEntry]:
-    response = await client.audit.ListAuditEntries(apb.ListAuditEntriesRequest(**query))
+    response = await client.audit.list_audit_entries(
+        apb.ListAuditEntriesRequest(**query)
+    ).first_page()
     return list(response.entries)
 
 
@@ -50,12 +52,12 @@ async def test_each_change_shows_who_what_and_how_it_changed(
     shop = f"{SHOP}-{database_url[:6]}"
     started = datetime.now(UTC) - timedelta(seconds=1)
     made = (
-        await client.plans.CreatePlan(
+        await client.plans.create_plan(
             pb.CreatePlanRequest(shop_id=shop, plan=pb.Plan(display_name="Before"))
         )
     ).plan
     renamed = (
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=shop,
                 plan=pb.Plan(plan_id=made.plan_id, display_name="After", etag=made.etag),
@@ -66,7 +68,7 @@ async def test_each_change_shows_who_what_and_how_it_changed(
     ).plan
     # A stale etag: refused, nothing changed, and the attempt is on record.
     with pytest.raises(CustopsError) as err:
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=shop,
                 plan=pb.Plan(plan_id=made.plan_id, display_name="Lost", etag=made.etag),
@@ -75,11 +77,11 @@ async def test_each_change_shows_who_what_and_how_it_changed(
             metadata=(("x-request-id", "stale-1"),),
         )
     assert err.value.code is grpc.StatusCode.ABORTED
-    await client.plans.DeletePlan(
+    await client.plans.delete_plan(
         pb.DeletePlanRequest(shop_id=shop, plan_id=made.plan_id, etag=renamed.etag)
     )
     other = (
-        await client.plans.CreatePlan(
+        await client.plans.create_plan(
             pb.CreatePlanRequest(shop_id=shop, plan=pb.Plan(display_name="Other"))
         )
     ).plan
@@ -119,9 +121,9 @@ async def test_each_change_shows_who_what_and_how_it_changed(
     paged: list[apb.AuditEntry] = []
     token = ""
     for _ in range(10):  # bounded: 5 entries, 2 per page
-        page = await client.audit.ListAuditEntries(
+        page = await client.audit.list_audit_entries(
             apb.ListAuditEntriesRequest(shop_id=shop, page_size=2, page_token=token)
-        )
+        ).first_page()
         paged += page.entries
         token = page.next_page_token
         if not token:
@@ -136,7 +138,7 @@ async def test_the_database_refuses_to_change_or_remove_an_entry(
 ) -> None:
     _, client = running
     shop = f"{SHOP}-db-{database_url[:6]}"
-    await client.plans.CreatePlan(
+    await client.plans.create_plan(
         pb.CreatePlanRequest(shop_id=shop, plan=pb.Plan(display_name="x"))
     )
     (entry,) = await _entries(client, shop_id=shop)
@@ -187,7 +189,7 @@ async def test_a_failed_change_is_on_record_whatever_it_sent(
         (pb.DeletePlanRequest(shop_id=shop, plan_id="p" * 5000), "long-plan"),
     ):
         with pytest.raises(CustopsError) as err:
-            await client.plans.DeletePlan(request, metadata=(("x-request-id", request_id),))
+            await client.plans.delete_plan(request, metadata=(("x-request-id", request_id),))
         assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     platform = {e.request_id: e for e in await _entries(client, shop_id="", page_size=500)}
     assert platform["long-shop"].outcome == "INVALID_ARGUMENT"

@@ -41,9 +41,9 @@ token_sha256 = "{token_hash(TOKEN)}"
 
 async def _list(platform: Platform, *metadata: tuple[str, str]) -> pb.ListPlansResponse:
     async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", metadata=metadata) as client:
-        response: pb.ListPlansResponse = await client.plans.ListPlans(
+        response: pb.ListPlansResponse = await client.plans.list_plans(
             pb.ListPlansRequest(shop_id="shop-1")
-        )
+        ).first_page()
         return response
 
 
@@ -73,7 +73,7 @@ async def test_a_known_token_is_served_and_health_needs_none(guarded: Platform) 
     async with AsyncCustopsClient(
         f"127.0.0.1:{guarded.port}", metadata=(bearer, ("x-custops-actor", "mallory"))
     ) as client:
-        created = await client.plans.CreatePlan(
+        created = await client.plans.create_plan(
             pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="by token"))
         )
     assert (created.plan.create_by, created.plan.update_by) == ("shop-1-admin", "shop-1-admin")

@@ -77,13 +77,15 @@ class World:
         """A new draft of shop-1 whose term has not begun (it does not fire by itself)."""
         plan = immediate_plan()
         plan.time.term = f"0-0 0-0 0-0 1-31 1-12 * {term_years} 2"
-        made: pb.Plan = self.root.plans.CreatePlan(pb.CreatePlanRequest(shop_id=S1, plan=plan)).plan
+        made: pb.Plan = self.root.plans.create_plan(
+            pb.CreatePlanRequest(shop_id=S1, plan=plan)
+        ).plan
         return made
 
     def published(self, term_years: str = "2026-2030") -> pb.Plan:
         """A new plan of shop-1, published: active (and run at once) by default."""
         draft = self.draft(term_years)
-        plan: pb.Plan = self.root.plans.PublishPlan(
+        plan: pb.Plan = self.root.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=S1, plan_id=draft.plan_id, etag=draft.etag)
         ).plan
         return plan
@@ -98,15 +100,19 @@ class World:
             self._threshold(0)
 
     def _threshold(self, members: int) -> None:
-        self.root.plans.UpdateShopPolicy(
+        self.root.plans.update_shop_policy(
             pb.UpdateShopPolicyRequest(policy=pb.ShopPolicy(shop_id=S1, approval_threshold=members))
         )
 
     def finished_run(self, shop: str, plan: pb.Plan) -> pb.PlanRun:
         for _ in range(600):  # bounded: the platform's workers do the run
-            runs = self.root.plans.ListPlanRuns(
-                pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan.plan_id)
-            ).runs
+            runs = (
+                self.root.plans.list_plan_runs(
+                    pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan.plan_id)
+                )
+                .first_page()
+                .runs
+            )
             if runs and runs[0].state == pb.RUN_STATE_SUCCEEDED:
                 run: pb.PlanRun = runs[0]
                 return run
@@ -136,8 +142,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ):
         w = World(platform, root)
         for shop in (S1, S2):
-            draft = root.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=immediate_plan()))
-            w.plan[shop] = root.plans.PublishPlan(
+            draft = root.plans.create_plan(
+                pb.CreatePlanRequest(shop_id=shop, plan=immediate_plan())
+            )
+            w.plan[shop] = root.plans.publish_plan(
                 pb.PublishPlanRequest(
                     shop_id=shop, plan_id=draft.plan.plan_id, etag=draft.plan.etag
                 )
@@ -148,11 +156,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 (member, held[0].benefit_instance_id)
                 for member in (f"m{i:08d}" for i in members)
                 if (
-                    held := root.scenario.ListMemberBenefits(
+                    held := root.scenario.list_member_benefits(
                         spb.ListMemberBenefitsRequest(
                             shop_id=shop, member_id=member, plan_id=w.plan[shop].plan_id
                         )
-                    ).benefits
+                    )
+                    .first_page()
+                    .benefits
                 )
             ][:20]
             assert len(w.holders[shop]) == 20
@@ -165,7 +175,7 @@ def _s1_member(w: World) -> str:
 
 def _used(w: World) -> spb.ReplenishBenefitRequest:
     member, coupon = w.holder(S1)
-    w.root.scenario.ReportBenefitUsed(
+    w.root.scenario.report_benefit_used(
         spb.ReportBenefitUsedRequest(
             shop_id=S1, member_id=member, benefit_instance_id=coupon, order_id="o-1"
         )
@@ -205,14 +215,14 @@ def _paid(w: World) -> spb.RecordMemberEventsRequest:
 
 def _paused(w: World) -> pb.ResumePlanRequest:
     plan = w.published()
-    paused = w.root.plans.PausePlan(
+    paused = w.root.plans.pause_plan(
         pb.PausePlanRequest(shop_id=S1, plan_id=plan.plan_id, etag=plan.etag)
     ).plan
     return pb.ResumePlanRequest(shop_id=S1, plan_id=paused.plan_id, etag=paused.etag)
 
 
 def _benefit_rate(w: World, rate: float, burst: int) -> None:
-    w.root.plans.UpdateThrottleSetting(
+    w.root.plans.update_throttle_setting(
         pb.UpdateThrottleSettingRequest(
             setting=pb.ThrottleSetting(
                 downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=rate, burst=burst
@@ -225,7 +235,7 @@ def _running(w: World) -> pb.CancelPlanRunRequest:
     """A run kept going: grants are throttled to one every 1000 s."""
     _benefit_rate(w, 0.001, 1)
     plan = w.published()
-    run = w.root.plans.TriggerPlanRun(
+    run = w.root.plans.trigger_plan_run(
         pb.TriggerPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, request_id=uuid.uuid4().hex)
     ).run
     return pb.CancelPlanRunRequest(shop_id=S1, plan_id=plan.plan_id, run_id=run.run_id)
@@ -241,7 +251,11 @@ def _ended_run(w: World) -> pb.RecoverPlanRunRequest:
 
 
 def _template(w: World) -> pb.CreatePlanFromTemplateRequest:
-    templates = w.root.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id=S1)).templates
+    templates = (
+        w.root.plans.list_plan_templates(pb.ListPlanTemplatesRequest(shop_id=S1))
+        .first_page()
+        .templates
+    )
     return pb.CreatePlanFromTemplateRequest(shop_id=S1, template_id=templates[0].template_id)
 
 
@@ -456,9 +470,11 @@ def _call(
 
 def _audit(w: World, shop: str) -> dict[str, list[Any]]:
     """The shop's newest audit entries by request id, as a caller of every shop reads them."""
-    entries = w.root.audit.ListAuditEntries(
-        apb.ListAuditEntriesRequest(shop_id=shop, page_size=500)
-    ).entries
+    entries = (
+        w.root.audit.list_audit_entries(apb.ListAuditEntriesRequest(shop_id=shop, page_size=500))
+        .first_page()
+        .entries
+    )
     found: dict[str, list[Any]] = {}
     for entry in entries:
         found.setdefault(entry.request_id, []).append(entry)
@@ -619,7 +635,7 @@ def test_another_shops_resource_under_the_callers_own_shop_is_not_found(
     assert stubs is not None
     coupon = stubs.benefits.instances[world.holders[S2][0][1]]
     assert coupon.state == benefit_pb2.BENEFIT_STATE_UNUSED
-    plan = world.root.plans.GetPlan(pb.GetPlanRequest(shop_id=S2, plan_id=world.plan[S2].plan_id))
+    plan = world.root.plans.get_plan(pb.GetPlanRequest(shop_id=S2, plan_id=world.plan[S2].plan_id))
     assert (plan.plan.display_name, plan.plan.etag) == (
         world.plan[S2].display_name,
         world.plan[S2].etag,
@@ -638,9 +654,11 @@ def test_the_whole_platforms_throttles_are_for_operators_of_every_shop(world: Wo
         f"127.0.0.1:{world.platform.port}",
         metadata=(("authorization", f"Bearer {TOKENS[f'{OPS}:{S1}']}"),),
     ) as ops:
-        shown = ops.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id=S1)).settings
+        shown = ops.plans.get_throttle_settings(pb.GetThrottleSettingsRequest(shop_id=S1)).settings
     assert shown and {s.shop_id for s in shown} == {S1}
-    shown = world.root.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id=S1)).settings
+    shown = world.root.plans.get_throttle_settings(
+        pb.GetThrottleSettingsRequest(shop_id=S1)
+    ).settings
     assert {s.shop_id for s in shown} == {"", S1}
 
 
@@ -655,7 +673,11 @@ def test_a_refused_request_is_on_record_whatever_it_sent(world: World) -> None:
     token = TOKENS[f"{ADMIN}:{S1}"]
     assert _call(world, method, hostile, token, request_id) is grpc.StatusCode.PERMISSION_DENIED
     # No shop has such an id: the attempt is among the platform's own entries.
-    found = world.root.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="")).entries
+    found = (
+        world.root.audit.list_audit_entries(apb.ListAuditEntriesRequest(shop_id=""))
+        .first_page()
+        .entries
+    )
     (entry,) = [e for e in found if e.request_id == request_id]
     assert entry.outcome == "PERMISSION_DENIED" and len(entry.resource) == 300
 
@@ -674,7 +696,11 @@ def test_an_attempt_under_a_malformed_shop_id_is_among_the_platforms_entries(
     request = pb.DeletePlanRequest(shop_id=shop, plan_id=_plan1(world).plan_id)
     token = TOKENS[f"{ADMIN}:{S1}"]
     assert _call(world, method, request, token, request_id) is grpc.StatusCode.PERMISSION_DENIED
-    found = world.root.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="")).entries
+    found = (
+        world.root.audit.list_audit_entries(apb.ListAuditEntriesRequest(shop_id=""))
+        .first_page()
+        .entries
+    )
     (entry,) = [e for e in found if e.request_id == request_id]
     assert entry.outcome == "PERMISSION_DENIED" and entry.shop_id == ""
     # A caller of every shop is told it is no shop id.
@@ -714,9 +740,13 @@ def test_a_caller_scanning_other_shops_cannot_flood_the_audit_log(world: World) 
         request = pb.ListPlansRequest(shop_id=shop)
         assert _call(world, method, request, scanner) is grpc.StatusCode.PERMISSION_DENIED
     elapsed = time.monotonic() - started
-    entries = world.root.audit.ListAuditEntries(
-        apb.ListAuditEntriesRequest(shop_id=shop, page_size=500)
-    ).entries
+    entries = (
+        world.root.audit.list_audit_entries(
+            apb.ListAuditEntriesRequest(shop_id=shop, page_size=500)
+        )
+        .first_page()
+        .entries
+    )
     assert all(e.outcome == "PERMISSION_DENIED" for e in entries)
     # Whatever the matrix above spent of this caller's burst, the scan
     # itself is held to what is left of it and a second's worth per second.

@@ -161,15 +161,15 @@ async def test_bad_input_names_every_field(
     assert all(v.description for v in err.value.field_violations)
     assert err.value.request_id
     # The server is still up and serving.
-    await client.plans.ListPlans(pb.ListPlansRequest(shop_id="s1"))
+    await client.plans.list_plans(pb.ListPlansRequest(shop_id="s1")).first_page()
 
 
 async def test_update_mask_outside_the_plan_is_refused(client: AsyncCustopsClient) -> None:
-    created = await client.plans.CreatePlan(
+    created = await client.plans.create_plan(
         pb.CreatePlanRequest(shop_id="s1", plan=pb.Plan(display_name="x"))
     )
     with pytest.raises(CustopsError) as err:
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id="s1",
                 plan=pb.Plan(plan_id=created.plan.plan_id, time_zone="Nowhere/City"),
@@ -213,7 +213,7 @@ async def test_runs_of_an_unknown_plan_are_not_found(
 
 async def test_a_recovery_names_its_run_and_a_short_reason(client: AsyncCustopsClient) -> None:
     with pytest.raises(CustopsError) as err:
-        await client.plans.RecoverPlanRun(
+        await client.plans.recover_plan_run(
             pb.RecoverPlanRunRequest(shop_id="s1", plan_id="p", run_id="last", reason="x" * 201)
         )
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT

@@ -41,7 +41,7 @@ async def redis_url() -> AsyncIterator[str]:
 
 
 async def _benefit_setting(client: AsyncCustopsClient) -> pb.ThrottleSetting:
-    seen = (await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())).settings
+    seen = (await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())).settings
     setting: pb.ThrottleSetting = next(s for s in seen if s.downstream == pb.DOWNSTREAM_BENEFIT)
     return setting
 

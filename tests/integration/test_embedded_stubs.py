@@ -29,9 +29,9 @@ async def test_preview_estimates_through_the_embedded_audience_stand_in(tmp_path
                     parts=[pb.PREVIEW_PART_AUDIENCE_ESTIMATE],
                 )
 
-            gold = (await client.plans.PreviewPlan(preview(["V4", "V5"]))).audience_estimate
+            gold = (await client.plans.preview_plan(preview(["V4", "V5"]))).audience_estimate
             everyone = (
-                await client.plans.PreviewPlan(preview(["V0", "V1", "V2", "V3", "V4", "V5"]))
+                await client.plans.preview_plan(preview(["V0", "V1", "V2", "V3", "V4", "V5"]))
             ).audience_estimate
     finally:
         await platform.stop(grace=1)
@@ -82,7 +82,7 @@ async def test_preview_checks_inventory_and_warns(tmp_path: Path) -> None:
             limits=pb.PlanLimits(total_budget=30),
         )
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-            seen = await client.plans.PreviewPlan(pb.PreviewPlanRequest(shop_id="s1", plan=plan))
+            seen = await client.plans.preview_plan(pb.PreviewPlanRequest(shop_id="s1", plan=plan))
     finally:
         await platform.stop(grace=1)
     members = seen.audience_estimate.count
@@ -116,10 +116,10 @@ async def test_ending_a_plan_takes_back_its_unused_benefits(tmp_path: Path) -> N
             draft = birthday_plan()
             draft.time.term = ""
             plan = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=draft))
+                await client.plans.create_plan(pb.CreatePlanRequest(shop_id="s1", plan=draft))
             ).plan
             plan = (
-                await client.plans.PublishPlan(
+                await client.plans.publish_plan(
                     pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id)
                 )
             ).plan
@@ -153,9 +153,9 @@ async def test_ending_a_plan_takes_back_its_unused_benefits(tmp_path: Path) -> N
                 reason="mistake",
                 request_id="end-once",
             )
-            ended = await client.plans.EndPlan(end)
+            ended = await client.plans.end_plan(end)
             # The same request again: the first answer, count included.
-            replayed = await client.plans.EndPlan(end)
+            replayed = await client.plans.end_plan(end)
             left = await benefits.ListBenefitInstances(
                 benefit_pb2.ListBenefitInstancesRequest(
                     shop_id="s1", source=f"plans/{plan.plan_id}"

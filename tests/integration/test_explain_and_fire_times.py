@@ -17,7 +17,7 @@ def ts(year: int, month: int, day: int, hour: int, minute: int) -> Timestamp:
 
 
 async def test_explain_the_daily_window(client: AsyncCustopsClient) -> None:
-    reply = await client.plans.ExplainTermExpression(
+    reply = await client.plans.explain_term_expression(
         pb.ExplainTermExpressionRequest(
             shop_id="s1",
             expression="* 20-30 8-20 * * ? 31",
@@ -44,7 +44,7 @@ async def test_explain_the_daily_window(client: AsyncCustopsClient) -> None:
 async def test_explain_an_invalid_expression_answers_with_its_violations(
     client: AsyncCustopsClient,
 ) -> None:
-    reply = await client.plans.ExplainTermExpression(
+    reply = await client.plans.explain_term_expression(
         pb.ExplainTermExpressionRequest(shop_id="s1", expression="* * 8-25 * 13 ? 31")
     )
     assert not reply.valid
@@ -56,7 +56,7 @@ async def test_explain_an_invalid_expression_answers_with_its_violations(
 
 
 async def test_explain_a_delay_counts_from_the_anchor(client: AsyncCustopsClient) -> None:
-    reply = await client.plans.ExplainTermExpression(
+    reply = await client.plans.explain_term_expression(
         pb.ExplainTermExpressionRequest(
             shop_id="s1",
             expression="0 30 2 * * * * 3",
@@ -79,7 +79,7 @@ async def test_preview_fire_times_stay_inside_the_term(client: AsyncCustopsClien
             term="0-0 0-0 0-0 1-31 1-12 * 2030-2030 2",  # during 2030 only
         ),
     )
-    reply = await client.plans.PreviewPlan(
+    reply = await client.plans.preview_plan(
         pb.PreviewPlanRequest(
             shop_id="s1", plan=plan, parts=[pb.PREVIEW_PART_FIRE_TIMES], fire_time_count=2
         )

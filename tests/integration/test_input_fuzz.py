@@ -159,7 +159,7 @@ def test_create_and_get(client: CustopsClient, shop: str, plan: pb.Plan, request
         pb.CreatePlanRequest(shop_id=shop, plan=plan, request_id=request_id),
     )
     if code is grpc.StatusCode.OK:
-        got = client.plans.GetPlan(pb.GetPlanRequest(shop_id=shop, plan_id=reply.plan.plan_id))
+        got = client.plans.get_plan(pb.GetPlanRequest(shop_id=shop, plan_id=reply.plan.plan_id))
         assert got.plan == reply.plan
         assert got.plan.display_name == plan.display_name
         assert got.plan.audience == plan.audience
@@ -213,7 +213,7 @@ def test_list(
 def test_update_and_delete(
     client: CustopsClient, plan: pb.Plan, paths: list[str], etag: str
 ) -> None:
-    created = client.plans.CreatePlan(
+    created = client.plans.create_plan(
         pb.CreatePlanRequest(shop_id="fuzz", plan=pb.Plan(display_name="target"))
     ).plan
     plan.plan_id = created.plan_id
@@ -252,4 +252,4 @@ def test_raw_bytes_that_are_not_protobuf(client: CustopsClient) -> None:
             assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "Traceback" not in (err.value.details() or "")
     # Still serving.
-    client.plans.ListPlans(pb.ListPlansRequest(shop_id="fuzz"))
+    client.plans.list_plans(pb.ListPlansRequest(shop_id="fuzz")).first_page()

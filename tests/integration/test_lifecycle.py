@@ -35,7 +35,7 @@ async def draft(client: AsyncCustopsClient, shop: str = "s1", **time: str) -> pb
     for name, value in time.items():
         setattr(plan.time, name, value)
     created: pb.Plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
     ).plan
     return created
 
@@ -64,7 +64,7 @@ async def test_publish_pause_resume_end(lc: AsyncCustopsClient) -> None:
     ended = await step(lc, "End", resumed, recover_unused_benefits=True, reason="season over")
     assert ended.state == pb.PLAN_STATE_ENDED and ended.end_time.ToDatetime(UTC) == NOW
     assert not ended.HasField("next_fire_time")
-    got = await lc.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
+    got = await lc.plans.get_plan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
     assert got.plan == ended
 
 
@@ -114,13 +114,13 @@ async def test_every_illegal_transition_is_refused(
         await step(lc, action, plan)
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert err.value.reason == "ILLEGAL_TRANSITION"
-    again = await lc.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
+    again = await lc.plans.get_plan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
     assert again.plan.etag == plan.etag  # nothing changed
 
 
 async def test_an_incomplete_draft_says_everything_it_lacks(lc: AsyncCustopsClient) -> None:
     bare = (
-        await lc.plans.CreatePlan(
+        await lc.plans.create_plan(
             pb.CreatePlanRequest(shop_id="s1", plan=pb.Plan(display_name="x"))
         )
     ).plan
@@ -146,7 +146,7 @@ async def test_a_term_that_is_over_cannot_be_published(lc: AsyncCustopsClient) -
 
 async def _update(client: AsyncCustopsClient, plan_id: str, plan: pb.Plan, *paths: str) -> pb.Plan:
     plan.plan_id = plan_id
-    reply = await client.plans.UpdatePlan(
+    reply = await client.plans.update_plan(
         pb.UpdatePlanRequest(shop_id="s1", plan=plan, update_mask=FieldMask(paths=list(paths)))
     )
     updated: pb.Plan = reply.plan
@@ -158,7 +158,7 @@ async def test_published_plans_change_only_safely_and_are_never_deleted(
 ) -> None:
     active = await _in_state(lc, "ACTIVE")
     with pytest.raises(CustopsError) as err:
-        await lc.plans.DeletePlan(pb.DeletePlanRequest(shop_id="s1", plan_id=active.plan_id))
+        await lc.plans.delete_plan(pb.DeletePlanRequest(shop_id="s1", plan_id=active.plan_id))
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     renamed = await _update(lc, active.plan_id, pb.Plan(display_name="renamed"), "display_name")
     assert renamed.display_name == "renamed" and renamed.etag != active.etag
@@ -202,5 +202,5 @@ async def test_etags_request_ids_and_shops(lc: AsyncCustopsClient) -> None:
     first = await step(lc, "Publish", plan, request_id="pub-1")
     assert await step(lc, "Publish", plan, request_id="pub-1") == first  # replayed, not refused
     with pytest.raises(CustopsError) as err:
-        await lc.plans.PausePlan(pb.PausePlanRequest(shop_id="other", plan_id=plan.plan_id))
+        await lc.plans.pause_plan(pb.PausePlanRequest(shop_id="other", plan_id=plan.plan_id))
     assert err.value.code is grpc.StatusCode.NOT_FOUND

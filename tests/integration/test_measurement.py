@@ -80,14 +80,14 @@ def refunded(member: str, order: str, amount: int, when: datetime, event: str) -
 
 
 async def record(ops: Ops, *events: spb.MemberEvent) -> list[spb.MemberEventOutcome]:
-    reply = await ops.client.scenario.RecordMemberEvents(
+    reply = await ops.client.scenario.record_member_events(
         spb.RecordMemberEventsRequest(shop_id=ops.shop, events=events)
     )
     return list(reply.results)
 
 
 async def effect(ops: Ops, plan: pb.Plan) -> pb.PlanEffect:
-    reply = await ops.client.plans.GetPlanEffect(
+    reply = await ops.client.plans.get_plan_effect(
         pb.GetPlanEffectRequest(shop_id=ops.shop, plan_id=plan.plan_id)
     )
     found: pb.PlanEffect = reply.effect
@@ -158,13 +158,13 @@ async def test_erasing_a_member_leaves_no_row_of_him(manual: Ops, database_url: 
     await record(manual, paid(member, "o-9", 500, FIRE + timedelta(hours=1)))
     assert await _rows_of(database_url, manual.shop, member) != {}
     request = spb.EraseMemberRequest(shop_id=manual.shop, member_id=member, request_id="erase-1")
-    first = await manual.client.scenario.EraseMember(request)
+    first = await manual.client.scenario.erase_member(request)
     assert first.erased["outcomes"] == 1 and first.erased["orders"] == 1
     assert first.erased["events"] == 1 and first.erased["benefits"] >= 1
     assert await _rows_of(database_url, manual.shop, member) == {}
     # Idempotent: the retry answers the first answer; a new request finds nothing.
-    assert await manual.client.scenario.EraseMember(request) == first
-    again = await manual.client.scenario.EraseMember(
+    assert await manual.client.scenario.erase_member(request) == first
+    again = await manual.client.scenario.erase_member(
         spb.EraseMemberRequest(shop_id=manual.shop, member_id=member)
     )
     assert set(again.erased.values()) == {0}
@@ -214,7 +214,7 @@ async def hundred_thousand(postgres_url: str) -> AsyncIterator[Ops]:
     async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=60) as client:
         # The runs are bound by the CPU here, not by the default rates.
         for downstream in (pb.DOWNSTREAM_AUDIENCE, pb.DOWNSTREAM_BENEFIT):
-            await client.plans.UpdateThrottleSetting(
+            await client.plans.update_throttle_setting(
                 pb.UpdateThrottleSettingRequest(
                     setting=pb.ThrottleSetting(
                         downstream=downstream, rate_per_second=1e6, burst=1_000_000
@@ -245,7 +245,7 @@ async def test_a_holdout_is_its_share_stable_and_measures_a_planted_effect(
     await ops.worker().drain()
     assert await held_out(ops, plan, second.run_id) == held
     for member, shown in ((sorted(held)[0], False), (sorted(granted)[0], True)):
-        view = await ops.client.scenario.GetMemberView(
+        view = await ops.client.scenario.get_member_view(
             spb.GetMemberViewRequest(
                 shop_id=ops.shop, member_id=member, front_office=pb.FRONT_OFFICE_MICRO_MALL
             )

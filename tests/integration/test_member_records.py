@@ -26,9 +26,9 @@ SHOP, OTHER_SHOP = f"records-{uuid.uuid4().hex[:8]}", f"others-{uuid.uuid4().hex
 async def _records(
     client: AsyncCustopsClient, member_id: str, shop_id: str = SHOP, **kw: object
 ) -> spb.ListMemberRecordsResponse:
-    response: spb.ListMemberRecordsResponse = await client.scenario.ListMemberRecords(
+    response: spb.ListMemberRecordsResponse = await client.scenario.list_member_records(
         spb.ListMemberRecordsRequest(shop_id=shop_id, member_id=member_id, **kw)  # type: ignore[arg-type]
-    )
+    ).first_page()
     return response
 
 
@@ -41,7 +41,7 @@ async def test_a_members_timeline_shows_each_grant_newest_first(
     clock = platform.clock
     assert isinstance(clock, SteppingClock)
     clock.current += timedelta(hours=1)  # the manual run, an hour later
-    manual = await client.plans.TriggerPlanRun(
+    manual = await client.plans.trigger_plan_run(
         pb.TriggerPlanRunRequest(shop_id=SHOP, plan_id=plan.plan_id, request_id="again")
     )
     second = await _finished(client, plan, manual.run.run_id)
@@ -90,10 +90,10 @@ async def test_bad_timeline_requests_name_their_fields(
 ) -> None:
     _, client = running
     with pytest.raises(CustopsError) as err:
-        await client.scenario.ListMemberRecords(
+        await client.scenario.list_member_records(
             spb.ListMemberRecordsRequest(
                 shop_id="s1", member_id="", page_size=-1, kinds=[spb.RECORD_KIND_UNSPECIFIED]
             )
-        )
+        ).first_page()
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in err.value.field_violations] == ["member_id", "page_size", "kinds[0]"]

@@ -76,9 +76,9 @@ def check_metrics(text: str) -> str:
 
 async def _finished(client: AsyncCustopsClient, plan: pb.Plan) -> pb.PlanRun:
     for _ in range(600):  # bounded: the engine runs it
-        listed = await client.plans.ListPlanRuns(
+        listed = await client.plans.list_plan_runs(
             pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
-        )
+        ).first_page()
         if listed.runs and listed.runs[0].state == pb.RUN_STATE_SUCCEEDED:
             run: pb.PlanRun = listed.runs[0]
             return run
@@ -102,22 +102,22 @@ async def test_a_runs_outcomes_move_the_counters_by_exactly_what_it_did(
             )
             plan.measurement.holdout_percent = 20  # members granted, and members held out
             draft = (
-                await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
+                await client.plans.create_plan(pb.CreatePlanRequest(shop_id="s1", plan=plan))
             ).plan
             await asyncio.sleep(0.5)  # the gauges sampled once at least
             before = samples(scrape(platform.metrics_port))
-            await client.plans.PublishPlan(
+            await client.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id="s1", plan_id=draft.plan_id, etag=draft.etag)
             )
             run = await _finished(client, draft)
             statistics = (
-                await client.plans.GetPlanStatistics(
+                await client.plans.get_plan_statistics(
                     pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=draft.plan_id)
                 )
             ).statistics
             text = scrape(platform.metrics_port)
             throttles = (
-                await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+                await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())
             ).settings
     finally:
         await platform.stop(grace=1)

@@ -142,9 +142,9 @@ async def test_a_real_prometheus_scrapes_the_server_and_the_dashboard_finds_its_
             # Fired by the scheduler: its lateness is measured too.
             draft = await publish_to_everyone(client, "s1")
             for _ in range(400):  # bounded: the run ends
-                runs = await client.plans.ListPlanRuns(
+                runs = await client.plans.list_plan_runs(
                     pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)
-                )
+                ).first_page()
                 if runs.runs and runs.runs[0].state == pb.RUN_STATE_SUCCEEDED:
                     break
                 await asyncio.sleep(0.05)

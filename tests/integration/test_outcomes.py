@@ -42,11 +42,11 @@ async def listed(ops: Ops, page_size: int = 7, **where: Any) -> list[pb.MemberOu
     found: list[pb.MemberOutcome] = []
     token = ""
     for _ in range(10_000):  # bounded
-        page = await ops.client.plans.ListMemberOutcomes(
+        page = await ops.client.plans.list_member_outcomes(
             pb.ListMemberOutcomesRequest(
                 shop_id=ops.shop, page_size=page_size, page_token=token, **where
             )
-        )
+        ).first_page()
         found += page.outcomes
         token = page.next_page_token
         if not token:
@@ -58,7 +58,7 @@ async def exported(ops: Ops, **where: Any) -> tuple[list[pb.MemberOutcome], set[
     """The export's outcomes, and the totals its messages announced."""
     found: list[pb.MemberOutcome] = []
     totals: set[int] = set()
-    async for chunk in ops.client.plans.ExportMemberOutcomes(
+    async for chunk in ops.client.plans.export_member_outcomes(
         pb.ExportMemberOutcomesRequest(shop_id=ops.shop, **where)
     ):
         found += chunk.outcomes
@@ -196,7 +196,7 @@ async def test_each_skip_reason_is_listed_with_that_reason(manual: Ops) -> None:
 
     # The statistics count the same, by outcome, reason and day (the plan's zone).
     stats = (
-        await ops.client.plans.GetPlanStatistics(
+        await ops.client.plans.get_plan_statistics(
             pb.GetPlanStatisticsRequest(shop_id=ops.shop, plan_id=once.plan_id)
         )
     ).statistics
@@ -236,9 +236,9 @@ async def test_bad_requests_name_the_field(manual: Ops) -> None:
         ({"plan_id": plan.plan_id, "page_token": "not-ours"}, "page_token"),
     ):
         with pytest.raises(CustopsError) as err:
-            await manual.client.plans.ListMemberOutcomes(
+            await manual.client.plans.list_member_outcomes(
                 pb.ListMemberOutcomesRequest(shop_id=manual.shop, **where)
-            )
+            ).first_page()
         assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT, where
         assert field in str(err.value), where
     with pytest.raises(CustopsError) as err:

@@ -24,20 +24,20 @@ PAYDAYS = [at(date(2026, 12, 10)), at(date(2027, 1, 8)), at(date(2027, 2, 10))] 
 
 async def test_payday_from_its_template_runs_on_payday(manual: Ops) -> None:
     # What the calculator's text means, as a merchant asks.
-    explained = await manual.client.plans.ExplainTermExpression(
+    explained = await manual.client.plans.explain_term_expression(
         pb.ExplainTermExpressionRequest(shop_id=manual.shop, expression="@payday 09:00", count=3)
     )
     assert explained.valid and explained.type_name == "payday" and explained.type_code == 0
     assert explained.normalized == "@payday 10 09:00"
     assert [t.ToDatetime(UTC) for t in explained.next_fire_times] == PAYDAYS
     # The product is a template file; its plan, from the template.
-    listed = await manual.client.plans.ListPlanTemplates(
+    listed = await manual.client.plans.list_plan_templates(
         pb.ListPlanTemplatesRequest(shop_id=manual.shop, product_id="payday")
-    )
+    ).first_page()
     (template,) = listed.templates
     assert list(template.allowed.execution) == ["payday"]
     draft = (
-        await manual.client.plans.CreatePlanFromTemplate(
+        await manual.client.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(
                 shop_id=manual.shop,
                 template_id="payday",
@@ -47,14 +47,14 @@ async def test_payday_from_its_template_runs_on_payday(manual: Ops) -> None:
         )
     ).plan
     assert draft.product_id == "payday" and draft.time.execution == "@payday 09:00"
-    preview = await manual.client.plans.PreviewPlan(
+    preview = await manual.client.plans.preview_plan(
         pb.PreviewPlanRequest(shop_id=manual.shop, plan_id=draft.plan_id, fire_time_count=3)
     )
     assert [t.ToDatetime(UTC) for t in preview.next_fire_times] == PAYDAYS
     members = manual.members(lambda m: m.level in TOP)
     assert preview.audience_estimate.count == len(members)
     plan = (
-        await manual.client.plans.PublishPlan(
+        await manual.client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=manual.shop, plan_id=draft.plan_id, etag=draft.etag)
         )
     ).plan
@@ -78,9 +78,9 @@ async def test_payday_from_its_template_runs_on_payday(manual: Ops) -> None:
     assert all(r.state == pb.RUN_STATE_SUCCEEDED for r in runs)
     assert all(r.progress.granted == len(members) for r in runs)
     # The member holds a coupon from each payday.
-    benefits = await manual.client.scenario.ListMemberBenefits(
+    benefits = await manual.client.scenario.list_member_benefits(
         spb.ListMemberBenefitsRequest(shop_id=manual.shop, member_id=member, plan_id=plan.plan_id)
-    )
+    ).first_page()
     assert len(benefits.benefits) == 2
     assert (await manual.plan(plan)).next_fire_time.ToDatetime(UTC) == PAYDAYS[2]
 
@@ -89,12 +89,12 @@ async def test_another_product_cannot_use_the_payday_calculator(manual: Ops) -> 
     """A template allows its calculators by name: member day's does not
     allow payday."""
     draft = (
-        await manual.client.plans.CreatePlanFromTemplate(
+        await manual.client.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(shop_id=manual.shop, template_id="member_day")
         )
     ).plan
     with pytest.raises(CustopsError) as err:
-        await manual.client.plans.UpdatePlan(
+        await manual.client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=manual.shop,
                 plan=pb.Plan(plan_id=draft.plan_id, time=pb.PlanTime(execution="@payday")),

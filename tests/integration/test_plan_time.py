@@ -54,7 +54,7 @@ def _member(ops: Ops, chosen: Callable[[Member], bool]) -> str:
 
 
 async def _view(ops: Ops, member: str, office: int) -> spb.GetMemberViewResponse:
-    reply: spb.GetMemberViewResponse = await ops.client.scenario.GetMemberView(
+    reply: spb.GetMemberViewResponse = await ops.client.scenario.get_member_view(
         spb.GetMemberViewRequest(shop_id=ops.shop, member_id=member, front_office=office)  # type: ignore[arg-type]
     )
     return reply
@@ -65,7 +65,7 @@ async def _view(ops: Ops, member: str, office: int) -> spb.GetMemberViewResponse
 
 async def test_member_day_effects_hold_on_member_day_only(manual: Ops) -> None:
     draft = (
-        await manual.client.plans.CreatePlanFromTemplate(
+        await manual.client.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(
                 shop_id=manual.shop,
                 template_id="member_day",
@@ -76,7 +76,7 @@ async def test_member_day_effects_hold_on_member_day_only(manual: Ops) -> None:
     ).plan
     assert draft.time.execution == "0 0 9 8 * * * 33"  # 09:00 on the 8th
     plan = (
-        await manual.client.plans.PublishPlan(
+        await manual.client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=manual.shop, plan_id=draft.plan_id, etag=draft.etag)
         )
     ).plan
@@ -94,7 +94,7 @@ async def test_member_day_effects_hold_on_member_day_only(manual: Ops) -> None:
 
     async def checkout_kinds(instant: datetime) -> set[int]:
         manual.set_clock(instant)
-        reply = await manual.client.scenario.GetCheckoutBenefits(
+        reply = await manual.client.scenario.get_checkout_benefits(
             spb.GetCheckoutBenefitsRequest(
                 shop_id=manual.shop, member_id=member, store_id="store-1", order_amount=10_000
             )
@@ -123,11 +123,11 @@ async def test_member_day_effects_hold_on_member_day_only(manual: Ops) -> None:
     # The member-day run grants double points valid on member day only.
     await _tick(manual, at(date(2026, 12, 8), 9, 0, 10))
     benefits = (
-        await manual.client.scenario.ListMemberBenefits(
+        await manual.client.scenario.list_member_benefits(
             spb.ListMemberBenefitsRequest(
                 shop_id=manual.shop, member_id=member, plan_id=plan.plan_id
             )
-        )
+        ).first_page()
     ).benefits
     (double,) = benefits
     assert double.kind == benefit_pb2.BENEFIT_KIND_POINTS_MULTIPLIER
@@ -171,16 +171,16 @@ async def test_a_plan_ends_by_itself_once_its_term_is_over_and_its_last_run_ende
     ]
     # The audit log says the platform ended it, and why.
     entries = (
-        await manual.client.audit.ListAuditEntries(
+        await manual.client.audit.list_audit_entries(
             apb.ListAuditEntriesRequest(shop_id=manual.shop, resource=f"plans/{plan.plan_id}")
-        )
+        ).first_page()
     ).entries
     last = next(e for e in entries if e.resource == f"plans/{plan.plan_id}")
     assert last.caller == "platform"
     assert last.rpc == "custops.platform.Scheduler/EndPlan"
     assert last.after["state"] == "ended" and last.after["end_reason"] == "TERM_OVER"
     # Its last run's failed items may still be retried.
-    retried = await manual.client.plans.RetryFailedItems(
+    retried = await manual.client.plans.retry_failed_items(
         pb.RetryFailedItemsRequest(shop_id=manual.shop, plan_id=plan.plan_id, run_id=runs[0].run_id)
     )
     assert retried.retried_count == 0
@@ -244,7 +244,7 @@ async def test_a_birthday_preview_counts_the_runs_audience(manual: Ops) -> None:
         plan = daily_plan()
         plan.time.execution = f"0 0 9 * * * * {scope}"
         plan.audience.CopyFrom(levels(*TOP))
-        preview = await manual.client.plans.PreviewPlan(
+        preview = await manual.client.plans.preview_plan(
             pb.PreviewPlanRequest(shop_id=manual.shop, plan=plan, fire_time_count=3)
         )
         days = [date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
@@ -281,7 +281,7 @@ async def test_a_member_skipped_for_the_budget_can_get_it_once_the_budget_is_rai
     assert first.progress.granted == 40
     assert first.progress.skipped["BUDGET_EXHAUSTED"] == len(audience) - 40
     current = await manual.plan(plan)
-    await manual.client.plans.UpdatePlan(
+    await manual.client.plans.update_plan(
         pb.UpdatePlanRequest(
             shop_id=manual.shop,
             plan=pb.Plan(
@@ -312,7 +312,7 @@ async def test_a_member_refused_for_stock_gives_back_his_slot_and_budget(manual:
     plan = await manual.publish(plan)
     audience = await _audience(manual.platform, plan)
     await _tick(manual, at(date(2026, 11, 25), 9, 0, 10))
-    stats = await manual.client.plans.GetPlanStatistics(
+    stats = await manual.client.plans.get_plan_statistics(
         pb.GetPlanStatisticsRequest(shop_id=manual.shop, plan_id=plan.plan_id)
     )
     assert stats.statistics.benefits_granted == 30

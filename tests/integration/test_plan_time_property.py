@@ -78,7 +78,7 @@ class Served:
         # each page taking 500 of the audience system's tokens: at the
         # default rate a run of one member waits for the bucket, not for work.
         self.call(
-            lambda: self.client.plans.UpdateThrottleSetting(
+            lambda: self.client.plans.update_throttle_setting(
                 pb.UpdateThrottleSettingRequest(
                     setting=pb.ThrottleSetting(
                         downstream=pb.DOWNSTREAM_AUDIENCE, rate_per_second=1e6, burst=1_000_000
@@ -166,11 +166,11 @@ def test_a_plans_time_through_the_server(
     )
     served.clock.current = publish
     draft = served.call(
-        lambda: served.client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
+        lambda: served.client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
     ).plan
     try:
         published = served.call(
-            lambda: served.client.plans.PublishPlan(
+            lambda: served.client.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id, etag=draft.etag)
             )
         ).plan
@@ -201,7 +201,7 @@ def test_a_plans_time_through_the_server(
             served.call(worker.drain)
             continue
         view = served.call(
-            lambda: served.client.scenario.GetMemberView(
+            lambda: served.client.scenario.get_member_view(
                 spb.GetMemberViewRequest(
                     shop_id=shop,
                     member_id=member.member_id,
@@ -234,7 +234,7 @@ def test_a_plans_time_through_the_server(
     ahead = oracle_fires(calendar, time, later, later + timedelta(days=400))
     until_later = oracle_fires(calendar, time, publish - TICK, later)
     state = served.call(
-        lambda: served.client.plans.GetPlan(
+        lambda: served.client.plans.get_plan(
             pb.GetPlanRequest(shop_id=shop, plan_id=published.plan_id)
         )
     ).plan.state
@@ -258,8 +258,8 @@ def _calendar(time: PlanTime, zone: str, publish: datetime) -> PlanCalendar:
 def _listed(served: Served, shop: str, plan_id: str) -> list[pb.PlanRun]:
     return list(
         served.call(
-            lambda: served.client.plans.ListPlanRuns(
+            lambda: served.client.plans.list_plan_runs(
                 pb.ListPlanRunsRequest(shop_id=shop, plan_id=plan_id, page_size=500)
-            )
+            ).first_page()
         ).runs
     )

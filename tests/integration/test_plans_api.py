@@ -85,8 +85,8 @@ def birthday_plan(name: str = "Birthday gift") -> pb.Plan:
 async def test_create_then_get_round_trips_every_field(client: AsyncCustopsClient) -> None:
     s = shop()
     sent = birthday_plan()
-    created = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=sent))).plan
-    got = (await client.plans.GetPlan(pb.GetPlanRequest(shop_id=s, plan_id=created.plan_id))).plan
+    created = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=sent))).plan
+    got = (await client.plans.get_plan(pb.GetPlanRequest(shop_id=s, plan_id=created.plan_id))).plan
 
     assert got == created
     assert got.name == f"shops/{s}/plans/{created.plan_id}"
@@ -108,13 +108,13 @@ async def test_create_then_get_round_trips_every_field(client: AsyncCustopsClien
 async def test_another_shop_sees_nothing(client: AsyncCustopsClient) -> None:
     owner, other = shop(), shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=owner, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=owner, plan=birthday_plan()))
     ).plan
 
     for call in (
-        client.plans.GetPlan(pb.GetPlanRequest(shop_id=other, plan_id=plan.plan_id)),
-        client.plans.DeletePlan(pb.DeletePlanRequest(shop_id=other, plan_id=plan.plan_id)),
-        client.plans.UpdatePlan(
+        client.plans.get_plan(pb.GetPlanRequest(shop_id=other, plan_id=plan.plan_id)),
+        client.plans.delete_plan(pb.DeletePlanRequest(shop_id=other, plan_id=plan.plan_id)),
+        client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=other,
                 plan=pb.Plan(plan_id=plan.plan_id, display_name="stolen"),
@@ -125,9 +125,9 @@ async def test_another_shop_sees_nothing(client: AsyncCustopsClient) -> None:
         with pytest.raises(CustopsError) as err:
             await call
         assert err.value.code is grpc.StatusCode.NOT_FOUND
-    listed = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=other))
+    listed = await client.plans.list_plans(pb.ListPlansRequest(shop_id=other)).first_page()
     assert list(listed.plans) == []
-    still = await client.plans.GetPlan(pb.GetPlanRequest(shop_id=owner, plan_id=plan.plan_id))
+    still = await client.plans.get_plan(pb.GetPlanRequest(shop_id=owner, plan_id=plan.plan_id))
     assert still.plan.display_name == "Birthday gift"
 
 
@@ -138,14 +138,14 @@ async def test_list_pages_newest_first_with_filters(client: AsyncCustopsClient) 
         plan = birthday_plan(f"plan {i}")
         if i % 2:
             plan.business_product = pb.BUSINESS_PRODUCT_HOLIDAY
-        created = await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=plan))
+        created = await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=plan))
         ids.append(created.plan.plan_id)
 
     seen, token = [], ""
     for _ in range(5):
-        page = await client.plans.ListPlans(
+        page = await client.plans.list_plans(
             pb.ListPlansRequest(shop_id=s, page_size=2, page_token=token)
-        )
+        ).first_page()
         assert len(page.plans) <= 2
         seen += [p.plan_id for p in page.plans]
         token = page.next_page_token
@@ -153,19 +153,19 @@ async def test_list_pages_newest_first_with_filters(client: AsyncCustopsClient) 
             break
     assert seen == list(reversed(ids))
 
-    holiday = await client.plans.ListPlans(
+    holiday = await client.plans.list_plans(
         pb.ListPlansRequest(shop_id=s, business_product=pb.BUSINESS_PRODUCT_HOLIDAY)
-    )
+    ).first_page()
     assert [p.plan_id for p in holiday.plans] == [ids[3], ids[1]]
 
     # A token is bound to its query: reusing it with another filter is refused.
-    first = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s, page_size=2))
+    first = await client.plans.list_plans(pb.ListPlansRequest(shop_id=s, page_size=2)).first_page()
     with pytest.raises(CustopsError) as err:
-        await client.plans.ListPlans(
+        await client.plans.list_plans(
             pb.ListPlansRequest(
                 shop_id=s, page_token=first.next_page_token, state=pb.PLAN_STATE_ACTIVE
             )
-        )
+        ).first_page()
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in err.value.field_violations] == ["page_token"]
 
@@ -173,11 +173,11 @@ async def test_list_pages_newest_first_with_filters(client: AsyncCustopsClient) 
 async def test_update_with_mask_and_etag(client: AsyncCustopsClient) -> None:
     s = shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
     ).plan
 
     updated = (
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=s,
                 plan=pb.Plan(
@@ -196,7 +196,7 @@ async def test_update_with_mask_and_etag(client: AsyncCustopsClient) -> None:
     assert updated.etag != plan.etag
 
     with pytest.raises(CustopsError) as err:
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=s,
                 plan=pb.Plan(plan_id=plan.plan_id, etag=plan.etag, display_name="Stale"),
@@ -207,7 +207,7 @@ async def test_update_with_mask_and_etag(client: AsyncCustopsClient) -> None:
     assert err.value.reason == "ETAG_MISMATCH"
 
     with pytest.raises(CustopsError) as err:
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=s,
                 plan=pb.Plan(plan_id=plan.plan_id, display_name=""),
@@ -222,12 +222,12 @@ async def test_update_with_mask_and_etag(client: AsyncCustopsClient) -> None:
 async def test_concurrent_updates_one_wins(client: AsyncCustopsClient) -> None:
     s = shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
     ).plan
 
     async def rename(name: str) -> grpc.StatusCode:
         try:
-            await client.plans.UpdatePlan(
+            await client.plans.update_plan(
                 pb.UpdatePlanRequest(
                     shop_id=s,
                     plan=pb.Plan(plan_id=plan.plan_id, etag=plan.etag, display_name=name),
@@ -245,20 +245,20 @@ async def test_concurrent_updates_one_wins(client: AsyncCustopsClient) -> None:
 async def test_retry_with_request_id_creates_once(client: AsyncCustopsClient) -> None:
     s = shop()
     request = pb.CreatePlanRequest(shop_id=s, plan=birthday_plan(), request_id="req-42")
-    first = await client.plans.CreatePlan(request)
-    again = await client.plans.CreatePlan(request)
+    first = await client.plans.create_plan(request)
+    again = await client.plans.create_plan(request)
     assert again.plan == first.plan
-    listed = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s))
+    listed = await client.plans.list_plans(pb.ListPlansRequest(shop_id=s)).first_page()
     assert [p.plan_id for p in listed.plans] == [first.plan.plan_id]
 
     # Concurrent retries of one request still create one plan.
     racing = pb.CreatePlanRequest(shop_id=s, plan=birthday_plan("race"), request_id="req-43")
-    results = await asyncio.gather(*(client.plans.CreatePlan(racing) for _ in range(4)))
+    results = await asyncio.gather(*(client.plans.create_plan(racing) for _ in range(4)))
     assert len({r.plan.plan_id for r in results}) == 1
 
     reused = pb.CreatePlanRequest(shop_id=s, plan=birthday_plan("other"), request_id="req-42")
     with pytest.raises(CustopsError) as err:
-        await client.plans.CreatePlan(reused)
+        await client.plans.create_plan(reused)
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.reason == "REQUEST_ID_REUSED"
 
@@ -266,11 +266,11 @@ async def test_retry_with_request_id_creates_once(client: AsyncCustopsClient) ->
 async def test_delete_draft(client: AsyncCustopsClient) -> None:
     s = shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
     ).plan
-    await client.plans.DeletePlan(pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id))
+    await client.plans.delete_plan(pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id))
     with pytest.raises(CustopsError) as err:
-        await client.plans.GetPlan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
+        await client.plans.get_plan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
     assert err.value.code is grpc.StatusCode.NOT_FOUND
     assert err.value.reason == "PLAN_NOT_FOUND"
 
@@ -279,22 +279,22 @@ async def test_update_racing_delete_never_loses_the_update(client: AsyncCustopsC
     for round_ in range(5):
         s = shop()
         plan = (
-            await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+            await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
         ).plan
-        update = client.plans.UpdatePlan(
+        update = client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=s,
                 plan=pb.Plan(plan_id=plan.plan_id, etag=plan.etag, display_name=f"new {round_}"),
                 update_mask=FieldMask(paths=["display_name"]),
             )
         )
-        delete = client.plans.DeletePlan(
+        delete = client.plans.delete_plan(
             pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id, etag=plan.etag)
         )
         outcomes = await asyncio.gather(update, delete, return_exceptions=True)
         ok = [not isinstance(o, BaseException) for o in outcomes]
         assert ok.count(True) == 1, outcomes  # exactly one of them wins
-        listed = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s))
+        listed = await client.plans.list_plans(pb.ListPlansRequest(shop_id=s)).first_page()
         if ok[0]:
             assert [p.display_name for p in listed.plans] == [f"new {round_}"]
         else:
@@ -304,7 +304,7 @@ async def test_update_racing_delete_never_loses_the_update(client: AsyncCustopsC
 async def test_concurrent_retries_of_update_and_delete_replay(client: AsyncCustopsClient) -> None:
     s = shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
     ).plan
     update = pb.UpdatePlanRequest(
         shop_id=s,
@@ -312,15 +312,15 @@ async def test_concurrent_retries_of_update_and_delete_replay(client: AsyncCusto
         update_mask=FieldMask(paths=["display_name"]),
         request_id="upd-1",
     )
-    results = await asyncio.gather(*(client.plans.UpdatePlan(update) for _ in range(4)))
+    results = await asyncio.gather(*(client.plans.update_plan(update) for _ in range(4)))
     assert {r.plan.etag for r in results} == {results[0].plan.etag}
     assert all(r.plan.display_name == "once" for r in results)
 
     delete = pb.DeletePlanRequest(shop_id=s, plan_id=plan.plan_id, request_id="del-1")
-    await asyncio.gather(*(client.plans.DeletePlan(delete) for _ in range(4)))
-    await client.plans.DeletePlan(delete)  # a late retry is answered like the first
+    await asyncio.gather(*(client.plans.delete_plan(delete) for _ in range(4)))
+    await client.plans.delete_plan(delete)  # a late retry is answered like the first
     with pytest.raises(CustopsError) as err:
-        await client.plans.GetPlan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
+        await client.plans.get_plan(pb.GetPlanRequest(shop_id=s, plan_id=plan.plan_id))
     assert err.value.code is grpc.StatusCode.NOT_FOUND
 
 
@@ -333,10 +333,10 @@ async def test_list_filters_by_front_office_and_name(client: AsyncCustopsClient)
     ):
         plan = birthday_plan(name)
         plan.front_office = office
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=plan))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=plan))
 
     async def names(**filters: Any) -> list[str]:
-        page = await client.plans.ListPlans(pb.ListPlansRequest(shop_id=s, **filters))
+        page = await client.plans.list_plans(pb.ListPlansRequest(shop_id=s, **filters)).first_page()
         return sorted(p.display_name for p in page.plans)
 
     assert await names(front_office=pb.FRONT_OFFICE_RETAIL) == ["Autumn", "Spring 100% sale"]
@@ -349,10 +349,10 @@ async def test_list_filters_by_front_office_and_name(client: AsyncCustopsClient)
 async def test_update_of_one_limit_keeps_the_others(client: AsyncCustopsClient) -> None:
     s = shop()
     plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=s, plan=birthday_plan()))
     ).plan
     changed = (
-        await client.plans.UpdatePlan(
+        await client.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id=s,
                 plan=pb.Plan(plan_id=plan.plan_id, limits=pb.PlanLimits(total_budget=99)),

@@ -30,7 +30,7 @@ def _listed() -> pb.Plan:
 
 
 async def test_preview_names_the_listed_members_nobody_knows(manual: Ops) -> None:
-    preview = await manual.client.plans.PreviewPlan(
+    preview = await manual.client.plans.preview_plan(
         pb.PreviewPlanRequest(shop_id=manual.shop, plan=_listed())
     )
     assert preview.audience_estimate.count == len(KNOWN)

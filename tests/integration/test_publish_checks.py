@@ -37,12 +37,12 @@ def _granting(*grants: tuple[str, int]) -> pb.Plan:
 
 
 async def _refused(client: AsyncCustopsClient, shop: str, plan: pb.Plan) -> CustopsError:
-    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))).plan
+    draft = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=plan))).plan
     with pytest.raises(CustopsError) as err:
-        await client.plans.PublishPlan(
+        await client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id, etag=draft.etag)
         )
-    kept = await client.plans.GetPlan(pb.GetPlanRequest(shop_id=shop, plan_id=draft.plan_id))
+    kept = await client.plans.get_plan(pb.GetPlanRequest(shop_id=shop, plan_id=draft.plan_id))
     assert kept.plan.state == pb.PLAN_STATE_DRAFT and kept.plan.etag == draft.etag  # unchanged
     return err.value
 
@@ -108,8 +108,8 @@ async def test_grants_the_benefit_platform_cannot_give_are_refused_one_by_one(
     assert "retired" in violations[GRANT.format(i=0, j=3) + ".template_id"]
     # The same plan with the usable grant only is published.
     fine = _granting(("coupon-10-off-100", benefit_pb2.BENEFIT_KIND_COUPON))
-    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=fine))).plan
-    published = await client.plans.PublishPlan(
+    draft = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=fine))).plan
+    published = await client.plans.publish_plan(
         pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id)
     )
     assert published.plan.state in (pb.PLAN_STATE_ACTIVE, pb.PLAN_STATE_SCHEDULED)

@@ -51,7 +51,7 @@ async def _list(platform: Platform, token: str, shop: str = "shop-1") -> grpc.St
         metadata=(("authorization", f"Bearer {token}"),),
     ) as client:
         try:
-            await client.plans.ListPlans(pb.ListPlansRequest(shop_id=shop))
+            await client.plans.list_plans(pb.ListPlansRequest(shop_id=shop)).first_page()
         except CustopsError as err:
             if err.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 assert err.reason == "CALLER_RATE_EXCEEDED"
@@ -104,12 +104,14 @@ async def test_a_caller_over_its_rate_waits_and_the_others_are_served(
             metadata=(("authorization", f"Bearer {token}"),),
         ) as client:
             with pytest.raises(CustopsError):
-                await client.plans.DeletePlan(pb.DeletePlanRequest(shop_id="shop-1", plan_id="p9"))
+                await client.plans.delete_plan(pb.DeletePlanRequest(shop_id="shop-1", plan_id="p9"))
     async with AsyncCustopsClient(
         f"127.0.0.1:{first.port}", metadata=(("authorization", f"Bearer {POLITE}"),)
     ) as reader:
         logged = (
-            await reader.audit.ListAuditEntries(apb.ListAuditEntriesRequest(shop_id="shop-1"))
+            await reader.audit.list_audit_entries(
+                apb.ListAuditEntriesRequest(shop_id="shop-1")
+            ).first_page()
         ).entries
     assert [(e.caller, e.outcome) for e in logged] == [("polite", "NOT_FOUND")]
     # Meanwhile the other caller is served, as many times as its rate allows.

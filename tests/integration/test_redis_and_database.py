@@ -35,7 +35,7 @@ async def test_serves_with_real_redis(tmp_path: Path, redis_url: str, redis_pref
         assert platform._redis is not None
         assert await platform._redis.ping()
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-            await client.plans.ListPlans(pb.ListPlansRequest(shop_id="s1"))
+            await client.plans.list_plans(pb.ListPlansRequest(shop_id="s1")).first_page()
     finally:
         await platform.stop(grace=1)
     assert platform._redis is None  # closed on stop
@@ -92,7 +92,7 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
     await platform.start()
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-            created = await client.plans.CreatePlan(
+            created = await client.plans.create_plan(
                 pb.CreatePlanRequest(shop_id="s-drop", plan=pb.Plan(display_name="before"))
             )
             # The shopper's side reads through a pool of its own, which does
@@ -100,7 +100,7 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
             page = spb.GetMemberViewRequest(
                 shop_id="s-drop", member_id="m00000001", front_office=pb.FRONT_OFFICE_MICRO_MALL
             )
-            await client.scenario.GetMemberView(page)
+            await client.scenario.get_member_view(page)
             admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
             try:
                 killed = await admin.fetchval(
@@ -111,11 +111,11 @@ async def test_survives_postgres_dropping_its_connections(postgres_url: str) -> 
             finally:
                 await admin.close()
             assert killed >= 1
-            got = await client.plans.GetPlan(
+            got = await client.plans.get_plan(
                 pb.GetPlanRequest(shop_id="s-drop", plan_id=created.plan.plan_id)
             )
             assert got.plan.display_name == "before"
-            view = await client.scenario.GetMemberView(page)
+            view = await client.scenario.get_member_view(page)
             assert (list(view.plans), list(view.unused_benefits)) == ([], [])
     finally:
         await platform.stop(grace=1)

@@ -56,7 +56,7 @@ async def test_a_recovery_replays_and_an_id_used_otherwise_is_refused(manual: Op
     (run_b,) = await manual.runs(second)
 
     async def recover(plan: pb.Plan, run: pb.PlanRun, reason: str) -> pb.PlanRun:
-        reply: pb.RecoverPlanRunResponse = await manual.client.plans.RecoverPlanRun(
+        reply: pb.RecoverPlanRunResponse = await manual.client.plans.recover_plan_run(
             pb.RecoverPlanRunRequest(
                 shop_id=manual.shop,
                 plan_id=plan.plan_id,
@@ -84,7 +84,7 @@ async def test_a_cancel_replays_and_an_id_used_for_another_run_is_refused(manual
     await manual.platform.runs.tick()  # the runs are made, not yet run
 
     async def cancel(plan: pb.Plan, run: pb.PlanRun) -> pb.PlanRun:
-        reply: pb.CancelPlanRunResponse = await manual.client.plans.CancelPlanRun(
+        reply: pb.CancelPlanRunResponse = await manual.client.plans.cancel_plan_run(
             pb.CancelPlanRunRequest(
                 shop_id=manual.shop, plan_id=plan.plan_id, run_id=run.run_id, request_id="stop-1"
             )

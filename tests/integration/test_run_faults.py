@@ -58,7 +58,7 @@ async def _platform(
 
 
 async def _throttle(client: AsyncCustopsClient, downstream: int, rate: float, burst: int) -> None:
-    await client.plans.UpdateThrottleSetting(
+    await client.plans.update_throttle_setting(
         pb.UpdateThrottleSettingRequest(
             setting=pb.ThrottleSetting(downstream=downstream, rate_per_second=rate, burst=burst),  # type: ignore[arg-type]
             update_mask=FieldMask(paths=["rate_per_second", "burst"]),
@@ -148,7 +148,7 @@ async def test_out_of_stock_members_fail_with_their_reason_and_a_retry_after_res
         # The merchant restocks and retries the failed members: each gets
         # the benefit once, nobody gets a second one.
         stock[("", "coupon-10-off-100")] = 10_000
-        retried = await client.plans.RetryFailedItems(
+        retried = await client.plans.retry_failed_items(
             pb.RetryFailedItemsRequest(shop_id="s1", plan_id=plan.plan_id, run_id=run.run_id)
         )
         assert retried.retried_count == missing

@@ -67,8 +67,8 @@ async def test_recovery_takes_back_only_unused_benefits_once(
             reason="wrong audience",
         )
 
-    started = (await client.plans.RecoverPlanRun(recover("take-back-1"))).run
-    again = (await client.plans.RecoverPlanRun(recover("take-back-1"))).run
+    started = (await client.plans.recover_plan_run(recover("take-back-1"))).run
+    again = (await client.plans.recover_plan_run(recover("take-back-1"))).run
     assert started.run_id == again.run_id  # a retried request meets the same recovery
     assert started.kind == pb.RUN_KIND_RECOVERY
     assert started.recovers_run_id == delivered.run_id
@@ -85,21 +85,21 @@ async def test_recovery_takes_back_only_unused_benefits_once(
 
     # What was taken back is not granted again by a retry of the run.
     with pytest.raises(CustopsError) as err:
-        await client.plans.RetryFailedItems(
+        await client.plans.retry_failed_items(
             pb.RetryFailedItemsRequest(shop_id="s1", plan_id=plan.plan_id, run_id=delivered.run_id)
         )
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert err.value.reason == "RUN_RECOVERED"
 
     # A second recovery of the same run finds nothing left to take back.
-    second_run = (await client.plans.RecoverPlanRun(recover("take-back-2"))).run
+    second_run = (await client.plans.recover_plan_run(recover("take-back-2"))).run
     assert second_run.run_id != started.run_id
     second = await _finished(client, plan, second_run.run_id)
     assert second.state == pb.RUN_STATE_SUCCEEDED and second.progress.recovered == 0
     assert _states(platform, plan.plan_id) == after_first
 
     stats = (
-        await client.plans.GetPlanStatistics(
+        await client.plans.get_plan_statistics(
             pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=plan.plan_id)
         )
     ).statistics
@@ -112,7 +112,7 @@ async def test_recovery_takes_back_only_unused_benefits_once(
     benefit.configure(CapacitySettings(), FaultSettings(latency_min=0.3, latency_max=0.3))
     calls = benefit.counters.calls
     late = (
-        await client.plans.TriggerPlanRun(
+        await client.plans.trigger_plan_run(
             pb.TriggerPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, request_id="late")
         )
     ).run
@@ -121,17 +121,17 @@ async def test_recovery_takes_back_only_unused_benefits_once(
             break
         await asyncio.sleep(0.02)
     with pytest.raises(CustopsError) as err:
-        await client.plans.RecoverPlanRun(
+        await client.plans.recover_plan_run(
             pb.RecoverPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, run_id=late.run_id)
         )
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
-    await client.plans.CancelPlanRun(
+    await client.plans.cancel_plan_run(
         pb.CancelPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, run_id=late.run_id)
     )
     benefit.configure(CapacitySettings(), FaultSettings())
     for _ in range(100):  # bounded: settles within a lease
         try:
-            third = await client.plans.RecoverPlanRun(
+            third = await client.plans.recover_plan_run(
                 pb.RecoverPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, run_id=late.run_id)
             )
             break
@@ -152,13 +152,13 @@ async def test_recovery_takes_back_only_unused_benefits_once(
 
     # Only a delivery run's grants can be taken back.
     with pytest.raises(CustopsError) as err:
-        await client.plans.RecoverPlanRun(
+        await client.plans.recover_plan_run(
             pb.RecoverPlanRunRequest(shop_id="s1", plan_id=plan.plan_id, run_id=first.run_id)
         )
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     # Another shop: NOT_FOUND, and nothing is taken back.
     with pytest.raises(CustopsError) as err:
-        await client.plans.RecoverPlanRun(
+        await client.plans.recover_plan_run(
             pb.RecoverPlanRunRequest(shop_id="s2", plan_id=plan.plan_id, run_id=delivered.run_id)
         )
     assert err.value.code is grpc.StatusCode.NOT_FOUND

@@ -95,10 +95,10 @@ class Ops:
 
     async def publish(self, plan: pb.Plan) -> pb.Plan:
         draft = (
-            await self.client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=self.shop, plan=plan))
+            await self.client.plans.create_plan(pb.CreatePlanRequest(shop_id=self.shop, plan=plan))
         ).plan
         published: pb.Plan = (
-            await self.client.plans.PublishPlan(
+            await self.client.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id=self.shop, plan_id=draft.plan_id, etag=draft.etag)
             )
         ).plan
@@ -106,7 +106,7 @@ class Ops:
 
     async def plan(self, plan: pb.Plan) -> pb.Plan:
         got: pb.Plan = (
-            await self.client.plans.GetPlan(
+            await self.client.plans.get_plan(
                 pb.GetPlanRequest(shop_id=self.shop, plan_id=plan.plan_id)
             )
         ).plan
@@ -142,11 +142,11 @@ class Ops:
         found: list[pb.PlanRun] = []
         token = ""
         for _ in range(100):
-            page = await self.client.plans.ListPlanRuns(
+            page = await self.client.plans.list_plan_runs(
                 pb.ListPlanRunsRequest(
                     shop_id=self.shop, plan_id=plan.plan_id, page_size=500, page_token=token
                 )
-            )
+            ).first_page()
             found += page.runs
             token = page.next_page_token
             if not token:
@@ -154,13 +154,13 @@ class Ops:
         return found
 
     async def run(self, plan: pb.Plan, run_id: str) -> pb.PlanRun:
-        reply: pb.GetPlanRunResponse = await self.client.plans.GetPlanRun(
+        reply: pb.GetPlanRunResponse = await self.client.plans.get_plan_run(
             pb.GetPlanRunRequest(shop_id=self.shop, plan_id=plan.plan_id, run_id=run_id)
         )
         return reply.run
 
     async def trigger(self, plan: pb.Plan, request_id: str) -> pb.PlanRun:
-        reply: pb.TriggerPlanRunResponse = await self.client.plans.TriggerPlanRun(
+        reply: pb.TriggerPlanRunResponse = await self.client.plans.trigger_plan_run(
             pb.TriggerPlanRunRequest(shop_id=self.shop, plan_id=plan.plan_id, request_id=request_id)
         )
         return reply.run
@@ -228,13 +228,13 @@ class Ops:
 
     async def end_all(self) -> None:
         """End the shop's plans, so no later test on the same database meets them."""
-        listed = await self.client.plans.ListPlans(
+        listed = await self.client.plans.list_plans(
             pb.ListPlansRequest(shop_id=self.shop, page_size=500)
-        )
+        ).first_page()
         for plan in listed.plans:
             if plan.state != pb.PLAN_STATE_ENDED:
                 with contextlib.suppress(CustopsError):
-                    await self.client.plans.EndPlan(
+                    await self.client.plans.end_plan(
                         pb.EndPlanRequest(shop_id=self.shop, plan_id=plan.plan_id)
                     )
 
@@ -636,14 +636,14 @@ async def test_the_budget_stops_a_run(ops: Ops) -> None:
     assert dict(again.progress.skipped) == {"BUDGET_EXHAUSTED": len(audience)}
     assert sum(_granted(ops.platform, plan.plan_id).values()) == 200
     stats = (
-        await ops.client.plans.GetPlanStatistics(
+        await ops.client.plans.get_plan_statistics(
             pb.GetPlanStatisticsRequest(shop_id=ops.shop, plan_id=plan.plan_id)
         )
     ).statistics
     assert stats.budget_used == 200 and stats.benefits_granted == 200
     # Raised, it covers 50 more members in the next run, and no more.
     current = await ops.plan(plan)
-    await ops.client.plans.UpdatePlan(
+    await ops.client.plans.update_plan(
         pb.UpdatePlanRequest(
             shop_id=ops.shop,
             plan=pb.Plan(
@@ -765,7 +765,7 @@ def gift_plan(audience: tuple[str, ...]) -> pb.Plan:
 async def _retry(
     ops: Ops, plan: pb.Plan, run_id: str, request_id: str = ""
 ) -> pb.RetryFailedItemsResponse:
-    reply: pb.RetryFailedItemsResponse = await ops.client.plans.RetryFailedItems(
+    reply: pb.RetryFailedItemsResponse = await ops.client.plans.retry_failed_items(
         pb.RetryFailedItemsRequest(
             shop_id=ops.shop, plan_id=plan.plan_id, run_id=run_id, request_id=request_id
         )
@@ -838,7 +838,7 @@ async def test_pausing_a_plan_pauses_its_run_and_resuming_finishes_it(manual: Op
 async def test_a_cancelled_run_grants_nothing_more(manual: Ops) -> None:
     plan, run, first = await _started(manual, stock=30)
     await _stock(manual, 10_000)
-    reply = await manual.client.plans.CancelPlanRun(
+    reply = await manual.client.plans.cancel_plan_run(
         pb.CancelPlanRunRequest(shop_id=manual.shop, plan_id=plan.plan_id, run_id=run.run_id)
     )
     assert reply.run.state == pb.RUN_STATE_CANCELLED
@@ -853,7 +853,7 @@ async def test_a_cancelled_run_grants_nothing_more(manual: Ops) -> None:
     assert await worker.retry_due() == 0
     assert set(_granted(manual.platform, plan.plan_id)) == first
     # Cancelling it again is no error; the plan itself goes on.
-    again = await manual.client.plans.CancelPlanRun(
+    again = await manual.client.plans.cancel_plan_run(
         pb.CancelPlanRunRequest(shop_id=manual.shop, plan_id=plan.plan_id, run_id=run.run_id)
     )
     assert again.run.state == pb.RUN_STATE_CANCELLED
@@ -863,7 +863,7 @@ async def test_a_cancelled_run_grants_nothing_more(manual: Ops) -> None:
     assert await worker.drain() == 4
     assert (await manual.run(plan, other.run_id)).state == pb.RUN_STATE_SUCCEEDED
     with pytest.raises(CustopsError) as err:
-        await manual.client.plans.CancelPlanRun(
+        await manual.client.plans.cancel_plan_run(
             pb.CancelPlanRunRequest(shop_id=manual.shop, plan_id=plan.plan_id, run_id=other.run_id)
         )
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION

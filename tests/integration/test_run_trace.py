@@ -33,7 +33,7 @@ BATCH = 50
 
 async def _finished(client: AsyncCustopsClient, shop: str, plan: str, run: str) -> None:
     for _ in range(600):  # bounded: the engine runs it
-        got = await client.plans.GetPlanRun(
+        got = await client.plans.get_plan_run(
             pb.GetPlanRunRequest(shop_id=shop, plan_id=plan, run_id=run)
         )
         if got.run.state == pb.RUN_STATE_SUCCEEDED:
@@ -69,23 +69,23 @@ async def test_a_run_is_one_trace_from_the_call_to_the_stand_ins(tmp_path: objec
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
             draft = await publish_to_everyone(client, "s1")
             first = (
-                await client.plans.ListPlanRuns(
+                await client.plans.list_plan_runs(
                     pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)
-                )
+                ).first_page()
             ).runs
             for _ in range(200):  # the scheduler's run first, out of the way
                 if first:
                     break
                 await asyncio.sleep(0.05)
                 first = (
-                    await client.plans.ListPlanRuns(
+                    await client.plans.list_plan_runs(
                         pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)
-                    )
+                    ).first_page()
                 ).runs
             await _finished(client, "s1", draft.plan_id, first[0].run_id)
             request_id = uuid.uuid4().hex
             run = (
-                await client.plans.TriggerPlanRun(
+                await client.plans.trigger_plan_run(
                     pb.TriggerPlanRunRequest(
                         shop_id="s1", plan_id=draft.plan_id, request_id=request_id
                     ),
@@ -158,7 +158,7 @@ async def test_a_batched_member_view_links_every_callers_span(tmp_path: object) 
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}", timeout=30) as client:
             await asyncio.gather(
                 *(
-                    client.scenario.GetMemberView(
+                    client.scenario.get_member_view(
                         spb.GetMemberViewRequest(
                             shop_id="s1",
                             member_id=f"m{i:08d}",

@@ -85,7 +85,9 @@ async def test_watch_follows_a_run_to_its_summary(
     )
     assert 0 < granted < POPULATION
     runs = (
-        await client.plans.ListPlanRuns(pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id))
+        await client.plans.list_plan_runs(
+            pb.ListPlanRunsRequest(shop_id="s1", plan_id=draft.plan_id)
+        ).first_page()
     ).runs
     assert len(runs) == 1
     run_id = runs[0].run_id
@@ -118,7 +120,7 @@ async def test_watch_says_what_went_wrong_in_one_line(
     platform, client = running
     target = f"127.0.0.1:{platform.port}"
     draft = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id="s1", plan=immediate_plan()))
     ).plan
     watch = ("runs", "watch", "--shop", "s1", "--interval", "0.05")
     unknown_run, unknown_plan, no_server, no_run_yet, bad_interval = await asyncio.gather(

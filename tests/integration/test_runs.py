@@ -61,9 +61,9 @@ async def publish_to_everyone(
         audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=list(LEVELS)))
     )
     draft: pb.Plan = (
-        await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
+        await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop, plan=plan))
     ).plan
-    await client.plans.PublishPlan(
+    await client.plans.publish_plan(
         pb.PublishPlanRequest(shop_id=shop, plan_id=draft.plan_id, etag=draft.etag)
     )
     return draft
@@ -71,7 +71,7 @@ async def publish_to_everyone(
 
 async def throttle_benefits(client: AsyncCustopsClient, rate: float, burst: int) -> None:
     """The benefit system's rate and burst, for every replica."""
-    await client.plans.UpdateThrottleSetting(
+    await client.plans.update_throttle_setting(
         pb.UpdateThrottleSettingRequest(
             setting=pb.ThrottleSetting(
                 downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=rate, burst=burst
@@ -100,9 +100,9 @@ async def _audience(platform: Platform, plan: pb.Plan) -> set[str]:
 
 async def _publish(client: AsyncCustopsClient, plan: pb.Plan, shop_id: str = "s1") -> pb.Plan:
     """The plan, created and published."""
-    draft = (await client.plans.CreatePlan(pb.CreatePlanRequest(shop_id=shop_id, plan=plan))).plan
+    draft = (await client.plans.create_plan(pb.CreatePlanRequest(shop_id=shop_id, plan=plan))).plan
     published: pb.Plan = (
-        await client.plans.PublishPlan(
+        await client.plans.publish_plan(
             pb.PublishPlanRequest(shop_id=shop_id, plan_id=draft.plan_id, etag=draft.etag)
         )
     ).plan
@@ -125,15 +125,15 @@ async def _finished(
         run: pb.PlanRun | None
         if run_id:
             run = (
-                await client.plans.GetPlanRun(
+                await client.plans.get_plan_run(
                     pb.GetPlanRunRequest(shop_id=plan.shop_id, plan_id=plan.plan_id, run_id=run_id)
                 )
             ).run
         else:
             runs = (
-                await client.plans.ListPlanRuns(
+                await client.plans.list_plan_runs(
                     pb.ListPlanRunsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
-                )
+                ).first_page()
             ).runs
             run = runs[0] if runs else None
         if run is not None and run.state in ended:
@@ -169,7 +169,7 @@ async def test_an_immediate_plan_grants_each_member_once(
     assert (p.total, p.done, p.targeted, p.granted) == (len(audience),) * 4
     assert run.start_time.ToDatetime(UTC) <= run.end_time.ToDatetime(UTC)
     stats = (
-        await client.plans.GetPlanStatistics(
+        await client.plans.get_plan_statistics(
             pb.GetPlanStatisticsRequest(shop_id="s1", plan_id=published.plan_id)
         )
     ).statistics
@@ -178,16 +178,16 @@ async def test_an_immediate_plan_grants_each_member_once(
         len(audience),
         len(audience),
     )
-    got = await client.plans.GetPlanRun(
+    got = await client.plans.get_plan_run(
         pb.GetPlanRunRequest(shop_id="s1", plan_id=published.plan_id, run_id=run.run_id)
     )
     assert got.run.run_id == run.run_id
     # A manual run of the same plan: a new period, its own grants, once per
     # request id however often the request is retried.
-    first = await client.plans.TriggerPlanRun(
+    first = await client.plans.trigger_plan_run(
         pb.TriggerPlanRunRequest(shop_id="s1", plan_id=published.plan_id, request_id="again-1")
     )
-    again = await client.plans.TriggerPlanRun(
+    again = await client.plans.trigger_plan_run(
         pb.TriggerPlanRunRequest(shop_id="s1", plan_id=published.plan_id, request_id="again-1")
     )
     assert first.run.run_id == again.run.run_id and first.run.trigger == pb.RUN_TRIGGER_MANUAL
@@ -197,12 +197,12 @@ async def test_an_immediate_plan_grants_each_member_once(
     assert set(granted) == audience and set(granted.values()) == {2}
     # Another shop's plan, an unknown run: NOT_FOUND, never data.
     with pytest.raises(CustopsError) as err:
-        await client.plans.GetPlanRun(
+        await client.plans.get_plan_run(
             pb.GetPlanRunRequest(shop_id="s2", plan_id=published.plan_id, run_id=run.run_id)
         )
     assert err.value.code is grpc.StatusCode.NOT_FOUND
     with pytest.raises(CustopsError) as err:
-        await client.plans.GetPlanRun(
+        await client.plans.get_plan_run(
             pb.GetPlanRunRequest(shop_id="s1", plan_id=published.plan_id, run_id="bad id")
         )
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT

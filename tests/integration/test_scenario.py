@@ -103,9 +103,9 @@ async def _coupon_plan(
     await _finished(client, plan)
     member = await _member_of_level(platform, shop, level, skip)
     (held,) = (
-        await client.scenario.ListMemberBenefits(
+        await client.scenario.list_member_benefits(
             spb.ListMemberBenefitsRequest(shop_id=shop, member_id=member, plan_id=plan.plan_id)
-        )
+        ).first_page()
     ).benefits
     return plan, member, held
 
@@ -116,14 +116,14 @@ async def _view(
     member_id: str,
     office: int = pb.FRONT_OFFICE_MICRO_MALL,
 ) -> spb.GetMemberViewResponse:
-    response: spb.GetMemberViewResponse = await client.scenario.GetMemberView(
+    response: spb.GetMemberViewResponse = await client.scenario.get_member_view(
         spb.GetMemberViewRequest(shop_id=shop_id, member_id=member_id, front_office=office)  # type: ignore[arg-type]
     )
     return response
 
 
 async def _statistics(client: AsyncCustopsClient, plan: pb.Plan) -> pb.PlanStatistics:
-    response: pb.GetPlanStatisticsResponse = await client.plans.GetPlanStatistics(
+    response: pb.GetPlanStatisticsResponse = await client.plans.get_plan_statistics(
         pb.GetPlanStatisticsRequest(shop_id=plan.shop_id, plan_id=plan.plan_id)
     )
     return response.statistics
@@ -196,11 +196,11 @@ async def test_the_member_view_shows_the_plans_that_apply_to_this_member_only(
     assert [b.template_id for b in welcome.unused_benefits] == ["points-x2"]
 
     # Paused or ended plans are seen by nobody, at once.
-    await client.plans.PausePlan(pb.PausePlanRequest(shop_id=shop, plan_id=gold.plan_id))
-    await client.plans.EndPlan(pb.EndPlanRequest(shop_id=shop, plan_id=newcomers.plan_id))
+    await client.plans.pause_plan(pb.PausePlanRequest(shop_id=shop, plan_id=gold.plan_id))
+    await client.plans.end_plan(pb.EndPlanRequest(shop_id=shop, plan_id=newcomers.plan_id))
     assert list((await _view(client, shop, insider)).plans) == []
     assert list((await _view(client, shop, newcomer)).plans) == []
-    await client.plans.ResumePlan(pb.ResumePlanRequest(shop_id=shop, plan_id=gold.plan_id))
+    await client.plans.resume_plan(pb.ResumePlanRequest(shop_id=shop, plan_id=gold.plan_id))
     assert [p.plan_id for p in (await _view(client, shop, insider)).plans] == [gold.plan_id]
 
 
@@ -228,7 +228,7 @@ async def test_checkout_gives_the_store_effects_and_the_benefits_this_order_can_
     outsider = await _member_of_level(platform, shop, "V0", skip=1)
 
     async def checkout(member_id: str, amount: int) -> spb.GetCheckoutBenefitsResponse:
-        response: spb.GetCheckoutBenefitsResponse = await client.scenario.GetCheckoutBenefits(
+        response: spb.GetCheckoutBenefitsResponse = await client.scenario.get_checkout_benefits(
             spb.GetCheckoutBenefitsRequest(
                 shop_id=shop, member_id=member_id, store_id="store-1", order_amount=amount
             )
@@ -272,8 +272,8 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
         order_id="order-1",
         request_id="use-1",
     )
-    first = await client.scenario.ReportBenefitUsed(use)
-    again = await client.scenario.ReportBenefitUsed(use)
+    first = await client.scenario.report_benefit_used(use)
+    again = await client.scenario.report_benefit_used(use)
     assert first.benefit.status == spb.MEMBER_BENEFIT_STATUS_USED
     assert first.benefit.order_id == "order-1"
     assert first.record.kind == spb.RECORD_KIND_BENEFIT_USED
@@ -287,7 +287,7 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
 
     # Another order cannot use it; it cannot be given back for another order.
     with pytest.raises(CustopsError) as err:
-        await client.scenario.ReportBenefitUsed(
+        await client.scenario.report_benefit_used(
             spb.ReportBenefitUsedRequest(
                 shop_id=shop,
                 member_id=member,
@@ -309,15 +309,15 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
         reason="refunded",
         request_id="refund-1",
     )
-    first_back = await client.scenario.ReplenishBenefit(back)
+    first_back = await client.scenario.replenish_benefit(back)
     assert first_back.benefit.status == spb.MEMBER_BENEFIT_STATUS_UNUSED
     assert first_back.record.kind == spb.RECORD_KIND_BENEFIT_REPLENISHED
-    assert await client.scenario.ReplenishBenefit(back) == first_back
+    assert await client.scenario.replenish_benefit(back) == first_back
     assert held.state == benefit_pb2.BENEFIT_STATE_UNUSED
     # A new request for the same refund is refused: it was given back once.
     back.request_id = "refund-2"
     with pytest.raises(CustopsError) as err:
-        await client.scenario.ReplenishBenefit(back)
+        await client.scenario.replenish_benefit(back)
     assert err.value.reason == "BENEFIT_ALREADY_REPLENISHED"
     stats = await _statistics(client, plan)
     assert (stats.benefits_used, stats.benefits_replenished, stats.use_rate) == (1, 1, 0.0)
@@ -325,16 +325,16 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
     # What was never used cannot be given back.
     back.order_id, back.request_id = "order-9", "refund-9"
     with pytest.raises(CustopsError) as err:
-        await client.scenario.ReplenishBenefit(back)
+        await client.scenario.replenish_benefit(back)
     assert (err.value.code, err.value.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "BENEFIT_NOT_USED",
     )
 
     # The timeline: granted, used, given back, newest first.
-    timeline = await client.scenario.ListMemberRecords(
+    timeline = await client.scenario.list_member_records(
         spb.ListMemberRecordsRequest(shop_id=shop, member_id=member)
-    )
+    ).first_page()
     assert [r.kind for r in timeline.records if r.plan_id == plan.plan_id] == [
         spb.RECORD_KIND_BENEFIT_REPLENISHED,
         spb.RECORD_KIND_BENEFIT_USED,
@@ -344,34 +344,34 @@ async def test_use_and_replenish_once_each_with_records_and_statistics(
 
     # Filters: by status and by plan.
     async def statuses(status: int) -> list[str]:
-        page = await client.scenario.ListMemberBenefits(
+        page = await client.scenario.list_member_benefits(
             spb.ListMemberBenefitsRequest(
                 shop_id=shop,
                 member_id=member,
                 status=status,  # type: ignore[arg-type]
                 plan_id=plan.plan_id,
             )
-        )
+        ).first_page()
         return [b.benefit_instance_id for b in page.benefits]
 
     assert await statuses(spb.MEMBER_BENEFIT_STATUS_UNUSED) == [coupon.benefit_instance_id]
     assert await statuses(spb.MEMBER_BENEFIT_STATUS_USED) == []
     # Past its end the coupon is expired, and an expired use cannot come back.
-    await client.scenario.ReportBenefitUsed(use)  # order-1's record exists: no change
+    await client.scenario.report_benefit_used(use)  # order-1's record exists: no change
     assert await statuses(spb.MEMBER_BENEFIT_STATUS_UNUSED) == [coupon.benefit_instance_id]
     use.order_id = "order-3"
     with pytest.raises(CustopsError) as err:  # another report under the same request id
-        await client.scenario.ReportBenefitUsed(use)
+        await client.scenario.report_benefit_used(use)
     assert err.value.reason == "REQUEST_ID_REUSED"
     use.request_id = "use-3"
-    await client.scenario.ReportBenefitUsed(use)
+    await client.scenario.report_benefit_used(use)
     clock.current = coupon.valid_until.ToDatetime().replace(tzinfo=NOW.tzinfo) + timedelta(
         seconds=1
     )
     assert await statuses(spb.MEMBER_BENEFIT_STATUS_USED) == [coupon.benefit_instance_id]
     back.order_id, back.request_id = "order-3", "refund-3"
     with pytest.raises(CustopsError) as err:
-        await client.scenario.ReplenishBenefit(back)
+        await client.scenario.replenish_benefit(back)
     assert err.value.reason == "BENEFIT_EXPIRED"
 
 
@@ -396,16 +396,20 @@ async def test_an_ended_plan_gives_back_only_when_its_rule_says_so(
         plan = await _publish(client, draft, shop)
         await _finished(client, plan)
         (held,) = (
-            await client.scenario.ListMemberBenefits(
+            await client.scenario.list_member_benefits(
                 spb.ListMemberBenefitsRequest(shop_id=shop, member_id=member, plan_id=plan.plan_id)
-            )
+            ).first_page()
         ).benefits
         ids = dict(shop_id=shop, member_id=member, benefit_instance_id=held.benefit_instance_id)
-        await client.scenario.ReportBenefitUsed(spb.ReportBenefitUsedRequest(**ids, order_id="o1"))
-        await client.scenario.ReportBenefitUsed(spb.ReportBenefitUsedRequest(**ids, order_id="o1"))
-        await client.plans.EndPlan(pb.EndPlanRequest(shop_id=shop, plan_id=plan.plan_id))
+        await client.scenario.report_benefit_used(
+            spb.ReportBenefitUsedRequest(**ids, order_id="o1")
+        )
+        await client.scenario.report_benefit_used(
+            spb.ReportBenefitUsedRequest(**ids, order_id="o1")
+        )
+        await client.plans.end_plan(pb.EndPlanRequest(shop_id=shop, plan_id=plan.plan_id))
         try:
-            await client.scenario.ReplenishBenefit(
+            await client.scenario.replenish_benefit(
                 spb.ReplenishBenefitRequest(**ids, order_id="o1", request_id="r1")
             )
             outcomes.append("given back")
@@ -421,7 +425,7 @@ async def test_a_slow_benefit_platform_answers_retryably_and_the_retry_gives_bac
     shop = _shop()
     plan, member, held = await _coupon_plan(platform, client, shop, "V2", skip=3)
     ids = dict(shop_id=shop, member_id=member, benefit_instance_id=held.benefit_instance_id)
-    await client.scenario.ReportBenefitUsed(spb.ReportBenefitUsedRequest(**ids, order_id="o1"))
+    await client.scenario.report_benefit_used(spb.ReportBenefitUsedRequest(**ids, order_id="o1"))
     back = spb.ReplenishBenefitRequest(**ids, order_id="o1", request_id="refund-slow")
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.stubs_port}") as channel:
@@ -441,12 +445,12 @@ async def test_a_slow_benefit_platform_answers_retryably_and_the_retry_gives_bac
         # Slower than the caller's deadline: DEADLINE_EXCEEDED, with a retry hint.
         await faults(latency_min={"seconds": 2}, latency_max={"seconds": 2})
         with pytest.raises(CustopsError) as err:
-            await client.scenario.ReplenishBenefit(back, timeout=0.5)
+            await client.scenario.replenish_benefit(back, timeout=0.5)
         assert err.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
         # Done there, but the answer lost on the way: UNAVAILABLE, retry hint.
         await faults(lost_response_rate=1.0)
         with pytest.raises(CustopsError) as err:
-            await client.scenario.ReplenishBenefit(back)
+            await client.scenario.replenish_benefit(back)
         assert err.value.code is grpc.StatusCode.UNAVAILABLE
         assert err.value.retry_delay is not None and err.value.retry_delay > 0
         assert platform.stubs is not None
@@ -454,9 +458,9 @@ async def test_a_slow_benefit_platform_answers_retryably_and_the_retry_gives_bac
             benefit_pb2.BENEFIT_STATE_UNUSED
         )
         await faults()
-        done = await client.scenario.ReplenishBenefit(back)
+        done = await client.scenario.replenish_benefit(back)
     assert done.benefit.status == spb.MEMBER_BENEFIT_STATUS_UNUSED
-    assert await client.scenario.ReplenishBenefit(back) == done
+    assert await client.scenario.replenish_benefit(back) == done
     assert (await _statistics(client, plan)).benefits_replenished == 1
 
 
@@ -470,22 +474,22 @@ async def test_a_shop_sees_nothing_of_another_shops_members(
     assert int(member[1:]) >= SMALL
 
     calls = [
-        client.scenario.GetMemberView(
+        client.scenario.get_member_view(
             spb.GetMemberViewRequest(
                 shop_id=SMALL_SHOP, member_id=member, front_office=pb.FRONT_OFFICE_MICRO_MALL
             )
         ),
-        client.scenario.GetCheckoutBenefits(
+        client.scenario.get_checkout_benefits(
             spb.GetCheckoutBenefitsRequest(shop_id=SMALL_SHOP, member_id=member, store_id="s")
         ),
-        client.scenario.ListMemberBenefits(
+        client.scenario.list_member_benefits(
             spb.ListMemberBenefitsRequest(shop_id=SMALL_SHOP, member_id=member)
-        ),
-        client.scenario.ListMemberRecords(
+        ).first_page(),
+        client.scenario.list_member_records(
             spb.ListMemberRecordsRequest(shop_id=SMALL_SHOP, member_id=member)
-        ),
+        ).first_page(),
         # The instance asked for under another shop, or under another member.
-        client.scenario.ReportBenefitUsed(
+        client.scenario.report_benefit_used(
             spb.ReportBenefitUsedRequest(
                 shop_id=SMALL_SHOP,
                 member_id="m00000001",
@@ -493,7 +497,7 @@ async def test_a_shop_sees_nothing_of_another_shops_members(
                 order_id="o1",
             )
         ),
-        client.scenario.ReplenishBenefit(
+        client.scenario.replenish_benefit(
             spb.ReplenishBenefitRequest(
                 shop_id=shop,
                 member_id="m00000001",
@@ -519,47 +523,47 @@ async def test_bad_scenario_requests_name_their_fields(
     shop = _shop()
     cases = [
         (
-            client.scenario.GetMemberView(
+            client.scenario.get_member_view(
                 spb.GetMemberViewRequest(shop_id="", member_id="m 1", record_limit=-1)
             ),
             ["shop_id", "member_id", "front_office", "record_limit"],
         ),
         (
-            client.scenario.GetCheckoutBenefits(
+            client.scenario.get_checkout_benefits(
                 spb.GetCheckoutBenefitsRequest(shop_id=shop, member_id="m1", order_amount=-5)
             ),
             ["store_id", "order_amount"],
         ),
         (
-            client.scenario.ListMemberBenefits(
+            client.scenario.list_member_benefits(
                 spb.ListMemberBenefitsRequest(
                     shop_id=shop,
                     member_id="m1",
                     plan_id="bad id",
                     page_size=-1,
                 )
-            ),
+            ).first_page(),
             ["page_size", "plan_id"],
         ),
         (  # an enum number the contract does not define: before any call's own checks
-            client.scenario.ListMemberBenefits(
+            client.scenario.list_member_benefits(
                 spb.ListMemberBenefitsRequest(
                     shop_id=shop,
                     member_id="m1",
                     status=9,  # type: ignore[arg-type]
                     page_size=-1,
                 )
-            ),
+            ).first_page(),
             ["status"],
         ),
         (
-            client.scenario.ReportBenefitUsed(
+            client.scenario.report_benefit_used(
                 spb.ReportBenefitUsedRequest(shop_id=shop, member_id="m1", request_id="no spaces")
             ),
             ["benefit_instance_id", "order_id", "request_id"],
         ),
         (
-            client.scenario.ReplenishBenefit(
+            client.scenario.replenish_benefit(
                 spb.ReplenishBenefitRequest(
                     shop_id=shop, member_id="m1", benefit_instance_id="b1", reason="x" * 201
                 )
@@ -593,20 +597,20 @@ async def test_ending_a_plan_with_take_back_shows_on_the_members_side(
     member = await _member_of_level(platform, shop, "V5")
     assert isinstance(platform.clock, SteppingClock)
     platform.clock.current += timedelta(minutes=1)
-    await client.plans.EndPlan(
+    await client.plans.end_plan(
         pb.EndPlanRequest(shop_id=shop, plan_id=plan.plan_id, recover_unused_benefits=True)
     )
     (held,) = (
-        await client.scenario.ListMemberBenefits(
+        await client.scenario.list_member_benefits(
             spb.ListMemberBenefitsRequest(
                 shop_id=shop, member_id=member, status=spb.MEMBER_BENEFIT_STATUS_RECOVERED
             )
-        )
+        ).first_page()
     ).benefits
     assert held.plan_id == plan.plan_id
-    timeline = await client.scenario.ListMemberRecords(
+    timeline = await client.scenario.list_member_records(
         spb.ListMemberRecordsRequest(shop_id=shop, member_id=member)
-    )
+    ).first_page()
     assert [r.kind for r in timeline.records] == [
         spb.RECORD_KIND_BENEFIT_RECOVERED,
         spb.RECORD_KIND_BENEFIT_GRANTED,
@@ -614,9 +618,9 @@ async def test_ending_a_plan_with_take_back_shows_on_the_members_side(
     stats = await _statistics(client, plan)
     assert stats.benefits_recovered == stats.benefits_granted > 0
     # The audit log has the plan's end and what it took back, both by the call.
-    log = await client.audit.ListAuditEntries(
+    log = await client.audit.list_audit_entries(
         apb.ListAuditEntriesRequest(shop_id=shop, resource=f"plans/{plan.plan_id}")
-    )
+    ).first_page()
     ending = [e for e in log.entries if e.rpc.endswith("/EndPlan")]
     assert {e.outcome for e in ending} == {"OK"}
     taken = [e.after["benefits_taken_back"] for e in ending if "benefits_taken_back" in e.after]
@@ -674,7 +678,7 @@ async def test_pages_asked_together_answer_as_pages_asked_one_by_one(
     )
 
     async def page(request: spb.GetMemberViewRequest) -> spb.GetMemberViewResponse:
-        response: spb.GetMemberViewResponse = await client.scenario.GetMemberView(request)
+        response: spb.GetMemberViewResponse = await client.scenario.get_member_view(request)
         return response
 
     alone = [await page(a) for a in asks]
@@ -693,13 +697,13 @@ async def test_pages_asked_together_answer_as_pages_asked_one_by_one(
     # as the member's own list (another query) has them.
     for ask, answer in zip(asks, alone, strict=True):
         held = (
-            await client.scenario.ListMemberBenefits(
+            await client.scenario.list_member_benefits(
                 spb.ListMemberBenefitsRequest(
                     shop_id=shop,
                     member_id=ask.member_id,
                     status=spb.MEMBER_BENEFIT_STATUS_UNUSED,
                 )
-            )
+            ).first_page()
         ).benefits
         usable = [
             b
@@ -756,7 +760,7 @@ async def used_then_given_back_at_once(
     """The benefit used by one order, then `calls` give-backs of that use at
     once, each with its own request id, spread over `clients`: how many were
     answered OK, and how many with each refusal's reason."""
-    await clients[0].scenario.ReportBenefitUsed(
+    await clients[0].scenario.report_benefit_used(
         spb.ReportBenefitUsedRequest(
             shop_id=shop, member_id=member, benefit_instance_id=instance_id, order_id="order-1"
         )
@@ -764,7 +768,7 @@ async def used_then_given_back_at_once(
 
     async def give_back(n: int) -> str:
         try:
-            await clients[n % len(clients)].scenario.ReplenishBenefit(
+            await clients[n % len(clients)].scenario.replenish_benefit(
                 spb.ReplenishBenefitRequest(
                     shop_id=shop,
                     member_id=member,

@@ -40,7 +40,7 @@ def _messaging(*channels: int, grants: bool = True) -> pb.Plan:
 
 
 async def _policy(ops: Ops, *limits: pb.ContactLimit, request_id: str = "") -> pb.ShopPolicy:
-    reply = await ops.client.plans.UpdateShopPolicy(
+    reply = await ops.client.plans.update_shop_policy(
         pb.UpdateShopPolicyRequest(
             policy=pb.ShopPolicy(shop_id=ops.shop, contact_limits=limits), request_id=request_id
         )
@@ -63,7 +63,7 @@ def _sent_on(ops: Ops, plan: pb.Plan, channel: int) -> Counter[str]:
 
 async def test_the_policy_is_read_replaced_replayed_and_audited(manual: Ops) -> None:
     empty = (
-        await manual.client.plans.GetShopPolicy(pb.GetShopPolicyRequest(shop_id=manual.shop))
+        await manual.client.plans.get_shop_policy(pb.GetShopPolicyRequest(shop_id=manual.shop))
     ).policy
     assert list(empty.contact_limits) == [] and empty.etag == "r0"
     daily_sms = pb.ContactLimit(channel=SMS, max_messages=1, window=pb.CONTACT_WINDOW_DAY)
@@ -71,7 +71,7 @@ async def test_the_policy_is_read_replaced_replayed_and_audited(manual: Ops) -> 
     again = await _policy(manual, daily_sms, request_id="policy-1")
     assert first.etag == "r1" and again == first  # a retry replays the first answer
     with pytest.raises(CustopsError) as err:
-        await manual.client.plans.UpdateShopPolicy(
+        await manual.client.plans.update_shop_policy(
             pb.UpdateShopPolicyRequest(policy=pb.ShopPolicy(shop_id=manual.shop, etag="r0"))
         )
     assert err.value.code is grpc.StatusCode.ABORTED
@@ -88,9 +88,9 @@ async def test_the_policy_is_read_replaced_replayed_and_audited(manual: Ops) -> 
         "policy.contact_limits[1].window",
     }
     entries = (
-        await manual.client.audit.ListAuditEntries(
+        await manual.client.audit.list_audit_entries(
             apb.ListAuditEntriesRequest(shop_id=manual.shop, resource="shop_policy")
-        )
+        ).first_page()
     ).entries
     assert [e.rpc.rsplit("/", 1)[1] for e in entries if e.outcome == "OK"] == ["UpdateShopPolicy"]
 

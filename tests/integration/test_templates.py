@@ -45,7 +45,9 @@ async def tc(database_url: str) -> AsyncIterator[AsyncCustopsClient]:
 
 async def test_the_built_in_products_are_listed(tc: AsyncCustopsClient) -> None:
     """The seed's six, and payday (a template file and one time calculator)."""
-    listed = await tc.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1"))
+    listed = await tc.plans.list_plan_templates(
+        pb.ListPlanTemplatesRequest(shop_id="s1")
+    ).first_page()
     assert [t.template_id for t in listed.templates] == BUILT_IN
     assert [t.product_id for t in listed.templates] == BUILT_IN
     # The deprecated enum names the seed's six, and nothing else.
@@ -54,14 +56,16 @@ async def test_the_built_in_products_are_listed(tc: AsyncCustopsClient) -> None:
     } == {n: f"BUSINESS_PRODUCT_{n.upper()}" for n in SIX} | {
         "payday": "BUSINESS_PRODUCT_UNSPECIFIED"
     }
-    retail = await tc.plans.ListPlanTemplates(
+    retail = await tc.plans.list_plan_templates(
         pb.ListPlanTemplatesRequest(shop_id="s1", front_office=pb.FRONT_OFFICE_RETAIL)
-    )
+    ).first_page()
     assert "interactive_fan" not in [t.template_id for t in retail.templates]
-    first = await tc.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4))
-    rest = await tc.plans.ListPlanTemplates(
+    first = await tc.plans.list_plan_templates(
+        pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4)
+    ).first_page()
+    rest = await tc.plans.list_plan_templates(
         pb.ListPlanTemplatesRequest(shop_id="s1", page_size=4, page_token=first.next_page_token)
-    )
+    ).first_page()
     assert [t.template_id for t in [*first.templates, *rest.templates]] == BUILT_IN
 
 
@@ -70,13 +74,13 @@ async def test_each_template_makes_a_publishable_plan_from_its_defaults(
     tc: AsyncCustopsClient, template_id: str
 ) -> None:
     plan = (
-        await tc.plans.CreatePlanFromTemplate(
+        await tc.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id=template_id)
         )
     ).plan
     assert plan.template_id == template_id and plan.state == pb.PLAN_STATE_DRAFT
     published = (
-        await tc.plans.PublishPlan(
+        await tc.plans.publish_plan(
             pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id, etag=plan.etag)
         )
     ).plan
@@ -118,7 +122,7 @@ async def test_each_template_refuses_a_variation_it_does_not_allow(
 ) -> None:
     path, overrides = REFUSED[template_id]
     with pytest.raises(CustopsError) as err:
-        await tc.plans.CreatePlanFromTemplate(
+        await tc.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(
                 shop_id="s1",
                 template_id=template_id,
@@ -133,7 +137,7 @@ async def test_each_template_refuses_a_variation_it_does_not_allow(
 
 async def test_locked_fields_and_updates_keep_to_the_template(tc: AsyncCustopsClient) -> None:
     with pytest.raises(CustopsError) as err:
-        await tc.plans.CreatePlanFromTemplate(
+        await tc.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(
                 shop_id="s1",
                 template_id="birthday",
@@ -143,7 +147,7 @@ async def test_locked_fields_and_updates_keep_to_the_template(tc: AsyncCustopsCl
         )
     assert [v.field for v in err.value.field_violations] == ["override_mask.paths[0]"]
     plan = (
-        await tc.plans.CreatePlanFromTemplate(
+        await tc.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(
                 shop_id="s1",
                 template_id="birthday",
@@ -156,7 +160,7 @@ async def test_locked_fields_and_updates_keep_to_the_template(tc: AsyncCustopsCl
     ).plan
     assert plan.display_name == "3 days early" and plan.time.execution == "0 0 10 3 * * * 41"
     with pytest.raises(CustopsError) as err:
-        await tc.plans.UpdatePlan(
+        await tc.plans.update_plan(
             pb.UpdatePlanRequest(
                 shop_id="s1",
                 plan=pb.Plan(plan_id=plan.plan_id, time=pb.PlanTime(execution=WEEKLY)),
@@ -165,7 +169,7 @@ async def test_locked_fields_and_updates_keep_to_the_template(tc: AsyncCustopsCl
         )
     assert [v.field for v in err.value.field_violations] == ["plan.time.execution"]
     with pytest.raises(CustopsError) as err:
-        await tc.plans.CreatePlanFromTemplate(
+        await tc.plans.create_plan_from_template(
             pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id="no-such-product")
         )
     assert err.value.code is grpc.StatusCode.NOT_FOUND
@@ -212,10 +216,12 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
     await platform.start()
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-            listed = await client.plans.ListPlanTemplates(pb.ListPlanTemplatesRequest(shop_id="s1"))
+            listed = await client.plans.list_plan_templates(
+                pb.ListPlanTemplatesRequest(shop_id="s1")
+            ).first_page()
             assert "shop_anniversary" in [t.template_id for t in listed.templates]
             plan = (
-                await client.plans.CreatePlanFromTemplate(
+                await client.plans.create_plan_from_template(
                     pb.CreatePlanFromTemplateRequest(shop_id="s1", template_id="shop_anniversary")
                 )
             ).plan
@@ -226,7 +232,7 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
             assert seventh.business_product == pb.BUSINESS_PRODUCT_UNSPECIFIED
             assert list(seventh.allowed.execution) == ["immediately"]
             assert plan.product_id == "shop_anniversary"
-            published = await client.plans.PublishPlan(
+            published = await client.plans.publish_plan(
                 pb.PublishPlanRequest(shop_id="s1", plan_id=plan.plan_id)
             )
             assert published.plan.state == pb.PLAN_STATE_SCHEDULED  # the term starts in 2027
@@ -239,12 +245,12 @@ async def test_a_seventh_product_is_a_file_not_code(tmp_path: Path, database_url
             clock.current = opens + timedelta(seconds=5)
             run = await _finished(client, published.plan)
             assert run.state == pb.RUN_STATE_SUCCEEDED and run.progress.granted > 0
-            listed_plans = await client.plans.ListPlans(
+            listed_plans = await client.plans.list_plans(
                 pb.ListPlansRequest(shop_id="s1", product_id="shop_anniversary")
-            )
+            ).first_page()
             assert [p.plan_id for p in listed_plans.plans] == [plan.plan_id]
             # A client built from the contract before product ids still reads it.
-            got = await client.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
+            got = await client.plans.get_plan(pb.GetPlanRequest(shop_id="s1", plan_id=plan.plan_id))
             old: Any = _old_message("custops.plan.v1.GetPlanResponse").FromString(
                 got.SerializeToString()
             )

@@ -15,7 +15,7 @@ from tests.integration.conftest import settings
 
 
 async def _exercise(client: AsyncCustopsClient) -> None:
-    listed = (await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())).settings
+    listed = (await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())).settings
     by = {pb.Downstream.Name(s.downstream): s for s in listed}
     assert set(by) == {"DOWNSTREAM_AUDIENCE", "DOWNSTREAM_BENEFIT", "DOWNSTREAM_NOTIFICATION"}
     benefit = by["DOWNSTREAM_BENEFIT"]
@@ -27,13 +27,13 @@ async def _exercise(client: AsyncCustopsClient) -> None:
         update_mask=FieldMask(paths=["rate_per_second"]),
         request_id="slow-down",
     )
-    changed = (await client.plans.UpdateThrottleSetting(update)).setting
+    changed = (await client.plans.update_throttle_setting(update)).setting
     assert (changed.rate_per_second, changed.burst) == (250, benefit.burst)
     # The same request again replays its first answer (its etag is stale now:
     # done again, it would be ABORTED).
-    assert (await client.plans.UpdateThrottleSetting(update)).setting == changed
+    assert (await client.plans.update_throttle_setting(update)).setting == changed
     with pytest.raises(CustopsError) as err:  # the etag read before the change is stale now
-        await client.plans.UpdateThrottleSetting(
+        await client.plans.update_throttle_setting(
             pb.UpdateThrottleSettingRequest(
                 setting=pb.ThrottleSetting(
                     downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=1, etag=benefit.etag
@@ -43,7 +43,7 @@ async def _exercise(client: AsyncCustopsClient) -> None:
         )
     assert err.value.code is grpc.StatusCode.ABORTED
     with pytest.raises(CustopsError) as err:
-        await client.plans.UpdateThrottleSetting(
+        await client.plans.update_throttle_setting(
             pb.UpdateThrottleSettingRequest(
                 setting=pb.ThrottleSetting(rate_per_second=-1, burst=0),
             )
@@ -59,7 +59,7 @@ async def _exercise_shares(client: AsyncCustopsClient) -> None:
     """A shop's share is a weight (1 unless set); a rate or burst on it, or a
     weight on a downstream's own setting, is refused by name."""
     mine = (
-        await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+        await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest(shop_id="s9"))
     ).settings
     share = next(s for s in mine if s.shop_id == "s9" and s.downstream == pb.DOWNSTREAM_BENEFIT)
     assert (share.weight, share.rate_per_second, share.burst) == (1, 0, 0)
@@ -67,7 +67,7 @@ async def _exercise_shares(client: AsyncCustopsClient) -> None:
     platform = next(s for s in mine if not s.shop_id and s.downstream == pb.DOWNSTREAM_BENEFIT)
     assert share.effective_rate_per_second == platform.effective_rate_per_second
     weighted = (
-        await client.plans.UpdateThrottleSetting(
+        await client.plans.update_throttle_setting(
             pb.UpdateThrottleSettingRequest(
                 setting=pb.ThrottleSetting(
                     downstream=pb.DOWNSTREAM_BENEFIT, shop_id="s9", weight=3, etag=share.etag
@@ -78,7 +78,7 @@ async def _exercise_shares(client: AsyncCustopsClient) -> None:
     ).setting
     assert (weighted.shop_id, weighted.weight) == ("s9", 3) and weighted.etag != share.etag
     again = (
-        await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+        await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest(shop_id="s9"))
     ).settings
     assert weighted in again
     for wrong, field in [
@@ -106,7 +106,7 @@ async def _exercise_shares(client: AsyncCustopsClient) -> None:
         ),
     ]:
         with pytest.raises(CustopsError) as err:
-            await client.plans.UpdateThrottleSetting(wrong)
+            await client.plans.update_throttle_setting(wrong)
         assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
         assert [v.field for v in err.value.field_violations] == [field]
 
@@ -147,11 +147,13 @@ async def test_a_rate_set_on_one_replica_holds_on_another(
             await _exercise(first)
             await _exercise_shares(first)
             theirs = (
-                await second.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest(shop_id="s9"))
+                await second.plans.get_throttle_settings(
+                    pb.GetThrottleSettingsRequest(shop_id="s9")
+                )
             ).settings
             assert any(s.shop_id == "s9" and s.weight == 3 for s in theirs)
             seen = (
-                await second.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+                await second.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())
             ).settings
             benefit = next(s for s in seen if s.downstream == pb.DOWNSTREAM_BENEFIT)
             assert benefit.rate_per_second == 250
@@ -170,7 +172,7 @@ async def test_a_restarted_server_keeps_the_rates_it_was_given(tmp_path: Path) -
         try:
             async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
                 if run == 0:
-                    await client.plans.UpdateThrottleSetting(
+                    await client.plans.update_throttle_setting(
                         pb.UpdateThrottleSettingRequest(
                             setting=pb.ThrottleSetting(
                                 downstream=pb.DOWNSTREAM_BENEFIT, rate_per_second=321, burst=7
@@ -178,7 +180,7 @@ async def test_a_restarted_server_keeps_the_rates_it_was_given(tmp_path: Path) -
                         )
                     )
                 seen = (
-                    await client.plans.GetThrottleSettings(pb.GetThrottleSettingsRequest())
+                    await client.plans.get_throttle_settings(pb.GetThrottleSettingsRequest())
                 ).settings
             benefit = next(s for s in seen if s.downstream == pb.DOWNSTREAM_BENEFIT)
             assert (benefit.rate_per_second, benefit.burst) == (321, 7), run

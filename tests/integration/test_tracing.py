@@ -31,7 +31,7 @@ async def test_server_and_downstream_spans_share_the_trace(tmp_path: Path) -> No
     )
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-            created = await client.plans.CreatePlan(
+            created = await client.plans.create_plan(
                 pb.CreatePlanRequest(
                     shop_id="s1",
                     plan=pb.Plan(
@@ -42,10 +42,10 @@ async def test_server_and_downstream_spans_share_the_trace(tmp_path: Path) -> No
                     ),
                 )
             )
-            await client.plans.GetPlan(
+            await client.plans.get_plan(
                 pb.GetPlanRequest(shop_id="s1", plan_id=created.plan.plan_id)
             )
-            preview = await client.plans.PreviewPlan(
+            preview = await client.plans.preview_plan(
                 pb.PreviewPlanRequest(
                     shop_id="s1",
                     plan_id=created.plan.plan_id,
@@ -90,7 +90,7 @@ CALLER_TRACEPARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
 
 async def _preview_with_caller_trace(platform: Platform) -> None:
     async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
-        await client.plans.PreviewPlan(
+        await client.plans.preview_plan(
             pb.PreviewPlanRequest(
                 shop_id="s1",
                 plan=pb.Plan(
@@ -166,7 +166,7 @@ async def test_failed_calls_mark_their_span(tmp_path: Path) -> None:
     try:
         async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
             with pytest.raises(CustopsError):
-                await client.plans.GetPlan(pb.GetPlanRequest(shop_id="s1", plan_id="missing"))
+                await client.plans.get_plan(pb.GetPlanRequest(shop_id="s1", plan_id="missing"))
     finally:
         await platform.stop(grace=1)
         await fake_server.stop(None)

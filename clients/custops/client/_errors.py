@@ -18,7 +18,13 @@ class FieldViolation:
 
 
 class CustopsError(Exception):
-    """A call the platform refused or could not complete."""
+    """A call the platform refused or could not complete.
+
+    Raised as the subclass of its status code (NotFoundError, ...), grouped in
+    two families: ClientError (the request, its caller or the resource's state
+    must change) and ServerError (the platform or a system behind it failed;
+    trying again later may help). `reason` is one of custops.client.reasons.
+    """
 
     def __init__(
         self,
@@ -51,8 +57,9 @@ class CustopsError(Exception):
         lines = [head] + [f"  - {v.field}: {v.description}" for v in self.field_violations]
         return "\n".join(lines)
 
-    @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> CustopsError:
+    @staticmethod
+    def from_rpc_error(error: grpc.RpcError) -> CustopsError:
+        """The error of the family of `error`'s code, with its details decoded."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         message = error.details() if hasattr(error, "details") else str(error)
         trailing = (
@@ -91,7 +98,7 @@ class CustopsError(Exception):
                     violations += [
                         FieldViolation(v.field, v.description) for v in bad.field_violations
                     ]
-        return cls(
+        return _BY_CODE.get(code, CustopsError)(
             code,
             message or "",
             reason=reason,
@@ -100,3 +107,94 @@ class CustopsError(Exception):
             metadata=metadata,
             retry_delay=retry_delay,
         )
+
+
+class ClientError(CustopsError):
+    """The request, the caller's credentials or the resource's state must
+    change before the call can succeed."""
+
+
+class ServerError(CustopsError):
+    """The platform, or a system it depends on, could not complete the call."""
+
+
+class InvalidArgumentError(ClientError):
+    """INVALID_ARGUMENT: `field_violations` lists every bad field."""
+
+
+class OutOfRangeError(ClientError):
+    """OUT_OF_RANGE."""
+
+
+class FailedPreconditionError(ClientError):
+    """FAILED_PRECONDITION: the resource's state forbids the call;
+    `field_violations` names what must change first."""
+
+
+class NotFoundError(ClientError):
+    """NOT_FOUND."""
+
+
+class AlreadyExistsError(ClientError):
+    """ALREADY_EXISTS."""
+
+
+class AbortedError(ClientError):
+    """ABORTED: a concurrent change won (ETAG_MISMATCH); re-read and retry."""
+
+
+class UnauthenticatedError(ClientError):
+    """UNAUTHENTICATED: no credentials, or unknown ones."""
+
+
+class PermissionDeniedError(ClientError):
+    """PERMISSION_DENIED: the caller may not make this call for this shop."""
+
+
+class ResourceExhaustedError(ClientError):
+    """RESOURCE_EXHAUSTED: over a rate or a quota; `retry_delay` says when to
+    try again."""
+
+
+class CancelledError(ClientError):
+    """CANCELLED: the caller cancelled the call."""
+
+
+class UnavailableError(ServerError):
+    """UNAVAILABLE: the platform or a system behind it cannot be reached now."""
+
+
+class DeadlineExceededError(ServerError):
+    """DEADLINE_EXCEEDED."""
+
+
+class InternalError(ServerError):
+    """INTERNAL: the server log has the details under `request_id`."""
+
+
+class UnimplementedError(ServerError):
+    """UNIMPLEMENTED: the call is not offered (yet)."""
+
+
+class UnknownError(ServerError):
+    """UNKNOWN or DATA_LOSS."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[CustopsError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.ABORTED: AbortedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INTERNAL: InternalError,
+    grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
+    grpc.StatusCode.UNKNOWN: UnknownError,
+    grpc.StatusCode.DATA_LOSS: UnknownError,
+}

@@ -1,21 +1,24 @@
-"""Which calls may be retried, and how."""
+"""How calls that may be retried are retried: one loop's arithmetic."""
 
 from __future__ import annotations
 
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
-# Reads and pure computations: safe to repeat.
-_IDEMPOTENT_PREFIXES = ("Get", "List", "BatchGet", "Preview", "Explain", "Estimate", "Match")
+if TYPE_CHECKING:
+    from custops.client._errors import CustopsError
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry UNAVAILABLE calls that are safe to repeat, with exponential
-    backoff and full jitter, within the call's deadline."""
+    """Retry a call its contract allows to repeat when it failed UNAVAILABLE,
+    or when the server said when to retry (google.rpc.RetryInfo): after that
+    delay, otherwise after an exponential backoff with full jitter; always
+    within the call's deadline."""
 
     max_attempts: int = 4
     initial_backoff: float = 0.1
@@ -32,21 +35,13 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-def is_idempotent(method: str, request: object) -> bool:
-    """A read, or a side-effecting call carrying a request id (the server
-    returns the first outcome to a retry with the same id)."""
-    if method.startswith(_IDEMPOTENT_PREFIXES):
-        return True
-    return bool(getattr(request, "request_id", ""))
-
-
 class Attempts:
-    """The attempts of one call: the deadline they share and when to give up."""
+    """The attempts of one call: the deadline they share and when to give up.
+    `policy` None: the call may not be repeated."""
 
-    def __init__(self, policy: RetryPolicy, method: str, request: object, timeout: float) -> None:
-        self._policy = policy
+    def __init__(self, policy: RetryPolicy | None, timeout: float) -> None:
+        self._policy = policy or NO_RETRY
         self._deadline = time.monotonic() + timeout
-        self._limit = policy.max_attempts if is_idempotent(method, request) else 1
         self._made = 0
 
     def timeout(self) -> float:
@@ -54,11 +49,15 @@ class Attempts:
         self._made += 1
         return max(self._deadline - time.monotonic(), 0.001)
 
-    def pause_before_retry(self, code: grpc.StatusCode) -> float | None:
+    def pause_before_retry(self, error: CustopsError) -> float | None:
         """Seconds to wait before the next attempt, or None to give up."""
-        if code not in self._policy.retryable_codes or self._made >= self._limit:
+        policy = self._policy
+        told = error.retry_delay is not None
+        if self._made >= policy.max_attempts:
             return None
-        pause = self._policy.backoff(self._made)
+        if error.code not in policy.retryable_codes and not told:
+            return None
+        pause = error.retry_delay if error.retry_delay is not None else policy.backoff(self._made)
         if time.monotonic() + pause >= self._deadline:
             return None
         return pause

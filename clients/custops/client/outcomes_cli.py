@@ -111,7 +111,7 @@ def effect(args: argparse.Namespace) -> int:
 
 async def _effect(args: argparse.Namespace) -> pb.PlanEffect:
     async with connect(args, CALL_TIMEOUT) as client:
-        reply = await client.plans.GetPlanEffect(
+        reply = await client.plans.get_plan_effect(
             pb.GetPlanEffectRequest(shop_id=args.shop, plan_id=args.plan)
         )
     found: pb.PlanEffect = reply.effect
@@ -131,7 +131,7 @@ async def _export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     progress = Progress(err)
     async with connect(args, CALL_TIMEOUT) as client:
         try:
-            async for chunk in client.plans.ExportMemberOutcomes(request):
+            async for chunk in client.plans.export_member_outcomes(request):
                 for outcome in chunk.outcomes:
                     row = outcome_row(outcome)
                     if writer is not None:

@@ -121,12 +121,12 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 run_id = args.run
                 waiting = False
                 while not run_id:
-                    runs = await client.plans.ListPlanRuns(
+                    runs = await client.plans.list_plan_runs(
                         pb.ListPlanRunsRequest(
                             shop_id=args.shop, plan_id=args.plan, page_size=NEWEST_LOOKED_AT
                         ),
                         timeout=call_timeout(),
-                    )
+                    ).first_page()
                     # The newest run that does something: a skipped fire has no progress.
                     ran = [r for r in runs.runs if r.state != pb.RUN_STATE_SKIPPED]
                     if ran:
@@ -138,7 +138,7 @@ async def _watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         await asyncio.sleep(args.interval)
                 request = pb.GetPlanRunRequest(shop_id=args.shop, plan_id=args.plan, run_id=run_id)
                 while True:
-                    last = (await client.plans.GetPlanRun(request, timeout=call_timeout())).run
+                    last = (await client.plans.get_plan_run(request, timeout=call_timeout())).run
                     if run_view.is_terminal(last.state):
                         display.finish(last, width())
                         return run_view.exit_code(last.state)
@@ -163,9 +163,9 @@ async def _list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async with connect(args, CALL_TIMEOUT) as client:
         try:
-            runs = await client.plans.ListPlanRuns(
+            runs = await client.plans.list_plan_runs(
                 pb.ListPlanRunsRequest(shop_id=args.shop, plan_id=args.plan, page_size=args.limit)
-            )
+            ).first_page()
         except CustopsError as exc:
             print(f"custops: {one_line(exc, args.target)}", file=err)
             return 1

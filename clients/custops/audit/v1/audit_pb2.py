@@ -26,13 +26,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ustops/audit/v1/audit.proto\x12\x10\x63ustops.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\'\n\x06\x62\x65\x66ore\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61\x66ter\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc1\x01\n\x17ListAuditEntriesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"b\n\x18ListAuditEntriesResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.custops.audit.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2y\n\x0c\x41uditService\x12i\n\x10ListAuditEntries\x12).custops.audit.v1.ListAuditEntriesRequest\x1a*.custops.audit.v1.ListAuditEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ustops/audit/v1/audit.proto\x12\x10\x63ustops.audit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\nAuditEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07shop_id\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\'\n\x06\x62\x65\x66ore\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61\x66ter\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc1\x01\n\x17ListAuditEntriesRequest\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"b\n\x18ListAuditEntriesResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.custops.audit.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2~\n\x0c\x41uditService\x12n\n\x10ListAuditEntries\x12).custops.audit.v1.ListAuditEntriesRequest\x1a*.custops.audit.v1.ListAuditEntriesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custops.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['ListAuditEntries']._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['ListAuditEntries']._serialized_options = b'\220\002\001'
   _globals['_AUDITENTRY']._serialized_start=114
   _globals['_AUDITENTRY']._serialized_end=368
   _globals['_LISTAUDITENTRIESREQUEST']._serialized_start=371
@@ -40,5 +42,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITENTRIESRESPONSE']._serialized_start=566
   _globals['_LISTAUDITENTRIESRESPONSE']._serialized_end=664
   _globals['_AUDITSERVICE']._serialized_start=666
-  _globals['_AUDITSERVICE']._serialized_end=787
+  _globals['_AUDITSERVICE']._serialized_end=792
 # @@protoc_insertion_point(module_scope)
