@@ -16,6 +16,7 @@ from typing import Any
 from domain.audience import validate_rule
 from domain.calculators import violations as time_violations
 from domain.errors import FieldViolation, require
+from domain.mask_paths import JSON_NOTE, json_path, json_paths
 from domain.plan import (
     MAX_ACTIONS,
     MAX_BENEFITS_PER_ACTION,
@@ -64,14 +65,15 @@ def apply_mask(spec: PlanSpec, changes: PlanSpec, paths: list[str]) -> PlanSpec:
     violations = []
     if not paths:
         violations.append(
-            FieldViolation("update_mask", "must name at least one field, e.g. 'display_name'")
+            FieldViolation("update_mask", "must name at least one field, e.g. 'displayName'")
         )
     for i, path in enumerate(paths):
         if path not in UPDATABLE_FIELDS:
             violations.append(
                 FieldViolation(
                     f"update_mask.paths[{i}]",
-                    f"'{path}' cannot be updated; updatable: {', '.join(UPDATABLE_FIELDS)}",
+                    f"'{json_path(path)}' cannot be updated; updatable ({JSON_NOTE}): "
+                    f"{json_paths(UPDATABLE_FIELDS)}",
                 )
             )
     require(violations)

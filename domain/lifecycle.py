@@ -16,6 +16,7 @@ from datetime import datetime
 from domain import term
 from domain.downstream_ports import TemplateInfo
 from domain.errors import FailedPrecondition, FieldViolation
+from domain.mask_paths import JSON_NOTE, json_paths
 from domain.plan import Approval, FrontOffice, GrantBenefits, Plan, PlanSpec, PlanState
 from domain.plan_calendar import TICK, End, EndReason, PlanCalendar
 
@@ -237,8 +238,8 @@ def check_safe_change(plan: Plan, new: PlanSpec, paths: list[str]) -> None:
     problems = [
         FieldViolation(
             f"update_mask.paths[{i}]",
-            f"a {plan.state.value} plan can change only {', '.join(SAFE_WHEN_PUBLISHED)}; "
-            "end it and create a new plan to change the rest",
+            f"a {plan.state.value} plan can change only {json_paths(SAFE_WHEN_PUBLISHED)} "
+            f"({JSON_NOTE}); end it and create a new plan to change the rest",
         )
         for i, path in enumerate(paths)
         if path not in SAFE_WHEN_PUBLISHED

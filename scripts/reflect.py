@@ -13,6 +13,8 @@ tests can prove that grpcurl would work.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Any
 
@@ -21,6 +23,9 @@ from google.protobuf import descriptor, descriptor_pool, json_format, message_fa
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+
+from custops.client import CustopsError
+from custops.client.cli_connection import TOKEN_ENV, one_line
 
 
 class ReflectionClient:
@@ -82,7 +87,26 @@ def main() -> int:
     parser.add_argument("verb", choices=("list", "describe", "call"))
     parser.add_argument("symbol", nargs="?")
     parser.add_argument("body", nargs="?", default="{}")
+    parser.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default: ${TOKEN_ENV})"
+    )
+    parser.add_argument(
+        "-H",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header, as grpcurl's -H (repeatable)",
+    )
     args = parser.parse_args()
+    if args.verb in ("describe", "call") and not args.symbol:
+        parser.error(f"{args.verb} needs a symbol, e.g. custops.plan.v1.OperationPlanService")
+    metadata = [tuple(h.split(":", 1)) for h in args.headers if ":" in h]
+    if len(metadata) != len(args.headers):
+        parser.error("-H takes 'name: value'")
+    if args.token:
+        metadata.append(("authorization", f"Bearer {args.token}"))
+    headers = tuple((name.strip().lower(), value.strip()) for name, value in metadata)
     client = ReflectionClient(args.target)
     try:
         if args.verb == "list":
@@ -90,11 +114,28 @@ def main() -> int:
         elif args.verb == "describe":
             print(client.describe(args.symbol))
         else:
-            import json
-
-            print(json.dumps(client.call(args.symbol, args.body), indent=2, ensure_ascii=False))
+            print(
+                json.dumps(
+                    client.call(args.symbol, args.body, headers), indent=2, ensure_ascii=False
+                )
+            )
     except grpc.RpcError as exc:
-        print(f"ERROR: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        # The same one line as the custops commands: status, reason, fields, hint.
+        print(f"ERROR: {one_line(CustopsError.from_rpc_error(exc), args.target)}", file=sys.stderr)
+        return 1
+    except KeyError:
+        print(
+            f"ERROR: {args.symbol!r} is not served there; `list` shows the services and "
+            "`describe SERVICE` their methods (SERVICE/METHOD to call one)",
+            file=sys.stderr,
+        )
+        return 1
+    except json_format.ParseError as exc:
+        print(
+            f"ERROR: the request body is not a {args.symbol} request in JSON: {exc} "
+            '(fields in lowerCamelCase, e.g. shopId; a field mask as "updateMask": "a,b.c")',
+            file=sys.stderr,
+        )
         return 1
     finally:
         client.close()

@@ -170,7 +170,9 @@ class OperationPlanService(
         if not request.update_mask.paths:
             violations.append(
                 FieldViolation(
-                    "update_mask", "required: name the fields to change, e.g. display_name"
+                    "update_mask",
+                    'required: name the fields to change, e.g. "updateMask": "displayName" '
+                    "in JSON (display_name in a binary FieldMask)",
                 )
             )
         require(violations)

@@ -7,6 +7,7 @@ from typing import Any
 
 from custops.plan.v1 import plan_pb2 as pb
 from domain.errors import FieldViolation, require
+from domain.mask_paths import JSON_NOTE, json_path
 from server import call_context
 from server.mapping.plan import DOWNSTREAM_NAMES
 from server.servicers.requests import request_key, shop_id_violations
@@ -65,7 +66,10 @@ def _mask_violations(
 ) -> list[FieldViolation]:
     whose = "a shop's share (with shop_id)" if allowed == SHOP_FIELDS else "a downstream's setting"
     return [
-        FieldViolation(f"update_mask.paths[{i}]", f"{' or '.join(allowed)}: {whose} has only those")
+        FieldViolation(
+            f"update_mask.paths[{i}]",
+            f"{' or '.join(json_path(a) for a in allowed)} ({JSON_NOTE}): {whose} has only those",
+        )
         for i, path in enumerate(request.update_mask.paths)
         if path not in allowed
     ]

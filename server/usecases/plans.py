@@ -20,6 +20,7 @@ from domain.errors import (
     Unavailable,
     require,
 )
+from domain.mask_paths import JSON_NOTE, json_path, json_paths
 from domain.plan import (
     FrontOffice,
     Plan,
@@ -333,8 +334,8 @@ def _override(
     locked = [
         FieldViolation(
             f"{mask}.paths[{i}]",
-            f"template {template.template_id} does not let {path!r} change; "
-            f"editable: {', '.join(template.editable_fields)}",
+            f"template {template.template_id} does not let '{json_path(path)}' change; "
+            f"editable ({JSON_NOTE}): {json_paths(template.editable_fields)}",
         )
         for i, path in enumerate(paths)
         if path not in template.editable_fields

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from custops.client import AsyncCustopsClient
+from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
 from tests.reflection import ReflectionClient
 
@@ -23,6 +28,7 @@ DOWNSTREAM = {
     "custops.stubadmin.v1.StubAdminService",
 }
 INFRA = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_health_serving_per_service(platform: Platform) -> None:
@@ -146,3 +152,52 @@ async def test_the_public_port_describes_nothing_it_does_not_serve(platform: Pla
     assert await asyncio.to_thread(look, platform.port, shown) == [0] * len(shown)
     # The stand-ins' own port describes their services.
     assert await asyncio.to_thread(look, platform.stubs_port, hidden) == [0] * len(hidden)
+
+
+async def _reflect(platform: Platform, *args: str) -> tuple[int, str, str]:
+    """scripts/reflect.py ARGS against the platform, in a process of its own."""
+    root = ROOT
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
+    environment["PYTHONPATH"] = os.pathsep.join((str(root), str(root / "clients")))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(root / "scripts" / "reflect.py"),
+        f"127.0.0.1:{platform.port}",
+        *args,
+        env=environment,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_reflect_reports_a_callers_mistakes_in_one_line(platform: Platform) -> None:
+    """Like the custops commands: the status, the reason, the fields and a
+    hint, never a traceback; a field-mask hint names the JSON spelling."""
+    async with AsyncCustopsClient(f"127.0.0.1:{platform.port}") as client:
+        made = await client.plans.create_plan(
+            pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="draft"))
+        )
+    update = "custops.plan.v1.OperationPlanService/UpdatePlan"
+    body = {"shopId": "shop-1", "plan": {"planId": made.plan.plan_id, "displayName": "x"}}
+    said = {
+        "no mask": await _reflect(platform, "call", update, json.dumps(body)),
+        "bad path": await _reflect(
+            platform, "call", update, json.dumps({**body, "updateMask": "limits.nope"})
+        ),
+        "unknown method": await _reflect(platform, "call", "custops.plan.v1.Nope/GetPlan", "{}"),
+        "not JSON": await _reflect(platform, "call", update, "{shopId: 1"),
+    }
+    for case, (code, out, err) in said.items():
+        assert code == 1 and out == "" and "Traceback" not in err, (case, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("ERROR: "), (case, err)
+    no_mask = said["no mask"][2]
+    assert "INVALID_ARGUMENT" in no_mask and '"updateMask": "displayName"' in no_mask, no_mask
+    bad_path = said["bad path"][2]
+    assert "'limits.nope' cannot be updated" in bad_path, bad_path
+    assert "limits.totalBudget" in bad_path and "limits.total_budget" not in bad_path, bad_path
+    assert "is not served there" in said["unknown method"][2]
+    assert "lowerCamelCase" in said["not JSON"][2]

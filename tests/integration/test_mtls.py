@@ -28,6 +28,7 @@ from server.app import Platform, StartupError
 from server.auth import tls
 from server.auth.callers import new_token, token_hash
 from tests.integration.conftest import settings
+from tests.integration.test_runs import publish_to_everyone
 
 # Short: a refused handshake must fail the call, never leave it waiting.
 TIMEOUT = 5.0
@@ -159,6 +160,7 @@ async def _start(pki: Pki, tmp_path: Path, *, client_ca: bool) -> Platform:
             tls_cert_file=pki.write("server.pem", pki.server.cert_pem),
             tls_key_file=pki.write("server.key", pki.server.key_pem),
             tls_client_ca_file=pki.write("ca.pem", pki.ca.cert_pem) if client_ca else "",
+            stubs_population=40,  # `runs watch` sees a run to its end in a moment
         )
     )
     await platform.start()
@@ -197,7 +199,7 @@ def _client(
 
 async def _list(platform: Platform, credentials: grpc.ChannelCredentials | None) -> None:
     async with _client(platform, credentials) as client:
-        await client.plans.ListPlans(pb.ListPlansRequest(shop_id="shop-1"))
+        await client.plans.list_plans(pb.ListPlansRequest(shop_id="shop-1")).first_page()
 
 
 async def test_a_listed_client_certificate_is_the_caller(mutual: Platform, pki: Pki) -> None:
@@ -205,9 +207,9 @@ async def test_a_listed_client_certificate_is_the_caller(mutual: Platform, pki: 
     async with _client(
         mutual, _credentials(pki, pki.admin), ("x-custops-actor", "mallory")
     ) as client:
-        listed = await client.plans.ListPlans(pb.ListPlansRequest(shop_id="shop-1"))
+        listed = await client.plans.list_plans(pb.ListPlansRequest(shop_id="shop-1")).first_page()
         assert list(listed.plans) == []
-        created = await client.plans.CreatePlan(
+        created = await client.plans.create_plan(
             pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="by certificate"))
         )
     assert (created.plan.create_by, created.plan.update_by) == ("mall-admin", "mall-admin")
@@ -261,7 +263,7 @@ async def test_tls_without_a_client_ca_serves_bearer_tokens(pki: Pki, tmp_path: 
         async with _client(
             platform, _credentials(pki, None), ("authorization", f"Bearer {TOKEN}")
         ) as client:
-            created = await client.plans.CreatePlan(
+            created = await client.plans.create_plan(
                 pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="by token"))
             )
         assert created.plan.create_by == "token-admin"
@@ -349,11 +351,52 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
 async def _runs_list(client: AsyncCustopsClient, platform: Platform) -> tuple[str, ...]:
     """`custops runs list` of a new plan of shop-1, made by `client`."""
     async with client:
-        made = await client.plans.CreatePlan(
+        made = await client.plans.create_plan(
             pb.CreatePlanRequest(shop_id="shop-1", plan=pb.Plan(display_name="cli"))
         )
     target = f"127.0.0.1:{platform.port}"
     return ("runs", "list", "--target", target, "--shop", "shop-1", "--plan", made.plan.plan_id)
+
+
+async def _runs_watch(client: AsyncCustopsClient, platform: Platform) -> tuple[str, ...]:
+    """`custops runs watch` of a new plan of shop-1 that runs at once, published by `client`."""
+    async with client:
+        plan = await publish_to_everyone(client, "shop-1")
+    target = f"127.0.0.1:{platform.port}"
+    return (
+        *("runs", "watch", "--target", target, "--shop", "shop-1", "--plan", plan.plan_id),
+        *("--interval", "0.2", "--timeout", "100"),
+    )
+
+
+def _watched_to_its_end(code: int, out: str, err: str) -> None:
+    assert code == 0 and "Traceback" not in err, (code, out, err)
+    assert "SUCCEEDED" in out.upper(), out
+
+
+async def test_runs_watch_follows_a_run_on_a_server_that_requires_a_token(
+    pki: Pki, tmp_path: Path
+) -> None:
+    platform = await _start(pki, tmp_path, client_ca=False)
+    try:
+        bearer = ("authorization", f"Bearer {TOKEN}")
+        watch = await _runs_watch(_client(platform, _credentials(pki, None), bearer), platform)
+        ca = pki.write("ca.pem", pki.ca.cert_pem)
+        code, _, err = await _cli(*watch, "--ca", ca)
+        assert code == 1 and "[CREDENTIALS_MISSING]" in err and "--token" in err, err
+        _watched_to_its_end(*await _cli(*watch, "--ca", ca, "--token", TOKEN))
+    finally:
+        await platform.stop(grace=1)
+
+
+async def test_runs_watch_follows_a_run_over_mutual_tls(mutual: Platform, pki: Pki) -> None:
+    watch = await _runs_watch(_client(mutual, _credentials(pki, pki.admin)), mutual)
+    ca = pki.write("ca.pem", pki.ca.cert_pem)
+    cert = pki.write("admin.pem", pki.admin.cert_pem)
+    key = pki.write("admin.key", pki.admin.key_pem)
+    _watched_to_its_end(*await _cli(*watch, "--ca", ca, "--cert", cert, "--key", key))
+    code, _, err = await _cli(*watch, "--ca", ca)  # no client certificate: refused, one line
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
 async def test_the_runs_commands_authenticate_with_a_token(pki: Pki, tmp_path: Path) -> None:
