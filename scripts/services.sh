@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the real PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)
 # are up for the tests: install them if missing (Debian packages; needs root),
-# start them if stopped; and that Prometheus and promtool are installed. Exits non-zero if one is still unreachable; the tests
-# then fail under CI=true and skip elsewhere.
+# start them if stopped; and that Prometheus and promtool, Node.js and the
+# TypeScript SDK's packages are installed. Exits non-zero if one is still
+# missing; the tests then fail under CI=true and skip elsewhere.
 set -u
 
 log() { echo "services: $*" >&2; }
@@ -81,8 +82,28 @@ ensure_prometheus() {
   apt_install --no-install-recommends prometheus
 }
 
+ensure_typescript_sdk() {
+  # The TypeScript SDK's tests (tests/e2e/test_typescript_sdk.py) need Node.js
+  # 18 or later and npm (Debian's packages when missing), and the SDK's
+  # packages at the versions package-lock.json locks (npm ci, from npm).
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 18 ] || ! command -v npm >/dev/null; then
+    log "installing Node.js and npm"
+    apt_install nodejs npm || return 1
+  fi
+  local sdk
+  sdk="$(dirname "$0")/../clients/typescript"
+  if [ ! -d "$sdk/node_modules" ] || [ "$sdk/package-lock.json" -nt "$sdk/node_modules" ]; then
+    log "installing the TypeScript SDK's packages (npm ci)"
+    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || return 1
+    touch "$sdk/node_modules"
+  fi
+}
+
 status=0
 ensure_postgres || status=1
 ensure_redis || status=1
 ensure_prometheus || status=1
+ensure_typescript_sdk || status=1
 exit $status
