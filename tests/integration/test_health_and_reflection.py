@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
+from tests.commands import ROOT, run_python
 from tests.reflection import ReflectionClient
 
 PUBLIC = {
@@ -28,7 +26,6 @@ DOWNSTREAM = {
     "custops.stubadmin.v1.StubAdminService",
 }
 INFRA = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_health_serving_per_service(platform: Platform) -> None:
@@ -156,22 +153,9 @@ async def test_the_public_port_describes_nothing_it_does_not_serve(platform: Pla
 
 async def _reflect(platform: Platform, *args: str) -> tuple[int, str, str]:
     """scripts/reflect.py ARGS against the platform, in a process of its own."""
-    root = ROOT
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    environment["PYTHONPATH"] = os.pathsep.join((str(root), str(root / "clients")))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(root / "scripts" / "reflect.py"),
-        f"127.0.0.1:{platform.port}",
-        *args,
-        env=environment,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_python(
+        str(ROOT / "scripts" / "reflect.py"), f"127.0.0.1:{platform.port}", *args
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_reflect_reports_a_callers_mistakes_in_one_line(platform: Platform) -> None:

@@ -4,12 +4,9 @@ signed is refused at the handshake. The certificates are made here."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
-import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform, StartupError
 from server.auth import tls
 from server.auth.callers import new_token, token_hash
+from tests.commands import run_python
 from tests.integration.conftest import settings
 from tests.integration.test_runs import publish_to_everyone
 
@@ -325,27 +323,9 @@ async def test_a_missing_tls_file_refuses_to_start(pki: Pki, tmp_path: Path) -> 
         await platform.start()
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`custops ARGS` in a process of its own: exit status, stdout, stderr."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOPS_")}
-    environment["PYTHONPATH"] = os.pathsep.join((str(ROOT), str(ROOT / "clients")))
-    environment.update(env or {})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.cli",
-        *args,
-        env=environment,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_python("-m", "server.cli", *args, env=env)
 
 
 async def _runs_list(client: AsyncCustopsClient, platform: Platform) -> tuple[str, ...]:
