@@ -132,14 +132,16 @@ class BenefitStub(benefit_pb2_grpc.BenefitServiceServicer):
         self, request: pb.ListBenefitInstancesRequest, context: Context
     ) -> pb.ListBenefitInstancesResponse:
         await self.pressure.admit(context, 1)
-        found = [
-            i
-            for i in self.book.member_instances(request.shop_id, request.member_id)
-            if (not request.state or i.state == request.state)
-            and (not request.source or i.source == request.source)
-        ]
-        page, token = await _page(
-            context, found, lambda i: i.instance_id, request.page_size, request.page_token
+        size = await _page_size(context, request.page_size, request.page_token)
+        page, token = self.book.instances_page(
+            request.shop_id,
+            request.member_id,
+            request.page_token,
+            size,
+            lambda i: (
+                (not request.state or i.state == request.state)
+                and (not request.source or i.source == request.source)
+            ),
         )
         return pb.ListBenefitInstancesResponse(instances=page, next_page_token=token)
 
@@ -214,17 +216,22 @@ async def _refuse(
     await context.abort(code, f"{exc.failure.reason}: {exc.failure.message}")
 
 
+async def _page_size(context: Context, size: int, token: str) -> int:
+    """The page size asked for, within bounds; a bad size or token refused."""
+    if size < 0:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
+    if token and not (token.isascii() and token.isprintable() and len(token) <= 128):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token of ours")
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
 async def _page(
     context: Context, items: list[T], key: Callable[[T], str], size: int, token: str
 ) -> tuple[list[T], str]:
     """A keyset page: the items whose key follows the token (the last key of
     the previous page), so items changing between pages are neither skipped
     nor repeated."""
-    if size < 0:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
-    if token and not (token.isascii() and token.isprintable() and len(token) <= 128):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token of ours")
-    size = min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = await _page_size(context, size, token)
     after = sorted((i for i in items if key(i) > token), key=key)
     page = after[:size]
     return page, (key(page[-1]) if len(after) > size else "")

@@ -8,9 +8,11 @@ stock is checked and taken in one step, never below zero.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -48,6 +50,11 @@ class BenefitBook:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Instance ids of a restarted stand-in never repeat those it gave before.
     _id_tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    # Instance ids by (shop, member) and by shop, in id order: ids are made
+    # increasing (one tag, a zero-padded counter), so appending keeps each
+    # list sorted and a keyset page is a bisect, not a sort of everything.
+    _by_member: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    _by_shop: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for preset in PRESETS:
@@ -220,6 +227,10 @@ class BenefitBook:
             self.stock[stock_key] -= need
         for instance in made:
             self.instances[instance.instance_id] = instance
+            self._by_member.setdefault((shop_id, instance.member_id), []).append(
+                instance.instance_id
+            )
+            self._by_shop.setdefault(shop_id, []).append(instance.instance_id)
         made = [self.shown(i) for i in made]
         result = pb.GrantResult(
             idempotency_key=item.idempotency_key, status=pb.ITEM_STATUS_SUCCEEDED, instances=made
@@ -347,12 +358,32 @@ class BenefitBook:
         self.keys[stored_key] = _Keyed(what, instance)
         return self.shown(instance), False
 
-    def member_instances(self, shop_id: str, member_id: str) -> list[pb.BenefitInstance]:
-        return [
-            self.shown(i)
-            for i in self.instances.values()
-            if i.shop_id == shop_id and (not member_id or i.member_id == member_id)
-        ]
+    def instances_page(
+        self,
+        shop_id: str,
+        member_id: str,
+        after: str,
+        size: int,
+        wanted: Callable[[pb.BenefitInstance], bool],
+    ) -> tuple[list[pb.BenefitInstance], str]:
+        """Up to `size` of the shop's (or one member's) instances that `wanted`
+        keeps, in id order after the id `after`, and the next page's token
+        ("" after the last): a page costs what it shows and what the filter
+        passes over, not the whole book."""
+        ids = (
+            self._by_member.get((shop_id, member_id), [])
+            if member_id
+            else self._by_shop.get(shop_id, [])
+        )
+        page: list[pb.BenefitInstance] = []
+        for instance_id in itertools.islice(ids, bisect.bisect_right(ids, after), None):
+            instance = self.shown(self.instances[instance_id])
+            if not wanted(instance):
+                continue
+            if len(page) == size:
+                return page, page[-1].instance_id
+            page.append(instance)
+        return page, ""
 
 
 def _retired(template: pb.BenefitTemplate) -> bool:

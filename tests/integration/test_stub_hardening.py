@@ -356,3 +356,35 @@ async def test_changing_faults_does_not_refill_the_bucket(stubs: StubClients) ->
         )
         is grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+async def test_instance_pages_of_a_whole_shop_hold_its_members_only(stubs: StubClients) -> None:
+    """The stand-in pages by key from an index (issue 25: it sorted the whole
+    book on every page): a shop's listing is every instance of its members,
+    each once, and nothing of another shop."""
+    granted: dict[str, set[str]] = {"s7": set(), "s8": set()}
+    for shop, member in (("s7", "m00000001"), ("s8", "m00000001"), ("s7", "m00000002")):
+        reply = await stubs.benefit.BatchGrantBenefits(
+            bpb.BatchGrantBenefitsRequest(
+                shop_id=shop,
+                items=[
+                    bpb.GrantItem(
+                        idempotency_key=f"{member}-{i}",
+                        member_id=member,
+                        template_id="gift-mug",
+                        quantity=1,
+                    )
+                    for i in range(4)
+                ],
+            )
+        )
+        granted[shop] |= {i.instance_id for r in reply.results for i in r.instances}
+    seen: list[str] = []
+    request = bpb.ListBenefitInstancesRequest(shop_id="s7", page_size=3)
+    for _ in range(10):  # bounded: 8 instances in pages of 3
+        page = await stubs.benefit.ListBenefitInstances(request)
+        seen += [i.instance_id for i in page.instances]
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert sorted(seen) == seen and set(seen) == granted["s7"] and len(seen) == 8
