@@ -34,6 +34,7 @@ from server.interceptors import REFUSED_READS, CallInterceptor
 from tests.integration.conftest import public_methods, settings
 from tests.integration.test_runs import immediate_plan
 from tests.integration.threaded import platform_in_thread
+from tests.sdk_names import sdk_method
 
 S1, S2 = "shop-1", "shop-2"
 SMALL = 100  # shop-1's members; shop-2 has more, so some of its members are its alone
@@ -810,7 +811,7 @@ def test_a_request_id_names_one_request_on_every_call(
         retry=RetryPolicy(max_attempts=1),
         metadata=(("authorization", f"Bearer {TOKENS[f'{case.roles[0]}:{S1}']}"),),
     ) as caller:
-        call = getattr(getattr(caller, _CLIENTS[method.containing_service.name]), method.name)
+        call = sdk_method(getattr(caller, _CLIENTS[method.containing_service.name]), method.name)
         first = call(request)
         again = call(request)
         if "run" in method.output_type.fields_by_name:  # a run goes on: its view moves

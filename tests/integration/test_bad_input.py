@@ -11,6 +11,7 @@ from custops.audience.v1 import audience_pb2
 from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
+from tests.sdk_names import sdk_method
 
 DEEP = audience_pb2.AudienceRule(levels=audience_pb2.LevelCondition(levels=["V1"]))
 for _ in range(12):
@@ -155,7 +156,7 @@ async def test_bad_input_names_every_field(
     client: AsyncCustopsClient, method: str, request_message: object, fields: set[str]
 ) -> None:
     with pytest.raises(CustopsError) as err:
-        await getattr(client.plans, method)(request_message)
+        await sdk_method(client.plans, method)(request_message)
     assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT, str(err.value)
     assert {v.field for v in err.value.field_violations} == fields
     assert all(v.description for v in err.value.field_violations)
@@ -207,7 +208,7 @@ async def test_runs_of_an_unknown_plan_are_not_found(
     client: AsyncCustopsClient, service: str, method: str, request_message: object
 ) -> None:
     with pytest.raises(CustopsError) as err:
-        await getattr(getattr(client, service), method)(request_message)
+        await sdk_method(getattr(client, service), method)(request_message)
     assert err.value.code is grpc.StatusCode.NOT_FOUND
 
 

@@ -21,6 +21,7 @@ from custops.client import CustopsClient, CustopsError, RetryPolicy
 from custops.plan.v1 import plan_pb2 as pb
 from tests.integration.conftest import settings as platform_settings
 from tests.integration.threaded import platform_in_thread
+from tests.sdk_names import sdk_method
 
 EXAMPLES = 100 if os.environ.get("CI") == "true" else 40
 FUZZ = settings(
@@ -155,7 +156,7 @@ def call(method: Any, request: Any) -> tuple[grpc.StatusCode, Any]:
 @given(shop=ids, plan=plans(), request_id=st.one_of(st.just(""), texts))
 def test_create_and_get(client: CustopsClient, shop: str, plan: pb.Plan, request_id: str) -> None:
     code, reply = call(
-        client.plans.CreatePlan,
+        sdk_method(client.plans, "CreatePlan"),
         pb.CreatePlanRequest(shop_id=shop, plan=plan, request_id=request_id),
     )
     if code is grpc.StatusCode.OK:
@@ -186,7 +187,7 @@ def test_list(
     contains: str,
 ) -> None:
     call(
-        client.plans.ListPlans,
+        sdk_method(client.plans, "ListPlans"),
         pb.ListPlansRequest(
             shop_id=shop,
             page_size=size,
@@ -220,12 +221,12 @@ def test_update_and_delete(
     plan.etag = etag if etag != "" else created.etag
     request = pb.UpdatePlanRequest(shop_id="fuzz", plan=plan)
     request.update_mask.paths.extend(paths)
-    call(client.plans.UpdatePlan, request)
+    call(sdk_method(client.plans, "UpdatePlan"), request)
     call(
-        client.plans.DeletePlan,
+        sdk_method(client.plans, "DeletePlan"),
         pb.DeletePlanRequest(shop_id="fuzz", plan_id=created.plan_id, etag=etag),
     )
-    call(client.plans.GetPlan, pb.GetPlanRequest(shop_id="fuzz", plan_id=etag))
+    call(sdk_method(client.plans, "GetPlan"), pb.GetPlanRequest(shop_id="fuzz", plan_id=etag))
 
 
 @FUZZ
@@ -235,8 +236,11 @@ def test_preview(
 ) -> None:
     inline = pb.PreviewPlanRequest(shop_id="fuzz", plan=plan, fire_time_count=count)
     inline.parts.extend(parts)
-    call(client.plans.PreviewPlan, inline)
-    call(client.plans.PreviewPlan, pb.PreviewPlanRequest(shop_id="fuzz", plan_id=plan_id))
+    call(sdk_method(client.plans, "PreviewPlan"), inline)
+    call(
+        sdk_method(client.plans, "PreviewPlan"),
+        pb.PreviewPlanRequest(shop_id="fuzz", plan_id=plan_id),
+    )
 
 
 def test_raw_bytes_that_are_not_protobuf(client: CustopsClient) -> None:

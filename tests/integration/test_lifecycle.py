@@ -16,6 +16,7 @@ from server.app import Platform
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_plans_api import birthday_plan
+from tests.sdk_names import sdk_method
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
@@ -44,7 +45,7 @@ async def step(client: AsyncCustopsClient, action: str, plan: pb.Plan, **extra: 
     request = getattr(pb, f"{action}PlanRequest")(
         shop_id=plan.shop_id, plan_id=plan.plan_id, etag=plan.etag, **extra
     )
-    reply = await getattr(client.plans, f"{action}Plan")(request)
+    reply = await sdk_method(client.plans, f"{action}Plan")(request)
     moved: pb.Plan = reply.plan
     return moved
 

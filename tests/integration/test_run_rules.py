@@ -45,6 +45,7 @@ from tests.integration.test_runs import (
     immediate_plan,
     running,
 )
+from tests.sdk_names import sdk_method
 
 __all__ = ["running"]  # the fixture, imported for pytest
 
@@ -117,7 +118,7 @@ class Ops:
         request = getattr(pb, f"{action}PlanRequest")(
             shop_id=self.shop, plan_id=plan.plan_id, etag=current.etag
         )
-        moved: pb.Plan = (await getattr(self.client.plans, f"{action}Plan")(request)).plan
+        moved: pb.Plan = (await sdk_method(self.client.plans, f"{action}Plan")(request)).plan
         return moved
 
     async def fire(self, plan: pb.Plan, fire: datetime) -> pb.PlanRun:
