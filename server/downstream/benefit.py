@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from custops.benefit.v1 import benefit_pb2, benefit_pb2_grpc
 from domain.downstream_ports import (
@@ -183,17 +184,19 @@ def _granted(instance: benefit_pb2.BenefitInstance) -> GrantedBenefit:
         kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED),
         display_name=instance.display_name,
         quantity=instance.quantity,
-        valid_from=_instant(instance, "valid_from"),
-        valid_until=_instant(instance, "valid_until"),
-        grant_time=instance.grant_time.ToDatetime(tzinfo=UTC),
+        valid_from=_instant(instance.valid_from) if instance.HasField("valid_from") else None,
+        valid_until=_instant(instance.valid_until) if instance.HasField("valid_until") else None,
+        grant_time=_instant(instance.grant_time),
     )
 
 
-def _instant(instance: benefit_pb2.BenefitInstance, name: str) -> datetime | None:
-    if not instance.HasField(name):  # type: ignore[arg-type]
-        return None
-    value: datetime = getattr(instance, name).ToDatetime(tzinfo=UTC)
-    return value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(value: timestamp_pb2.Timestamp) -> datetime:
+    """As Timestamp.ToDatetime(tzinfo=UTC), at a fraction of its cost: three
+    per granted instance, a run's hottest conversion."""
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def _recover_request(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Integer, String, Table, Text, text
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, Table, Text, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,12 +36,13 @@ async def insert_new(
 
 def _unnest_fits(table: Table, row: dict[str, Any]) -> bool:
     """The raw statement skips SQLAlchemy's Python-side defaults and knows
-    only a few column types: anything else takes the portable path."""
+    only a few column types (exactly: not Enum and other String kinds):
+    anything else takes the portable path."""
     for column in table.columns:
         if column.name not in row:
             if column.default is not None:
                 return False
-        elif _array_of(column) is None:
+        elif type(column.type) not in _ENCODINGS:
             return False
     return True
 
@@ -49,55 +50,82 @@ def _unnest_fits(table: Table, row: dict[str, Any]) -> bool:
 async def _insert_new_unnest(
     conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], key: str
 ) -> set[Any]:
-    """PostgreSQL: one array per column and one statement, however many rows
-    — binding a parameter per row and column cost more CPU than the rest of
-    a plan run's batch."""
+    """PostgreSQL: one statement however many rows, each column sent as one
+    text that the server splits and casts (`string_to_array(...)::type[]`).
+    Binding a parameter per row and column, or an array the driver encodes
+    element by element, cost more CPU than the rest of a plan run's batch."""
     columns = [c for c in table.columns if c.name in rows[0]]
-    arrays: dict[str, Any] = {}
+    params: dict[str, Any] = {}
     casts: list[str] = []
     for column in columns:
-        array_type, convert = _array_of(column) or ("", _as_is)
-        values = [convert(row[column.name]) for row in rows]
-        if array_type == "TEXT[]" and all(v and _SEPARATOR not in v for v in values):
-            # Ids and keys: one joined string, split by the server, which
-            # costs the driver a fraction of encoding an array element by element.
-            arrays[column.name] = _SEPARATOR.join(values)
-            casts.append(f"string_to_array(CAST(:{column.name} AS TEXT), chr(31))")
-        else:
-            arrays[column.name] = values
+        array_type, to_text = _ENCODINGS[type(column.type)]
+        values = [row[column.name] for row in rows]
+        joined = _joined(values, to_text, array_type)
+        if joined is not None:
+            params[column.name] = joined
+            casts.append(
+                f"CAST(string_to_array(CAST(:{column.name} AS TEXT), chr(31), chr(30)) "
+                f"AS {array_type})"
+            )
+        else:  # a separator inside a value: the driver encodes the array
+            params[column.name] = [_stored(v, array_type) for v in values]
             casts.append(f"CAST(:{column.name} AS {array_type})")
     names = ", ".join(f'"{c.name}"' for c in columns)
     statement = text(
         f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({", ".join(casts)}) '
         f'ON CONFLICT DO NOTHING RETURNING "{key}"'
     )
-    result = await conn.execute(statement, arrays)
+    result = await conn.execute(statement, params)
     return {row[0] for row in result.all()}
 
 
-def _array_of(column: Column[Any]) -> tuple[str, Callable[[Any], Any]] | None:
-    """The PostgreSQL array type of a column, and how a value goes into it."""
-    kind = column.type
-    if isinstance(kind, JSON):
-        return "JSON[]", json.dumps
-    if isinstance(kind, UtcDateTime):
-        return "TIMESTAMPTZ[]", _utc
-    if isinstance(kind, BigInteger):
-        return "BIGINT[]", _as_is
-    if isinstance(kind, Integer):
-        return "INTEGER[]", _as_is
-    if isinstance(kind, Float):
-        return "DOUBLE PRECISION[]", _as_is
-    if type(kind) in (String, Text):  # not Enum and other String kinds
-        return "TEXT[]", _as_is
-    return None
+_SEPARATOR, _NULL = chr(31), chr(30)  # ASCII unit and record separators
 
 
-_SEPARATOR = chr(31)  # ASCII unit separator: never in an id or a key
+def _joined(values: list[Any], to_text: Callable[[Any], str], array_type: str) -> str | None:
+    """The column's values as one text, None as _NULL (but in JSON, where
+    None is JSON's null, as the driver stored it); None when a value holds a
+    separator, or when the text would be empty (one empty string, which
+    string_to_array reads as no element at all)."""
+    if array_type == "JSON[]":
+        texts = [to_text(v) for v in values]
+        nulls = 0
+    else:
+        if array_type == "TIMESTAMPTZ[]" and any(
+            v is not None and v.tzinfo is None for v in values
+        ):
+            raise ValueError("naive datetime: every stored instant must be aware")
+        texts = [_NULL if v is None else to_text(v) for v in values]
+        nulls = sum(1 for v in values if v is None)
+    joined = _SEPARATOR.join(texts)
+    if not joined or joined.count(_SEPARATOR) != len(texts) - 1 or joined.count(_NULL) != nulls:
+        return None
+    return joined
 
 
-def _as_is(value: Any) -> Any:
+def _stored(value: Any, array_type: str) -> Any:
+    if array_type == "JSON[]":
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return _utc(value)
     return value
+
+
+def _integer(value: Any) -> str:
+    return str(int(value))  # a bool is stored as 0 or 1
+
+
+# Each column type insert_new writes in one statement: its PostgreSQL array
+# type, and its values as text the server casts back.
+_ENCODINGS: dict[type[Any], tuple[str, Callable[[Any], str]]] = {
+    JSON: ("JSON[]", json.dumps),  # JSON text never holds a raw control character
+    UtcDateTime: ("TIMESTAMPTZ[]", datetime.isoformat),  # with its offset
+    BigInteger: ("BIGINT[]", _integer),
+    Integer: ("INTEGER[]", _integer),
+    Float: ("DOUBLE PRECISION[]", repr),
+    String: ("TEXT[]", str),
+    Text: ("TEXT[]", str),
+}
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, MetaData, String, Table, select
 
@@ -67,6 +68,41 @@ async def test_only_new_rows_are_inserted_and_reported(database_url: str) -> Non
                 row["weight"],
             )
         assert stored["k6"].weight == 7
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_nulls_and_separators_keep_their_values(database_url: str) -> None:
+    """Each column goes to PostgreSQL as one text split by the server: a SQL
+    NULL, a value holding the null marker, a lone empty string and JSON's
+    null each come back as they went in."""
+    engine = create_engine(database_url)
+    table = Table(
+        f"t_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("key", String(64), primary_key=True),
+        Column("maybe", String(64), nullable=True),
+        Column("at", UtcDateTime(), nullable=True),
+        Column("detail", JSON, nullable=True),
+    )
+    at = datetime(2026, 12, 6, 8, 30, 0, 123456, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"key": "a", "maybe": None, "at": None, "detail": None},
+        {"key": "b", "maybe": f"x{chr(30)}y", "at": at, "detail": {"s": chr(31)}},
+        {"key": "c", "maybe": "", "at": at, "detail": []},
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            assert await insert_new(conn, table, rows, "key") == {"a", "b", "c"}
+            lone: list[dict[str, Any]] = [{"key": "d", "maybe": "", "at": at, "detail": {}}]
+            assert await insert_new(conn, table, lone, "key") == {"d"}
+            stored = {r.key: r for r in (await conn.execute(select(table))).all()}
+        for row in [*rows, *lone]:
+            got = stored[row["key"]]
+            assert (got.maybe, got.at, got.detail) == (row["maybe"], row["at"], row["detail"])
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
