@@ -87,18 +87,32 @@ def _joined(values: list[Any], to_text: Callable[[Any], str], array_type: str) -
     None is JSON's null, as the driver stored it); None when a value holds a
     separator, or when the text would be empty (one empty string, which
     string_to_array reads as no element at all)."""
+    nulls = 0
+    if array_type == "TEXT[]":
+        try:  # ids, keys, names: joined as they are, in one C call
+            return _checked(_SEPARATOR.join(values), len(values), 0)
+        except TypeError:  # a None, or a value of another type
+            pass
     if array_type == "JSON[]":
-        texts = [to_text(v) for v in values]
-        nulls = 0
+        # Most details are empty: their text is known.
+        texts = ["{}" if type(v) is dict and not v else to_text(v) for v in values]
     else:
-        if array_type == "TIMESTAMPTZ[]" and any(
-            v is not None and v.tzinfo is None for v in values
-        ):
+        # Timestamps and numbers repeat within a batch (the batch's time, a
+        # quantity): each distinct value is turned into text once.
+        distinct = set(values)
+        nulls = values.count(None) if None in distinct else 0
+        distinct.discard(None)
+        if array_type == "TIMESTAMPTZ[]" and any(v.tzinfo is None for v in distinct):
             raise ValueError("naive datetime: every stored instant must be aware")
-        texts = [_NULL if v is None else to_text(v) for v in values]
-        nulls = sum(1 for v in values if v is None)
-    joined = _SEPARATOR.join(texts)
-    if not joined or joined.count(_SEPARATOR) != len(texts) - 1 or joined.count(_NULL) != nulls:
+        text_of: dict[Any, str] = {v: to_text(v) for v in distinct}
+        text_of[None] = _NULL
+        texts = [text_of[v] for v in values]
+    return _checked(_SEPARATOR.join(texts), len(texts), nulls)
+
+
+def _checked(joined: str, count: int, nulls: int) -> str | None:
+    """`joined` if it splits back into its `count` values with `nulls` NULLs."""
+    if not joined or joined.count(_SEPARATOR) != count - 1 or joined.count(_NULL) != nulls:
         return None
     return joined
 
