@@ -15,6 +15,7 @@ Forms stored before reasons were kept (`act-silent`, `act-no:C,C`) still read.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,9 @@ def acts(stored: str) -> bool:
     return stored == ACT or stored.startswith((ACT_SILENT, ACT_EXCEPT, DEFER))
 
 
+# A run's members share a handful of stored outcomes ("act" for most): each is
+# read once (pure functions of immutable values), not once per member.
+@functools.lru_cache(maxsize=1024)
 def withheld(stored: str) -> frozenset[MessageChannel] | None:
     """The channels a member is not messaged on; None for all of them."""
     if stored.startswith(ACT_SILENT):
@@ -100,6 +104,7 @@ def deferred(until: datetime, stored: str) -> str:
     return f"{DEFER}{int(until.timestamp())}{tail}"
 
 
+@functools.lru_cache(maxsize=1024)
 def read(stored: str, grants: bool) -> Reading:
     """The typed outcome of a stored one, in a run of a plan that grants or not."""
     if stored.startswith(SKIP):
