@@ -175,6 +175,19 @@ def _signature(method: _Method, name: str, asynchronous: bool, returns: str, fil
     )
 
 
+def _shape(method: _Method, asynchronous: bool, paged: bool) -> tuple[str, str, bool]:
+    """What a method returns, the Caller helper it calls, and whether it is a
+    coroutine: a stream is iterated, a list call (when `paged`) is a pager,
+    the rest is one answer."""
+    if method.stream:
+        it = "AsyncIterator" if asynchronous else "Iterator"
+        return f"{it}[{method.response.python}]", "self._stream", False
+    if paged and method.item_type is not None:
+        pager = "AsyncPager" if asynchronous else "Pager"
+        return f"{pager}[{method.item_type.python}, {method.response.python}]", "self._pager", False
+    return method.response.python, "self._unary", asynchronous
+
+
 def _service_class(service: str, methods: list[_Method], asynchronous: bool) -> str:
     short = service.rsplit(".", 1)[1]
     base = "AsyncCaller" if asynchronous else "Caller"
@@ -184,16 +197,7 @@ def _service_class(service: str, methods: list[_Method], asynchronous: bool) -> 
     ]
     for method in methods:
         const = f"_{snake(method.name).upper()}"
-        if method.stream:
-            it = "AsyncIterator" if asynchronous else "Iterator"
-            returns, body, is_async = f"{it}[{method.response.python}]", "self._stream", False
-        elif method.items:
-            assert method.item_type is not None
-            pager = "AsyncPager" if asynchronous else "Pager"
-            returns = f"{pager}[{method.item_type.python}, {method.response.python}]"
-            body, is_async = "self._pager", False
-        else:
-            returns, body, is_async = method.response.python, "self._unary", asynchronous
+        returns, body, is_async = _shape(method, asynchronous, paged=True)
         awaited = "await " if is_async else ""
         fill = ", fill_request_id" if method.has_request_id else ""
         lines.append("\n")
@@ -203,11 +207,8 @@ def _service_class(service: str, methods: list[_Method], asynchronous: bool) -> 
     lines.append("\n    # The first SDK's CamelCase names, kept for one release (deprecated).\n")
     for method in methods:
         const = f"_{snake(method.name).upper()}"
-        if method.stream:
-            it = "AsyncIterator" if asynchronous else "Iterator"
-            returns, body, is_async = f"{it}[{method.response.python}]", "self._stream", False
-        else:  # a List call answered one page, as before
-            returns, body, is_async = method.response.python, "self._unary", asynchronous
+        # A List call answered one page, as before.
+        returns, body, is_async = _shape(method, asynchronous, paged=False)
         awaited = "await " if is_async else ""
         lines.append("\n")
         lines.append(_signature(method, method.name, is_async, returns, False))
