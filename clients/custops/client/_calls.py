@@ -74,28 +74,28 @@ class _Channel:
     ) -> None:
         self._channel, self._timeout, self._retry = channel, timeout, retry
         self._metadata, self._fill = tuple(metadata), fill_request_ids
-        self._callables: dict[str, Any] = {}
+        self._callables: dict[tuple[str, bool], Any] = {}
 
-    def _callable(self, method: Method[Any, Any]) -> Any:
-        found = self._callables.get(method.path)
-        if found is None:
-            found = self._callables[method.path] = self._channel.unary_unary(
-                method.path,
-                request_serializer=method.request.SerializeToString,
-                response_deserializer=method.response.FromString,
-            )
-        return found
-
-    def _stream_callable(self, method: Method[Any, Any]) -> Any:
-        key = "stream:" + method.path
+    def _callable(self, method: Method[Any, Any], stream: bool = False) -> Any:
+        """The channel's callable of `method`, made once: unary, or a server stream."""
+        key = (method.path, stream)
         found = self._callables.get(key)
         if found is None:
-            found = self._callables[key] = self._channel.unary_stream(
+            make = self._channel.unary_stream if stream else self._channel.unary_unary
+            found = self._callables[key] = make(
                 method.path,
                 request_serializer=method.request.SerializeToString,
                 response_deserializer=method.response.FromString,
             )
         return found
+
+    def _open_stream(
+        self, method: Method[Any, Any], request: Any, timeout: float | None, metadata: Metadata
+    ) -> Any:
+        # As long as there is to send: no deadline unless the caller gives one.
+        return self._callable(method, stream=True)(
+            request, timeout=timeout, metadata=(*self._metadata, *metadata)
+        )
 
     def _attempts(
         self, method: Method[Any, Response], request: Any, timeout: float | None, fill: bool
@@ -137,11 +137,7 @@ class Caller(_Channel):
     def _stream(
         self, method: Method[Any, Response], request: Any, timeout: float | None, metadata: Metadata
     ) -> Iterator[Any]:
-        # As long as there is to send: no deadline unless the caller gives one.
-        responses = self._stream_callable(method)(
-            request, timeout=timeout, metadata=(*self._metadata, *metadata)
-        )
-        return _errors_raised(responses)
+        return _errors_raised(self._open_stream(method, request, timeout, metadata))
 
 
 class AsyncCaller(_Channel):
@@ -181,10 +177,7 @@ class AsyncCaller(_Channel):
     def _stream(
         self, method: Method[Any, Response], request: Any, timeout: float | None, metadata: Metadata
     ) -> AsyncIterator[Any]:
-        responses = self._stream_callable(method)(
-            request, timeout=timeout, metadata=(*self._metadata, *metadata)
-        )
-        return _async_errors_raised(responses)
+        return _async_errors_raised(self._open_stream(method, request, timeout, metadata))
 
 
 def _errors_raised(responses: Any) -> Iterator[Any]:
