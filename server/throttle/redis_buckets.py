@@ -73,7 +73,8 @@ local elapsed = now - stamp
 if elapsed < 0 then elapsed = 0 end
 local r = rate * factor
 level = math.min(capacity, level + elapsed * r / 1000000)
-local want = math.min(tonumber(ARGV[1]), capacity)
+-- At most half the room (buckets.largest_take): a late waker loses nothing.
+local want = math.min(tonumber(ARGV[1]), math.max(1, math.floor(capacity / 2)))
 local granted = 0
 local wait = 0
 if ARGV[7] == '1' then
@@ -117,7 +118,7 @@ if ARGV[7] == '1' then
     if name ~= shop then others = others + levels[name] end
   end
   local part = weight[shop] / total
-  want = math.max(1, math.min(want, math.floor(capacity * part)))
+  want = math.min(want, math.max(1, math.floor(capacity * part / 2)))
   if level - want >= others - 1e-9 then
     level = level - want
     granted = want

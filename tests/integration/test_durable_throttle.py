@@ -90,6 +90,7 @@ async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings
             assert early - start <= RATE * (t1 - t0) + BURST + 25 * 4, early - start
             setting = await _benefit_setting(client)
             assert (setting.rate_per_second, setting.burst) == (RATE, BURST)
+            print(f"after the flush: {rate:.0f}/s, first second {early - start} items")
     finally:
         await flusher.aclose()
         await platform.stop(grace=1)

@@ -48,8 +48,18 @@ async def buckets(request: pytest.FixtureRequest) -> AsyncIterator[Buckets]:
     await client.aclose()
 
 
+async def _drain(buckets: Buckets, now_us: int) -> None:
+    """Take every token the bucket holds at `now_us`."""
+    for _ in range(20):  # bounded: a bucket of 10 is empty after a few takes
+        if not (await buckets.take("benefit", 10, now_us=now_us)).granted:
+            return
+    raise AssertionError("the bucket never ran dry")
+
+
 async def test_take_refill_and_wait(buckets: Buckets) -> None:
-    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 10
+    # At most half the capacity per decision: a late waker finds room.
+    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 5
+    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 5
     empty = await buckets.take("benefit", 1, now_us=T0)
     assert (empty.granted, empty.wait_us) == (0, 200_000)  # 5 tokens/s
     assert (await buckets.take("benefit", 1, now_us=T0 + 199_999)).granted == 0
@@ -61,7 +71,8 @@ async def test_take_refill_and_wait(buckets: Buckets) -> None:
 
 async def test_a_batch_bigger_than_the_bucket_is_taken_in_parts(buckets: Buckets) -> None:
     first = await buckets.take("benefit", 25, now_us=T0)
-    assert first.granted == 10  # the capacity, not a refusal
+    assert first.granted == 5  # half the capacity, not a refusal
+    await _drain(buckets, T0)
     clock = {"now": T0}
     taken = []
 
@@ -77,12 +88,12 @@ async def test_a_batch_bigger_than_the_bucket_is_taken_in_parts(buckets: Buckets
         clock["now"] += int(seconds * 1_000_000)
 
     await acquire(Clocked(), "benefit", 15, sleep=sleep, max_wait=10)  # type: ignore[arg-type]
-    assert sum(taken) == 15 and max(taken) <= 10
+    assert sum(taken) == 15 and max(taken) <= 5
     assert clock["now"] - T0 >= 3_000_000  # 15 tokens at 5 per second
 
 
 async def test_rate_changes_are_in_force_at_once(buckets: Buckets) -> None:
-    await buckets.take("benefit", 10, now_us=T0)
+    await _drain(buckets, T0)
     await buckets.configure("benefit", BucketSettings(rate=100.0, capacity=10))
     decision = await buckets.take("benefit", 1, now_us=T0)
     assert decision.wait_us == 10_000
@@ -93,7 +104,7 @@ async def test_rate_changes_are_in_force_at_once(buckets: Buckets) -> None:
 async def test_the_rate_adapts_to_push_back(buckets: Buckets) -> None:
     assert await buckets.penalize("benefit") == 0.5
     assert await buckets.penalize("benefit") == 0.25
-    await buckets.take("benefit", 10, now_us=T0)
+    await _drain(buckets, T0)
     slowed = await buckets.take("benefit", 1, now_us=T0)
     assert slowed.wait_us == 800_000  # 5/s x 0.25
     for _ in range(30):
@@ -145,7 +156,7 @@ async def test_what_a_shop_leaves_unused_goes_to_the_others(buckets: Buckets) ->
         granted["a"] += (await buckets.take("benefit", 10, now, shop="a")).granted
         if tick % 10 == 0:
             granted["b"] += (await buckets.take("benefit", 1, now, shop="b")).granted
-    assert granted["b"] == 99  # every ask but the first (a shop starts empty)
+    assert granted["b"] >= 99  # every ask (but the first, when a left it nothing)
     assert granted["a"] == pytest.approx(900, abs=20)
 
 
