@@ -46,6 +46,7 @@ from server.persistence.throttle_settings import (
     SqlThrottleSettings,
     adopt,
 )
+from server.plan_versions import RedisPlanVersions
 from server.products.catalog import TemplateError, load_catalog
 from server.readiness import Complaints, Dependency, Readiness
 from server.servicers.audit_service import AuditService
@@ -209,8 +210,17 @@ class Platform:
             timedelta(days=s.retention_events_days),
             timedelta(days=s.retention_orders_days),
         )
+        versions = None if self._redis is None else RedisPlanVersions(self._redis, s.redis_prefix)
         parts = bootstrap.build(
-            engine, clock, channels, self.buckets, catalog, retention, kept_store, metrics
+            engine,
+            clock,
+            channels,
+            self.buckets,
+            catalog,
+            retention,
+            kept_store,
+            metrics,
+            plan_versions=versions,
         )
         metrics.watch_pool("primary", pool_usage(engine))
         metrics.start_at_zero(THROTTLE_DEFAULTS, parts.job_kinds)

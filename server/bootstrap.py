@@ -18,7 +18,7 @@ from server.downstream.benefit import GrpcBenefitCatalog
 from server.downstream.notify import GrpcMessageSender
 from server.downstream.throttled import ThrottledAudience, ThrottledBenefits, ThrottledMessages
 from server.metrics import NO_METRICS, Metrics
-from server.persistence.active_plans import ActivePlans
+from server.persistence.active_plans import ActivePlans, PlanVersions
 from server.persistence.audit_log import AuditLog
 from server.persistence.database import create_read_engine
 from server.persistence.effect_reads import EffectReads
@@ -80,6 +80,7 @@ def build(
     retention: Retention,
     throttle_settings: SqlThrottleSettings,
     metrics: Metrics = NO_METRICS,
+    plan_versions: PlanVersions | None = None,
 ) -> Parts:
     # The downstream systems, each behind one adapter; the runs reach them
     # through their buckets, the calls' own work directly.
@@ -89,11 +90,12 @@ def build(
     throttled_benefits = ThrottledBenefits(benefit_platform, buckets, metrics)
 
     # The shopper's side caches a shop's live plans; every plan write
-    # committed through a unit of work drops the shop's entry.
-    active_plans = ActivePlans(engine)
+    # committed through a unit of work drops the shop's entry, on every
+    # replica when they share versions.
+    active_plans = ActivePlans(engine, versions=plan_versions)
 
     def unit_of_work() -> SqlUnitOfWork:
-        return SqlUnitOfWork(engine, clock, active_plans.invalidate)
+        return SqlUnitOfWork(engine, clock, active_plans.changed)
 
     read_engine = create_read_engine(engine)
     member_benefits = MemberBenefits(engine, clock.now, read_engine)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,7 +27,7 @@ class SqlUnitOfWork:
         self,
         engine: AsyncEngine,
         clock: Clock,
-        plans_changed: Callable[[set[str]], None] | None = None,
+        plans_changed: Callable[[set[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -70,4 +70,4 @@ class SqlUnitOfWork:
         assert self._conn is not None
         await self._conn.commit()
         if self._plans_changed is not None and self.plans.changed_shops:
-            self._plans_changed(self.plans.changed_shops)
+            await self._plans_changed(self.plans.changed_shops)
