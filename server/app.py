@@ -240,7 +240,9 @@ class Platform:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Off, so that a port in use is an error at start; on when
+                # several processes serve the port (server/workers.py).
+                ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
             ],
         )
         # RPCs not built yet fall through to the generated base classes (abstract

@@ -11,7 +11,7 @@ import sys
 from dataclasses import fields
 
 from custops.client import runs_cli
-from server import logs
+from server import logs, workers
 from server.app import Platform, StartupError
 from server.config import ConfigError, Settings
 from server.stand_ins.app import SYSTEMS, StubOptions, Stubs
@@ -65,6 +65,7 @@ SERVE_FLAGS = (
     "engine_concurrency",
     "engine_poll",
     "engine_lease",
+    "workers",
 )
 
 
@@ -211,10 +212,22 @@ async def _serve(settings: Settings) -> None:
 
         tracer_provider = make_provider(settings.tracing, settings.otlp_endpoint)
     platform = Platform(settings, tracer_provider=tracer_provider)
+    if workers.is_started_worker():
+        workers.follow_parent()
     await platform.start()  # it logs where it serves
+    others = None
+    if settings.workers > 1 and not workers.is_started_worker():
+        others = workers.Workers(settings, platform.port, platform.stubs_port)
+        await others.start()
     await _until_signalled()
     log.info("shutting down: health NOT_SERVING, draining in-flight calls")
-    await platform.stop(delay=settings.shutdown_delay)
+    if others is not None:  # theirs and this one's drain side by side
+        await asyncio.gather(
+            others.stop(settings.shutdown_delay + settings.shutdown_grace + 5),
+            platform.stop(delay=settings.shutdown_delay),
+        )
+    else:
+        await platform.stop(delay=settings.shutdown_delay)
     log.info("stopped")
 
 

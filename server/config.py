@@ -96,6 +96,10 @@ class Settings:
     retention_events_days: int = 365
     retention_orders_days: int = 365
     purge_interval: float = 3600.0
+    # Processes serving the public port (SO_REUSEPORT), for machines with more
+    # cores; the first runs the scheduler, the task engine, the purge and the
+    # embedded stand-ins, the others only answer calls (server/workers.py).
+    workers: int = 1
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
@@ -192,8 +196,24 @@ class Settings:
             )
         if self.shutdown_delay < 0:
             problems.append("CUSTOPS_SHUTDOWN_DELAY must be >= 0 seconds")
+        self._check_workers(problems)
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    def _check_workers(self, problems: list[str]) -> None:
+        if not 1 <= self.workers <= 64:
+            problems.append("CUSTOPS_WORKERS must be 1-64 processes")
+        elif self.workers > 1:
+            if not self.redis_url:
+                problems.append(
+                    "CUSTOPS_WORKERS > 1 needs CUSTOPS_REDIS_URL: the processes share the "
+                    "callers' rate limits and the shops' plan versions through Redis"
+                )
+            if self.database_url.startswith("sqlite"):
+                problems.append(
+                    "CUSTOPS_WORKERS > 1 needs PostgreSQL (CUSTOPS_DATABASE_URL="
+                    "postgresql+asyncpg://...): SQLite takes one writer at a time"
+                )
 
     @property
     def plaintext_beyond_loopback(self) -> bool:

@@ -99,3 +99,38 @@ def test_mutual_tls_settings_from_environment_and_flags() -> None:
         "server.key",
         "clients-ca.pem",
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUSTOPS_WORKERS": "0"}, "CUSTOPS_WORKERS must be 1-64"),
+        (
+            {"CUSTOPS_WORKERS": "2", "CUSTOPS_DATABASE_URL": "postgresql+asyncpg://h/d"},
+            "CUSTOPS_WORKERS > 1 needs CUSTOPS_REDIS_URL",
+        ),
+        ({"CUSTOPS_WORKERS": "2", "CUSTOPS_REDIS_URL": "redis://h"}, "needs PostgreSQL"),
+    ],
+)
+def test_several_workers_need_what_they_share(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(env=env)
+
+
+def test_a_started_worker_serves_the_port_without_the_singletons() -> None:
+    from server.workers import worker_settings
+
+    first = Settings.load(
+        env={
+            "CUSTOPS_WORKERS": "2",
+            "CUSTOPS_REDIS_URL": "redis://h",
+            "CUSTOPS_DATABASE_URL": "postgresql+asyncpg://h/d",
+            "CUSTOPS_LISTEN": "127.0.0.1:0",
+            "CUSTOPS_METRICS_LISTEN": "127.0.0.1:9464",
+        }
+    )
+    second = worker_settings(first, 1, port=50051, stubs_port=40000)
+    assert second.listen == "127.0.0.1:50051" and second.engine_concurrency == 0
+    assert second.stubs == "external" and second.benefit_target == "127.0.0.1:40000"
+    assert second.metrics_listen == "127.0.0.1:9465" and second.auto_migrate == "false"
+    second.check()  # what it loads from its environment is valid
