@@ -104,6 +104,10 @@ class Workers:
         self._stopping = False
         self._keepers: list[asyncio.Task[None]] = []
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p is not None]
+
     async def start(self) -> None:
         self._keepers = [asyncio.create_task(self._keep(i)) for i in range(len(self._envs))]
 

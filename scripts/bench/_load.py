@@ -19,6 +19,8 @@ Both are bounded by time and by `max_requests`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import random
 import sys
@@ -205,10 +207,23 @@ async def open_loop(
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     rnd = random.Random(cfg["seed"])
     requests = Requests(cfg, rnd)
-    options = [("grpc.so_reuseport", 0)]
-    async with grpc.aio.insecure_channel(cfg["address"], options=options) as channel:
-        call = channel.unary_unary(METHODS[cfg["call"]])
-        await asyncio.wait_for(channel.channel_ready(), 30)
+    # Several connections when several processes serve the port: each is
+    # placed on one of them by the kernel (SO_REUSEPORT), the calls take turns.
+    options = [("grpc.so_reuseport", 0), ("grpc.use_local_subchannel_pool", 1)]
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [
+            await stack.enter_async_context(
+                grpc.aio.insecure_channel(cfg["address"], options=options)
+            )
+            for _ in range(cfg.get("channels", 1))
+        ]
+        turns = itertools.cycle([c.unary_unary(METHODS[cfg["call"]]) for c in channels])
+
+        def call(request: Any, timeout: float) -> Any:
+            return next(turns)(request, timeout=timeout)
+
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), 30)
         print("ready", flush=True)
         line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         start = float(line)

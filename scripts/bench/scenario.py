@@ -53,6 +53,7 @@ import os
 import random
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -82,12 +83,15 @@ from custops.scenario.v1 import scenario_pb2 as spb
 from server.app import Platform
 from server.batching import Coalescer
 from server.config import Settings
+from server.workers import Workers
 
 LOAD = Path(__file__).resolve().with_name("_load.py")
 ZONE = "Asia/Shanghai"
 UNTHROTTLED = 1_000_000  # the largest rate and burst UpdateThrottleSetting takes
 DOWNSTREAMS = (pb.DOWNSTREAM_AUDIENCE, pb.DOWNSTREAM_BENEFIT, pb.DOWNSTREAM_NOTIFICATION)
 LEAD = 3.0  # seconds from publishing the broad plan to its fire time
+# With --workers: the first process's metrics port; worker i serves on it + i.
+METRICS_PORT = 19464
 IMMEDIATELY = "* * * * * * * 1"
 TARGET_P99 = 20.0  # ms at --rate
 TARGET_SHARE = 0.5  # of Health/Check's closed-loop throughput
@@ -149,7 +153,28 @@ def settings_for(args: argparse.Namespace, url: str, stand_ins: StandInProcess) 
     }
     if args.engine_concurrency is not None:
         values["engine_concurrency"] = args.engine_concurrency
+    if args.workers > 1:
+        values["workers"] = args.workers
+        values["metrics_listen"] = f"127.0.0.1:{METRICS_PORT}"
     return Settings.load(env={}, **values)
+
+
+async def start_workers(platform: Platform) -> Workers:
+    """The platform's other processes, as `custops serve --workers N` starts
+    them, once each serves (its metrics endpoint answers)."""
+    others = Workers(platform.settings, platform.port, platform.stubs_port)
+    await others.start()
+    for index in range(1, platform.settings.workers):
+        url = f"http://127.0.0.1:{METRICS_PORT + index}/metrics"
+        for _ in range(300):  # bounded: a worker starts within seconds
+            try:
+                await asyncio.to_thread(urllib.request.urlopen, url, timeout=1)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"worker {index} never served")
+    return others
 
 
 async def throttle_off(client: AsyncCustopsClient) -> None:
@@ -472,6 +497,8 @@ class Load:
     shop: str
     stubs_pid: int
     database: str
+    # The platform's other processes (--workers), counted as the platform's CPU.
+    workers: list[int] = field(default_factory=list)
     children: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     async def phase(self, call: str, mode: str) -> Row:
@@ -495,6 +522,7 @@ class Load:
                 "timeout": args.timeout,
                 "max_requests": per_process,
                 "seed": f"{call}-{mode}-{k}",
+                "channels": args.channels,
             }
             for k in range(args.procs)
         ]
@@ -532,7 +560,7 @@ class Load:
             await asyncio.sleep(max(0.0, start - time.time()))
             pg_before = await database_pids(args.postgres_admin, self.database)
             watched: dict[str, list[int | str]] = {
-                "srv": ["self"],
+                "srv": ["self", *self.workers],
                 "stubs": [self.stubs_pid],
                 "gen": [c.pid for c in children],
             }
@@ -763,6 +791,7 @@ async def main() -> int:
     print(
         f"scenario benchmark: {args.members:,} members, {args.plans} plans, members pattern "
         f"{args.members_pattern}{sessions if args.members_pattern == 'sessions' else ''}, "
+        f"{args.workers} platform process(es), "
         f"{args.procs} load processes x {args.concurrency} in flight (closed), "
         f"{args.rate:,.0f}/s (open); warm-up {args.warmup:g} s, "
         f"closed {args.rounds} x {args.duration:g} s, open {args.open_duration:g} s; "
@@ -777,16 +806,22 @@ async def main() -> int:
         async with fresh_database(args.postgres_admin) as (url, database):
             platform = Platform(settings_for(args, url, stand_ins))
             load: Load | None = None
+            others: Workers | None = None
             try:
                 await platform.start()
                 address = f"127.0.0.1:{platform.port}"
                 load = Load(args, address, shop, stand_ins.process.pid, database)
+                if args.workers > 1:
+                    others = await start_workers(platform)
+                    load.workers = others.pids
                 async with AsyncCustopsClient(address, timeout=60) as client:
                     assert platform.scenario is not None
                     rows = await measure(args, client, load, platform.scenario.pages, checks)
             finally:
                 if load is not None:
                     await load.stop()
+                if others is not None:
+                    await others.stop(10)
                 await platform.stop(grace=1)
                 if args.redis:
                     await forget_buckets(args.redis, platform.settings.redis_prefix)
@@ -831,6 +866,12 @@ def parse() -> argparse.Namespace:
     add_service_options(parser)
     parser.add_argument("--engine-concurrency", type=int)
     parser.add_argument(
+        "--workers", type=int, default=1, help="processes serving the port (custops --workers)"
+    )
+    parser.add_argument(
+        "--channels", type=int, help="connections per load process (default 1; 4 per worker)"
+    )
+    parser.add_argument(
         "--profile", help="write a cProfile of the platform during the closed loops to this file"
     )
     parser.add_argument(
@@ -840,6 +881,8 @@ def parse() -> argparse.Namespace:
         help=f"the broad plan fires at publishing, or once {LEAD:g} s after it",
     )
     args = parser.parse_args()
+    if args.channels is None:
+        args.channels = 1 if args.workers == 1 else 4 * args.workers
     small = {
         "members": 20_000,
         "plans": 10,
