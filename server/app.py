@@ -204,6 +204,7 @@ class Platform:
                 log.info("throttle settings moved to hash-tagged keys", extra={"count": adopted})
             if adopted := await adopt(kept_store, await shared.cached(), clock.now()):
                 log.info("throttle settings moved into the database", extra={"count": adopted})
+            await shared.prime()
         channels = Channels(audience_channel, benefit_channel, notification_channel)
         retention = Retention(
             timedelta(days=s.retention_outcomes_days),

@@ -261,7 +261,14 @@ class RedisBuckets:
             await self._seed(name)
         raise BucketUnavailable(f"bucket {name}: its settings keep disappearing from Redis")
 
-    async def _seed(self, name: str) -> None:
+    async def prime(self) -> None:
+        """At start: cache every kept bucket's settings from their source, so
+        that a re-seed logged later means Redis lost them, not a first start."""
+        for name in self._defaults:
+            if self._source is not None and self._source.keeps(name):
+                await self._seed(name, quiet=True)
+
+    async def _seed(self, name: str, quiet: bool = False) -> None:
         """Cache a kept bucket's settings (and its shops' weights) again from
         their source, unless a configure got there first; one log line says so."""
         assert self._source is not None
@@ -279,6 +286,8 @@ class RedisBuckets:
             await self._redis.hsetnx(key, "rate", settings.rate)
         except (RedisError, OSError) as exc:
             raise BucketUnavailable(f"bucket {name}: {exc.__class__.__name__}") from exc
+        if quiet:
+            return
         log.warning(
             "throttle settings were missing in Redis; re-seeded from the database",
             extra={"bucket": name, "rate": settings.rate, "burst": settings.capacity},

@@ -7,6 +7,7 @@ full; GetThrottleSettings then showed 1,000."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,8 +49,13 @@ async def _benefit_setting(client: AsyncCustopsClient) -> pb.ThrottleSetting:
 
 @pytest.mark.redis
 async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="custops.throttle")
+
+    def reseeded() -> int:
+        return sum("re-seeded from the database" in r.getMessage() for r in caplog.records)
+
     platform = Platform(
         settings(
             f"sqlite+aiosqlite:///{tmp_path}/t.db",
@@ -79,6 +85,7 @@ async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
+            assert reseeded() == 0  # a first start fills the cache without a word
             await flusher.flushall()
             start, t0 = len(instances), time.monotonic()
             early, t1 = await granted_after(1.0)
@@ -90,6 +97,7 @@ async def test_a_redis_flushed_mid_run_changes_neither_the_rate_nor_the_settings
             assert early - start <= RATE * (t1 - t0) + BURST + 25 * 4, early - start
             setting = await _benefit_setting(client)
             assert (setting.rate_per_second, setting.burst) == (RATE, BURST)
+            assert reseeded() >= 1  # the loss is said, once per bucket that met it
             print(f"after the flush: {rate:.0f}/s, first second {early - start} items")
     finally:
         await flusher.aclose()
