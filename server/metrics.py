@@ -18,6 +18,7 @@ a member id, and a shop id only when `CUSTOPS_METRICS_SHOP_LABELS` is on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -210,7 +211,11 @@ class Metrics:
         return {"shop": shop} if self._shop_labels and shop else {}
 
 
+@functools.lru_cache(maxsize=1024)
 def _rpc(method: str, code: str) -> dict[str, Any]:
+    # One dict per (method, code), made once: both sets are bounded (only
+    # methods a handler serves, and our own downstream calls, reach here).
+    # Never changed after: the SDK only reads it.
     return {
         "rpc.system.name": "grpc",
         "rpc.method": method.lstrip("/"),
