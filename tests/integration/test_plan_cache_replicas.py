@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient
 from custops.plan.v1 import plan_pb2 as pb
 from server.app import Platform
@@ -17,7 +16,7 @@ from tests.conftest import delete_keys
 from tests.integration.conftest import settings
 from tests.integration.stubs_fixture import SteppingClock
 from tests.integration.test_runs import NOW, POPULATION, _publish
-from tests.integration.test_scenario import _member_of_level, _plan, _shop, _view
+from tests.integration.test_scenario import _member_of_level, _shop, _view, gold_week
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -50,16 +49,7 @@ async def test_a_plan_change_on_one_replica_shows_on_the_next_page_of_another(
             AsyncCustopsClient(f"127.0.0.1:{second.port}", timeout=30) as two,
         ):
             shop = _shop()
-            gold = await _publish(
-                one,
-                _plan(
-                    "Gold week",
-                    pb.FRONT_OFFICE_MICRO_MALL,
-                    ["V3", "V4", "V5"],
-                    [("coupon-10-off-100", benefit_pb2.BENEFIT_KIND_COUPON)],
-                ),
-                shop,
-            )
+            gold = await _publish(one, gold_week(), shop)
             insider = await _member_of_level(first, shop, "V3")
 
             async def shown(client: AsyncCustopsClient) -> list[str]:

@@ -75,6 +75,16 @@ def _plan(
     return plan
 
 
+def gold_week() -> pb.Plan:
+    """A micro-mall plan for the top levels (V3-V5), granting a coupon."""
+    return _plan(
+        "Gold week",
+        pb.FRONT_OFFICE_MICRO_MALL,
+        ["V3", "V4", "V5"],
+        [("coupon-10-off-100", benefit_pb2.BENEFIT_KIND_COUPON)],
+    )
+
+
 async def _member_of_level(platform: Platform, shop_id: str, level: str, skip: int = 0) -> str:
     found = [
         f"m{i:08d}"
@@ -134,16 +144,7 @@ async def test_the_member_view_shows_the_plans_that_apply_to_this_member_only(
 ) -> None:
     platform, client = running
     shop = _shop()
-    gold = await _publish(
-        client,
-        _plan(
-            "Gold week",
-            pb.FRONT_OFFICE_MICRO_MALL,
-            ["V3", "V4", "V5"],
-            [("coupon-10-off-100", benefit_pb2.BENEFIT_KIND_COUPON)],
-        ),
-        shop,
-    )
+    gold = await _publish(client, gold_week(), shop)
     newcomers = await _publish(
         client,
         _plan(
