@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
 import sys
 from dataclasses import fields
+from typing import Any
 
 from server.config import ENV_PREFIX, Settings
 
@@ -58,7 +60,7 @@ def worker_settings(settings: Settings, index: int, port: int, stubs_port: int) 
     """What worker `index` (1..N-1) runs with: the first's settings, on its
     port, without the singletons."""
     host = settings.listen.rpartition(":")[0]
-    changes: dict[str, object] = {
+    changes: dict[str, Any] = {
         "listen": f"{host}:{port}",
         "engine_concurrency": 0,
         "auto_migrate": "false",
@@ -72,8 +74,7 @@ def worker_settings(settings: Settings, index: int, port: int, stubs_port: int) 
             "benefit_target": stand_ins,
             "notification_target": stand_ins,
         }
-    values = {f.name: getattr(settings, f.name) for f in fields(Settings)}
-    return Settings(**(values | changes))
+    return dataclasses.replace(settings, **changes)
 
 
 def _shifted(address: str, index: int) -> str:
