@@ -321,11 +321,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         half-way through a stream included), the audit of a failed change,
         and the access-log line."""
         given = incoming.get(REQUEST_ID_KEY, "")
-        request_id = (
-            given
-            if _VALID_REQUEST_ID.match(given or "")
-            else f"{_ID_PREFIX}{next(_id_counter):012x}"
-        )
+        request_id = given if _VALID_REQUEST_ID.match(given or "") else _new_request_id()
         call_context.request_id.set(request_id)
         call_context.trace_headers.set(
             tuple(
