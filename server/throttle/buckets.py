@@ -2,14 +2,19 @@
 
 A bucket holds up to `capacity` tokens and refills at `rate` tokens per
 second (times an adaptive factor, see below). A decision takes the tokens
-asked for (never more than half the capacity: a bigger batch is acquired in
+asked for (never more than `largest_take`: a bigger batch is acquired in
 parts) or says how long to wait. Time is integer microseconds.
 
-Why half: a caller told to wait for a full bucket wakes a little late (the
-event loop, a round trip), and whatever would have flowed in meanwhile
-overflows the full bucket and is lost: a downstream at 1,000/s with a burst
-of 100 got about 950/s. Asking for half leaves the other half as room for a
-late waker, so the rate in force is the rate delivered.
+Why not the whole capacity: a caller told to wait for a full bucket wakes a
+little late (the event loop, a round trip), and whatever would have flowed
+in meanwhile overflows the full bucket and is lost: a downstream at 1,000/s
+with a burst of 100 got about 950/s. So a decision leaves room for what
+flows in during `LATE_S`, or half the capacity when that is less.
+Why not less: a call taken in parts holds its first parts while it waits
+for the rest, and calls waiting side by side then go out together with more
+items than the bucket let through meanwhile (a downstream 10% above the rate
+pushed back when burst-sized calls came in two halves). A call of at most
+the capacity now holds back at most `LATE_S` of the rate.
 
 Adaptive rate: a downstream's RESOURCE_EXHAUSTED halves the factor (down to
 `MIN_FACTOR`); each success raises it by `RECOVERY_STEP` back up to 1, so a
@@ -42,6 +47,8 @@ RECOVERY_STEP = 0.05
 NEVER = -1  # wait: the rate is 0, no token will ever come
 # A shop that asked within this long is running: it has a share.
 ACTIVE_US = 1_000_000
+# How late a waiter may wake without losing tokens (see largest_take).
+LATE_S = 0.03
 
 
 class BucketUnavailable(Exception):
@@ -100,8 +107,8 @@ class Buckets(Protocol):
     async def take(
         self, name: str, tokens: int, now_us: int | None = None, shop: str | None = None
     ) -> Decision:
-        """One decision: take up to `tokens` (at most half the capacity, or
-        half the shop's share of it) or say how long to wait."""
+        """One decision: take up to `tokens` (at most `largest_take` of the
+        capacity, or of the shop's share of it) or say how long to wait."""
         ...
 
     async def configure_weight(self, name: str, shop: str, weight: float) -> None:
@@ -211,10 +218,11 @@ def refill(
     return min(float(settings.capacity), tokens + elapsed * settings.rate * factor / 1e6)
 
 
-def largest_take(room: float) -> int:
+def largest_take(room: float, rate: float) -> int:
     """The most one decision takes from a level that holds up to `room`
-    tokens: half of it (at least one), so a late waker loses nothing."""
-    return max(1, math.floor(room / 2))
+    tokens and fills at `rate`: all but what flows in during `LATE_S`, and
+    at least half (at least one), so a late waker loses nothing."""
+    return max(1, math.floor(max(room / 2, room - rate * LATE_S)))
 
 
 def decide(
@@ -263,7 +271,7 @@ def share_decide(
         grown = shares.levels.get(s, 0.0) + elapsed_us * rate * part / 1e6
         shares.levels[s] = min(settings.capacity * part, grown)
     part = weights.get(shop, 1.0) / total
-    want = min(want, largest_take(settings.capacity * part))
+    want = min(want, largest_take(settings.capacity * part, rate * part))
     others = sum(v for s, v in shares.levels.items() if s != shop)
     if level - want >= others - 1e-9:
         level -= want
@@ -313,7 +321,10 @@ class LocalBuckets:
         level = refill(level, stamp, now, settings, factor)
         if shop is None:
             level, decision = decide(
-                level, min(tokens, largest_take(settings.capacity)), settings, factor
+                level,
+                min(tokens, largest_take(settings.capacity, settings.rate * factor)),
+                settings,
+                factor,
             )
         else:
             level, decision = share_decide(

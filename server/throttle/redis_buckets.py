@@ -29,6 +29,7 @@ from server.redis_store import MAX_CONNECTIONS, RedisClient
 from server.throttle.buckets import (
     ACTIVE_US,
     BACKOFF,
+    LATE_S,
     MIN_FACTOR,
     RECOVERY_STEP,
     UNSET,
@@ -47,7 +48,9 @@ STATE_TTL_MS = 7 * 24 * 3600 * 1000
 # The answer of _TAKE for a kept bucket whose cached settings are gone.
 _NO_SETTINGS = -2
 
-_TAKE = """
+_TAKE = (
+    f"local LATE_S = {LATE_S!r}\n"
+    + """
 local now
 if ARGV[2] == '' then
   local t = redis.call('TIME')
@@ -73,8 +76,11 @@ local elapsed = now - stamp
 if elapsed < 0 then elapsed = 0 end
 local r = rate * factor
 level = math.min(capacity, level + elapsed * r / 1000000)
--- At most half the room (buckets.largest_take): a late waker loses nothing.
-local want = math.min(tonumber(ARGV[1]), math.max(1, math.floor(capacity / 2)))
+-- buckets.largest_take: room for LATE_S of the rate, at most half of it.
+local function largest(room, rt)
+  return math.max(1, math.floor(math.max(room / 2, room - rt * LATE_S)))
+end
+local want = math.min(tonumber(ARGV[1]), largest(capacity, r))
 local granted = 0
 local wait = 0
 if ARGV[7] == '1' then
@@ -118,7 +124,7 @@ if ARGV[7] == '1' then
     if name ~= shop then others = others + levels[name] end
   end
   local part = weight[shop] / total
-  want = math.min(want, math.max(1, math.floor(capacity * part / 2)))
+  want = math.min(want, largest(capacity * part, r * part))
   if level - want >= others - 1e-9 then
     level = level - want
     granted = want
@@ -148,6 +154,7 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', level),
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 return {granted, wait}
 """
+)
 
 _ADAPT = """
 local f = tonumber(redis.call('HGET', KEYS[1], 'factor')) or 1

@@ -50,16 +50,19 @@ async def buckets(request: pytest.FixtureRequest) -> AsyncIterator[Buckets]:
 
 async def _drain(buckets: Buckets, now_us: int) -> None:
     """Take every token the bucket holds at `now_us`."""
-    for _ in range(20):  # bounded: a bucket of 10 is empty after a few takes
-        if not (await buckets.take("benefit", 10, now_us=now_us)).granted:
+    for _ in range(20):  # bounded: a bucket of 10 is empty after ten takes
+        if not (await buckets.take("benefit", 1, now_us=now_us)).granted:
             return
     raise AssertionError("the bucket never ran dry")
 
 
 async def test_take_refill_and_wait(buckets: Buckets) -> None:
-    # At most half the capacity per decision: a late waker finds room.
-    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 5
-    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 5
+    # A decision leaves room for what flows in while a waiter wakes late
+    # (30 ms at 5/s: 0.15 tokens): 9 of the 10.
+    assert (await buckets.take("benefit", 10, now_us=T0)).granted == 9
+    short = await buckets.take("benefit", 10, now_us=T0)
+    assert (short.granted, short.wait_us) == (0, 1_600_000)  # 9 asked, 1 there
+    assert (await buckets.take("benefit", 1, now_us=T0)).granted == 1
     empty = await buckets.take("benefit", 1, now_us=T0)
     assert (empty.granted, empty.wait_us) == (0, 200_000)  # 5 tokens/s
     assert (await buckets.take("benefit", 1, now_us=T0 + 199_999)).granted == 0
@@ -71,7 +74,7 @@ async def test_take_refill_and_wait(buckets: Buckets) -> None:
 
 async def test_a_batch_bigger_than_the_bucket_is_taken_in_parts(buckets: Buckets) -> None:
     first = await buckets.take("benefit", 25, now_us=T0)
-    assert first.granted == 5  # half the capacity, not a refusal
+    assert first.granted == 9  # as much as one decision takes, not a refusal
     await _drain(buckets, T0)
     clock = {"now": T0}
     taken = []
@@ -88,8 +91,15 @@ async def test_a_batch_bigger_than_the_bucket_is_taken_in_parts(buckets: Buckets
         clock["now"] += int(seconds * 1_000_000)
 
     await acquire(Clocked(), "benefit", 15, sleep=sleep, max_wait=10)  # type: ignore[arg-type]
-    assert sum(taken) == 15 and max(taken) <= 5
+    assert sum(taken) == 15 and max(taken) <= 9
     assert clock["now"] - T0 >= 3_000_000  # 15 tokens at 5 per second
+
+
+async def test_a_fast_small_bucket_is_taken_half_at_a_time(buckets: Buckets) -> None:
+    """At 1,000/s, 30 ms would be 30 tokens, more than a bucket of 10: a
+    decision then takes half, still leaving a late waker room."""
+    await buckets.configure("benefit", BucketSettings(rate=1000.0, capacity=10))
+    assert (await buckets.take("benefit", 10, now_us=T0 + 60_000_000)).granted == 5
 
 
 async def test_rate_changes_are_in_force_at_once(buckets: Buckets) -> None:
