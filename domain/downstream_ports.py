@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from domain.audience import Rule
 from domain.plan import BenefitKind, MessageChannel
@@ -180,9 +180,9 @@ class Grant:
     valid_until: datetime | None = None
 
 
-@dataclass(frozen=True)
-class GrantedBenefit:
-    """An instance the benefit platform made for a grant."""
+class GrantedBenefit(NamedTuple):
+    """An instance the benefit platform made for a grant (a tuple: a run
+    makes one per member, and a tuple is made several times faster)."""
 
     instance_id: str
     shop_id: str

@@ -330,11 +330,11 @@ async def _record(conn: AsyncConnection, record_id: str) -> MemberRecord | None:
     return record_from_row(row) if row else None
 
 
-_HELD_VALUES = values_of([f.name for f in fields(HeldBenefit)])
+_HELD_VALUES = values_of(HeldBenefit._fields)
 _RECORD_VALUES = values_of([f.name for f in fields(MemberRecord)])
 
 
-_STATE_AT = [f.name for f in fields(HeldBenefit)].index("state")
+_STATE_AT = HeldBenefit._fields.index("state")
 
 
 def _held_of_values(values: tuple[Any, ...]) -> HeldBenefit:

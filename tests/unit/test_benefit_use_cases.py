@@ -6,7 +6,6 @@ and an ended plan gives nothing back unless its limits say so
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -151,7 +150,7 @@ async def test_a_use_given_back_once_refuses_another_request_for_it() -> None:
 async def test_an_ended_plan_gives_back_only_when_its_limits_say_so(
     allowed: bool, given_back: bool
 ) -> None:
-    held = FakeHeld(replace(coupon(), state=BenefitState.USED, order_id="o1", use_time=NOW))
+    held = FakeHeld(coupon()._replace(state=BenefitState.USED, order_id="o1", use_time=NOW))
     ledger = FakeLedger()
     shopper = scenario(held, ledger, d.PlanState.ENDED, replenish_after_end=allowed)
     if given_back:
