@@ -167,8 +167,7 @@ class Refusal:
     retryable: bool
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     """One benefit to grant; the platform grants each key once."""
 
     key: str
@@ -197,8 +196,7 @@ class GrantedBenefit(NamedTuple):
     grant_time: datetime
 
 
-@dataclass(frozen=True)
-class Granted:
+class Granted(NamedTuple):
     """What came of one grant: its instances (done now or before), or a refusal."""
 
     refusal: Refusal | None

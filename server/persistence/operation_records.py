@@ -4,9 +4,8 @@ are inserted once, so a batch that runs twice never counts twice."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,8 +19,7 @@ from server.persistence.tables import operation_records, plan_budgets, plan_runs
 from server.persistence.upserts import add_counts, insert_new
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     record_id: str  # the idempotency key of what happened
     member_id: str
     kind: RecordKind

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class Outcome(enum.Enum):
 PUSHED_BACK = "RESOURCE_EXHAUSTED"
 
 
-@dataclass(frozen=True)
-class ItemResult:
+class ItemResult(NamedTuple):
     key: str
     outcome: Outcome
     # For RETRY, the downstream's status code name (UNAVAILABLE, PUSHED_BACK...);
