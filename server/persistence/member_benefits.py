@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime
-from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -29,14 +28,10 @@ from server.persistence.database import read
 from server.persistence.member_records import record_from_row, record_row
 from server.persistence.member_view_reads import page_rows, values_of
 from server.persistence.tables import member_benefits, operation_records, run_counters
-from server.persistence.upserts import add_counts, insert_new
+from server.persistence.upserts import add_counts, insert_new, insert_new_columns
 
 _HELD_COLUMNS = tuple(c.name for c in member_benefits.columns)
-_held_values = attrgetter(*_HELD_COLUMNS)  # one C call per benefit, not one getattr a column
-
-
-def held_row(held: HeldBenefit) -> dict[str, Any]:
-    return dict(zip(_HELD_COLUMNS, _held_values(held), strict=True))
+assert HeldBenefit._fields == _HELD_COLUMNS, "member_benefits' columns are HeldBenefit's fields"
 
 
 def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
@@ -61,8 +56,9 @@ def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
 
 async def add_held(conn: AsyncConnection, held: Sequence[HeldBenefit]) -> None:
     """Benefits a run granted; a grant replayed after a crash adds nothing."""
-    if held:
-        await insert_new(conn, member_benefits, [held_row(h) for h in held], "instance_id")
+    if held:  # a HeldBenefit's fields are the table's columns, in order
+        columns = dict(zip(_HELD_COLUMNS, zip(*held, strict=True), strict=True))
+        await insert_new_columns(conn, member_benefits, columns, "instance_id")
 
 
 async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ from domain.runs import Run, RunKind
 from server.persistence.member_benefits import add_held
 from server.persistence.member_decisions import give_back_contacts, release
 from server.persistence.tables import operation_records, plan_budgets, plan_runs, run_counters
-from server.persistence.upserts import add_counts, insert_new
+from server.persistence.upserts import add_counts, insert_new_columns
 
 
 class Record(NamedTuple):
@@ -47,23 +47,24 @@ class OperationRecords:
         new. Members `released` (failed for good, by reason) give back what
         they held, in the same transaction; members `uncontacted` (not
         messaged after all) give back their contact slots."""
-        rows = [
-            {
-                "record_id": r.record_id,
-                "shop_id": run.shop_id,
-                "member_id": r.member_id,
-                "kind": r.kind,
-                "plan_id": run.plan_id,
-                "run_id": run.run_id,
-                "instance_id": r.instance_id,
-                "template_id": r.template_id,
-                "detail": r.detail or {},
-                "occur_time": now,
-            }
-            for r in records
-        ]
+        ids, members, kinds, instances, templates, details, _ = (
+            zip(*records, strict=True) if records else ((),) * len(Record._fields)
+        )
+        n = len(ids)
+        columns = {
+            "record_id": ids,
+            "shop_id": (run.shop_id,) * n,
+            "member_id": members,
+            "kind": kinds,
+            "plan_id": (run.plan_id,) * n,
+            "run_id": (run.run_id,) * n,
+            "instance_id": instances,
+            "template_id": templates,
+            "detail": [d or {} for d in details],
+            "occur_time": (now,) * n,
+        }
         async with self._engine.begin() as conn:
-            new = await insert_new(conn, operation_records, rows, "record_id")
+            new = await insert_new_columns(conn, operation_records, columns, "record_id")
             await add_held(conn, [r.held for r in records if r.held is not None])
             counts = dict(extra or {})
             for r in records:

@@ -4,7 +4,7 @@ but SQLAlchemy builds per dialect."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,13 +28,32 @@ async def insert_new(
     if not rows:
         return set()
     if conn.dialect.name == "postgresql" and _unnest_fits(table, rows[0]):
-        return await _insert_new_unnest(conn, table, rows, key)
+        names = [c.name for c in table.columns if c.name in rows[0]]
+        return await _insert_new_unnest(conn, table, {n: [r[n] for r in rows] for n in names}, key)
     statement = _insert(conn, table).on_conflict_do_nothing().returning(table.c[key])
     result = await conn.execute(statement, rows)
     return {row[0] for row in result.all()}
 
 
-def _unnest_fits(table: Table, row: dict[str, Any]) -> bool:
+async def insert_new_columns(
+    conn: AsyncConnection, table: Table, columns: Mapping[str, Sequence[Any]], key: str
+) -> set[Any]:
+    """insert_new with the rows given column by column, as a run's batch has
+    them at hand: on PostgreSQL no dict is made per row."""
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of unequal lengths for {table.name}: {sorted(lengths)}")
+    if not lengths or lengths == {0}:
+        return set()
+    if conn.dialect.name == "postgresql" and _unnest_fits(table, columns):
+        return await _insert_new_unnest(conn, table, columns, key)
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    return await insert_new(conn, table, rows, key)
+
+
+def _unnest_fits(table: Table, row: Mapping[str, Any]) -> bool:
     """The raw statement skips SQLAlchemy's Python-side defaults and knows
     only a few column types (exactly: not Enum and other String kinds):
     anything else takes the portable path."""
@@ -48,18 +67,18 @@ def _unnest_fits(table: Table, row: dict[str, Any]) -> bool:
 
 
 async def _insert_new_unnest(
-    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], key: str
+    conn: AsyncConnection, table: Table, given: Mapping[str, Sequence[Any]], key: str
 ) -> set[Any]:
     """PostgreSQL: one statement however many rows, each column sent as one
     text that the server splits and casts (`string_to_array(...)::type[]`).
     Binding a parameter per row and column, or an array the driver encodes
     element by element, cost more CPU than the rest of a plan run's batch."""
-    columns = [c for c in table.columns if c.name in rows[0]]
+    columns = [c for c in table.columns if c.name in given]
     params: dict[str, Any] = {}
     casts: list[str] = []
     for column in columns:
         array_type, to_text = _ENCODINGS[type(column.type)]
-        values = [row[column.name] for row in rows]
+        values = given[column.name]
         joined = _joined(values, to_text, array_type)
         if joined is not None:
             params[column.name] = joined
@@ -82,7 +101,7 @@ async def _insert_new_unnest(
 _SEPARATOR, _NULL = chr(31), chr(30)  # ASCII unit and record separators
 
 
-def _joined(values: list[Any], to_text: Callable[[Any], str], array_type: str) -> str | None:
+def _joined(values: Sequence[Any], to_text: Callable[[Any], str], array_type: str) -> str | None:
     """The column's values as one text, None as _NULL (but in JSON, where
     None is JSON's null, as the driver stored it); None when a value holds a
     separator, or when the text would be empty (one empty string, which

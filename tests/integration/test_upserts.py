@@ -7,11 +7,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import JSON, BigInteger, Column, MetaData, String, Table, select
 
 from server.persistence.database import create_engine
 from server.persistence.tables import UtcDateTime
-from server.persistence.upserts import insert_new
+from server.persistence.upserts import insert_new, insert_new_columns
 
 SEP = chr(31)
 
@@ -103,6 +104,38 @@ async def test_nulls_and_separators_keep_their_values(database_url: str) -> None
         for row in [*rows, *lone]:
             got = stored[row["key"]]
             assert (got.maybe, got.at, got.detail) == (row["maybe"], row["at"], row["detail"])
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_rows_given_column_by_column_are_stored_as_rows_are(database_url: str) -> None:
+    """insert_new_columns, a run batch's write: the same rows, the same
+    answer, on both databases; columns of unequal lengths are refused."""
+    engine = create_engine(database_url)
+    table = _table()
+    at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    columns: dict[str, Any] = {
+        "key": ("k0", "k1", "k2"),
+        "note": ("", f"a{SEP}b", "plain"),
+        "n": (1, 2**40, 3),
+        "at": (at, at, at + timedelta(microseconds=1)),
+        "detail": [{}, {"名": "会员"}, {"i": 2}],
+        "weight": (2, 2, 2),
+    }
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            assert await insert_new_columns(conn, table, columns, "key") == {"k0", "k1", "k2"}
+            assert await insert_new_columns(conn, table, columns, "key") == set()  # replayed
+            assert await insert_new_columns(conn, table, {"key": ()}, "key") == set()
+            with pytest.raises(ValueError, match="unequal lengths"):
+                await insert_new_columns(conn, table, {**columns, "n": (1, 2)}, "key")
+            stored = sorted((await conn.execute(select(table))).all())
+        assert [(r.key, r.note, r.n, r.at, r.detail, r.weight) for r in stored] == [
+            tuple(values) for values in zip(*columns.values(), strict=True)
+        ]
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
