@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import logging
 import os
 import signal
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from server.config import ENV_PREFIX, Settings
@@ -74,7 +73,7 @@ def worker_settings(settings: Settings, index: int, port: int, stubs_port: int) 
             "benefit_target": stand_ins,
             "notification_target": stand_ins,
         }
-    return dataclasses.replace(settings, **changes)
+    return replace(settings, **changes)
 
 
 def _shifted(address: str, index: int) -> str:

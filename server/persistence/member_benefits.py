@@ -31,7 +31,8 @@ from server.persistence.tables import member_benefits, operation_records, run_co
 from server.persistence.upserts import add_counts, insert_new, insert_new_columns
 
 _HELD_COLUMNS = tuple(c.name for c in member_benefits.columns)
-assert HeldBenefit._fields == _HELD_COLUMNS, "member_benefits' columns are HeldBenefit's fields"
+if HeldBenefit._fields != _HELD_COLUMNS:  # add_held writes a HeldBenefit's fields as the columns
+    raise RuntimeError("member_benefits' columns must be HeldBenefit's fields, in order")
 
 
 def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
