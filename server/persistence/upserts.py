@@ -72,30 +72,60 @@ async def _insert_new_unnest(
     """PostgreSQL: one statement however many rows, each column sent as one
     text that the server splits and casts (`string_to_array(...)::type[]`).
     Binding a parameter per row and column, or an array the driver encodes
-    element by element, cost more CPU than the rest of a plan run's batch."""
+    element by element, cost more CPU than the rest of a plan run's batch.
+    A column with one value in every row (a run's shop, plan, time) is sent
+    once and repeated by the server: most of a run's columns are."""
     columns = [c for c in table.columns if c.name in given]
     params: dict[str, Any] = {}
-    casts: list[str] = []
+    selected: list[str] = []
+    arrays: list[tuple[str, str]] = []  # (column, its unnest argument)
     for column in columns:
         array_type, to_text = _ENCODINGS[type(column.type)]
         values = given[column.name]
+        name = column.name
+        if column.name != key and _one_value(values):
+            params[name] = _scalar(values[0], to_text, array_type)
+            selected.append(f"CAST(CAST(:{name} AS TEXT) AS {array_type[:-2]})")
+            continue
+        selected.append(f'u."{name}"')
         joined = _joined(values, to_text, array_type)
         if joined is not None:
-            params[column.name] = joined
-            casts.append(
-                f"CAST(string_to_array(CAST(:{column.name} AS TEXT), chr(31), chr(30)) "
-                f"AS {array_type})"
+            params[name] = joined
+            arrays.append(
+                (
+                    name,
+                    f"CAST(string_to_array(CAST(:{name} AS TEXT), chr(31), chr(30)) "
+                    f"AS {array_type})",
+                )
             )
         else:  # a separator inside a value: the driver encodes the array
-            params[column.name] = [_stored(v, array_type) for v in values]
-            casts.append(f"CAST(:{column.name} AS {array_type})")
+            params[name] = [_stored(v, array_type) for v in values]
+            arrays.append((name, f"CAST(:{name} AS {array_type})"))
     names = ", ".join(f'"{c.name}"' for c in columns)
+    unnested = ", ".join(argument for _, argument in arrays)
+    aliases = ", ".join(f'"{name}"' for name, _ in arrays)
     statement = text(
-        f'INSERT INTO "{table.name}" ({names}) SELECT * FROM unnest({", ".join(casts)}) '
+        f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '
+        f"FROM unnest({unnested}) AS u({aliases}) "
         f'ON CONFLICT DO NOTHING RETURNING "{key}"'
     )
     result = await conn.execute(statement, params)
     return {row[0] for row in result.all()}
+
+
+def _one_value(values: Sequence[Any]) -> bool:
+    """Every row holds the same value (counted in C: == as Python means it)."""
+    return len(values) > 1 and values.count(values[0]) == len(values)
+
+
+def _scalar(value: Any, to_text: Callable[[Any], str], array_type: str) -> str | None:
+    """One value as the text the server casts; None is NULL (but JSON's null
+    in a JSON column, as the driver stores it)."""
+    if value is None and array_type != "JSON[]":
+        return None
+    if array_type == "TIMESTAMPTZ[]" and value.tzinfo is None:
+        raise ValueError("naive datetime: every stored instant must be aware")
+    return to_text(value)
 
 
 _SEPARATOR, _NULL = chr(31), chr(30)  # ASCII unit and record separators

@@ -4,7 +4,7 @@ on both databases and on PostgreSQL's unnest path with its edge cases."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -135,6 +135,45 @@ async def test_rows_given_column_by_column_are_stored_as_rows_are(database_url: 
             stored = sorted((await conn.execute(select(table))).all())
         assert [(r.key, r.note, r.n, r.at, r.detail, r.weight) for r in stored] == [
             tuple(values) for values in zip(*columns.values(), strict=True)
+        ]
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_a_value_every_row_shares_is_stored_in_every_row(database_url: str) -> None:
+    """A run's batch repeats its shop, plan and time in every row (sent once
+    on PostgreSQL): each such value, a NULL, JSON's null, an empty text and
+    one holding a separator among them, comes back in every row."""
+    engine = create_engine(database_url)
+    table = Table(
+        f"t_{uuid.uuid4().hex[:8]}",
+        MetaData(),
+        Column("key", String(64), primary_key=True),
+        Column("maybe", String(64), nullable=True),
+        Column("note", String(64), nullable=False),
+        Column("n", BigInteger, nullable=True),
+        Column("at", UtcDateTime(), nullable=True),
+        Column("detail", JSON, nullable=True),
+    )
+    at = datetime(2026, 12, 7, 1, 0, 0, 654321, tzinfo=timezone(timedelta(hours=8)))
+    shared: list[dict[str, Any]] = [
+        {"maybe": None, "note": "", "n": None, "at": None, "detail": None},
+        {"maybe": "x", "note": f"a{SEP}b{chr(30)}", "n": 2**40, "at": at, "detail": {}},
+        {"maybe": "", "note": "plain", "n": 0, "at": at, "detail": {"名": [1, None]}},
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            for number, values in enumerate(shared):
+                keys = [f"{number}-{i}" for i in range(3)]
+                rows = [{"key": k, **values} for k in keys]
+                assert await insert_new(conn, table, rows, "key") == set(keys)
+                assert await insert_new(conn, table, rows, "key") == set()  # replayed
+            stored = (await conn.execute(select(table).order_by(table.c.key))).all()
+        assert [(r.maybe, r.note, r.n, r.at, r.detail) for r in stored] == [
+            tuple(values.values()) for values in shared for _ in range(3)
         ]
     finally:
         async with engine.begin() as conn:
