@@ -16,6 +16,7 @@ rather than hold a worker slot other shops could use.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from domain.downstream_ports import (
@@ -72,6 +73,13 @@ class Bucket:
         await adapt(self._buckets, self._name, pushed_back(answer), self._metrics)
         return answer
 
+    async def largest_call(self) -> int:
+        """The most items one call may carry: the bucket's burst, which the
+        downstream's own burst is set for (a larger call would come through
+        in parts and arrive at once)."""
+        settings, _ = await self._buckets.settings(self._name)
+        return max(1, settings.capacity)
+
 
 class ThrottledAudience:
     def __init__(
@@ -80,6 +88,11 @@ class ThrottledAudience:
         self._audience, self._bucket = audience, Bucket(buckets, "audience", metrics)
 
     async def page(self, query: AudienceQuery) -> AudiencePage:
+        """A page no larger than the bucket's burst: shorter than asked, with
+        its next token, when the burst is smaller."""
+        largest = await self._bucket.largest_call()
+        if query.page_size > largest:
+            query = replace(query, page_size=largest)
         return await self._bucket(
             query.shop_id, query.page_size, lambda: self._audience.page(query)
         )

@@ -24,6 +24,7 @@ from custops.stubadmin.v1 import stubadmin_pb2, stubadmin_pb2_grpc
 from domain import runs
 from server.persistence.database import create_engine
 from server.persistence.tables import operation_records, plan_runs, shards
+from server.runs.delivery import GRANT_CHUNK, Delivery
 from tests.e2e import process
 from tests.integration.test_runs import immediate_plan
 
@@ -32,9 +33,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = "s1"
 TEMPLATES = ("coupon-10-off-100", "free-shipping")  # two grants per member
-# What the delivery kind does per batch: 500 members, and grant calls of at
-# most 500 items, so a batch of 500 members with 2 benefits is 2 calls.
-BATCH = 500
+# What the delivery kind does per batch: BATCH members, and grant calls of
+# at most GRANT_CHUNK items, so a full batch with 2 benefits is several calls.
+BATCH = Delivery.batch_size
 # The engine's lease (--engine-lease): a killed worker's shard is free again
 # once it has run out; short here so the restarted server need not wait long.
 LEASE_SECONDS = 4
@@ -278,17 +279,17 @@ def _leases(server: process.ServerProcess, job_id: str) -> list[dict[str, object
 @pytest.mark.parametrize(
     ("fault", "replayed"),
     [
-        # Killed after the first of the batch's two grant calls was
-        # acknowledged: that call's 500 items come back as duplicates.
-        ("mid_batch", BATCH),
-        # Killed after both calls, before any record: all 1,000 come back.
+        # Killed after the first of the batch's grant calls was
+        # acknowledged: that call's items come back as duplicates.
+        ("mid_batch", GRANT_CHUNK),
+        # Killed after every call, before any record: all of them come back.
         ("after_grant", 2 * BATCH),
     ],
 )
 async def test_a_killed_run_resumes_without_duplicates_or_gaps(
     database: str, redis_url: str, prefix: str, fault: str, replayed: int
 ) -> None:
-    stubs = await _stubs(population=4000)
+    stubs = await _stubs(population=4 * BATCH * 2)
     started: list[process.ServerProcess] = [stubs]
     try:
         # One shard at a time, so exactly one batch is in flight at the kill.
@@ -308,7 +309,7 @@ async def test_a_killed_run_resumes_without_duplicates_or_gaps(
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{stubs.stubs_port}") as channel:
             audience = await _audience(channel, plan)
-            # The first shard's first batch is a full one: 500 members, 2 calls.
+            # The first shard's first batch is a full one.
             assert len(await _audience(channel, plan, (0, 4))) > BATCH
             at_kill = await _benefit_counters(channel)
             assert (at_kill.succeeded, at_kill.duplicates) == (replayed, 0)

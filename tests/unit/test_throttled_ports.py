@@ -5,17 +5,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import grpc
 import pytest
 
-from domain.downstream_ports import Grant, Granted, Recover, Refusal
+from domain import plan as d
+from domain.audience import Levels
+from domain.downstream_ports import (
+    AudiencePage,
+    AudienceQuery,
+    Grant,
+    Granted,
+    Recover,
+    Refusal,
+)
+from domain.plan import MessageChannel
+from domain.runs import Run, RunKind, RunTrigger
 from server.downstream.errors import PUSHED_BACK, CallFailed
-from server.downstream.throttled import ThrottledBenefits
+from server.downstream.throttled import ThrottledAudience, ThrottledBenefits
+from server.runs.delivery import Delivery, payload_of
 from server.stand_ins.pressure import Bucket
 from server.throttle.buckets import BACKOFF, BucketSettings, LocalBuckets
 
 GRANT = Grant("k", "m1", "t1", 1, "plans/p")
+NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 
 
 class Platform:
@@ -97,3 +111,47 @@ async def test_burst_sized_calls_side_by_side_reach_the_downstream_within_its_ra
 
     await asyncio.gather(*(caller() for _ in range(callers)))
     assert refused == []
+
+
+class Members:
+    """An audience system of 25 members on one shard, paged by position."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    async def page(self, query: AudienceQuery) -> AudiencePage:
+        self.sizes.append(query.page_size)
+        start = int(query.page_token or 0)
+        end = min(start + query.page_size, 25)
+        return AudiencePage(tuple(f"m{i}" for i in range(start, end)), str(end) if end < 25 else "")
+
+    async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
+        return []
+
+    async def opted_out(
+        self, shop_id: str, member_ids: Sequence[str]
+    ) -> dict[str, frozenset[MessageChannel]]:
+        return {}
+
+
+async def test_a_page_is_asked_no_larger_than_the_burst_and_a_batch_reads_on() -> None:
+    """A batch of 20 members through an audience bucket with a burst of 8:
+    calls of 8, 8 and 4, each let through by the bucket, then the next batch
+    from where it stopped."""
+    members = Members()
+    buckets = LocalBuckets(
+        {"audience": BucketSettings(rate=1e6, capacity=8)},
+        clock_us=lambda: time.monotonic_ns() // 1000,
+    )
+    audience = ThrottledAudience(members, buckets)
+    delivery = Delivery(None, audience, None, None, lambda: NOW)  # type: ignore[arg-type]
+    spec = d.PlanSpec(display_name="p", audience=Levels(("V1",)), time=d.PlanTime("now"))
+    plan = d.Plan("s1", "p1", spec, d.PlanState.ACTIVE, 1, "a", NOW, "a", NOW, "")
+    run = Run("r1", "s1", "p1", RunKind.DELIVERY, RunTrigger.SCHEDULE, NOW, NOW)
+    payload = payload_of(run, plan) | {"shards": 1}
+    first = await delivery.load(payload, "0/1/", 20)
+    assert [i.key for i in first.items] == [f"m{i}" for i in range(20)]
+    assert members.sizes == [8, 8, 4]
+    rest = await delivery.load(payload, first.next_cursor or "", 20)
+    assert [i.key for i in rest.items] == [f"m{i}" for i in range(20, 25)]
+    assert rest.next_cursor is None and members.sizes[3:] == [8]
