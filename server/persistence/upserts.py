@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, Integer, String, Table, Text, text
@@ -87,7 +87,18 @@ async def _insert_new_unnest(
             params[name] = _scalar(values[0], to_text, array_type)
             selected.append(f"CAST(CAST(:{name} AS TEXT) AS {array_type[:-2]})")
             continue
-        selected.append(f'u."{name}"')
+        element = f'u."{name}"'
+        prefix = _shared_prefix(values) if array_type == "TEXT[]" else ""
+        if prefix:  # keys that start alike ("plans/P/runs/R/members/..."): sent once
+            params[f"{name}__prefix"] = prefix
+            element = f"CAST(:{name}__prefix AS TEXT) || {element}"
+            values = [v[len(prefix) :] for v in values]
+        if array_type == "TIMESTAMPTZ[]":
+            # Microseconds since the epoch: half the text of an ISO instant,
+            # and cheaper to make here and to read there.
+            to_text, array_type = _micros, "BIGINT[]"
+            element = f"(TIMESTAMPTZ 'epoch' + {element} * INTERVAL '1 microsecond')"
+        selected.append(element)
         joined = _joined(values, to_text, array_type)
         if joined is not None:
             params[name] = joined
@@ -111,6 +122,23 @@ async def _insert_new_unnest(
     )
     result = await conn.execute(statement, params)
     return {row[0] for row in result.all()}
+
+
+def _shared_prefix(values: Sequence[Any]) -> str:
+    """The start every value shares, when worth sending apart (none if a
+    value is not a text)."""
+    try:  # the lowest and the highest share what every value between them does
+        low, high = min(values), max(values)
+    except TypeError:
+        return ""
+    if not isinstance(low, str) or not isinstance(high, str):
+        return ""
+    shared = 0
+    for a, b in zip(low, high, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return low[:shared] if shared >= 16 else ""
 
 
 def _one_value(values: Sequence[Any]) -> bool:
@@ -151,8 +179,6 @@ def _joined(values: Sequence[Any], to_text: Callable[[Any], str], array_type: st
         distinct = set(values)
         nulls = values.count(None) if None in distinct else 0
         distinct.discard(None)
-        if array_type == "TIMESTAMPTZ[]" and any(v.tzinfo is None for v in distinct):
-            raise ValueError("naive datetime: every stored instant must be aware")
         text_of: dict[Any, str] = {v: to_text(v) for v in distinct}
         text_of[None] = _NULL
         texts = [text_of[v] for v in values]
@@ -169,9 +195,18 @@ def _checked(joined: str, count: int, nulls: int) -> str | None:
 def _stored(value: Any, array_type: str) -> Any:
     if array_type == "JSON[]":
         return json.dumps(value)
-    if isinstance(value, datetime):
-        return _utc(value)
+    if isinstance(value, datetime):  # sent as microseconds (_micros)
+        return int(_micros(value))
     return value
+
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+
+
+def _micros(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: every stored instant must be aware")
+    return str((value - _EPOCH) // _MICROSECOND)
 
 
 def _integer(value: Any) -> str:
@@ -189,14 +224,6 @@ _ENCODINGS: dict[type[Any], tuple[str, Callable[[Any], str]]] = {
     String: ("TEXT[]", str),
     Text: ("TEXT[]", str),
 }
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime: every stored instant must be aware")
-    return value.astimezone(UTC)
 
 
 async def add_counts(

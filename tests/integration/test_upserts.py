@@ -179,3 +179,36 @@ async def test_a_value_every_row_shares_is_stored_in_every_row(database_url: str
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
         await engine.dispose()
+
+
+async def test_keys_that_start_alike_are_stored_whole(database_url: str) -> None:
+    """A run's record ids share a long start (sent once on PostgreSQL): each
+    comes back whole, the one that is only that start and, beside a value
+    holding a separator, those the driver encodes too."""
+    engine = create_engine(database_url)
+    table = _table()
+    at = datetime(2026, 12, 7, 1, 30, tzinfo=UTC)
+    start = "plans/p-0123456789/runs/r-0123456789/members/"
+    batches = [
+        [start, f"{start}m1/actions/0", f"{start}m2/actions/0"],
+        [f"{start}m3", f"{start}m4{SEP}x", f"{start}会员{chr(30)}"],
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            for keys in batches:
+                columns: dict[str, Any] = {
+                    "key": keys,
+                    "note": [f"{start}note-{k[-1]}" for k in keys],
+                    "n": range(len(keys)),
+                    "at": (at,) * len(keys),
+                    "detail": [{}] * len(keys),
+                    "weight": (1,) * len(keys),
+                }
+                assert await insert_new_columns(conn, table, columns, "key") == set(keys)
+            stored = {r.key: r.note for r in (await conn.execute(select(table))).all()}
+        assert stored == {k: f"{start}note-{k[-1]}" for keys in batches for k in keys}
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
