@@ -108,7 +108,7 @@ class GrpcBenefitCatalog:
         return [
             Granted(_refusal(r.failure))
             if r.status == benefit_pb2.ITEM_STATUS_FAILED
-            else Granted(None, tuple(_granted(i) for i in r.instances))
+            else Granted(None, tuple([_granted(i) for i in r.instances]))
             for r in response.results
         ]
 
@@ -181,18 +181,20 @@ def _grant_item(grant: Grant) -> benefit_pb2.GrantItem:
 
 
 def _granted(instance: benefit_pb2.BenefitInstance) -> GrantedBenefit:
+    # By position, in GrantedBenefit's field order: one per granted instance,
+    # and a named tuple is made in half the time without keywords.
     return GrantedBenefit(
-        instance_id=instance.instance_id,
-        shop_id=instance.shop_id,
-        member_id=instance.member_id,
-        template_id=instance.template_id,
-        template_version=instance.template_version,
-        kind=BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED),
-        display_name=instance.display_name,
-        quantity=instance.quantity,
-        valid_from=_instant(instance.valid_from) if instance.HasField("valid_from") else None,
-        valid_until=_instant(instance.valid_until) if instance.HasField("valid_until") else None,
-        grant_time=_instant(instance.grant_time),
+        instance.instance_id,
+        instance.shop_id,
+        instance.member_id,
+        instance.template_id,
+        instance.template_version,
+        BENEFIT_KINDS.get(instance.kind, BenefitKind.UNSPECIFIED),
+        instance.display_name,
+        instance.quantity,
+        _instant(instance.valid_from) if instance.HasField("valid_from") else None,
+        _instant(instance.valid_until) if instance.HasField("valid_until") else None,
+        _instant(instance.grant_time),
     )
 
 

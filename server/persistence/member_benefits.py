@@ -30,36 +30,37 @@ from server.persistence.member_view_reads import page_rows, values_of
 from server.persistence.tables import member_benefits, operation_records, run_counters
 from server.persistence.upserts import add_counts, insert_new, insert_new_columns
 
-_HELD_COLUMNS = tuple(c.name for c in member_benefits.columns)
-if HeldBenefit._fields != _HELD_COLUMNS:  # add_held writes a HeldBenefit's fields as the columns
-    raise RuntimeError("member_benefits' columns must be HeldBenefit's fields, in order")
 
-
-def held_of(plan_id: str, run_id: str, granted: GrantedBenefit) -> HeldBenefit:
-    """A benefit a run granted, as the member now holds it."""
-    return HeldBenefit(
-        shop_id=granted.shop_id,
-        instance_id=granted.instance_id,
-        member_id=granted.member_id,
-        plan_id=plan_id,
-        run_id=run_id,
-        template_id=granted.template_id,
-        template_version=granted.template_version,
-        kind=granted.kind.value,
-        display_name=granted.display_name[:200],
-        quantity=granted.quantity,
-        state=BenefitState.UNUSED,
-        valid_from=granted.valid_from,
-        valid_until=granted.valid_until,
-        grant_time=granted.grant_time,
-    )
-
-
-async def add_held(conn: AsyncConnection, held: Sequence[HeldBenefit]) -> None:
-    """Benefits a run granted; a grant replayed after a crash adds nothing."""
-    if held:  # a HeldBenefit's fields are the table's columns, in order
-        columns = dict(zip(_HELD_COLUMNS, zip(*held, strict=True), strict=True))
-        await insert_new_columns(conn, member_benefits, columns, "instance_id")
+async def add_granted(
+    conn: AsyncConnection, plan_id: str, run_id: str, granted: Sequence[GrantedBenefit]
+) -> None:
+    """Benefits a run granted, as their members now hold them, written column
+    by column (no object per benefit on the way); a grant replayed after a
+    crash adds nothing."""
+    if not granted:
+        return
+    given = dict(zip(GrantedBenefit._fields, zip(*granted, strict=True), strict=True))
+    n = len(granted)
+    kinds = {kind: kind.value for kind in set(given["kind"])}
+    columns: dict[str, Sequence[Any]] = {
+        "shop_id": given["shop_id"],
+        "instance_id": given["instance_id"],
+        "member_id": given["member_id"],
+        "plan_id": (plan_id,) * n,
+        "run_id": (run_id,) * n,
+        "template_id": given["template_id"],
+        "template_version": given["template_version"],
+        "kind": [kinds[kind] for kind in given["kind"]],
+        "display_name": [name[:200] for name in given["display_name"]],
+        "quantity": given["quantity"],
+        "state": (BenefitState.UNUSED,) * n,
+        "valid_from": given["valid_from"],
+        "valid_until": given["valid_until"],
+        "grant_time": given["grant_time"],
+        "use_time": (None,) * n,
+        "order_id": ("",) * n,
+    }
+    await insert_new_columns(conn, member_benefits, columns, "instance_id")
 
 
 async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequence[str]) -> None:

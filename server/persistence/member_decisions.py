@@ -24,7 +24,7 @@ from server.persistence.tables import (
     run_counters,
     run_members,
 )
-from server.persistence.upserts import add_counts, insert_new
+from server.persistence.upserts import add_counts, insert_new, insert_new_columns
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,16 @@ class MemberDecisions:
         in this transaction: raise the budget and the member can still get
         it. Two runs racing for one member's last slot: one wins."""
         async with self._engine.begin() as conn:
-            new = await insert_new(
+            n = len(members)
+            new = await insert_new_columns(
                 conn,
                 run_members,
-                [
-                    {"run_id": run.run_id, "member_id": m, "outcome": ACT, "units": 0}
-                    for m in members
-                ],
+                {
+                    "run_id": (run.run_id,) * n,
+                    "member_id": members,
+                    "outcome": (ACT,) * n,
+                    "units": (0,) * n,
+                },
                 "member_id",
             )
             fresh = [m for m in members if m in new]

@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.held_benefits import HeldBenefit
+from domain.downstream_ports import GrantedBenefit
 from domain.records import RecordKind
 from domain.runs import Run, RunKind
-from server.persistence.member_benefits import add_held
+from server.persistence.member_benefits import add_granted
 from server.persistence.member_decisions import give_back_contacts, release
 from server.persistence.tables import operation_records, plan_budgets, plan_runs, run_counters
 from server.persistence.upserts import add_counts, insert_new_columns
@@ -26,7 +26,7 @@ class Record(NamedTuple):
     instance_id: str = ""
     template_id: str = ""
     detail: dict[str, Any] | None = None
-    held: HeldBenefit | None = None  # a benefit granted: the member now holds it
+    granted: GrantedBenefit | None = None  # a benefit granted: the member now holds it
 
 
 class OperationRecords:
@@ -65,7 +65,8 @@ class OperationRecords:
         }
         async with self._engine.begin() as conn:
             new = await insert_new_columns(conn, operation_records, columns, "record_id")
-            await add_held(conn, [r.held for r in records if r.held is not None])
+            granted = [r.granted for r in records if r.granted is not None]
+            await add_granted(conn, run.plan_id, run.run_id, granted)
             counts = dict(extra or {})
             for r in records:
                 if r.record_id in new:

@@ -25,7 +25,6 @@ from domain.plan_codec import plan_from_dict, plan_to_dict
 from domain.records import RecordKind
 from domain.runs import Run
 from server.downstream.errors import CallFailed
-from server.persistence.member_benefits import held_of
 from server.persistence.member_decisions import Limits
 from server.persistence.operation_records import Record
 from server.persistence.run_store import RunStore
@@ -317,7 +316,7 @@ class Delivery:
                         RecordKind.BENEFIT_GRANTED,
                         instance.instance_id,
                         instance.template_id,
-                        held=held_of(run.plan_id, run.run_id, instance),
+                        granted=instance,
                     )
                 )
 
