@@ -22,7 +22,7 @@ from server.persistence.task_batches import Failure
 from server.persistence.task_leases import Lease
 from server.persistence.task_store import TaskStore
 from server.readiness import Complaints
-from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome
+from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, JobKind, Outcome, Page
 from server.throttle.buckets import NEVER, Buckets, Starved, acquire, adapt
 
 log = logging.getLogger("custops.engine")
@@ -191,38 +191,49 @@ class Worker:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
         look_around = time.monotonic() + CROWD_CHECK
-        while True:
-            with run_traces.batch(self.tracer, lease.payload, kind.name, shard=lease.shard_index):
-                moved_on = await self._batch(kind, lease, cursor)
-            if moved_on is None:
-                return
-            if self._stopping:
-                await self.store.release(lease)
-                return
-            if time.monotonic() >= look_around:
-                look_around = time.monotonic() + CROWD_CHECK
-                if await self.store.crowded(lease, self.clock(), self.kinds):
-                    await self.store.release(lease)  # another shop waits: its turn
-                    return
-            cursor = moved_on
-            lease = Lease(
-                lease.job_id,
-                lease.kind,
-                lease.payload,
-                lease.shard_index,
-                cursor,
-                lease.fencing,
-                lease.tenant,
-            )
-
-    async def _batch(self, kind: JobKind, lease: Lease, cursor: str) -> str | None:
-        """Load, execute and record one batch: the next cursor, or None when
-        the shard is done, set aside, lost, or its source is away."""
+        # The next batch's items, read while this one runs: a batch's
+        # downstream calls and writes no longer wait for its page first.
+        ahead: asyncio.Task[Page] | None = None
         try:
-            page = await kind.load(lease.payload, cursor, kind.batch_size)
+            while True:
+                with run_traces.batch(
+                    self.tracer, lease.payload, kind.name, shard=lease.shard_index
+                ):
+                    moved_on, ahead = await self._batch(kind, lease, cursor, ahead)
+                if moved_on is None:
+                    return
+                if self._stopping:
+                    await self.store.release(lease)
+                    return
+                if time.monotonic() >= look_around:
+                    look_around = time.monotonic() + CROWD_CHECK
+                    if await self.store.crowded(lease, self.clock(), self.kinds):
+                        await self.store.release(lease)  # another shop waits: its turn
+                        return
+                cursor = moved_on
+                lease = Lease(
+                    lease.job_id,
+                    lease.kind,
+                    lease.payload,
+                    lease.shard_index,
+                    cursor,
+                    lease.fencing,
+                    lease.tenant,
+                )
+        finally:
+            _drop(ahead)  # read for a batch this worker will not run
+
+    async def _batch(
+        self, kind: JobKind, lease: Lease, cursor: str, ahead: asyncio.Task[Page] | None
+    ) -> tuple[str | None, asyncio.Task[Page] | None]:
+        """Load (or take the page read ahead), execute and record one batch:
+        the next cursor, or None when the shard is done, set aside, lost, or
+        its source is away; and the next page's read, started meanwhile."""
+        try:
+            page = await (ahead or kind.load(lease.payload, cursor, kind.batch_size))
         except Starved as starved:
             await self._set_aside(lease, starved)
-            return None
+            return None, None
         except Exception:
             # The source is away: keep the lease a little while (nobody
             # else would do better at once), then anyone may try again.
@@ -230,23 +241,34 @@ class Worker:
                 "load", "loading shard %s of job %s failed", lease.shard_index, lease.job_id
             )
             await self.store.heartbeat(lease, self.clock(), LOAD_RETRY)
-            return None
-        failures: list[Failure] = []
-        tallies: Counter[tuple[str, str]] = Counter()
-        done = 0
-        if page.items:
-            try:
-                done, failures, tallies = await self._execute(kind, lease.payload, page.items)
-            except Starved as starved:
-                await self._set_aside(lease, starved)
-                return None
-            fault_point("after_execute")
-        if not await self.store.commit(
-            lease, page.next_cursor, done, failures, self.clock(), self.lease
-        ):
-            return None  # fenced out: another worker owns the shard now
+            return None, None
+        following = None
+        if page.next_cursor is not None and not self._stopping:
+            following = asyncio.create_task(
+                kind.load(lease.payload, page.next_cursor, kind.batch_size)
+            )
+        try:
+            failures: list[Failure] = []
+            tallies: Counter[tuple[str, str]] = Counter()
+            done = 0
+            if page.items:
+                try:
+                    done, failures, tallies = await self._execute(kind, lease.payload, page.items)
+                except Starved as starved:
+                    _drop(following)
+                    await self._set_aside(lease, starved)
+                    return None, None
+                fault_point("after_execute")
+            if not await self.store.commit(
+                lease, page.next_cursor, done, failures, self.clock(), self.lease
+            ):
+                _drop(following)  # fenced out: another worker has the shard
+                return None, None
+        except BaseException:
+            _drop(following)
+            raise
         self._recorded(kind, failures, tallies, lease.payload)
-        return page.next_cursor
+        return page.next_cursor, following
 
     def _recorded(
         self,
@@ -333,3 +355,11 @@ class Worker:
             return Failure(item.key, item.data, "dead", attempts, reason, None)
         when = self.clock() + backoff(attempts, self._rng)
         return Failure(item.key, item.data, "retrying", attempts, reason, when)
+
+
+def _drop(read: asyncio.Task[Page] | None) -> None:
+    """A page read ahead that no batch will use: cancelled, and its outcome
+    (an error included) taken when it ends, so nothing reports it unheard."""
+    if read is not None:
+        read.cancel()
+        read.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -18,7 +18,7 @@ from server.persistence.database import create_engine
 from server.persistence.tables import item_failures, jobs, shards
 from server.persistence.task_progress import Progress
 from server.persistence.task_store import TaskStore
-from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, Outcome
+from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.tasks.runner import TaskRunner
 from server.tasks.worker import MAX_ATTEMPTS, Worker
 from server.throttle.buckets import BucketSettings, Decision, LocalBuckets, Starved
@@ -82,6 +82,38 @@ async def test_a_hundred_thousand_items_each_exactly_once(
     assert len(kind.effects) == 100_000 and set(kind.effects.values()) == {1}
     state = await store.job(job)
     assert (state["state"], state["done"], state["failed"]) == ("succeeded", 100_000, 0)
+
+
+class Logged(Numbers):
+    """Numbers that say when each page is read and each batch runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
+        self.events.append("load")
+        return await super().load(payload, cursor, limit)
+
+    async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
+        self.events.append("execute")
+        await asyncio.sleep(0.01)  # a downstream call: the loop runs other tasks
+        done = await super().execute(payload, items)
+        self.events.append("executed")
+        return done
+
+
+async def test_the_next_page_is_read_while_a_batch_runs(store: TaskStore) -> None:
+    """A shard of three batches: the second page is read before the first
+    batch is done, and each item is still done once."""
+    kind = Logged()
+    kind.batch_size = 100
+    payload = {"n": 300, "shards": 1}
+    await store.create_job("numbers", "ahead", payload, kind.split(payload), NOW, NOW)
+    assert await Worker(store, {"numbers": kind}, clock=lambda: NOW).drain() == 1
+    assert kind.events[:3] == ["load", "execute", "load"]
+    assert kind.events.count("load") == 3 and kind.events.count("executed") == 3
+    assert len(kind.effects) == 300 and set(kind.effects.values()) == {1}
 
 
 class ByShop(Numbers):
