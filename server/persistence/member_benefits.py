@@ -60,7 +60,7 @@ async def add_granted(
         "use_time": (None,) * n,
         "order_id": ("",) * n,
     }
-    await insert_new_columns(conn, member_benefits, columns, "instance_id")
+    await insert_new_columns(conn, member_benefits, columns, "instance_id", report=False)
 
 
 async def mark_recovered(conn: AsyncConnection, shop_id: str, instance_ids: Sequence[str]) -> None:

@@ -36,21 +36,29 @@ async def insert_new(
 
 
 async def insert_new_columns(
-    conn: AsyncConnection, table: Table, columns: Mapping[str, Sequence[Any]], key: str
+    conn: AsyncConnection,
+    table: Table,
+    columns: Mapping[str, Sequence[Any]],
+    key: str,
+    *,
+    report: bool = True,
 ) -> set[Any]:
     """insert_new with the rows given column by column, as a run's batch has
-    them at hand: on PostgreSQL no dict is made per row."""
+    them at hand: on PostgreSQL no dict is made per row. With `report` off
+    the new keys are not sent back (an empty set): for a caller that counts
+    nothing by them."""
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns of unequal lengths for {table.name}: {sorted(lengths)}")
     if not lengths or lengths == {0}:
         return set()
     if conn.dialect.name == "postgresql" and _unnest_fits(table, columns):
-        return await _insert_new_unnest(conn, table, columns, key)
+        return await _insert_new_unnest(conn, table, columns, key, report)
     rows = [
         dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     ]
-    return await insert_new(conn, table, rows, key)
+    new = await insert_new(conn, table, rows, key)
+    return new if report else set()
 
 
 def _unnest_fits(table: Table, row: Mapping[str, Any]) -> bool:
@@ -67,7 +75,11 @@ def _unnest_fits(table: Table, row: Mapping[str, Any]) -> bool:
 
 
 async def _insert_new_unnest(
-    conn: AsyncConnection, table: Table, given: Mapping[str, Sequence[Any]], key: str
+    conn: AsyncConnection,
+    table: Table,
+    given: Mapping[str, Sequence[Any]],
+    key: str,
+    report: bool = True,
 ) -> set[Any]:
     """PostgreSQL: one statement however many rows, each column sent as one
     text that the server splits and casts (`string_to_array(...)::type[]`).
@@ -117,11 +129,11 @@ async def _insert_new_unnest(
     aliases = ", ".join(f'"{name}"' for name, _ in arrays)
     statement = text(
         f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} '
-        f"FROM unnest({unnested}) AS u({aliases}) "
-        f'ON CONFLICT DO NOTHING RETURNING "{key}"'
+        f"FROM unnest({unnested}) AS u({aliases}) ON CONFLICT DO NOTHING"
+        + (f' RETURNING "{key}"' if report else "")
     )
     result = await conn.execute(statement, params)
-    return {row[0] for row in result.all()}
+    return {row[0] for row in result.all()} if report else set()
 
 
 def _shared_prefix(values: Sequence[Any]) -> str:
@@ -179,9 +191,12 @@ def _joined(values: Sequence[Any], to_text: Callable[[Any], str], array_type: st
         distinct = set(values)
         nulls = values.count(None) if None in distinct else 0
         distinct.discard(None)
-        text_of: dict[Any, str] = {v: to_text(v) for v in distinct}
-        text_of[None] = _NULL
-        texts = [text_of[v] for v in values]
+        if len(distinct) * 2 > len(values):  # mostly their own (grant times): no table
+            texts = [_NULL if v is None else to_text(v) for v in values]
+        else:
+            text_of: dict[Any, str] = {v: to_text(v) for v in distinct}
+            text_of[None] = _NULL
+            texts = [text_of[v] for v in values]
     return _checked(_SEPARATOR.join(texts), len(texts), nulls)
 
 

@@ -129,13 +129,16 @@ async def test_rows_given_column_by_column_are_stored_as_rows_are(database_url: 
             await conn.run_sync(table.metadata.create_all)
             assert await insert_new_columns(conn, table, columns, "key") == {"k0", "k1", "k2"}
             assert await insert_new_columns(conn, table, columns, "key") == set()  # replayed
+            # Not asked to report: the row goes in all the same.
+            more = {name: values[:1] for name, values in columns.items()} | {"key": ("k9",)}
+            assert await insert_new_columns(conn, table, more, "key", report=False) == set()
             assert await insert_new_columns(conn, table, {"key": ()}, "key") == set()
             with pytest.raises(ValueError, match="unequal lengths"):
                 await insert_new_columns(conn, table, {**columns, "n": (1, 2)}, "key")
             stored = sorted((await conn.execute(select(table))).all())
         assert [(r.key, r.note, r.n, r.at, r.detail, r.weight) for r in stored] == [
             tuple(values) for values in zip(*columns.values(), strict=True)
-        ]
+        ] + [("k9", "", 1, at, {}, 2)]
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
