@@ -100,9 +100,18 @@ class GrpcBenefitCatalog:
         return recovered
 
     async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
-        request = benefit_pb2.BatchGrantBenefitsRequest(
-            shop_id=shop_id, items=[_grant_item(g) for g in grants]
-        )
+        request = benefit_pb2.BatchGrantBenefitsRequest(shop_id=shop_id)
+        add = request.items.add  # made in place: a made item would be copied in
+        for g in grants:
+            add(
+                idempotency_key=g.key,
+                member_id=g.member_id,
+                template_id=g.template_id,
+                quantity=g.quantity,
+                source=g.source,
+                valid_from=_timestamp(g.valid_from) if g.valid_from is not None else None,
+                valid_until=_timestamp(g.valid_until) if g.valid_until is not None else None,
+            )
         with call_errors(SYSTEM):
             response = await self._stub.BatchGrantBenefits(request)
         return [
@@ -166,18 +175,6 @@ class GrpcBenefitCatalog:
 # The grants of a run share their validity: each distinct instant is turned
 # into a Timestamp once (the message's constructor copies it, so sharing is safe).
 _timestamp = functools.lru_cache(maxsize=4096)(timestamp)
-
-
-def _grant_item(grant: Grant) -> benefit_pb2.GrantItem:
-    return benefit_pb2.GrantItem(
-        idempotency_key=grant.key,
-        member_id=grant.member_id,
-        template_id=grant.template_id,
-        quantity=grant.quantity,
-        source=grant.source,
-        valid_from=_timestamp(grant.valid_from) if grant.valid_from is not None else None,
-        valid_until=_timestamp(grant.valid_until) if grant.valid_until is not None else None,
-    )
 
 
 def _granted(instance: benefit_pb2.BenefitInstance) -> GrantedBenefit:
