@@ -17,11 +17,18 @@ from server.persistence.upserts import insert_new, insert_new_columns
 SEP = chr(31)
 
 
-def _table() -> Table:
+def _keyed(*columns: Column[Any]) -> Table:
+    """A table of its own for one test, keyed by text."""
     return Table(
         f"t_{uuid.uuid4().hex[:8]}",
         MetaData(),
         Column("key", String(64), primary_key=True),
+        *columns,
+    )
+
+
+def _table() -> Table:
+    return _keyed(
         Column("note", String(64), nullable=False),
         Column("n", BigInteger, nullable=False),
         Column("at", UtcDateTime(), nullable=False),
@@ -80,10 +87,7 @@ async def test_nulls_and_separators_keep_their_values(database_url: str) -> None
     NULL, a value holding the null marker, a lone empty string and JSON's
     null each come back as they went in."""
     engine = create_engine(database_url)
-    table = Table(
-        f"t_{uuid.uuid4().hex[:8]}",
-        MetaData(),
-        Column("key", String(64), primary_key=True),
+    table = _keyed(
         Column("maybe", String(64), nullable=True),
         Column("at", UtcDateTime(), nullable=True),
         Column("detail", JSON, nullable=True),
@@ -150,10 +154,7 @@ async def test_a_value_every_row_shares_is_stored_in_every_row(database_url: str
     on PostgreSQL): each such value, a NULL, JSON's null, an empty text and
     one holding a separator among them, comes back in every row."""
     engine = create_engine(database_url)
-    table = Table(
-        f"t_{uuid.uuid4().hex[:8]}",
-        MetaData(),
-        Column("key", String(64), primary_key=True),
+    table = _keyed(
         Column("maybe", String(64), nullable=True),
         Column("note", String(64), nullable=False),
         Column("n", BigInteger, nullable=True),
