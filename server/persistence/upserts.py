@@ -30,9 +30,7 @@ async def insert_new(
     if conn.dialect.name == "postgresql" and _unnest_fits(table, rows[0]):
         names = [c.name for c in table.columns if c.name in rows[0]]
         return await _insert_new_unnest(conn, table, {n: [r[n] for r in rows] for n in names}, key)
-    statement = _insert(conn, table).on_conflict_do_nothing().returning(table.c[key])
-    result = await conn.execute(statement, rows)
-    return {row[0] for row in result.all()}
+    return await _insert_new_rows(conn, table, rows, key)
 
 
 async def insert_new_columns(
@@ -57,8 +55,17 @@ async def insert_new_columns(
     rows = [
         dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     ]
-    new = await insert_new(conn, table, rows, key)
+    new = await _insert_new_rows(conn, table, rows, key)
     return new if report else set()
+
+
+async def _insert_new_rows(
+    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], key: str
+) -> set[Any]:
+    """The portable path: SQLAlchemy's INSERT ... ON CONFLICT DO NOTHING."""
+    statement = _insert(conn, table).on_conflict_do_nothing().returning(table.c[key])
+    result = await conn.execute(statement, rows)
+    return {row[0] for row in result.all()}
 
 
 def _unnest_fits(table: Table, row: Mapping[str, Any]) -> bool:
@@ -92,38 +99,33 @@ async def _insert_new_unnest(
     selected: list[str] = []
     arrays: list[tuple[str, str]] = []  # (column, its unnest argument)
     for column in columns:
-        array_type, to_text = _ENCODINGS[type(column.type)]
-        values = given[column.name]
         name = column.name
-        if column.name != key and _one_value(values):
-            params[name] = _scalar(values[0], to_text, array_type)
-            selected.append(f"CAST(CAST(:{name} AS TEXT) AS {array_type[:-2]})")
-            continue
-        element = f'u."{name}"'
-        prefix = _shared_prefix(values) if array_type == "TEXT[]" else ""
-        if prefix:  # keys that start alike ("plans/P/runs/R/members/..."): sent once
-            params[f"{name}__prefix"] = prefix
-            element = f"CAST(:{name}__prefix AS TEXT) || {element}"
-            values = [v[len(prefix) :] for v in values]
-        if array_type == "TIMESTAMPTZ[]":
-            # Microseconds since the epoch: half the text of an ISO instant,
-            # and cheaper to make here and to read there.
+        array_type, to_text = _ENCODINGS[type(column.type)]
+        values = given[name]
+        instants = array_type == "TIMESTAMPTZ[]"
+        if instants:  # microseconds since the epoch: half an ISO text, cheaper both ends
             to_text, array_type = _micros, "BIGINT[]"
+        if name != key and _one_value(values):
+            params[name] = _scalar(values[0], to_text, array_type)
+            element = f"CAST(CAST(:{name} AS TEXT) AS {array_type[:-2]})"
+        else:
+            element = f'u."{name}"'
+            prefix = _shared_prefix(values) if array_type == "TEXT[]" else ""
+            if prefix:  # keys that start alike ("plans/P/runs/R/members/..."): sent once
+                params[f"{name}__prefix"] = prefix
+                element = f"CAST(:{name}__prefix AS TEXT) || {element}"
+                values = [v[len(prefix) :] for v in values]
+            joined = _joined(values, to_text, array_type)
+            if joined is not None:
+                params[name] = joined
+                unnest = f"string_to_array(CAST(:{name} AS TEXT), chr(31), chr(30))"
+                arrays.append((name, f"CAST({unnest} AS {array_type})"))
+            else:  # a separator inside a value: the driver encodes the array
+                params[name] = [_stored(v, array_type) for v in values]
+                arrays.append((name, f"CAST(:{name} AS {array_type})"))
+        if instants:
             element = f"(TIMESTAMPTZ 'epoch' + {element} * INTERVAL '1 microsecond')"
         selected.append(element)
-        joined = _joined(values, to_text, array_type)
-        if joined is not None:
-            params[name] = joined
-            arrays.append(
-                (
-                    name,
-                    f"CAST(string_to_array(CAST(:{name} AS TEXT), chr(31), chr(30)) "
-                    f"AS {array_type})",
-                )
-            )
-        else:  # a separator inside a value: the driver encodes the array
-            params[name] = [_stored(v, array_type) for v in values]
-            arrays.append((name, f"CAST(:{name} AS {array_type})"))
     names = ", ".join(f'"{c.name}"' for c in columns)
     unnested = ", ".join(argument for _, argument in arrays)
     aliases = ", ".join(f'"{name}"' for name, _ in arrays)
@@ -163,8 +165,6 @@ def _scalar(value: Any, to_text: Callable[[Any], str], array_type: str) -> str |
     in a JSON column, as the driver stores it)."""
     if value is None and array_type != "JSON[]":
         return None
-    if array_type == "TIMESTAMPTZ[]" and value.tzinfo is None:
-        raise ValueError("naive datetime: every stored instant must be aware")
     return to_text(value)
 
 
