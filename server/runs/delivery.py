@@ -6,6 +6,7 @@ happened."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -119,21 +120,20 @@ class Delivery:
         index, shards, token = cursor.split("/", 2)
         # A page may come back shorter than asked (the audience system's
         # burst caps a call's size): a batch is read in as many as it takes.
+        query = AudienceQuery(
+            shop_id=payload["shop_id"],
+            rule=rule,
+            as_of=datetime.fromisoformat(payload["fire_time"]),
+            time_zone=plan.spec.time_zone,
+            shard_index=int(index),
+            shard_count=int(shards),
+            page_size=limit,
+        )
         members: list[Item] = []
         following: str | None = token
         while following is not None and len(members) < limit:
-            page = await self.audience.page(
-                AudienceQuery(
-                    shop_id=payload["shop_id"],
-                    rule=rule,
-                    as_of=datetime.fromisoformat(payload["fire_time"]),
-                    time_zone=plan.spec.time_zone,
-                    shard_index=int(index),
-                    shard_count=int(shards),
-                    page_size=limit - len(members),
-                    page_token=following,
-                )
-            )
+            asked = replace(query, page_size=limit - len(members), page_token=following)
+            page = await self.audience.page(asked)
             members += [Item(m) for m in page.member_ids]
             following = page.next_token or None
         return Page(members, f"{index}/{shards}/{following}" if following else None)

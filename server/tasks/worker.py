@@ -247,6 +247,7 @@ class Worker:
             following = asyncio.create_task(
                 kind.load(lease.payload, page.next_cursor, kind.batch_size)
             )
+        handed_on = False  # `following` goes to the next batch only when this one is recorded
         try:
             failures: list[Failure] = []
             tallies: Counter[tuple[str, str]] = Counter()
@@ -255,18 +256,17 @@ class Worker:
                 try:
                     done, failures, tallies = await self._execute(kind, lease.payload, page.items)
                 except Starved as starved:
-                    _drop(following)
                     await self._set_aside(lease, starved)
                     return None, None
                 fault_point("after_execute")
             if not await self.store.commit(
                 lease, page.next_cursor, done, failures, self.clock(), self.lease
             ):
-                _drop(following)  # fenced out: another worker has the shard
-                return None, None
-        except BaseException:
-            _drop(following)
-            raise
+                return None, None  # fenced out: another worker has the shard
+            handed_on = True
+        finally:
+            if not handed_on:
+                _drop(following)
         self._recorded(kind, failures, tallies, lease.payload)
         return page.next_cursor, following
 
