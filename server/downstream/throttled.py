@@ -7,6 +7,11 @@ platform, any item of a batch; any other answer raises the rate a step back
 toward the ceiling (server.throttle.buckets). A call that fails otherwise
 than by CallFailed leaves the rate as it was.
 
+No call carries more items than the bucket's burst: a larger one would
+come through the bucket in parts and reach the downstream at once, above
+the burst it was set for. A port asked for more sends it in parts, one
+after another.
+
 Every call is for one shop and takes from that shop's share of the bucket.
 When the share will not have the tokens within `PATIENCE`, the call raises
 Starved before anything was sent: the engine then sets the shard aside
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar
 
 from domain.downstream_ports import (
@@ -38,6 +44,8 @@ from server.metrics import NO_METRICS, Metrics
 from server.throttle.buckets import Buckets, acquire, adapt
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item of a call
+A = TypeVar("A")  # the answer to one item
 
 PATIENCE = 0.5  # seconds a call waits for its shop's tokens before giving up
 
@@ -73,6 +81,31 @@ class Bucket:
         await adapt(self._buckets, self._name, pushed_back(answer), self._metrics)
         return answer
 
+    async def in_parts(
+        self,
+        shop_id: str,
+        items: Sequence[I],
+        call: Callable[[Sequence[I]], Awaitable[list[A]]],
+        pushed_back: Callable[[list[A]], bool] = lambda _: False,
+        failed: Callable[[CallFailed], A] | None = None,
+    ) -> list[A]:
+        """`call` on `items` in parts no larger than the burst, answers joined
+        in order. A part after the first that fails as a whole answers its
+        items and the ones after it with `failed`, so the parts done keep their
+        answers; the first (or any, without `failed`) raises."""
+        largest = await self.largest_call()
+        answers: list[A] = []
+        for start in range(0, len(items), largest):
+            part = items[start : start + largest]
+            try:
+                answer: list[A] = await self(shop_id, len(part), partial(call, part), pushed_back)
+            except CallFailed as failure:
+                if failed is None or not answers:
+                    raise
+                return answers + [failed(failure)] * (len(items) - start)
+            answers += answer
+        return answers
+
     async def largest_call(self) -> int:
         """The most items one call may carry: the bucket's burst, which the
         downstream's own burst is set for (a larger call would come through
@@ -98,16 +131,17 @@ class ThrottledAudience:
         )
 
     async def unknown(self, shop_id: str, member_ids: Sequence[str]) -> list[str]:
-        return await self._bucket(
-            shop_id, len(member_ids), lambda: self._audience.unknown(shop_id, member_ids)
+        return await self._bucket.in_parts(
+            shop_id, member_ids, partial(self._audience.unknown, shop_id)
         )
 
     async def opted_out(
         self, shop_id: str, member_ids: Sequence[str]
     ) -> dict[str, frozenset[MessageChannel]]:
-        return await self._bucket(
-            shop_id, len(member_ids), lambda: self._audience.opted_out(shop_id, member_ids)
-        )
+        async def call(part: Sequence[str]) -> list[tuple[str, frozenset[MessageChannel]]]:
+            return list((await self._audience.opted_out(shop_id, part)).items())
+
+        return dict(await self._bucket.in_parts(shop_id, member_ids, call))
 
 
 class ThrottledBenefits:
@@ -117,16 +151,17 @@ class ThrottledBenefits:
         self._benefits, self._bucket = benefits, Bucket(buckets, "benefit", metrics)
 
     async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
-        return await self._bucket(
+        return await self._bucket.in_parts(
             shop_id,
-            len(grants),
-            lambda: self._benefits.grant(shop_id, grants),
+            grants,
+            partial(self._benefits.grant, shop_id),
             lambda answer: _pushed_back(g.refusal for g in answer),
+            lambda failure: Granted(_refusal(failure)),
         )
 
     async def recover(self, shop_id: str, items: Sequence[Recover]) -> list[Refusal | None]:
-        return await self._bucket(
-            shop_id, len(items), lambda: self._benefits.recover(shop_id, items), _pushed_back
+        return await self._bucket.in_parts(
+            shop_id, items, partial(self._benefits.recover, shop_id), _pushed_back, _refusal
         )
 
 
@@ -137,10 +172,18 @@ class ThrottledMessages:
         self._messages, self._bucket = messages, Bucket(buckets, "notification", metrics)
 
     async def send(self, shop_id: str, messages: Sequence[Message]) -> list[Sent]:
-        return await self._bucket(
-            shop_id, len(messages), lambda: self._messages.send(shop_id, messages)
+        return await self._bucket.in_parts(
+            shop_id,
+            messages,
+            partial(self._messages.send, shop_id),
+            failed=lambda failure: Sent(_refusal(failure)),
         )
 
 
 def _pushed_back(refusals: Iterable[Refusal | None]) -> bool:
     return any(r is not None and r.reason == PUSHED_BACK for r in refusals)
+
+
+def _refusal(failure: CallFailed) -> Refusal:
+    """An item of a part that failed as a whole, refused as the call was."""
+    return Refusal(failure.reason, failure.retryable)

@@ -113,6 +113,41 @@ async def test_burst_sized_calls_side_by_side_reach_the_downstream_within_its_ra
     assert refused == []
 
 
+async def test_a_call_larger_than_the_burst_goes_in_parts_and_a_failed_part_refuses_the_rest() -> (
+    None
+):
+    """Twenty grants through a burst of 8 go as calls of 8, 8 and 4; when the
+    second call fails as a whole, the first eight keep their instances and
+    the other twelve are refused as that call was, to be tried again."""
+    sizes: list[int] = []
+    fail_call = 2
+
+    class Downstream(Platform):
+        async def grant(self, shop_id: str, grants: Sequence[Grant]) -> list[Granted]:
+            sizes.append(len(grants))
+            if len(sizes) == fail_call and self.failure is not None:
+                raise self.failure
+            return [Granted(None, ()) for _ in grants]
+
+    platform = Downstream()
+    buckets = LocalBuckets(
+        {"benefit": BucketSettings(rate=1e6, capacity=8)},
+        clock_us=lambda: time.monotonic_ns() // 1000,
+    )
+    benefits = ThrottledBenefits(platform, buckets)
+    assert len(await benefits.grant("s1", [GRANT] * 20)) == 20 and sizes == [8, 8, 4]
+
+    sizes.clear()
+    platform.failure = CallFailed("benefit platform", grpc.StatusCode.UNAVAILABLE, "")
+    answers = await benefits.grant("s1", [GRANT] * 20)
+    assert sizes == [8, 8]
+    assert answers == [Granted(None, ())] * 8 + [Granted(Refusal("UNAVAILABLE", True))] * 12
+    sizes.clear()
+    fail_call = 1
+    with pytest.raises(CallFailed):  # the first part failing fails the call, as before
+        await benefits.grant("s1", [GRANT] * 4)
+
+
 class Members:
     """An audience system of 25 members on one shard, paged by position."""
 
