@@ -104,12 +104,25 @@ class Worker:
             lease = await self._claim()
         if lease is None:
             return False
-        await self._run(lease)
+        while lease is not None:  # bounded: each hand-over is another tenant's shard
+            lease = await self._run(lease)
         return True
 
-    async def _claim(self) -> Lease | None:
+    async def _claim(self, passing: str | None = None) -> Lease | None:
+        """A shard to run; with `passing`, one of another tenant's first
+        (this worker just handed that tenant's shard back for their turn)."""
         now = time.monotonic()
         self._starved = {t: until for t, until in self._starved.items() if until > now}
+        if passing is not None:
+            turn = await self.store.claim(
+                self.owner,
+                self.clock(),
+                self.lease,
+                self.kinds,
+                passed_over=[*self._starved, passing],
+            )
+            if turn is not None or passing in self._starved:
+                return turn
         return await self.store.claim(
             self.owner, self.clock(), self.lease, self.kinds, passed_over=list(self._starved)
         )
@@ -166,10 +179,12 @@ class Worker:
             self._recorded(kind, failures, tallies, payload)
         return len(claimed)
 
-    async def _run(self, lease: Lease) -> None:
+    async def _run(self, lease: Lease) -> Lease | None:
+        """Run the shard; the next one when it was handed back for another
+        tenant's turn."""
         heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
-            await self._run_batches(lease)
+            return await self._run_batches(lease)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,10 +202,10 @@ class Worker:
             except Exception:  # the database is away; the commit will tell
                 self.complaints.failed("lease heartbeat", "lease heartbeat failed")
 
-    async def _run_batches(self, lease: Lease) -> None:
+    async def _run_batches(self, lease: Lease) -> Lease | None:
         kind = self.kinds[lease.kind]
         cursor = lease.cursor
-        look_around = time.monotonic() + CROWD_CHECK
+        look_around = self._next_look_around()
         # The next batch's items, read while this one runs: a batch's
         # downstream calls and writes no longer wait for its page first.
         ahead: asyncio.Task[Page] | None = None
@@ -201,15 +216,18 @@ class Worker:
                 ):
                     moved_on, ahead = await self._batch(kind, lease, cursor, ahead)
                 if moved_on is None:
-                    return
+                    return None
                 if self._stopping:
                     await self.store.release(lease)
-                    return
+                    return None
                 if time.monotonic() >= look_around:
-                    look_around = time.monotonic() + CROWD_CHECK
+                    look_around = self._next_look_around()
                     if await self.store.crowded(lease, self.clock(), self.kinds):
-                        await self.store.release(lease)  # another shop waits: its turn
-                        return
+                        # Another shop waits: its turn. Taking this shop's
+                        # shard again (first by due time when both hold
+                        # equally few) would give it none.
+                        await self.store.release(lease)
+                        return await self._claim(passing=lease.tenant)
                 cursor = moved_on
                 lease = Lease(
                     lease.job_id,
@@ -222,6 +240,12 @@ class Worker:
                 )
         finally:
             _drop(ahead)  # read for a batch this worker will not run
+
+    def _next_look_around(self) -> float:
+        """When to look again whether another tenant waits. Jittered, so the
+        workers of a process that started together do not all hand their
+        shards back at once and all take the waiting tenant's."""
+        return time.monotonic() + CROWD_CHECK * self._rng.uniform(0.75, 1.25)
 
     async def _batch(
         self, kind: JobKind, lease: Lease, cursor: str, ahead: asyncio.Task[Page] | None

@@ -20,7 +20,7 @@ from server.persistence.task_progress import Progress
 from server.persistence.task_store import TaskStore
 from server.tasks.kinds import PUSHED_BACK, Item, ItemResult, Outcome, Page
 from server.tasks.runner import TaskRunner
-from server.tasks.worker import MAX_ATTEMPTS, Worker
+from server.tasks.worker import CROWD_CHECK, MAX_ATTEMPTS, Worker
 from server.throttle.buckets import BucketSettings, Decision, LocalBuckets, Starved
 from server.throttle.redis_buckets import RedisBuckets
 from tests.integration.conftest import settings
@@ -126,6 +126,7 @@ class ByShop(Numbers):
         self.starve = Counter(starve or {})
         self.pause = pause
         self.order: list[str] = []
+        self.batches: list[str] = []  # the shop of each batch, in order
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         shop = payload["shop_id"]
@@ -134,6 +135,7 @@ class ByShop(Numbers):
             raise Starved(300_000)
         await asyncio.sleep(self.pause)
         self.order += [shop] * len(items)
+        self.batches.append(shop)
         done = await super().execute(payload, [Item(f"{shop}{i.key}", i.data) for i in items])
         return [ItemResult(i.key, r.outcome) for i, r in zip(items, done, strict=True)]
 
@@ -156,19 +158,23 @@ async def test_a_shard_whose_shop_has_no_tokens_gives_up_its_worker(store: TaskS
 
 async def test_workers_take_turns_between_shops(store: TaskStore) -> None:
     """Shop A's big run holds both workers; shop B's small run, started
-    later, gets one of them within a batch or two and ends long before A."""
+    later, gets one of them at a worker's next look around and keeps it, so
+    B ends long before A. Counted in batches, which take at least `pause`
+    each, so a slow machine does not change the verdict."""
     kind = ByShop(pause=0.05)
     kind.batch_size = 50
+    workers = 2
     a = {"n": 20_000, "shards": 4, "shop_id": "A"}
     b = {"n": 1_000, "shards": 4, "shop_id": "B"}
     await store.create_job("numbers", "a", a, kind.split(a), NOW - timedelta(seconds=1), NOW)
-    runner = TaskRunner(Worker(store, {"numbers": kind}, clock=lambda: NOW), 2, poll=0.05)
+    runner = TaskRunner(Worker(store, {"numbers": kind}, clock=lambda: NOW), workers, poll=0.05)
     runner.start()
     try:
         for _ in range(100):  # bounded: until A runs on both workers
             if len(kind.order) >= 200:
                 break
             await asyncio.sleep(0.05)
+        b_created = len(kind.batches)
         await store.create_job("numbers", "b", b, kind.split(b), NOW, NOW)
         for _ in range(600):  # bounded: 30 s
             if kind.order.count("B") == 1_000:
@@ -177,8 +183,19 @@ async def test_workers_take_turns_between_shops(store: TaskStore) -> None:
     finally:
         await runner.stop(grace=2)
     assert kind.order.count("B") == 1_000
-    assert kind.order.count("A") < 20_000 / 2  # A was far from done when B ended
     assert set(kind.effects.values()) == {1}
+    b_first = kind.batches.index("B")
+    b_last = len(kind.batches) - 1 - kind.batches[::-1].index("B")
+    # B waits at most until a worker looks around (every CROWD_CHECK seconds,
+    # jittered by a quarter), meanwhile a batch of A on each worker at most
+    # every `pause`. Both workers handing A back at once and taking A again
+    # (it was due first) left B waiting for seconds.
+    waited = kind.batches[b_created:b_first].count("A")
+    assert waited <= workers * (CROWD_CHECK * 1.25 / kind.pause + 2), kind.batches
+    # Then B keeps a worker: A has the other, and about as many batches as B.
+    during = kind.batches[b_first:b_last]
+    assert during.count("A") <= 2 * during.count("B") + 2 * workers, kind.batches
+    assert kind.order.count("A") < 20_000 / 2  # A was far from done when B ended
 
 
 async def test_a_job_is_made_once_per_kind_and_key(store: TaskStore) -> None:
