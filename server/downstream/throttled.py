@@ -155,7 +155,7 @@ class ThrottledBenefits:
             shop_id,
             grants,
             partial(self._benefits.grant, shop_id),
-            lambda answer: _pushed_back(g.refusal for g in answer),
+            lambda answer: _pushed_back([g.refusal for g in answer]),
             lambda failure: Granted(_refusal(failure)),
         )
 
@@ -181,7 +181,7 @@ class ThrottledMessages:
 
 
 def _pushed_back(refusals: Iterable[Refusal | None]) -> bool:
-    return any(r is not None and r.reason == PUSHED_BACK for r in refusals)
+    return PUSHED_BACK in {r.reason for r in refusals if r is not None}
 
 
 def _refusal(failure: CallFailed) -> Refusal:

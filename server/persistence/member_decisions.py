@@ -109,10 +109,11 @@ class MemberDecisions:
                 )
                 earlier = {r[0]: r[1] for r in rows}
             again = [m for m, outcome in earlier.items() if outcome.startswith(RELEASED)]
-            decided = {m: ACT for m in fresh + again}
-            for m in decided:
-                if outcomes.held_out(run.plan_id, m, limits.holdout_percent):
-                    decided[m] = HELD_OUT
+            decided = dict.fromkeys(fresh + again, ACT)
+            if limits.holdout_percent > 0:
+                for m in decided:
+                    if outcomes.held_out(run.plan_id, m, limits.holdout_percent):
+                        decided[m] = HELD_OUT
             deciding = [m for m, o in decided.items() if o == ACT]
             skipped: dict[str, str] = {}
             if limits.max_times > 0 and deciding:
@@ -121,23 +122,25 @@ class MemberDecisions:
             if limits.channels and not limits.silent:
                 withheld_for = await _contact(conn, run, deciding, skipped, decided, limits)
             eligible = [m for m in deciding if m not in skipped]
-            units = {m: 0 for m in deciding}
+            units: dict[str, int] = {}  # budget units reserved, by member
             if limits.budget > 0 and limits.units > 0 and eligible:
                 granted = await _reserve(conn, run, len(eligible), limits)
                 for m in eligible[granted:]:
                     skipped[m] = Skip.BUDGET_EXHAUSTED.value
-                for m in eligible[:granted]:
-                    units[m] = limits.units
-            for m in deciding:
-                if m in skipped:
-                    continue
-                if limits.silent:  # quiet hours drop messages: grants only, if any
-                    if limits.units > 0:
-                        decided[m] = outcomes.silent(Skip.QUIET_HOURS.value)
-                    else:
-                        skipped[m] = Skip.QUIET_HOURS.value
-                elif limits.defer_until is not None and outcomes.withheld(decided[m]) is not None:
-                    decided[m] = outcomes.deferred(limits.defer_until, decided[m])
+                units = dict.fromkeys(eligible[:granted], limits.units)
+            if limits.silent or limits.defer_until is not None:
+                for m in deciding:
+                    if m in skipped:
+                        continue
+                    if limits.silent:  # quiet hours drop messages: grants only, if any
+                        if limits.units > 0:
+                            decided[m] = outcomes.silent(Skip.QUIET_HOURS.value)
+                        else:
+                            skipped[m] = Skip.QUIET_HOURS.value
+                    elif (
+                        limits.defer_until is not None and outcomes.withheld(decided[m]) is not None
+                    ):
+                        decided[m] = outcomes.deferred(limits.defer_until, decided[m])
             for m, reason in skipped.items():
                 decided[m] = f"{outcomes.SKIP}{reason}"
             await _unclaim(conn, run, list(skipped))

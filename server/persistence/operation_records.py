@@ -68,11 +68,11 @@ class OperationRecords:
             granted = [r.granted for r in records if r.granted is not None]
             await add_granted(conn, run.plan_id, run.run_id, granted)
             counts = dict(extra or {})
-            for r in records:
-                if r.record_id in new:
-                    name = _COUNTED.get(r.kind)
-                    if name:
-                        counts[name] = counts.get(name, 0) + 1
+            # Counted in C: an enum member hashes in Python, once per record.
+            new_kinds = [k for i, k in zip(ids, kinds, strict=True) if i in new]
+            for kind, name in _COUNTED.items():
+                if n := new_kinds.count(kind):
+                    counts[name] = counts.get(name, 0) + n
             await add_counts(conn, run_counters, {"run_id": run.run_id}, counts)
             await release(conn, run, released or {})
             await give_back_contacts(conn, run, uncontacted or [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from domain import outcomes, runs, shop_policy
@@ -45,6 +46,7 @@ UNKNOWN = "unknown"
 # The cursor of a test run's one page: its named test members.
 TEST_SHARD = "test"
 SKIPPED, FAILED = outcomes.OutcomeKind.SKIPPED.value, outcomes.OutcomeKind.FAILED.value
+BENEFIT_GRANTED = RecordKind.BENEFIT_GRANTED
 
 
 def shard_cursors(shards: int, listed: bool = False) -> list[str]:
@@ -200,18 +202,19 @@ class Delivery:
         )
         problems: dict[str, tuple[str, bool]] = {}  # member -> (reason, retryable)
         records: list[Record] = []
+        # A batch's members share a handful of outcomes ("act" for most): each
+        # is read once here, not once per member.
+        acting = {o: outcomes.acts(o) for o in set(decided.values())}
         granting = [
-            i.key
-            for i in items
-            if outcomes.acts(decided[i.key]) and not i.data.get("messages_only")
+            i.key for i in items if acting[decided[i.key]] and not i.data.get("messages_only")
         ]
         await self._grant(plan, run, granting, records, problems)
         # Who gets messages, and on which channels not (consent, contact limits).
+        withheld_on = {o: outcomes.withheld(o) for o, acts in acting.items() if acts}
         messaging = {
             i.key: withheld
             for i in items
-            if outcomes.acts(decided[i.key])
-            and (withheld := outcomes.withheld(decided[i.key])) is not None
+            if (withheld := withheld_on.get(decided[i.key])) is not None
         }
         await self._send(plan, run, {} if defer else messaging, records, problems)
         # Refused for good with nothing done for them: their slot and budget
@@ -228,6 +231,7 @@ class Delivery:
         await self.store.record(run, records, now, released=released, uncontacted=uncontacted)
         out = []
         grants = runs.grants(plan)
+        tallies = {o: _tally(outcomes.read(o, grants)) for o in acting}
         for item in items:
             problem = problems.get(item.key)
             if problem is not None:
@@ -247,9 +251,7 @@ class Delivery:
                     )
                 )
             else:
-                reading = outcomes.read(decided[item.key], grants)
-                tally = (reading.kind.value, reading.reason)
-                out.append(ItemResult(item.key, Outcome.DONE, tally=tally))
+                out.append(ItemResult(item.key, Outcome.DONE, tally=tallies[decided[item.key]]))
         return out
 
     async def _grant(
@@ -265,20 +267,21 @@ class Delivery:
         window = PlanCalendar.of(plan, run.fire_time).effect_window_of(run.fire_time)
         valid_from = window.start if window is not None else None
         valid_until = window.end if window is not None and window.end else None
-        grants = [
-            Grant(
-                key=runs.grant_key(plan.plan_id, run.run_id, m, a, b),
-                member_id=m,
-                template_id=benefit.template_id,
-                quantity=benefit.quantity,
-                source=runs.grant_source(plan.plan_id),
-                valid_from=valid_from if benefit.kind in EFFECT_KINDS else None,
-                valid_until=valid_until if benefit.kind in EFFECT_KINDS else None,
-            )
-            for m in members
+        source = runs.grant_source(plan.plan_id)
+        # What each of the plan's benefits sends, worked out once per batch.
+        sent = [
+            (a, b, benefit.template_id, benefit.quantity)
+            + ((valid_from, valid_until) if benefit.kind in EFFECT_KINDS else (None, None))
             for a, action in enumerate(plan.spec.actions)
             if isinstance(action, GrantBenefits)
             for b, benefit in enumerate(action.benefits)
+        ]
+        key = partial(runs.grant_key, plan.plan_id, run.run_id)
+        # By position, in Grant's field order: one per member and benefit.
+        grants = [
+            Grant(key(m, a, b), m, template, quantity, source, start, end)
+            for m in members
+            for a, b, template, quantity, start, end in sent
         ]
         chunks = [grants[i : i + GRANT_CHUNK] for i in range(0, len(grants), GRANT_CHUNK)]
         for number, chunk in enumerate(chunks):
@@ -309,14 +312,16 @@ class Delivery:
                 continue
             for instance in granted.instances:
                 # The record id starts with the grant's key: no detail needed.
+                # By position, in Record's field order.
                 records.append(
                     Record(
                         f"{g.key}#{instance.instance_id}",
                         g.member_id,
-                        RecordKind.BENEFIT_GRANTED,
+                        BENEFIT_GRANTED,
                         instance.instance_id,
                         instance.template_id,
-                        granted=instance,
+                        None,
+                        instance,
                     )
                 )
 
@@ -374,3 +379,8 @@ class Delivery:
                 self._plans.clear()
             self._plans[run_id] = plan
         return plan
+
+
+def _tally(reading: outcomes.Reading) -> tuple[str, str]:
+    """What an outcome counts as in the job's outcome counters."""
+    return reading.kind.value, reading.reason

@@ -371,7 +371,7 @@ class Worker:
         went through raises it a step back toward the configured ceiling."""
         if self.buckets is None or not kind.bucket:
             return
-        pushed_back = any(r.reason == PUSHED_BACK for r in results)
+        pushed_back = PUSHED_BACK in {r.reason for r in results}
         await adapt(self.buckets, kind.bucket, pushed_back, self.metrics)
 
     def _retry(self, item: Item, attempts: int, reason: str) -> Failure:
