@@ -81,15 +81,6 @@ class OperationRecords:
         async with self._engine.connect() as conn:
             return await _summed(conn, run_counters.c.run_id == run_id)
 
-    async def record_count(self, run_id: str, kind: RecordKind) -> int:
-        async with self._engine.connect() as conn:
-            count = await conn.scalar(
-                select(func.count()).where(
-                    operation_records.c.run_id == run_id, operation_records.c.kind == kind.value
-                )
-            )
-        return int(count or 0)
-
     async def plan_totals(
         self, shop_id: str, plan_id: str, test: bool = False
     ) -> tuple[int, dict[str, int], int]:

@@ -19,7 +19,7 @@ from server.persistence.upserts import add_counts, insert_new
 
 @dataclass(frozen=True)
 class GrantedInstance:
-    record_id: str  # the grant's record: the recovery's cursor
+    record_id: str  # the grant's record: the key of the recovery's item
     member_id: str
     instance_id: str
 
@@ -36,21 +36,42 @@ class RecoveryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def granted(self, target_run_id: str, after: str, limit: int) -> list[GrantedInstance]:
-        """The run's grants in record order, after the record `after`."""
-        records = operation_records.c
+    async def granted(
+        self, shop_id: str, target_run_id: str, after: str, limit: int, *, inclusive: bool = False
+    ) -> tuple[list[GrantedInstance], str | None]:
+        """The run's grants, `limit` of its members at a time in member order,
+        from the member after `after` (or `after` itself, `inclusive`): the
+        instances granted to them, and the last of them (None at the end).
+
+        Read through the run's members and each member's records, so that
+        the records need no index by run, which every grant would maintain."""
+        members_c, records = run_members.c, operation_records.c
+        start = members_c.member_id >= after if inclusive else members_c.member_id > after
         async with self._engine.connect() as conn:
+            members = list(
+                (
+                    await conn.execute(
+                        select(members_c.member_id)
+                        .where(members_c.run_id == target_run_id, start)
+                        .order_by(members_c.member_id)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not members:
+                return [], None
             rows = await conn.execute(
                 select(records.record_id, records.member_id, records.instance_id)
                 .where(
+                    records.shop_id == shop_id,
+                    records.member_id.in_(members),
                     records.run_id == target_run_id,
                     records.kind == RecordKind.BENEFIT_GRANTED.value,
-                    records.record_id > after,
                 )
-                .order_by(records.record_id)
-                .limit(limit)
+                .order_by(records.member_id, records.record_id)
             )
-            return [GrantedInstance(r[0], r[1], r[2]) for r in rows]
+            found = [GrantedInstance(r[0], r[1], r[2]) for r in rows]
+        return found, members[-1] if len(members) == limit else None
 
     async def came_back(
         self,

@@ -313,8 +313,9 @@ operation_records = Table(
     Column("template_id", String(64), nullable=False, default=""),
     Column("detail", JSON, nullable=False),
     Column("occur_time", UtcDateTime(), nullable=False),
+    # No index by run: every grant would maintain it; a run's records are
+    # found through its members (run_members), then by member.
     Index("ix_operation_records_member", "shop_id", "member_id", "occur_time"),
-    Index("ix_operation_records_run", "run_id", "kind", "record_id"),
 )
 
 # The plan benefits members hold: written when a run grants them, changed

@@ -24,6 +24,10 @@ NAME = "plan_recovery"
 # What the benefit platform answers for an instance that is used, expired or
 # already taken back by someone else: nothing to do, counted as skipped.
 NOT_UNUSED = "NOT_UNUSED"
+# A cursor names the last member whose grants were taken back. One written
+# before it did (migration 0014) is the last grant record's id, whose
+# member is taken back again from the start: idempotently, by its keys.
+MEMBER_CURSOR = "member:"
 
 
 def payload_of(run_id: str, shop_id: str, plan_id: str, target: str, reason: str) -> dict[str, Any]:
@@ -52,14 +56,17 @@ class Recovery:
         self._now = now
 
     def split(self, payload: dict[str, Any]) -> list[str]:
-        return [""]  # one shard, in record order: the cursor is the last record id
+        return [""]  # one shard, in member order: the cursor is the last member done
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
-        found = await self._store.granted(payload["target_run_id"], cursor, limit)
+        after, inclusive = _after(cursor)
+        found, last = await self._store.granted(
+            payload["shop_id"], payload["target_run_id"], after, limit, inclusive=inclusive
+        )
         items = [
             Item(g.record_id, {"member": g.member_id, "instance": g.instance_id}) for g in found
         ]
-        return Page(items, items[-1].key if len(items) == limit else None)
+        return Page(items, None if last is None else f"{MEMBER_CURSOR}{last}")
 
     async def execute(self, payload: dict[str, Any], items: list[Item]) -> list[ItemResult]:
         source = runs.grant_source(payload["plan_id"])
@@ -103,3 +110,12 @@ class Recovery:
 
 def _instances(items: list[Item]) -> list[GrantedInstance]:
     return [GrantedInstance(i.key, i.data["member"], i.data["instance"]) for i in items]
+
+
+def _after(cursor: str) -> tuple[str, bool]:
+    """Where a page starts: after this member, or (an older cursor) at it."""
+    if not cursor or cursor.startswith(MEMBER_CURSOR):
+        return cursor.removeprefix(MEMBER_CURSOR), False
+    # plans/P/runs/R/members/M/actions/A/benefits/B#instance
+    member = cursor.split("/members/", 1)[-1].rsplit("/actions/", 1)[0]
+    return member, True

@@ -14,7 +14,6 @@ from domain.errors import FailedPrecondition, FieldViolation, Unavailable, requi
 from domain.plan import Plan, PlanState
 from domain.plan_calendar import PlanCalendar
 from domain.ports import RequestKey
-from domain.records import RecordKind
 from domain.runs import Run
 from server import run_traces
 from server.persistence.audit_log import Audited
@@ -245,7 +244,7 @@ class RunUseCases(RunScheduling):
             )
         )
         if not run.job_id:
-            total = await self._store.record_count(run_id, RecordKind.BENEFIT_GRANTED)
+            total = (await self._store.counters(run_id)).get("granted", 0)
             payload = recovery.payload_of(
                 recovery_id, shop_id, plan_id, run_id, reason or "recovered by the merchant"
             )
