@@ -104,7 +104,7 @@ class Worker:
             lease = await self._claim()
         if lease is None:
             return False
-        while lease is not None:  # bounded: each hand-over is another tenant's shard
+        while lease is not None:  # a shard handed back for another's turn: the next one
             lease = await self._run(lease)
         return True
 
@@ -227,7 +227,7 @@ class Worker:
                         # shard again (first by due time when both hold
                         # equally few) would give it none.
                         await self.store.release(lease)
-                        return await self._claim(passing=lease.tenant)
+                        return None if self._stopping else await self._claim(lease.tenant)
                 cursor = moved_on
                 lease = Lease(
                     lease.job_id,
