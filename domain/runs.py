@@ -107,6 +107,12 @@ def grant_key(plan_id: str, run: str, member_id: str, action: int, benefit: int)
     return f"plans/{plan_id}/runs/{run}/members/{member_id}/actions/{action}/benefits/{benefit}"
 
 
+def member_of_grant_key(key: str) -> str:
+    """The member a grant key names, also from a record id that starts with
+    one (`{key}#{instance}`), whatever characters the member id holds."""
+    return key.split("/members/", 1)[-1].rsplit("/actions/", 1)[0]
+
+
 def message_key(plan_id: str, run: str, member_id: str, action: int) -> str:
     return f"plans/{plan_id}/runs/{run}/members/{member_id}/actions/{action}"
 

@@ -116,6 +116,4 @@ def _after(cursor: str) -> tuple[str, bool]:
     """Where a page starts: after this member, or (an older cursor) at it."""
     if not cursor or cursor.startswith(MEMBER_CURSOR):
         return cursor.removeprefix(MEMBER_CURSOR), False
-    # plans/P/runs/R/members/M/actions/A/benefits/B#instance
-    member = cursor.split("/members/", 1)[-1].rsplit("/actions/", 1)[0]
-    return member, True
+    return runs.member_of_grant_key(cursor), True  # the last grant record's id
