@@ -52,7 +52,7 @@ from server.readiness import Complaints, Dependency, Readiness
 from server.servicers.audit_service import AuditService
 from server.servicers.plan_service import OperationPlanService
 from server.servicers.scenario_service import ScenarioAggregationService
-from server.serving import add_health_and_reflection
+from server.serving import add_health_and_reflection, generic_only
 from server.stand_ins.app import StubOptions, Stubs
 from server.tasks.kinds import JobKind
 from server.tasks.runner import TaskRunner
@@ -258,9 +258,10 @@ class Platform:
             parts.effects,
         )
         scenario_service = ScenarioAggregationService(parts.scenario, parts.member_data)
-        plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, server)
-        scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, server)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(parts.audit), server)
+        public = generic_only(server)
+        plan_pb2_grpc.add_OperationPlanServiceServicer_to_server(plan_service, public)
+        scenario_pb2_grpc.add_ScenarioAggregationServiceServicer_to_server(scenario_service, public)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(parts.audit), public)
         self._health = await add_health_and_reflection(server, PUBLIC_SERVICES)
         self._readiness = self._watch(self._health, metrics)
         self.port = _bind(server, s)
