@@ -1,6 +1,7 @@
-"""What front offices say happened to members — for now orders paid and
-refunded — and the rules each event must meet on its own (docs/outcomes.md).
-A bad event is refused alone; the rest of its batch goes in."""
+"""What front offices say happened to members — orders paid and refunded,
+carts, visits, follows, registrations, level changes — and the rules each
+event must meet on its own (docs/outcomes.md). A bad event is refused
+alone; the rest of its batch goes in."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from datetime import datetime, timedelta
 MAX_EVENTS = 500
 # An event from the future beyond this skew is a clock problem, not news.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# An event older than this is refused: too late to react to, and a quarter
+# is room enough to send a backlog of orders for a plan's measured effect.
+MAX_EVENT_AGE = timedelta(days=90)
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _CURRENCY = re.compile(r"^[A-Z]{3}\Z")
@@ -20,6 +24,15 @@ _CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 class EventType(enum.StrEnum):
     ORDER_PAID = "order_paid"
     ORDER_REFUNDED = "order_refunded"
+    CARTED = "carted"
+    BROWSED = "browsed"
+    FOLLOWED = "followed"
+    REGISTERED = "registered"
+    LEVEL_CHANGED = "level_changed"
+
+
+# What an event of a member the audience system does not know is refused with.
+UNKNOWN_MEMBER = "UNKNOWN_MEMBER"
 
 
 class EventResult(enum.StrEnum):
@@ -50,6 +63,8 @@ class MemberEvent:
     occur_time: datetime | None
     order: PaidOrder | None = None
     refund: Refund | None = None
+    item_id: str = ""  # CARTED, BROWSED: the product, when told
+    level: str = ""  # LEVEL_CHANGED: the new level
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,13 @@ def refusal(event: MemberEvent, now: datetime) -> EventOutcome | None:
     if event.occur_time is None:
         problems.append("occur_time: required")
     elif event.occur_time > now + MAX_CLOCK_SKEW:
-        problems.append("occur_time: not in the future")
+        problems.append(f"occur_time: not more than {_minutes(MAX_CLOCK_SKEW)} in the future")
+    elif event.occur_time < now - MAX_EVENT_AGE:
+        problems.append(f"occur_time: at most {MAX_EVENT_AGE.days} days ago")
+    if event.item_id and not _ID.match(event.item_id):
+        problems.append("item_id: 1-64 letters, digits or '_.:-'")
+    if event.type is EventType.LEVEL_CHANGED and not _ID.match(event.level):
+        problems.append("level: the new level, 1-64 letters, digits or '_.:-'")
     if event.type is EventType.ORDER_PAID:
         order = event.order
         if order is None:
@@ -112,9 +133,17 @@ def refusal(event: MemberEvent, now: datetime) -> EventOutcome | None:
     return None
 
 
+def unknown_member(event: MemberEvent) -> EventOutcome:
+    return _refused(
+        event, UNKNOWN_MEMBER, f"the audience system does not know member {event.member_id}"
+    )
+
+
 def apply(event: MemberEvent, orders: dict[str, OrderState]) -> EventOutcome:
     """Take a valid event against the orders known so far (changed in place)."""
     taken = EventOutcome(event.event_id, EventResult.ACCEPTED)
+    if event.type not in (EventType.ORDER_PAID, EventType.ORDER_REFUNDED):
+        return taken  # nothing to check beyond the event itself
     if event.order is not None and event.type is EventType.ORDER_PAID:
         if event.order.order_id in orders:
             return _refused(event, "ORDER_EXISTS", f"order {event.order.order_id} was paid before")
@@ -134,6 +163,10 @@ def apply(event: MemberEvent, orders: dict[str, OrderState]) -> EventOutcome:
         )
     order.refunded_minor += refund.amount_minor
     return taken
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 60)} minutes"
 
 
 def _refused(event: MemberEvent, reason: str, message: str) -> EventOutcome:

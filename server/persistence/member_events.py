@@ -5,7 +5,7 @@ taken or refused on its own."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,20 +26,32 @@ class MemberEventStore:
         self._engine = engine
 
     async def record(
-        self, shop_id: str, events: Sequence[MemberEvent], now: datetime
+        self,
+        shop_id: str,
+        events: Sequence[MemberEvent],
+        now: datetime,
+        strangers: Collection[str] = (),
     ) -> list[EventOutcome]:
-        """Each event's outcome, in order. Two batches racing with one event
-        id or one new order: the loser's transaction fails on the key and is
-        taken again, when it finds the winner's rows."""
+        """Each event's outcome, in order; the events of `strangers` (members
+        the audience system does not know) refused. Two batches racing with
+        one event id or one new order: the loser's transaction fails on the
+        key and is taken again, when it finds the winner's rows."""
         try:
-            return await self._record(shop_id, events, now)
+            return await self._record(shop_id, events, now, strangers)
         except IntegrityError:
-            return await self._record(shop_id, events, now)
+            return await self._record(shop_id, events, now, strangers)
 
     async def _record(
-        self, shop_id: str, events: Sequence[MemberEvent], now: datetime
+        self,
+        shop_id: str,
+        events: Sequence[MemberEvent],
+        now: datetime,
+        strangers: Collection[str],
     ) -> list[EventOutcome]:
-        results: list[EventOutcome | None] = [ev.refusal(e, now) for e in events]
+        results: list[EventOutcome | None] = [
+            ev.refusal(e, now) or (ev.unknown_member(e) if e.member_id in strangers else None)
+            for e in events
+        ]
         valid = [e for e, r in zip(events, results, strict=True) if r is None]
         async with self._engine.begin() as conn:
             ids = [e.event_id for e in valid]
@@ -107,6 +119,10 @@ def _event_row(shop_id: str, e: MemberEvent) -> dict[str, Any]:
         }
     elif e.refund is not None:
         detail = {"order_id": e.refund.order_id, "amount_minor": e.refund.amount_minor}
+    elif e.item_id:
+        detail = {"item_id": e.item_id}
+    elif e.level:
+        detail = {"level": e.level}
     assert e.type is not None and e.occur_time is not None
     return {
         "shop_id": shop_id,

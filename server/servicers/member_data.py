@@ -22,6 +22,11 @@ from server.usecases.member_data import MemberDataUseCases
 _TYPES = {
     pb.MEMBER_EVENT_TYPE_ORDER_PAID: EventType.ORDER_PAID,
     pb.MEMBER_EVENT_TYPE_ORDER_REFUNDED: EventType.ORDER_REFUNDED,
+    pb.MEMBER_EVENT_TYPE_CARTED: EventType.CARTED,
+    pb.MEMBER_EVENT_TYPE_BROWSED: EventType.BROWSED,
+    pb.MEMBER_EVENT_TYPE_FOLLOWED: EventType.FOLLOWED,
+    pb.MEMBER_EVENT_TYPE_REGISTERED: EventType.REGISTERED,
+    pb.MEMBER_EVENT_TYPE_LEVEL_CHANGED: EventType.LEVEL_CHANGED,
 }
 _RESULTS = {
     EventResult.ACCEPTED: pb.MEMBER_EVENT_RESULT_ACCEPTED,
@@ -83,4 +88,6 @@ def _event(e: pb.MemberEvent) -> MemberEvent:
         if e.HasField("order")
         else None,
         refund=Refund(e.refund.order_id, e.refund.amount_minor) if e.HasField("refund") else None,
+        item_id=e.item_id,
+        level=e.level,
     )

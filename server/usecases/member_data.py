@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from domain import member_events as ev
+from domain.downstream_ports import AudienceDirectory
 from domain.member_events import MAX_EVENTS, EventOutcome, MemberEvent
 from domain.ports import Clock, RequestKey, UnitOfWork
 from server.persistence.member_data import MemberData
@@ -28,21 +30,30 @@ class MemberDataUseCases:
     def __init__(
         self,
         events: MemberEventStore,
+        audience: AudienceDirectory,
         data: MemberData,
         uow: Callable[[], AbstractAsyncContextManager[UnitOfWork]],
         clock: Clock,
         retention: Retention = Retention(),
     ) -> None:
         self._events = events
+        self._audience = audience
         self._data = data
         self._uow = uow
         self._clock = clock
         self.retention = retention
 
     async def record(self, shop_id: str, events: Sequence[MemberEvent]) -> list[EventOutcome]:
-        """Each event taken or refused on its own; a replayed id changes nothing."""
+        """Each event taken or refused on its own; a replayed id changes
+        nothing. The audience system is asked once a batch which members it
+        knows: a stranger's event is refused alone (if it cannot be asked,
+        the call fails whole and may be sent again)."""
         assert len(events) <= MAX_EVENTS  # the servicer refuses bigger batches
-        return await self._events.record(shop_id, events, self._clock.now())
+        now = self._clock.now()
+        named = list(dict.fromkeys(e.member_id for e in events if ev.refusal(e, now) is None))
+        known = await self._audience.known(shop_id, named) if named else set()
+        strangers = {m for m in named if m not in known}
+        return await self._events.record(shop_id, events, now, strangers)
 
     async def erase(self, shop_id: str, member_id: str, key: RequestKey | None) -> dict[str, int]:
         """Idempotent: a second erasure finds nothing; with a request id, a

@@ -10,7 +10,7 @@ the 2 points and not 0.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta
 
 import grpc
@@ -22,6 +22,8 @@ from custops.benefit.v1 import benefit_pb2
 from custops.client import AsyncCustopsClient, CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
+from domain.audience import Rule
+from domain.downstream_ports import AudienceSize, RuleCheck
 from server.app import Platform
 from server.persistence.database import normalize_url
 from server.persistence.member_data import MemberData
@@ -276,6 +278,27 @@ async def test_a_holdout_is_its_share_stable_and_measures_a_planted_effect(
     assert min(days) >= "2026-11-25" and len(days) <= 7
 
 
+class _NobodyAsked:
+    """The audience system of use cases that only purge: never asked."""
+
+    async def estimate(
+        self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
+    ) -> AudienceSize:
+        raise AssertionError("a purge asks the audience system nothing")
+
+    async def known(self, shop_id: str, member_ids: Sequence[str]) -> set[str]:
+        raise AssertionError("a purge asks the audience system nothing")
+
+    async def match_rules(
+        self,
+        shop_id: str,
+        member_ids: Sequence[str],
+        checks: Sequence[RuleCheck],
+        as_of: datetime,
+    ) -> dict[str, set[str]]:
+        raise AssertionError("a purge asks the audience system nothing")
+
+
 async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_url: str) -> None:
     manual.set_clock(FIRE)
     plan = await manual.publish(measured_plan(0.0, "V4", "V5"))
@@ -290,6 +313,7 @@ async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_
         def cases(kept: Retention) -> MemberDataUseCases:
             return MemberDataUseCases(
                 MemberEventStore(engine),
+                _NobodyAsked(),
                 MemberData(engine),
                 lambda: SqlUnitOfWork(engine, manual.clock),
                 manual.clock,

@@ -1684,8 +1684,9 @@ class ScenarioAggregationService(Caller):
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> scenario_pb2.RecordMemberEventsResponse:
-        """What happened to members (orders paid and refunded), a batch at a time: idempotent by
-        event id within the shop; each event is taken or refused on its own (docs/outcomes.md).
+        """What happened to members (orders paid and refunded, carts, visits, follows,
+        registrations, level changes), a batch at a time: idempotent by event id within the
+        shop; each event is taken or refused on its own (docs/outcomes.md).
         """
         return self._unary(_RECORD_MEMBER_EVENTS, request, timeout, metadata)
 
@@ -1869,8 +1870,9 @@ class AsyncScenarioAggregationService(AsyncCaller):
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> scenario_pb2.RecordMemberEventsResponse:
-        """What happened to members (orders paid and refunded), a batch at a time: idempotent by
-        event id within the shop; each event is taken or refused on its own (docs/outcomes.md).
+        """What happened to members (orders paid and refunded, carts, visits, follows,
+        registrations, level changes), a batch at a time: idempotent by event id within the
+        shop; each event is taken or refused on its own (docs/outcomes.md).
         """
         return await self._unary(_RECORD_MEMBER_EVENTS, request, timeout, metadata)
 

@@ -86,6 +86,16 @@ class _MemberEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Membe
     """The member paid an order: `order` says which, where and how much."""
     MEMBER_EVENT_TYPE_ORDER_REFUNDED: _MemberEventType.ValueType  # 2
     """An order was refunded, fully or in part: `refund` says which and how much."""
+    MEMBER_EVENT_TYPE_CARTED: _MemberEventType.ValueType  # 3
+    """The member put something in the cart (`item_id`: what, optional)."""
+    MEMBER_EVENT_TYPE_BROWSED: _MemberEventType.ValueType  # 4
+    """The member looked at a product (`item_id`: which, optional)."""
+    MEMBER_EVENT_TYPE_FOLLOWED: _MemberEventType.ValueType  # 5
+    """The member followed the shop."""
+    MEMBER_EVENT_TYPE_REGISTERED: _MemberEventType.ValueType  # 6
+    """The member registered with the shop."""
+    MEMBER_EVENT_TYPE_LEVEL_CHANGED: _MemberEventType.ValueType  # 7
+    """The member's level changed: `level` is the new one."""
 
 class MemberEventType(_MemberEventType, metaclass=_MemberEventTypeEnumTypeWrapper):
     """What a member event says happened."""
@@ -95,6 +105,16 @@ MEMBER_EVENT_TYPE_ORDER_PAID: MemberEventType.ValueType  # 1
 """The member paid an order: `order` says which, where and how much."""
 MEMBER_EVENT_TYPE_ORDER_REFUNDED: MemberEventType.ValueType  # 2
 """An order was refunded, fully or in part: `refund` says which and how much."""
+MEMBER_EVENT_TYPE_CARTED: MemberEventType.ValueType  # 3
+"""The member put something in the cart (`item_id`: what, optional)."""
+MEMBER_EVENT_TYPE_BROWSED: MemberEventType.ValueType  # 4
+"""The member looked at a product (`item_id`: which, optional)."""
+MEMBER_EVENT_TYPE_FOLLOWED: MemberEventType.ValueType  # 5
+"""The member followed the shop."""
+MEMBER_EVENT_TYPE_REGISTERED: MemberEventType.ValueType  # 6
+"""The member registered with the shop."""
+MEMBER_EVENT_TYPE_LEVEL_CHANGED: MemberEventType.ValueType  # 7
+"""The member's level changed: `level` is the new one."""
 Global___MemberEventType: _TypeAlias = MemberEventType  # noqa: Y015
 
 class _MemberEventResult:
@@ -773,10 +793,16 @@ class MemberEvent(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     REFUND_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """1-128 characters; a replayed event id within the shop is taken once."""
     member_id: _builtins.str
     type: Global___MemberEventType.ValueType
+    item_id: _builtins.str
+    """CARTED, BROWSED: the product, optional; 1-64 characters when given."""
+    level: _builtins.str
+    """LEVEL_CHANGED: the member's new level, 1-64 characters."""
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -794,10 +820,12 @@ class MemberEvent(_message.Message):
         occur_time: _timestamp_pb2.Timestamp | None = ...,
         order: Global___PaidOrder | None = ...,
         refund: Global___OrderRefund | None = ...,
+        item_id: _builtins.str = ...,
+        level: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "order", b"order", "refund", b"refund"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "member_id", b"member_id", "occur_time", b"occur_time", "order", b"order", "refund", b"refund", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "item_id", b"item_id", "level", b"level", "member_id", b"member_id", "occur_time", b"occur_time", "order", b"order", "refund", b"refund", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -839,8 +867,8 @@ class MemberEventOutcome(_message.Message):
     event_id: _builtins.str
     result: Global___MemberEventResult.ValueType
     reason: _builtins.str
-    """REFUSED: a reason code (INVALID_EVENT, ORDER_EXISTS, ORDER_NOT_FOUND,
-    REFUND_EXCEEDS_ORDER, ...).
+    """REFUSED: a reason code (INVALID_EVENT, UNKNOWN_MEMBER, ORDER_EXISTS,
+    ORDER_NOT_FOUND, REFUND_EXCEEDS_ORDER, ...).
     """
     message: _builtins.str
     """REFUSED: what to fix, for people."""

@@ -130,7 +130,8 @@ class ScenarioAggregationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordMemberEvents(self, request, context):
-        """What happened to members (orders paid and refunded), a batch at a time:
+        """What happened to members (orders paid and refunded, carts, visits,
+        follows, registrations, level changes), a batch at a time:
         idempotent by event id within the shop; each event is taken or refused
         on its own (docs/outcomes.md).
         """

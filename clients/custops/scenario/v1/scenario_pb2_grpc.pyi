@@ -55,7 +55,8 @@ class ScenarioAggregationServiceStub:
     the member's usable plan benefits.
     """
     RecordMemberEvents: _grpc.UnaryUnaryMultiCallable[_scenario_pb2.RecordMemberEventsRequest, _scenario_pb2.RecordMemberEventsResponse]
-    """What happened to members (orders paid and refunded), a batch at a time:
+    """What happened to members (orders paid and refunded, carts, visits,
+    follows, registrations, level changes), a batch at a time:
     idempotent by event id within the shop; each event is taken or refused
     on its own (docs/outcomes.md).
     """
@@ -89,7 +90,8 @@ class ScenarioAggregationServiceAsyncStub(ScenarioAggregationServiceStub):
     the member's usable plan benefits.
     """
     RecordMemberEvents: _aio.UnaryUnaryMultiCallable[_scenario_pb2.RecordMemberEventsRequest, _scenario_pb2.RecordMemberEventsResponse]  # type: ignore[assignment]
-    """What happened to members (orders paid and refunded), a batch at a time:
+    """What happened to members (orders paid and refunded, carts, visits,
+    follows, registrations, level changes), a batch at a time:
     idempotent by event id within the shop; each event is taken or refused
     on its own (docs/outcomes.md).
     """
@@ -162,7 +164,8 @@ class ScenarioAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scenario_pb2.RecordMemberEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scenario_pb2.RecordMemberEventsResponse, _abc.Awaitable[_scenario_pb2.RecordMemberEventsResponse]]:
-        """What happened to members (orders paid and refunded), a batch at a time:
+        """What happened to members (orders paid and refunded, carts, visits,
+        follows, registrations, level changes), a batch at a time:
         idempotent by event id within the shop; each event is taken or refused
         on its own (docs/outcomes.md).
         """
