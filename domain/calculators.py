@@ -8,10 +8,10 @@ A notion is written in `PlanTime` as text:
 - a term expression (`0 0 9 8 * * * 33`): the term-expression calculator,
   the default for every notion, named after its type (`monthly`, ...);
 - `@name arguments`: a calculator registered here by name, for a product
-  that needs a behaviour term expressions cannot say. The first is
-  `@payday`. A later one may be driven by events rather than the calendar:
-  the interface asks only for windows, so such a calculator answers from
-  what it has been told.
+  that needs a behaviour term expressions cannot say: `@payday`, and the
+  event trigger `@on EVENT [after DELAY] [unless EVENT]` of an execution
+  time driven by members' events rather than the calendar (it has no
+  windows of its own: each event it names makes one member's due time).
 
 A product template names, per notion, the calculators it allows
 (server/products/*.toml, `[allowed]`); a new product that needs a new
@@ -31,6 +31,7 @@ from typing import Protocol
 from domain import birthday, term
 from domain.audience import Birthday
 from domain.errors import FieldViolation
+from domain.member_events import MAX_EVENT_AGE, EventType
 from domain.term import TermExpression, TermKind, Window
 from domain.zones import zone as zone_of
 
@@ -77,6 +78,11 @@ class Calculator(Protocol):
     @property
     def birthday(self) -> Birthday | None:
         """Runs select members by this birthday (a birthday type), else None."""
+        ...
+
+    @property
+    def trigger(self) -> Trigger | None:
+        """Members' events fire it, each for its member (no windows of its own)."""
         ...
 
     def format(self) -> str:
@@ -130,6 +136,8 @@ class TermCalculator:
             return None
         return Birthday(birthday.scope_of(e.kind), e.days_ahead)
 
+    trigger = None
+
     def format(self) -> str:
         return self.expression.format()
 
@@ -166,6 +174,7 @@ class PaydayCalculator:
     open_ended = False
     one_off = False
     birthday = None
+    trigger = None
 
     @property
     def point(self) -> bool:
@@ -250,9 +259,128 @@ class PaydayCalculator:
         return Window(at(self.start), at(self.end))
 
 
+_TRIGGER = re.compile(
+    r"@on\s+(?P<event>[a-z_]+)"
+    r"(?:\s+after\s+(?P<delay>\S+))?"
+    r"(?:\s+unless\s+(?P<unless>[a-z_]+))?"
+)
+_DELAY = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+# A wait longer than an event may be old would outlive the event it waits on.
+MAX_DELAY = MAX_EVENT_AGE
+_EVENT_NAMES = ", ".join(t.value for t in EventType)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """On each `event` of a member, act for that member `delay` later,
+    unless the member's `unless` event happens first."""
+
+    event: EventType
+    delay: timedelta
+    unless: EventType | None = None
+
+    def due(self, occurred: datetime) -> datetime:
+        return occurred + self.delay
+
+
+@dataclass(frozen=True)
+class TriggerCalculator:
+    """An execution time driven by members' events: `@on carted after 2h
+    unless order_paid`. The calendar fires nothing for it; the plan acts
+    for each member an event names, at the event's time plus the delay
+    (0 allowed, up to 90 days: `90s`, `2h`, `1d12h`), while the plan is in
+    effect and in term then, and not if the member's `unless` event came
+    first."""
+
+    trigger: Trigger
+
+    name = "on"
+    point = False
+    open_ended = False
+    one_off = False
+    birthday = None
+
+    @staticmethod
+    def parse(text: str) -> TriggerCalculator:
+        match = _TRIGGER.fullmatch(text.strip())
+        if match is None:
+            raise CalculatorError(
+                [
+                    FieldViolation(
+                        "expression",
+                        "an event trigger is '@on EVENT [after DELAY] [unless EVENT]', "
+                        "e.g. '@on carted after 2h unless order_paid'",
+                    )
+                ]
+            )
+        problems: list[FieldViolation] = []
+        event = _event(match["event"], "event", problems)
+        unless = _event(match["unless"], "unless", problems) if match["unless"] else None
+        delay = _delay(match["delay"] or "0s", problems)
+        if problems or event is None:
+            raise CalculatorError(problems)
+        return TriggerCalculator(Trigger(event, delay, unless))
+
+    def format(self) -> str:
+        t = self.trigger
+        out = f"@on {t.event.value}"
+        if t.delay:
+            out += f" after {format_delay(t.delay)}"
+        if t.unless is not None:
+            out += f" unless {t.unless.value}"
+        return out
+
+    def describe(self, language: str = "en") -> str:
+        t = self.trigger
+        delay = format_delay(t.delay)
+        if language == "zh":
+            out = f"会员发生{t.event.value}事件" + (f"{delay}后" if t.delay else "时")
+            return out + (f",期间若发生{t.unless.value}则不执行" if t.unless else "")
+        out = f"when a member's {t.event.value} event happens"
+        out += f", {delay} later" if t.delay else ", at once"
+        return out + (f", unless {t.unless.value} happens first" if t.unless else "")
+
+    def windows(
+        self, start: datetime, end: datetime, zone: str, anchor: datetime | None, limit: int
+    ) -> list[Window]:
+        return []  # events, not the calendar, make its due times
+
+
+def format_delay(delay: timedelta) -> str:
+    """The shortest text for a delay: 2h, 1h30m, 90s becomes 1m30s, 0s."""
+    seconds = int(delay.total_seconds())
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _event(name: str, field: str, problems: list[FieldViolation]) -> EventType | None:
+    try:
+        return EventType(name)
+    except ValueError:
+        problems.append(FieldViolation(field, f"{name!r} is no event; one of {_EVENT_NAMES}"))
+        return None
+
+
+def _delay(text: str, problems: list[FieldViolation]) -> timedelta:
+    match = _DELAY.fullmatch(text)
+    if match is None or not text:
+        problems.append(FieldViolation("after", f"{text!r}: a delay such as 90s, 30m, 2h, 1d12h"))
+        return timedelta(0)
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    delay = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if delay > MAX_DELAY:
+        problems.append(FieldViolation("after", f"at most {MAX_DELAY.days} days"))
+    return delay
+
+
 # name -> how its text (after the @name) becomes a calculator
 REGISTRY: dict[str, Callable[[str], Calculator]] = {
     "payday": PaydayCalculator.parse,
+    "on": TriggerCalculator.parse,
 }
 
 

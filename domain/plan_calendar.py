@@ -24,6 +24,10 @@ Every window is half-open, [start, end). The rules (docs/time.md):
   or month. Effects show only inside effective ∩ term.
 - **The end.** When no fire lies ahead, the plan is over once the effect
   window of its last fire has closed.
+- **Event triggers.** An execution time `@on EVENT …` has no fires: each
+  member's event makes that member's due time (server/triggers), which
+  acts only inside effective ∩ term. Such a plan ends when effective ∩
+  term has nothing ahead.
 
 Every walk is bounded (domain/windows.py): windows are read page by page,
 up to the term language's horizon (8 years), and at most a set number of
@@ -247,6 +251,8 @@ class PlanCalendar:
         x = self.execution
         if x is None:
             return End(after, EndReason.NO_FIRE_AHEAD)
+        if x.trigger is not None:
+            return self._while_allowed(after)
         try:
             counted = next(self._counted(after), None)
             upcoming = self._run(x, after, after + HORIZON).first(lambda w: w.start > after)
@@ -258,6 +264,19 @@ class PlanCalendar:
             return End(self._end_time(after), self._end_reason(after))
         except TooFar as far:
             return Wait(max(far.at, after + TICK))
+
+    def _while_allowed(self, after: datetime) -> Decision:
+        """For a plan members' events fire: nothing to fire by the calendar;
+        it waits while effective ∩ term lies ahead, and ends when none does."""
+        try:
+            piece = next(self.meet([self._effective, self._term], after, after + HORIZON), None)
+        except TooFar as far:
+            return Wait(max(far.at, after + TICK))
+        if piece is None:
+            term = self._term
+            over = term is not None and self._run(term, after, after + HORIZON).first() is None
+            return End(after, EndReason.TERM_OVER if over else EndReason.EFFECTIVE_TIME_OVER)
+        return Wait(piece.end if piece.end is not None and piece.end > after else after + HORIZON)
 
     # -- inside -----------------------------------------------------------
 

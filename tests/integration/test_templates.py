@@ -31,7 +31,9 @@ SIX = [
     "member_day",
     "precise_audience",
 ]
-BUILT_IN = sorted([*SIX, "payday"])
+BUILT_IN = sorted([*SIX, "payday", "abandoned_cart"])
+# Fired by members' events, not the calendar: no fire time ahead to show.
+EVENT_DRIVEN = {"abandoned_cart"}
 
 
 @pytest.fixture
@@ -54,7 +56,8 @@ async def test_the_built_in_products_are_listed(tc: AsyncCustopsClient) -> None:
     assert {
         t.template_id: pb.BusinessProduct.Name(t.business_product) for t in listed.templates
     } == {n: f"BUSINESS_PRODUCT_{n.upper()}" for n in SIX} | {
-        "payday": "BUSINESS_PRODUCT_UNSPECIFIED"
+        "payday": "BUSINESS_PRODUCT_UNSPECIFIED",
+        "abandoned_cart": "BUSINESS_PRODUCT_UNSPECIFIED",
     }
     retail = await tc.plans.list_plan_templates(
         pb.ListPlanTemplatesRequest(shop_id="s1", front_office=pb.FRONT_OFFICE_RETAIL)
@@ -85,7 +88,7 @@ async def test_each_template_makes_a_publishable_plan_from_its_defaults(
         )
     ).plan
     assert published.state in (pb.PLAN_STATE_ACTIVE, pb.PLAN_STATE_SCHEDULED)
-    assert published.HasField("next_fire_time")
+    assert published.HasField("next_fire_time") is (template_id not in EVENT_DRIVEN)
 
 
 WEEKLY = "0 0 10 * * 1 * 32"
@@ -113,6 +116,8 @@ REFUSED: dict[str, tuple[str, pb.Plan]] = {
     ),
     # Payday allows its own calculator only: a plain monthly time is refused.
     "payday": ("time.execution", pb.Plan(time=pb.PlanTime(execution="0 0 9 10 * * * 33"))),
+    # Abandoned cart reacts to events: a calendar time is refused.
+    "abandoned_cart": ("time.execution", pb.Plan(time=pb.PlanTime(execution=WEEKLY))),
 }
 
 

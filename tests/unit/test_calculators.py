@@ -10,7 +10,7 @@ import pytest
 
 from domain import calculators
 from domain.plan import PlanTime
-from domain.plan_calendar import TICK, PlanCalendar
+from domain.plan_calendar import TICK, End, EndReason, PlanCalendar, Wait
 from domain.term import Window
 
 SHANGHAI = "Asia/Shanghai"
@@ -59,7 +59,7 @@ def test_payday_is_written_with_its_day_and_time() -> None:
         ("@payday 25:00", "time", "not a time of day"),
         ("@payday 12:00-09:00", "end", "end after it starts"),
         ("@payday every friday", "expression", "@payday [DAY]"),
-        ("@horoscope", "expression", "registered: @payday"),
+        ("@horoscope", "expression", "registered: @on, @payday"),
     ],
 )
 def test_bad_calculator_text_names_what_is_wrong(text: str, field: str, message: str) -> None:
@@ -90,3 +90,58 @@ def test_the_calendar_asks_the_payday_calculator() -> None:
     weekend = c.executing(local(2027, 1, 10, 12))
     assert not weekend.applies and weekend.window is not None
     assert weekend.window.start == local(2027, 2, 10)
+
+
+def test_an_event_trigger_is_written_and_read_back() -> None:
+    reminder = calculators.parse("@on carted after 120m unless order_paid")
+    assert reminder.name == "on" and not reminder.point and not reminder.one_off
+    assert reminder.format() == "@on carted after 2h unless order_paid"
+    assert calculators.parse(reminder.format()) == reminder
+    trigger = reminder.trigger
+    assert trigger is not None and trigger.unless is not None
+    assert (trigger.event.value, trigger.unless.value) == ("carted", "order_paid")
+    assert trigger.due(local(2026, 12, 1, 9)) == local(2026, 12, 1, 11)
+    assert "2h later" in reminder.describe() and "order_paid" in reminder.describe()
+    at_once = calculators.parse("@on followed")
+    assert at_once.format() == "@on followed" and at_once.trigger is not None
+    assert not at_once.trigger.delay and "at once" in at_once.describe()
+    assert calculators.parse("@on registered after 1d1h1m1s").format() == (
+        "@on registered after 1d1h1m1s"
+    )
+    assert calculators.parse("@payday").trigger is None
+    assert calculators.parse("0 0 9 * * ? * 31").trigger is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("@on bought", "event", "one of order_paid"),
+        ("@on carted unless paid", "unless", "'paid' is no event"),
+        ("@on carted after 2 hours", "expression", "@on EVENT [after DELAY]"),
+        ("@on carted after 2x", "after", "a delay such as"),
+        ("@on carted after 91d", "after", "at most 90 days"),
+    ],
+)
+def test_a_bad_event_trigger_names_what_is_wrong(text: str, field: str, message: str) -> None:
+    (problem,) = calculators.violations(text)
+    assert problem.field == field and message in problem.description
+
+
+def test_a_plan_fired_by_events_waits_through_its_term_then_ends() -> None:
+    published = local(2026, 12, 1)
+    term = "0-0 0-0 0-0 1-31 12-12 * 2026-2026 2"  # December 2026
+    c = PlanCalendar(
+        PlanTime(term=term, execution="@on carted after 2h unless order_paid"),
+        SHANGHAI,
+        published,
+    )
+    assert c.fires(published - TICK, 3) == []  # the calendar fires nothing
+    assert not c.executing(local(2026, 12, 5, 12)).applies  # no effects on pages
+    assert c.allowed(local(2026, 12, 5, 12)) and not c.allowed(local(2027, 1, 2))
+    waiting = c.next_decision(published)
+    assert isinstance(waiting, Wait) and waiting.at == local(2027, 1, 1)
+    over = c.next_decision(local(2027, 1, 1))
+    assert isinstance(over, End) and over.reason is EndReason.TERM_OVER
+    # Without a term or an end of effect: it waits as far as the calendar looks.
+    forever = PlanCalendar(PlanTime(execution="@on followed"), SHANGHAI, published)
+    assert isinstance(forever.next_decision(published), Wait)
