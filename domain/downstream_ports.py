@@ -157,6 +157,13 @@ class AudiencePages(Protocol):
         none are left out)."""
         ...
 
+    async def matching(
+        self, shop_id: str, member_ids: Sequence[str], rule: Rule, as_of: datetime, time_zone: str
+    ) -> set[str]:
+        """Those of these members the rule takes at `as_of` (strangers to
+        the shop are not among them)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Refusal:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from domain.plan import FrontOffice, Plan, PlanState
 from domain.runs import Run
 from domain.shop_policy import ShopPolicy
+from domain.triggers import Wait
 
 
 class Clock(Protocol):
@@ -107,6 +108,21 @@ class RunLaunches(Protocol):
         ...
 
 
+class TriggerWaits(Protocol):
+    async def due(self, now: datetime, limit: int) -> list[Wait]:
+        """Waiting waits due by `now`, earliest first, at most `limit`; held
+        for this transaction (another replica's sweep passes them by)."""
+        ...
+
+    async def launched(self, waits: Sequence[Wait], run_id: str) -> None:
+        """These waits are over: their members are in run `run_id`."""
+        ...
+
+    async def dropped(self, waits: Sequence[Wait], reason: str) -> None:
+        """These waits are over without acting, for `reason`."""
+        ...
+
+
 @dataclass(frozen=True)
 class RequestKey:
     """A side-effecting call's request id, and a fingerprint of what it asked."""
@@ -160,6 +176,9 @@ class UnitOfWork(Protocol):
 
     @property
     def launches(self) -> RunLaunches: ...
+
+    @property
+    def waits(self) -> TriggerWaits: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

@@ -36,6 +36,7 @@ class RunTrigger(enum.Enum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     CATCH_UP = "catch_up"
+    EVENT = "event"  # members' events of an event-triggered plan came due
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Skip(enum.Enum):
     OPTED_OUT = "OPTED_OUT"  # opted out of the channel the plan messages on
     CONTACT_CAP = "CONTACT_CAP"  # at the shop's contact limit on that channel
     UNKNOWN_MEMBER = "UNKNOWN_MEMBER"  # listed, but the audience system does not know it
+    # Event-triggered: outside the plan's audience when the wait was over.
+    NOT_IN_AUDIENCE = "NOT_IN_AUDIENCE"
 
 
 def run_id(shop_id: str, plan_id: str, kind: RunKind, fire_time: datetime) -> str:
@@ -92,6 +95,13 @@ def test_run_id(shop_id: str, plan_id: str, request_id: str) -> str:
 
 
 MAX_TEST_MEMBERS = 20
+
+
+def event_run_id(shop_id: str, plan_id: str, member_id: str, event_id: str) -> str:
+    """An event run is named by the first wait it carries: each wait goes
+    into one run, once, so no two runs share a name."""
+    seed = f"{shop_id}/{plan_id}/event/{member_id}/{event_id}"
+    return "e" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
 def manual_run_id(shop_id: str, plan_id: str, request_id: str) -> str:

@@ -289,6 +289,8 @@ class Platform:
                 complaints=complaints,
                 periodic=[
                     ("plan scheduler", parts.runs.tick, s.scheduler_poll),
+                    # Members' waits for event-triggered plans, due ones by index.
+                    ("trigger sweep", parts.runs.sweep, s.scheduler_poll),
                     ("retention purge", parts.member_data.purge, s.purge_interval),
                 ],
             )

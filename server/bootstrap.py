@@ -124,7 +124,13 @@ def build(
         outcomes=OutcomeUseCases(unit_of_work, OutcomeReads(engine)),
         effects=PlanEffectUseCases(unit_of_work, EffectReads(engine), clock),
         member_data=MemberDataUseCases(
-            MemberEventStore(engine), audience, MemberData(engine), unit_of_work, clock, retention
+            MemberEventStore(engine),
+            audience,
+            active_plans,
+            MemberData(engine),
+            unit_of_work,
+            clock,
+            retention,
         ),
         scenario=ScenarioUseCases(
             RecordReader(engine),

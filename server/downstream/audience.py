@@ -65,6 +65,17 @@ class GrpcAudienceDirectory:
             response = await self._stub.BatchMatchMemberRules(request)
         return {m.member_id: set(m.matched_keys) for m in response.members if not m.unknown_member}
 
+    async def matching(
+        self, shop_id: str, member_ids: Sequence[str], rule: Rule, as_of: datetime, time_zone: str
+    ) -> set[str]:
+        request = audience_pb2.BatchMatchMemberRulesRequest(
+            shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
+        )
+        request.checks.extend(self._checks_proto([RuleCheck("rule", rule, time_zone)]))
+        with call_errors(SYSTEM):
+            response = await self._stub.BatchMatchMemberRules(request)
+        return {m.member_id for m in response.members if "rule" in m.matched_keys}
+
     async def page(self, query: AudienceQuery) -> AudiencePage:
         request = audience_pb2.ListAudienceMembersRequest(
             shop_id=query.shop_id,

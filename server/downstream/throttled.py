@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
+from domain.audience import Rule
 from domain.downstream_ports import (
     AudiencePage,
     AudiencePages,
@@ -142,6 +144,14 @@ class ThrottledAudience:
             return list((await self._audience.opted_out(shop_id, part)).items())
 
         return dict(await self._bucket.in_parts(shop_id, member_ids, call))
+
+    async def matching(
+        self, shop_id: str, member_ids: Sequence[str], rule: Rule, as_of: datetime, time_zone: str
+    ) -> set[str]:
+        async def call(part: Sequence[str]) -> list[str]:
+            return list(await self._audience.matching(shop_id, part, rule, as_of, time_zone))
+
+        return set(await self._bucket.in_parts(shop_id, member_ids, call))
 
 
 class ThrottledBenefits:

@@ -28,6 +28,7 @@ _TRIGGERS = {
     RunTrigger.SCHEDULE: pb.RUN_TRIGGER_SCHEDULE,
     RunTrigger.MANUAL: pb.RUN_TRIGGER_MANUAL,
     RunTrigger.CATCH_UP: pb.RUN_TRIGGER_CATCH_UP,
+    RunTrigger.EVENT: pb.RUN_TRIGGER_EVENT,
 }
 
 

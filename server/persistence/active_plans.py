@@ -78,6 +78,10 @@ class ActivePlans:
         if self._versions is not None:
             await self._versions.bump(shop_ids)
 
+    async def live(self, shop_id: str) -> list[Plan]:
+        """The shop's live plans, as of the last change any replica made."""
+        return list((await self._entry(shop_id)).plans)
+
     async def timely(self, shop_id: str, now: datetime) -> list[tuple[Plan, Effect]]:
         """The shop's live plans, each with whether its effects hold at `now`
         by its time (its calendar's answer), or when they next do."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, delete, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.triggers import WaitState
 from server.persistence.audit_log import record_change
 from server.persistence.tables import (
     contact_claims,
@@ -25,6 +26,7 @@ from server.persistence.tables import (
     plan_runs,
     plans,
     run_members,
+    trigger_waits,
 )
 
 PURGE_BATCH = 10_000
@@ -53,6 +55,7 @@ class MemberData:
             ("outcomes", run_members, (rm.run_id.in_(shop_runs), rm.member_id.in_(held))),
             ("outcomes", run_members, (rm.run_id.in_(shop_runs), rm.member_id == member_id)),
             ("events", member_events, mine(member_events)),
+            ("waits", trigger_waits, mine(trigger_waits)),
             ("orders", orders, mine(orders)),
             ("benefits", member_benefits, mine(member_benefits)),
             ("records", operation_records, mine(operation_records)),
@@ -90,6 +93,18 @@ class MemberData:
                 member_events.c.occur_time < events_before,
                 member_events.c.shop_id,
                 member_events.c.event_id,
+            ),
+            # A wait goes with its event's retention once it is over (a
+            # waiting one stays until the sweep has acted on it).
+            "waits": await self._purge(
+                trigger_waits,
+                and_(
+                    trigger_waits.c.event_time < events_before,
+                    trigger_waits.c.state != WaitState.WAITING.value,
+                ),
+                trigger_waits.c.plan_id,
+                trigger_waits.c.member_id,
+                trigger_waits.c.event_id,
             ),
             "orders": await self._purge(
                 orders, orders.c.paid_time < orders_before, orders.c.shop_id, orders.c.order_id

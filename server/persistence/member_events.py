@@ -14,9 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain import member_events as ev
+from domain.calculators import Trigger
 from domain.member_events import EventOutcome, EventResult, MemberEvent, OrderState
+from domain.plan import Plan
 from server.persistence.audit_log import record_change
 from server.persistence.tables import member_events, orders
+from server.persistence.trigger_waits import follow_events
 
 _e, _o = member_events.c, orders.c
 
@@ -31,15 +34,18 @@ class MemberEventStore:
         events: Sequence[MemberEvent],
         now: datetime,
         strangers: Collection[str] = (),
+        triggered: Sequence[tuple[Plan, Trigger]] = (),
     ) -> list[EventOutcome]:
         """Each event's outcome, in order; the events of `strangers` (members
-        the audience system does not know) refused. Two batches racing with
-        one event id or one new order: the loser's transaction fails on the
-        key and is taken again, when it finds the winner's rows."""
+        the audience system does not know) refused; the waits of the
+        `triggered` plans the taken events start or cancel, with them. Two
+        batches racing with one event id or one new order: the loser's
+        transaction fails on the key and is taken again, when it finds the
+        winner's rows."""
         try:
-            return await self._record(shop_id, events, now, strangers)
+            return await self._record(shop_id, events, now, strangers, triggered)
         except IntegrityError:
-            return await self._record(shop_id, events, now, strangers)
+            return await self._record(shop_id, events, now, strangers, triggered)
 
     async def _record(
         self,
@@ -47,6 +53,7 @@ class MemberEventStore:
         events: Sequence[MemberEvent],
         now: datetime,
         strangers: Collection[str],
+        triggered: Sequence[tuple[Plan, Trigger]],
     ) -> list[EventOutcome]:
         results: list[EventOutcome | None] = [
             ev.refusal(e, now) or (ev.unknown_member(e) if e.member_id in strangers else None)
@@ -86,6 +93,7 @@ class MemberEventStore:
                     taken.append(event)
             if taken:
                 await conn.execute(insert(member_events), [_event_row(shop_id, e) for e in taken])
+                await follow_events(conn, shop_id, taken, triggered)
             # An order paid and refunded in this batch goes in with its refunds.
             paid = [_order_row(shop_id, e, state) for e in taken if e.order is not None]
             if paid:

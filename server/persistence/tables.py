@@ -219,6 +219,29 @@ member_events = Table(
     Index("ix_member_events_time", "occur_time"),
 )
 
+# A member's wait for an event-triggered plan (docs/triggers.md): once per
+# (plan, member, triggering event). `waiting` until due, then `launched` into
+# a run (run_id), or `cancelled` by the plan's unless-event, or `dropped`
+# (the plan no longer live then), with the reason.
+trigger_waits = Table(
+    "trigger_waits",
+    metadata,
+    Column("plan_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("shop_id", String(64), nullable=False),
+    Column("event_time", UtcDateTime(), nullable=False),
+    Column("due_time", UtcDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("run_id", String(64), nullable=True),
+    Column("reason", String(200), nullable=True),
+    PrimaryKeyConstraint("plan_id", "member_id", "event_id", name="pk_trigger_waits"),
+    # The due ones, earliest first: what the sweep reads, O(due).
+    Index("ix_trigger_waits_due", "state", "due_time"),
+    # A member's waits: cancelling them on his unless-event, erasing them.
+    Index("ix_trigger_waits_member", "shop_id", "member_id"),
+)
+
 # Paid orders, net of their refunds: what plans' effects are measured on.
 orders = Table(
     "orders",

@@ -13,6 +13,7 @@ from server.persistence.launches import SqlRunLaunches
 from server.persistence.plan_repository import SqlPlanRepository
 from server.persistence.request_log import SqlRequestLog
 from server.persistence.shop_policies import SqlShopPolicies
+from server.persistence.trigger_waits import SqlTriggerWaits
 
 
 class SqlUnitOfWork:
@@ -22,6 +23,7 @@ class SqlUnitOfWork:
     requests: SqlRequestLog
     shop_policies: SqlShopPolicies
     launches: SqlRunLaunches
+    waits: SqlTriggerWaits
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class SqlUnitOfWork:
         self.requests = SqlRequestLog(self._conn, self._clock)
         self.shop_policies = SqlShopPolicies(self._conn)
         self.launches = SqlRunLaunches(self._conn)
+        self.waits = SqlTriggerWaits(self._conn)
         return self
 
     async def __aexit__(self, kind: object, error: object, tb: object) -> None:

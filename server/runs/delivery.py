@@ -45,6 +45,9 @@ GRANT_CHUNK = 500
 UNKNOWN = "unknown"
 # The cursor of a test run's one page: its named test members.
 TEST_SHARD = "test"
+# The cursor of an event run's one page: the members whose waits came due,
+# each with the event that started the wait (server/usecases/trigger_sweep.py).
+EVENT_SHARD = "events"
 SKIPPED, FAILED = outcomes.OutcomeKind.SKIPPED.value, outcomes.OutcomeKind.FAILED.value
 BENEFIT_GRANTED = RecordKind.BENEFIT_GRANTED
 
@@ -110,6 +113,8 @@ class Delivery:
     def split(self, payload: dict[str, Any]) -> list[str]:
         if payload.get("test_members"):
             return [TEST_SHARD]
+        if payload.get("event_members"):
+            return [EVENT_SHARD]
         return shard_cursors(int(payload.get("shards", SHARDS)), bool(payload.get("listed")))
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
@@ -119,6 +124,8 @@ class Delivery:
             return await self._unknown(payload["shop_id"], rule)
         if cursor == TEST_SHARD:
             return Page([Item(m) for m in payload["test_members"]], None)
+        if cursor == EVENT_SHARD:
+            return await self._due(payload, plan, rule)
         index, shards, token = cursor.split("/", 2)
         # A page may come back shorter than asked (the audience system's
         # burst caps a call's size): a batch is read in as many as it takes.
@@ -139,6 +146,20 @@ class Delivery:
             members += [Item(m) for m in page.member_ids]
             following = page.next_token or None
         return Page(members, f"{index}/{shards}/{following}" if following else None)
+
+    async def _due(self, payload: dict[str, Any], plan: Plan, rule: Rule | None) -> Page:
+        """The members whose waits came due, each with its event; those the
+        plan's audience does not take now are skipped (NOT_IN_AUDIENCE):
+        the audience is asked when the wait is over, not when the event came."""
+        waited = {m: {"event_id": e} for m, e in payload["event_members"]}
+        if rule is not None:
+            taken = await self.audience.matching(
+                payload["shop_id"], list(waited), rule, self.now(), plan.spec.time_zone
+            )
+            for member, data in waited.items():
+                if member not in taken:
+                    data["skip"] = runs.Skip.NOT_IN_AUDIENCE.value
+        return Page([Item(m, data) for m, data in waited.items()], None)
 
     async def _unknown(self, shop_id: str, rule: Rule | None) -> Page:
         """The listed members the audience system does not know, as one page."""

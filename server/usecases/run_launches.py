@@ -25,8 +25,8 @@ from server.persistence.run_store import RunStore
 from server.persistence.tables import CANCELLED
 from server.persistence.task_progress import Progress
 from server.persistence.task_store import TaskStore
+from server.runs.delivery import EVENT_SHARD, SHARDS, TEST_SHARD, payload_of, shard_cursors
 from server.runs.delivery import NAME as DELIVERY
-from server.runs.delivery import SHARDS, TEST_SHARD, payload_of, shard_cursors
 from server.usecases.plans import UnitOfWorkFactory, existing_plan
 
 log = logging.getLogger("custops.runs")
@@ -115,12 +115,21 @@ class RunLaunches:
             grants=runs.grants(plan),
         )
 
-    def _launch_of(self, plan: Plan, run: Run, test_members: list[str] | None = None) -> RunLaunch:
+    def _launch_of(
+        self,
+        plan: Plan,
+        run: Run,
+        test_members: list[str] | None = None,
+        event_members: list[tuple[str, str]] | None = None,
+    ) -> RunLaunch:
         payload = payload_of(run, plan)
         run_traces.begin(self.tracer, payload, "plan run", run.run_id)
         if test_members is not None:
             payload["test_members"] = test_members
             return RunLaunch(run, DELIVERY, payload, (TEST_SHARD,), len(test_members))
+        if event_members is not None:
+            payload["event_members"] = [list(pair) for pair in event_members]
+            return RunLaunch(run, DELIVERY, payload, (EVENT_SHARD,), len(event_members))
         cursors = tuple(shard_cursors(SHARDS, payload["listed"]))
         return RunLaunch(run, DELIVERY, payload, cursors, _known_total(plan))
 

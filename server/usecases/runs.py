@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from domain import runs
+from domain import runs, triggers
 from domain.errors import FailedPrecondition, FieldViolation, Unavailable, require
 from domain.plan import Plan, PlanState
 from domain.plan_calendar import PlanCalendar
@@ -23,9 +23,10 @@ from server.runs import recovery
 from server.usecases.once import remembered
 from server.usecases.run_launches import ENDED_STATES, PlanTotals, RunView
 from server.usecases.run_scheduling import RunScheduling
+from server.usecases.trigger_sweep import TriggerSweep
 
 
-class RunUseCases(RunScheduling):
+class RunUseCases(RunScheduling, TriggerSweep):
     """What the run calls do; the scheduler and run launching are its bases."""
 
     async def trigger(self, shop_id: str, plan_id: str, request_id: str) -> RunView:
@@ -37,6 +38,12 @@ class RunUseCases(RunScheduling):
                 reason="PLAN_NOT_ACTIVE",
             )
         now = self._clock.now()
+        if triggers.trigger_of(plan) is not None:
+            raise FailedPrecondition(
+                f"plan {plan_id} is fired by members' events ({plan.spec.time.execution}): "
+                "it has no run to start by hand; a test run acts on named members",
+                reason="EVENT_TRIGGERED",
+            )
         calendar = PlanCalendar.of(plan, now)
         for answer, reason, what in (
             (calendar.in_effect(now), "NOT_IN_EFFECT", "in effect"),

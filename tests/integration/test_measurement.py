@@ -24,6 +24,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from domain.audience import Rule
 from domain.downstream_ports import AudienceSize, RuleCheck
+from domain.plan import Plan
 from server.app import Platform
 from server.persistence.database import normalize_url
 from server.persistence.member_data import MemberData
@@ -181,6 +182,7 @@ async def _rows_of(database_url: str, shop: str, member: str) -> dict[str, int]:
         "run_members": "member_id = :m AND run_id IN (SELECT run_id FROM plan_runs "
         "WHERE shop_id = :s)",
         "member_events": "shop_id = :s AND member_id = :m",
+        "trigger_waits": "shop_id = :s AND member_id = :m",
         "orders": "shop_id = :s AND member_id = :m",
         "member_benefits": "shop_id = :s AND member_id = :m",
         "operation_records": "shop_id = :s AND member_id = :m",
@@ -279,7 +281,10 @@ async def test_a_holdout_is_its_share_stable_and_measures_a_planted_effect(
 
 
 class _NobodyAsked:
-    """The audience system of use cases that only purge: never asked."""
+    """The audience system and plans of use cases that only purge: never asked."""
+
+    async def live(self, shop_id: str) -> list[Plan]:
+        raise AssertionError("a purge asks for no plans")
 
     async def estimate(
         self, shop_id: str, rule: Rule, as_of: datetime, time_zone: str
@@ -314,6 +319,7 @@ async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_
             return MemberDataUseCases(
                 MemberEventStore(engine),
                 _NobodyAsked(),
+                _NobodyAsked(),
                 MemberData(engine),
                 lambda: SqlUnitOfWork(engine, manual.clock),
                 manual.clock,
@@ -342,6 +348,6 @@ async def test_rows_older_than_their_retention_are_purged(manual: Ops, database_
         }
         # Kept for ever at 0.
         forever = cases(Retention(timedelta(0), timedelta(0), timedelta(0)))
-        assert await forever.purge() == {"outcomes": 0, "events": 0, "orders": 0}
+        assert await forever.purge() == {"outcomes": 0, "events": 0, "waits": 0, "orders": 0}
     finally:
         await engine.dispose()

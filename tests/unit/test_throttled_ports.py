@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from domain import plan as d
-from domain.audience import Levels
+from domain.audience import Levels, Rule
 from domain.downstream_ports import (
     AudiencePage,
     AudienceQuery,
@@ -167,6 +167,11 @@ class Members:
         self, shop_id: str, member_ids: Sequence[str]
     ) -> dict[str, frozenset[MessageChannel]]:
         return {}
+
+    async def matching(
+        self, shop_id: str, member_ids: Sequence[str], rule: Rule, as_of: datetime, time_zone: str
+    ) -> set[str]:
+        return set(member_ids)
 
 
 async def test_a_page_is_asked_no_larger_than_the_burst_and_a_batch_reads_on() -> None:

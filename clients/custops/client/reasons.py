@@ -82,6 +82,9 @@ RUN_SETTLING: Final = "RUN_SETTLING"
 RUN_CANCELLED: Final = "RUN_CANCELLED"
 RUN_PAUSED: Final = "RUN_PAUSED"
 NOT_A_DELIVERY_RUN: Final = "NOT_A_DELIVERY_RUN"
+# FAILED_PRECONDITION: members' events fire the plan (`@on ...`); a run by hand would act on its
+# whole audience at once. A test run still works.
+EVENT_TRIGGERED: Final = "EVENT_TRIGGERED"
 MEMBER_NOT_FOUND: Final = "MEMBER_NOT_FOUND"
 BENEFIT_NOT_FOUND: Final = "BENEFIT_NOT_FOUND"
 RECORD_NOT_FOUND: Final = "RECORD_NOT_FOUND"
@@ -162,6 +165,7 @@ ALL: Final[frozenset[str]] = frozenset(
         "RUN_CANCELLED",
         "RUN_PAUSED",
         "NOT_A_DELIVERY_RUN",
+        "EVENT_TRIGGERED",
         "MEMBER_NOT_FOUND",
         "BENEFIT_NOT_FOUND",
         "RECORD_NOT_FOUND",

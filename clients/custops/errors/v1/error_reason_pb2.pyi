@@ -108,6 +108,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     RUN_CANCELLED: _ErrorReason.ValueType  # 75
     RUN_PAUSED: _ErrorReason.ValueType  # 76
     NOT_A_DELIVERY_RUN: _ErrorReason.ValueType  # 77
+    EVENT_TRIGGERED: _ErrorReason.ValueType  # 78
+    """FAILED_PRECONDITION: members' events fire the plan (`@on ...`); a run by
+    hand would act on its whole audience at once. A test run still works.
+    """
     MEMBER_NOT_FOUND: _ErrorReason.ValueType  # 90
     """Members and their benefits."""
     BENEFIT_NOT_FOUND: _ErrorReason.ValueType  # 91
@@ -236,6 +240,10 @@ RUN_SETTLING: ErrorReason.ValueType  # 74
 RUN_CANCELLED: ErrorReason.ValueType  # 75
 RUN_PAUSED: ErrorReason.ValueType  # 76
 NOT_A_DELIVERY_RUN: ErrorReason.ValueType  # 77
+EVENT_TRIGGERED: ErrorReason.ValueType  # 78
+"""FAILED_PRECONDITION: members' events fire the plan (`@on ...`); a run by
+hand would act on its whole audience at once. A test run still works.
+"""
 MEMBER_NOT_FOUND: ErrorReason.ValueType  # 90
 """Members and their benefits."""
 BENEFIT_NOT_FOUND: ErrorReason.ValueType  # 91

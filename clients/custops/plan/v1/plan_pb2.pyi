@@ -283,6 +283,10 @@ class _RunTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunTrigger
     RUN_TRIGGER_SCHEDULE: _RunTrigger.ValueType  # 1
     RUN_TRIGGER_MANUAL: _RunTrigger.ValueType  # 2
     RUN_TRIGGER_CATCH_UP: _RunTrigger.ValueType  # 3
+    RUN_TRIGGER_EVENT: _RunTrigger.ValueType  # 4
+    """Members' events of an event-triggered plan came due (`@on ...`): the run
+    acts for those members only.
+    """
 
 class RunTrigger(_RunTrigger, metaclass=_RunTriggerEnumTypeWrapper):
     """What started a run."""
@@ -291,6 +295,10 @@ RUN_TRIGGER_UNSPECIFIED: RunTrigger.ValueType  # 0
 RUN_TRIGGER_SCHEDULE: RunTrigger.ValueType  # 1
 RUN_TRIGGER_MANUAL: RunTrigger.ValueType  # 2
 RUN_TRIGGER_CATCH_UP: RunTrigger.ValueType  # 3
+RUN_TRIGGER_EVENT: RunTrigger.ValueType  # 4
+"""Members' events of an event-triggered plan came due (`@on ...`): the run
+acts for those members only.
+"""
 Global___RunTrigger: _TypeAlias = RunTrigger  # noqa: Y015
 
 class _MemberOutcomeKind:
