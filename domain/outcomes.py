@@ -55,6 +55,7 @@ class MemberOutcome:
     test: bool
     fire_time: datetime
     run_kind: str
+    event_id: str = ""  # an event-triggered run: the event the member waited on
 
 
 @dataclass(frozen=True)

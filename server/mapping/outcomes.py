@@ -36,6 +36,7 @@ def outcome_to_proto(o: MemberOutcome) -> pb.MemberOutcome:
         test=o.test,
         fire_time=timestamp(o.fire_time),
         run_kind=RUN_KINDS[RunKind(o.run_kind)],
+        event_id=o.event_id,
     )
     if o.defer_until is not None:
         msg.defer_until.CopyFrom(timestamp(o.defer_until))

@@ -17,14 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import outcomes
 from domain.outcomes import MemberOutcome, OutcomeKind
-from domain.runs import RunKind
-from server.persistence.tables import plan_runs, run_members
+from domain.runs import RunKind, RunTrigger
+from server.persistence.tables import plan_runs, run_members, trigger_waits
 
-_rm, _pr = run_members.c, plan_runs.c
+_rm, _pr, _tw = run_members.c, plan_runs.c, trigger_waits.c
 # The runs whose rows are members (a recovery run's are benefit instances).
 _MEMBER_RUNS = (RunKind.DELIVERY.value, RunKind.TEST.value)
 
@@ -44,6 +44,7 @@ class RunOfOutcomes:
     kind: str
     grants: bool
     fire_time: datetime
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class OutcomeReads:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_typed(run, member, stored) for member, stored in rows]
+            return await _with_events(conn, [(run, member, stored) for member, stored in rows])
 
     async def plan_page(
         self,
@@ -122,7 +123,7 @@ class OutcomeReads:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_typed(_run(r[2:]), r[0], r[1]) for r in rows]
+            return await _with_events(conn, [(_run(r[2:]), r[0], r[1]) for r in rows])
 
     async def count(self, runs: Sequence[RunOfOutcomes], which: OutcomeFilter) -> int:
         """How many outcomes of these runs `which` selects, in one statement
@@ -162,17 +163,42 @@ class OutcomeReads:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [OutcomeCount(_run(r[:5]), r[5], int(r[6])) for r in rows]
+        return [OutcomeCount(_run(r[:6]), r[6], int(r[7])) for r in rows]
 
 
-_RUN_COLUMNS = (_pr.run_id, _pr.plan_id, _pr.kind, _pr.grants, _pr.fire_time)
+_RUN_COLUMNS = (_pr.run_id, _pr.plan_id, _pr.kind, _pr.grants, _pr.fire_time, _pr.run_trigger)
+_EVENT = RunTrigger.EVENT.value
 
 
 def _run(row: Sequence[Any]) -> RunOfOutcomes:
-    return RunOfOutcomes(row[0], row[1], row[2], bool(row[3]), row[4])
+    return RunOfOutcomes(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
 
 
-def _typed(run: RunOfOutcomes, member_id: str, stored: str) -> MemberOutcome:
+async def _with_events(
+    conn: AsyncConnection, rows: list[tuple[RunOfOutcomes, str, str]]
+) -> list[MemberOutcome]:
+    """(run, member, stored outcome) rows as outcomes, each of an event run
+    with the event its member waited on: one read per event run on the
+    page, by the waits' key."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for run, member, _ in rows:
+        if run.trigger == _EVENT:
+            wanted.setdefault((run.plan_id, run.run_id), []).append(member)
+    events: dict[tuple[str, str], str] = {}
+    for (plan_id, run_id), members in wanted.items():
+        found = await conn.execute(
+            select(_tw.member_id, _tw.event_id).where(
+                _tw.plan_id == plan_id, _tw.member_id.in_(members), _tw.run_id == run_id
+            )
+        )
+        events.update({(run_id, m): e for m, e in found})
+    return [
+        _typed(run, member, stored, events.get((run.run_id, member), ""))
+        for run, member, stored in rows
+    ]
+
+
+def _typed(run: RunOfOutcomes, member_id: str, stored: str, event_id: str = "") -> MemberOutcome:
     reading = outcomes.read(stored, run.grants)
     return MemberOutcome(
         run_id=run.run_id,
@@ -185,6 +211,7 @@ def _typed(run: RunOfOutcomes, member_id: str, stored: str) -> MemberOutcome:
         test=run.kind == RunKind.TEST.value,
         fire_time=run.fire_time,
         run_kind=run.kind,
+        event_id=event_id,
     )
 
 

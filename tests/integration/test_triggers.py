@@ -19,6 +19,7 @@ from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.stand_ins.notify import sms_reachable
 from tests.integration.test_measurement import ACCEPTED, DUPLICATE, REFUSED, paid, record
+from tests.integration.test_outcomes import exported
 from tests.integration.test_run_rules import TOP, Ops, at, levels, manual
 from tests.integration.test_runs import _granted
 
@@ -96,7 +97,8 @@ async def test_a_cart_left_unpaid_acts_after_the_delay_and_a_paid_order_cancels_
     manual.set_clock(START)
     plan = await cart_plan(manual)
     left, paying = top_members(manual, 2)
-    results = await record(manual, carted(left, START), carted(paying, START))
+    cart = carted(left, START)
+    results = await record(manual, cart, carted(paying, START))
     assert [r.result for r in results] == [ACCEPTED, ACCEPTED]
     # Before the delay is over nothing happens.
     assert await due(manual, START + DELAY / 2) == 0
@@ -112,6 +114,16 @@ async def test_a_cart_left_unpaid_acts_after_the_delay_and_a_paid_order_cancels_
     (run,) = await manual.runs(plan)
     assert run.trigger == pb.RUN_TRIGGER_EVENT and run.state == pb.RUN_STATE_SUCCEEDED, run
     assert run.progress.granted == 1
+    # The member's outcome names the event his wait was for, in the run's
+    # export and in his own outcomes across the shop.
+    outcomes, _ = await exported(manual, plan_id=plan.plan_id, run_id=run.run_id)
+    assert [(o.member_id, o.outcome, o.event_id) for o in outcomes] == [
+        (left, pb.MEMBER_OUTCOME_KIND_GRANTED, cart.event_id)
+    ]
+    mine = await manual.client.plans.list_member_outcomes(
+        pb.ListMemberOutcomesRequest(shop_id=manual.shop, member_id=left)
+    ).first_page()
+    assert [o.event_id for o in mine.outcomes] == [cart.event_id]
     # Nothing more is due: sweeping again makes no run and grants nothing.
     assert await due(manual, START + DELAY * 3) == 0
     assert coupons(manual, plan) == Counter({left: 1})

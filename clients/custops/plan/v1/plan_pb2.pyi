@@ -2604,6 +2604,7 @@ class MemberOutcome(_message.Message):
     TEST_FIELD_NUMBER: _builtins.int
     FIRE_TIME_FIELD_NUMBER: _builtins.int
     RUN_KIND_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     plan_id: _builtins.str
     member_id: _builtins.str
@@ -2615,6 +2616,10 @@ class MemberOutcome(_message.Message):
     test: _builtins.bool
     """The run was a test run (RUN_KIND_TEST): not counted in statistics."""
     run_kind: Global___RunKind.ValueType
+    event_id: _builtins.str
+    """A run of an event-triggered plan (RUN_TRIGGER_EVENT): the member event
+    whose wait the run acted on.
+    """
     @_builtins.property
     def withheld_channels(self) -> _containers.RepeatedScalarFieldContainer[_notify_pb2.MessageChannel.ValueType]:
         """Channels the member was not messaged on (opted out, the shop's limit)."""
@@ -2640,10 +2645,11 @@ class MemberOutcome(_message.Message):
         test: _builtins.bool = ...,
         fire_time: _timestamp_pb2.Timestamp | None = ...,
         run_kind: Global___RunKind.ValueType = ...,
+        event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["defer_until", b"defer_until", "fire_time", b"fire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["defer_until", b"defer_until", "fire_time", b"fire_time", "member_id", b"member_id", "outcome", b"outcome", "plan_id", b"plan_id", "reason", b"reason", "run_id", b"run_id", "run_kind", b"run_kind", "test", b"test", "withheld_channels", b"withheld_channels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defer_until", b"defer_until", "event_id", b"event_id", "fire_time", b"fire_time", "member_id", b"member_id", "outcome", b"outcome", "plan_id", b"plan_id", "reason", b"reason", "run_id", b"run_id", "run_kind", b"run_kind", "test", b"test", "withheld_channels", b"withheld_channels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
