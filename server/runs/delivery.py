@@ -114,7 +114,7 @@ class Delivery:
         if payload.get("test_members"):
             return [TEST_SHARD]
         if payload.get("event_members"):
-            return [EVENT_SHARD]
+            return [f"{EVENT_SHARD}/0"]
         return shard_cursors(int(payload.get("shards", SHARDS)), bool(payload.get("listed")))
 
     async def load(self, payload: dict[str, Any], cursor: str, limit: int) -> Page:
@@ -124,8 +124,8 @@ class Delivery:
             return await self._unknown(payload["shop_id"], rule)
         if cursor == TEST_SHARD:
             return Page([Item(m) for m in payload["test_members"]], None)
-        if cursor == EVENT_SHARD:
-            return await self._due(payload, plan, rule)
+        if cursor.startswith(f"{EVENT_SHARD}/"):
+            return await self._due(payload, plan, rule, int(cursor.split("/", 1)[1]), limit)
         index, shards, token = cursor.split("/", 2)
         # A page may come back shorter than asked (the audience system's
         # burst caps a call's size): a batch is read in as many as it takes.
@@ -147,11 +147,16 @@ class Delivery:
             following = page.next_token or None
         return Page(members, f"{index}/{shards}/{following}" if following else None)
 
-    async def _due(self, payload: dict[str, Any], plan: Plan, rule: Rule | None) -> Page:
-        """The members whose waits came due, each with its event; those the
-        plan's audience does not take now are skipped (NOT_IN_AUDIENCE):
-        the audience is asked when the wait is over, not when the event came."""
-        waited = {m: {"event_id": e} for m, e in payload["event_members"]}
+    async def _due(
+        self, payload: dict[str, Any], plan: Plan, rule: Rule | None, start: int, limit: int
+    ) -> Page:
+        """The members whose waits came due, each with its event, from
+        `start` on; those the plan's audience does not take now are skipped
+        (NOT_IN_AUDIENCE): the audience is asked when the wait is over, not
+        when the event came."""
+        listed = payload["event_members"]
+        end = min(start + limit, len(listed))
+        waited = {m: {"event_id": e} for m, e in listed[start:end]}
         if rule is not None:
             taken = await self.audience.matching(
                 payload["shop_id"], list(waited), rule, self.now(), plan.spec.time_zone
@@ -159,7 +164,8 @@ class Delivery:
             for member, data in waited.items():
                 if member not in taken:
                     data["skip"] = runs.Skip.NOT_IN_AUDIENCE.value
-        return Page([Item(m, data) for m, data in waited.items()], None)
+        following = f"{EVENT_SHARD}/{end}" if end < len(listed) else None
+        return Page([Item(m, data) for m, data in waited.items()], following)
 
     async def _unknown(self, shop_id: str, rule: Rule | None) -> Page:
         """The listed members the audience system does not know, as one page."""

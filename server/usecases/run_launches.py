@@ -129,7 +129,7 @@ class RunLaunches:
             return RunLaunch(run, DELIVERY, payload, (TEST_SHARD,), len(test_members))
         if event_members is not None:
             payload["event_members"] = [list(pair) for pair in event_members]
-            return RunLaunch(run, DELIVERY, payload, (EVENT_SHARD,), len(event_members))
+            return RunLaunch(run, DELIVERY, payload, (f"{EVENT_SHARD}/0",), len(event_members))
         cursors = tuple(shard_cursors(SHARDS, payload["listed"]))
         return RunLaunch(run, DELIVERY, payload, cursors, _known_total(plan))
 

@@ -24,10 +24,15 @@ from domain.plan_calendar import PlanCalendar
 from domain.ports import RunLaunch
 from domain.runs import Run
 from domain.triggers import Wait
+from server.runs.delivery import Delivery
 from server.usecases.run_launches import RunLaunches
 
 # Waits settled per sweep; more wait for the next, which comes at once.
 SWEEP_LIMIT = 5_000
+# Members per run: one batch of the engine's (a sweep that finds more for a
+# plan makes several runs), so a run's payload stays small and its members
+# go out in one audience call and one transaction of decisions.
+RUN_MEMBERS = Delivery.batch_size
 
 
 class TriggerSweep(RunLaunches):
@@ -55,13 +60,15 @@ class TriggerSweep(RunLaunches):
                 for wait in waits:
                     first.setdefault(wait.member_id, wait)
                 chosen = list(first.values())
-                run = self._event_run(plan, chosen[0], now)
-                launch = self._launch_of(
-                    plan, run, event_members=[(w.member_id, w.event_id) for w in chosen]
-                )
-                await uow.launches.add([launch], now)
-                await uow.waits.launched(chosen, run.run_id)
-                launched.append((plan, launch))
+                for part in range(0, len(chosen), RUN_MEMBERS):
+                    members = chosen[part : part + RUN_MEMBERS]
+                    run = self._event_run(plan, members[0], now)
+                    launch = self._launch_of(
+                        plan, run, event_members=[(w.member_id, w.event_id) for w in members]
+                    )
+                    await uow.launches.add([launch], now)
+                    await uow.waits.launched(members, run.run_id)
+                    launched.append((plan, launch))
                 settled += len(chosen)
             await uow.commit()
         await self._started(launched)

@@ -18,6 +18,7 @@ from custops.client import CustopsError
 from custops.plan.v1 import plan_pb2 as pb
 from custops.scenario.v1 import scenario_pb2 as spb
 from server.stand_ins.notify import sms_reachable
+from server.usecases import trigger_sweep
 from tests.integration.test_measurement import ACCEPTED, DUPLICATE, REFUSED, paid, record
 from tests.integration.test_outcomes import exported
 from tests.integration.test_run_rules import TOP, Ops, at, levels, manual
@@ -226,3 +227,22 @@ async def test_a_plan_fired_by_events_has_no_run_by_hand(manual: Ops) -> None:
         await manual.trigger(plan, "by-hand")
     assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION
     assert "events" in str(err.value)
+
+
+async def test_many_due_at_once_go_in_runs_of_a_batch_each(
+    manual: Ops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More members due for a plan than one run takes (a batch of the
+    engine's; 2 here): several runs, each member in one, each acted on once."""
+    monkeypatch.setattr(trigger_sweep, "RUN_MEMBERS", 2)
+    manual.set_clock(START)
+    plan = await cart_plan(manual)
+    members = top_members(manual, 5)
+    assert {r.result for r in await record(manual, *(carted(m, START) for m in members))} == {
+        ACCEPTED
+    }
+    assert await due(manual, START + DELAY + timedelta(seconds=1)) == 5
+    assert coupons(manual, plan) == Counter(dict.fromkeys(members, 1))
+    made = await manual.runs(plan)
+    assert sorted(r.progress.granted for r in made) == [1, 2, 2]
+    assert {r.state for r in made} == {pb.RUN_STATE_SUCCEEDED}
