@@ -19,6 +19,10 @@ from domain.triggers import Told, Wait, WaitState
 from server.persistence.tables import member_events, trigger_waits
 
 _w, _e = trigger_waits.c, member_events.c
+# One wait by its key, its parts bound per row ("p", "m", "e").
+_BY_KEY = and_(
+    _w.plan_id == bindparam("p"), _w.member_id == bindparam("m"), _w.event_id == bindparam("e")
+)
 
 
 async def follow_events(
@@ -92,14 +96,7 @@ async def _cancel(
     if cancelled:
         await conn.execute(
             update(trigger_waits)
-            .where(
-                and_(
-                    _w.plan_id == bindparam("p"),
-                    _w.member_id == bindparam("m"),
-                    _w.event_id == bindparam("e"),
-                    _w.state == WaitState.WAITING.value,
-                )
-            )
+            .where(_BY_KEY, _w.state == WaitState.WAITING.value)
             .values(state=WaitState.CANCELLED.value, reason=bindparam("why")),
             cancelled,
         )
@@ -149,13 +146,7 @@ class SqlTriggerWaits:
             return
         await self._conn.execute(
             update(trigger_waits)
-            .where(
-                and_(
-                    _w.plan_id == bindparam("p"),
-                    _w.member_id == bindparam("m"),
-                    _w.event_id == bindparam("e"),
-                )
-            )
+            .where(_BY_KEY)
             .values(state=state.value, run_id=run_id, reason=reason),
             [{"p": w.plan_id, "m": w.member_id, "e": w.event_id} for w in waits],
         )
