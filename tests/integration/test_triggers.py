@@ -125,6 +125,13 @@ async def test_a_cart_left_unpaid_acts_after_the_delay_and_a_paid_order_cancels_
         pb.ListMemberOutcomesRequest(shop_id=manual.shop, member_id=left)
     ).first_page()
     assert [o.event_id for o in mine.outcomes] == [cart.event_id]
+    # The plan's statistics count the run as any run.
+    stats = (
+        await manual.client.plans.get_plan_statistics(
+            pb.GetPlanStatisticsRequest(shop_id=manual.shop, plan_id=plan.plan_id)
+        )
+    ).statistics
+    assert (stats.runs, stats.benefits_granted, stats.messages_sent) == (1, 1, 1)
     # Nothing more is due: sweeping again makes no run and grants nothing.
     assert await due(manual, START + DELAY * 3) == 0
     assert coupons(manual, plan) == Counter({left: 1})
