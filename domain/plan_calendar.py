@@ -25,7 +25,7 @@ Every window is half-open, [start, end). The rules (docs/time.md):
 - **The end.** When no fire lies ahead, the plan is over once the effect
   window of its last fire has closed.
 - **Event triggers.** An execution time `@on EVENT …` has no fires: each
-  member's event makes that member's due time (server/triggers), which
+  member's event makes that member's due time (domain/triggers.py), which
   acts only inside effective ∩ term. Such a plan ends when effective ∩
   term has nothing ahead.
 

@@ -85,13 +85,19 @@ def waits_for(
     time; born cancelled when one of `told` (the members' events, this
     batch's included) already cancels it."""
     out = []
+    # One calendar per plan for the batch (a live plan's anchor is its
+    # publish time, whatever the event): it keeps the windows it has read.
+    calendars: dict[str, PlanCalendar] = {}
     for event in events:
         assert event.type is not None and event.occur_time is not None
         for plan, trigger in plans:
             if trigger.event is not event.type:
                 continue
             due = trigger.due(event.occur_time)
-            if not PlanCalendar.of(plan, due).allowed(due):
+            calendar = calendars.get(plan.plan_id)
+            if calendar is None:
+                calendar = calendars[plan.plan_id] = PlanCalendar.of(plan, due)
+            if not calendar.allowed(due):
                 continue
             wait = Wait(
                 plan.plan_id, event.member_id, event.event_id, shop_id, event.occur_time, due

@@ -57,10 +57,7 @@ class GrpcAudienceDirectory:
         checks: Sequence[RuleCheck],
         as_of: datetime,
     ) -> dict[str, set[str]]:
-        request = audience_pb2.BatchMatchMemberRulesRequest(
-            shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
-        )
-        request.checks.extend(self._checks_proto(checks))
+        request = self._match_request(shop_id, member_ids, checks, as_of)
         with domain_errors(SYSTEM):
             response = await self._stub.BatchMatchMemberRules(request)
         return {m.member_id: set(m.matched_keys) for m in response.members if not m.unknown_member}
@@ -68,10 +65,9 @@ class GrpcAudienceDirectory:
     async def matching(
         self, shop_id: str, member_ids: Sequence[str], rule: Rule, as_of: datetime, time_zone: str
     ) -> set[str]:
-        request = audience_pb2.BatchMatchMemberRulesRequest(
-            shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
+        request = self._match_request(
+            shop_id, member_ids, [RuleCheck("rule", rule, time_zone)], as_of
         )
-        request.checks.extend(self._checks_proto([RuleCheck("rule", rule, time_zone)]))
         with call_errors(SYSTEM):
             response = await self._stub.BatchMatchMemberRules(request)
         return {m.member_id for m in response.members if "rule" in m.matched_keys}
@@ -118,6 +114,21 @@ class GrpcAudienceDirectory:
             await self._stub.BatchGetMemberProfiles(request)
         )
         return response
+
+    def _match_request(
+        self,
+        shop_id: str,
+        member_ids: Sequence[str],
+        checks: Sequence[RuleCheck],
+        as_of: datetime,
+    ) -> audience_pb2.BatchMatchMemberRulesRequest:
+        """One BatchMatchMemberRules call: a shopper's page (match_rules) and
+        a run's due members (matching) ask alike, each with its own errors."""
+        request = audience_pb2.BatchMatchMemberRulesRequest(
+            shop_id=shop_id, member_ids=member_ids, as_of=timestamp(as_of)
+        )
+        request.checks.extend(self._checks_proto(checks))
+        return request
 
     def _checks_proto(self, checks: Sequence[RuleCheck]) -> list[audience_pb2.RuleCheck]:
         """The checks as sent, kept: pages ask with the same plans' checks
